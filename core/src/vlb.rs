@@ -1,0 +1,106 @@
+//! The terms of VDM's variational lower bound, per example, in nats (VDM §3–4, eq. 11–17).
+//!
+//! `−log p(x) ≤ L(x) = D_KL(q(z_1|x) ‖ p(z_1))  +  E[−log p(x|z_0)]  +  L_T(x)`
+//!
+//! The three terms are [`prior_kl`], [`reconstruction_nll`] and [`diffusion_loss_discrete`]
+//! (finite `T`) or [`diffusion_loss_continuous`] (`T → ∞`). Every function returns one value per
+//! example (summed over features); [`nats_to_bpd`] converts to bits per dimension.
+
+use crate::process::{alpha, alpha_sq};
+use crate::real::Real;
+use crate::tensor::BatchTensor;
+
+/// Pixel values per channel in 8-bit images.
+pub const PIXEL_VALUES: usize = 256;
+
+/// VDM's data encoding `f = 2 (x + ½)/V − 1` of pixel values `x ∈ {0, …, V−1}`: bin centres in `(−1, 1)`.
+pub fn encode<T: BatchTensor>(pixels: T, vocab: usize) -> T {
+    let scale = <T::Scalar as Real>::of(2.0 / vocab as f64);
+    pixels.add_scalar(<T::Scalar as Real>::of(0.5)).mul_scalar(scale).add_scalar(<T::Scalar as Real>::of(-1.0))
+}
+
+/// The pixel value whose encoding is nearest to `value`: the mode of VDM's decoder
+/// `p(x | z_0)` at `value = z_0/α_0`, used as the final sampling step.
+pub fn decode_nearest<F: Real>(value: F, vocab: usize) -> u32 {
+    let k = libm::round((value.as_f64() + 1.0) * vocab as f64 / 2.0 - 0.5);
+    k.clamp(0.0, (vocab - 1) as f64) as u32
+}
+
+/// The prior term `D_KL(q(z_1|x) ‖ N(0, I))` (VDM eq. 11 and its code):
+///
+/// `½ Σ [α₁² f² + σ₁² − ln σ₁² − 1] = ½ Σ [α₁² f² − α₁² + softplus(−γ₁)]`,
+///
+/// the second form avoiding the cancellation of `σ₁² − ln σ₁² − 1` as `σ₁² → 1`.
+pub fn prior_kl<T: BatchTensor>(f: T, gamma_1: T) -> T {
+    let a2 = alpha_sq(gamma_1.clone());
+    let per_feature = a2.clone().mul(f.square()).sub(a2).add(gamma_1.neg().softplus());
+    per_feature.sum_example().mul_scalar(<T::Scalar as Real>::of(0.5))
+}
+
+/// The continuous-time diffusion loss (VDM eq. 17), one-sample estimate at time `t`:
+///
+/// `L_∞ ≈ ½ γ'(t) ‖ε − ε̂(z_t; t)‖²`, `t ~ U(0, 1)`.
+pub fn diffusion_loss_continuous<T: BatchTensor>(eps: T, eps_hat: T, gamma_prime: T) -> T {
+    let sq = eps.sub(eps_hat).square().sum_example();
+    sq.mul(gamma_prime).mul_scalar(<T::Scalar as Real>::of(0.5))
+}
+
+/// The discrete-time diffusion loss with `T` steps (VDM eq. 13 in ε form), one-sample estimate:
+///
+/// `L_T ≈ ½ T expm1(γ_t − γ_s) ‖ε − ε̂(z_t; t)‖²`, `t = i/T`, `s = (i−1)/T`, `i ~ U{1..T}`.
+///
+/// `expm1(γ_t − γ_s) = SNR_s/SNR_t − 1`; see [`crate::time::discretize`] for `(s, t)`.
+pub fn diffusion_loss_discrete<T: BatchTensor>(eps: T, eps_hat: T, gamma_s: T, gamma_t: T, steps: usize) -> T {
+    let sq = eps.sub(eps_hat).square().sum_example();
+    let weight = gamma_t.sub(gamma_s).expm1();
+    sq.mul(weight).mul_scalar(<T::Scalar as Real>::of(0.5 * steps as f64))
+}
+
+/// The reconstruction term `−ln p(x | z_0)` with VDM's discretised decoder over `vocab` values:
+///
+/// `ln p(x | z_0) = ℓ_x − logsumexp_k ℓ_k`, `ℓ_k = −½ e^{−γ₀} (z_0/α_0 − f_k)²`, `f_k` the encoding of `k`,
+///
+/// i.e. a softmax over the `vocab` bin centres of a Gaussian around `z_0/α_0` with variance
+/// `σ_0²/α_0² = e^{γ₀}` (VDM code `logprob`). `f` is the encoded data ([`encode`]).
+/// The log-sum-exp is accumulated as `m ← m + softplus(ℓ_k − m)`, which never overflows.
+pub fn reconstruction_nll<T: BatchTensor>(f: T, z_0: T, gamma_0: T, vocab: usize) -> T {
+    assert!(vocab >= 2, "reconstruction_nll: vocab must be at least 2");
+    let z = z_0.div(alpha(gamma_0.clone()));
+    let half_precision = gamma_0.neg().exp().mul_scalar(<T::Scalar as Real>::of(-0.5));
+    let centre = |k: usize| <T::Scalar as Real>::of(2.0 * (k as f64 + 0.5) / vocab as f64 - 1.0);
+    let logit_at = |k: usize| z.clone().add_scalar(-centre(k)).square().mul(half_precision.clone());
+    let mut lse = logit_at(0);
+    for k in 1..vocab {
+        lse = lse.clone().add(logit_at(k).sub(lse).softplus());
+    }
+    let logit_x = z.sub(f).square().mul(half_precision);
+    lse.sub(logit_x).sum_example()
+}
+
+/// Converts per-example nats to bits per dimension: `nats / (D ln 2)`.
+pub fn nats_to_bpd<T: BatchTensor>(nats: T, features: usize) -> T {
+    nats.mul_scalar(<T::Scalar as Real>::of(1.0 / (features as f64 * core::f64::consts::LN_2)))
+}
+
+/// The three VLB terms of a batch, each per example.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VlbTerms<T> {
+    /// `D_KL(q(z_1|x) ‖ p(z_1))`.
+    pub prior: T,
+    /// `−ln p(x | z_0)`.
+    pub reconstruction: T,
+    /// `L_T` or `L_∞`.
+    pub diffusion: T,
+}
+
+impl<T: BatchTensor> VlbTerms<T> {
+    /// The VLB `prior + reconstruction + diffusion`, per example.
+    pub fn total(&self) -> T {
+        self.prior.clone().add(self.reconstruction.clone()).add(self.diffusion.clone())
+    }
+
+    /// Applies `f` to every term (e.g. [`nats_to_bpd`]).
+    pub fn map(self, f: impl Fn(T) -> T) -> Self {
+        Self { prior: f(self.prior), reconstruction: f(self.reconstruction), diffusion: f(self.diffusion) }
+    }
+}
