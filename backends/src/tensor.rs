@@ -1,0 +1,105 @@
+//! [`vdm_core::BatchTensor`] for burn tensors: the same diffusion math on every burn backend.
+//!
+//! The orphan rule keeps us from implementing vdm-core's trait on burn's `Tensor` directly, so
+//! [`BurnBatch`] wraps one. A `Tensor<B, D>` is a batch along axis 0; per-example values have shape `[B, 1, …, 1]` and
+//! broadcast against `[B, C, H, W]` through burn's own broadcasting. Functions burn lacks or
+//! computes in a form that can overflow are built here from stable pieces:
+//! - `softplus(x) = relu(x) + log1p(e^{−|x|})` (burn's `ln(1 + e^x)` overflows for large `x`);
+//! - `sigmoid(x) = e^{−softplus(−x)}`;
+//! - `expm1(x) = tanh(x/2) (e^x + 1)`, exact in exact arithmetic and accurate for small `|x|`
+//!   (burn has no `expm1`);
+//! - `erfc(x) = 1 − erf(x)`, which loses relative accuracy in the far right tail (only the
+//!   DDPM decoder uses it, and it floors bin masses at `1e-12`).
+
+use burn::tensor::{activation, backend::Backend, Tensor};
+use vdm_core::BatchTensor;
+
+/// A burn tensor seen as a batch of examples along axis 0 (see the module docs).
+#[derive(Clone, Debug)]
+pub struct BurnBatch<B: Backend, const D: usize>(pub Tensor<B, D>);
+
+impl<B: Backend, const D: usize> BurnBatch<B, D> {
+    /// The wrapped tensor.
+    pub fn into_inner(self) -> Tensor<B, D> {
+        self.0
+    }
+}
+
+impl<B: Backend, const D: usize> From<Tensor<B, D>> for BurnBatch<B, D> {
+    fn from(t: Tensor<B, D>) -> Self {
+        Self(t)
+    }
+}
+
+impl<B: Backend, const D: usize> BatchTensor for BurnBatch<B, D> {
+    type Scalar = f64;
+
+    fn full_like(&self, value: f64) -> Self {
+        Self(self.0.full_like(value))
+    }
+    fn features(&self) -> usize {
+        self.0.dims()[1..].iter().product()
+    }
+    fn sum_example(self) -> Self {
+        let axes: Vec<usize> = (1..D).collect();
+        Self(self.0.sum_dims(&axes))
+    }
+    fn add(self, rhs: Self) -> Self {
+        Self(self.0 + rhs.0)
+    }
+    fn sub(self, rhs: Self) -> Self {
+        Self(self.0 - rhs.0)
+    }
+    fn mul(self, rhs: Self) -> Self {
+        Self(self.0 * rhs.0)
+    }
+    fn div(self, rhs: Self) -> Self {
+        Self(self.0 / rhs.0)
+    }
+    fn add_scalar(self, s: f64) -> Self {
+        Self(self.0.add_scalar(s))
+    }
+    fn mul_scalar(self, s: f64) -> Self {
+        Self(self.0.mul_scalar(s))
+    }
+    fn exp(self) -> Self {
+        Self(self.0.exp())
+    }
+    fn ln(self) -> Self {
+        Self(self.0.log())
+    }
+    fn expm1(self) -> Self {
+        let x = self.0;
+        Self(x.clone().mul_scalar(0.5).tanh() * x.exp().add_scalar(1.0))
+    }
+    fn ln1p(self) -> Self {
+        Self(self.0.log1p())
+    }
+    fn sqrt(self) -> Self {
+        Self(self.0.sqrt())
+    }
+    fn sigmoid(self) -> Self {
+        Self(softplus(self.0.neg()).neg().exp())
+    }
+    fn softplus(self) -> Self {
+        Self(softplus(self.0))
+    }
+    fn erfc(self) -> Self {
+        Self(self.0.erf().neg().add_scalar(1.0))
+    }
+    fn clamp_min(self, min: f64) -> Self {
+        Self(self.0.clamp_min(min))
+    }
+    fn where_lt(self, threshold: f64, then: Self, otherwise: Self) -> Self {
+        let shape = self.0.shape();
+        let mask = self.0.lower_elem(threshold);
+        // Broadcast per-example operands to the condition's shape before selecting.
+        Self(otherwise.0.expand(shape.clone()).mask_where(mask, then.0.expand(shape)))
+    }
+}
+
+/// `softplus(x) = relu(x) + log1p(e^{−|x|})`: finite for every finite `x`, unlike `ln(1 + e^x)`.
+pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let tail = x.clone().abs().neg().exp().log1p();
+    activation::relu(x) + tail
+}
