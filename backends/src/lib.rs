@@ -1,4 +1,28 @@
-//! burn backends for vdm-core.
+//! # vdm-backends
+//!
+//! [burn](https://burn.dev) implementations for [`vdm_core`]: the [`BatchTensor`](vdm_core::BatchTensor)
+//! trait on burn tensors ([`tensor::BurnBatch`]), VDM's score network ([`score`]), learnable
+//! schedules ([`schedule`]), the model with its VLB, evaluation and sampling ([`model`]),
+//! training with checkpoints ([`train`]), datasets ([`data`]) and run configuration ([`config`]).
+//!
+//! Backends are chosen by cargo feature: `ndarray` (default; the CPU reference) and `cuda`.
+//! The same generic code runs on both; see [`Cpu`] and `Cuda`.
+
+pub mod config;
+pub mod data;
+pub mod model;
 pub mod schedule;
 pub mod score;
 pub mod tensor;
+pub mod train;
+
+/// A backend with automatic differentiation, for training.
+pub type Autodiff<B> = burn::backend::Autodiff<B>;
+
+/// The CPU reference backend (burn-ndarray, f32).
+#[cfg(feature = "ndarray")]
+pub type Cpu = burn::backend::NdArray<f32>;
+
+/// The CUDA backend (burn-cuda, f32).
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda<f32, i32>;

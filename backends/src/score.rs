@@ -133,6 +133,11 @@ pub struct ScoreNet<B: Backend> {
 }
 
 impl<B: Backend> ScoreNet<B> {
+    /// Image channels the network takes and predicts.
+    pub fn channels(&self) -> usize {
+        self.conv_out.weight.dims()[0]
+    }
+
     /// `ε̂(z_t; γ_t)` for `z_t` of shape `[B, C, H, W]` and `γ_t` of shape `[B]`.
     pub fn forward(&self, z: Tensor<B, 4>, gamma: Tensor<B, 1>) -> Tensor<B, 4> {
         let t = gamma.sub_scalar(self.gamma_min).div_scalar(self.gamma_max - self.gamma_min);

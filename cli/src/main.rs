@@ -1,1 +1,171 @@
-fn main() {}
+//! `vdm`: train, evaluate, sample from and inspect variational diffusion models.
+
+mod bench;
+mod commands;
+mod device;
+mod image;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use device::Device;
+
+#[derive(Parser)]
+#[command(name = "vdm", version, about = "Variational diffusion models with exact likelihoods (VDM, DDPM)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model (default: a small VDM on the bundled digits, on the CPU).
+    Train {
+        /// Run configuration (TOML); `vdm config` prints the default.
+        #[arg(long, conflicts_with = "resume")]
+        config: Option<PathBuf>,
+        /// Directory for checkpoints, the config and metrics.
+        #[arg(long, default_value = "runs/digits")]
+        run: PathBuf,
+        /// Continue the run in `--run` from its latest checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Override the total number of training steps.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Where to train.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+    },
+    /// Test-set bits per dimension with standard errors, by VLB term, for continuous time and chosen T.
+    Eval {
+        /// A checkpoint or a run directory (its latest checkpoint).
+        #[arg(long, default_value = "runs/digits")]
+        checkpoint: PathBuf,
+        /// Bounds to evaluate: 0 is continuous time, T > 0 the T-step bound. Repeatable.
+        #[arg(long = "time-steps", default_values_t = [0usize, 1000])]
+        time_steps: Vec<usize>,
+        /// Images per batch.
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        /// Seed of the evaluation noise.
+        #[arg(long, default_value_t = 1234)]
+        seed: u64,
+        /// Evaluate at most this many test images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Where to evaluate.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+    },
+    /// Draw images by ancestral sampling and write them as a PNG grid.
+    Sample {
+        /// A checkpoint or a run directory.
+        #[arg(long, default_value = "runs/digits")]
+        checkpoint: PathBuf,
+        /// Number of images.
+        #[arg(long, default_value_t = 64)]
+        n: usize,
+        /// Sampling steps T.
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        /// Seed of the sampling noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output PNG.
+        #[arg(long, default_value = "samples.png")]
+        out: PathBuf,
+        /// Images per row of the grid.
+        #[arg(long, default_value_t = 8)]
+        columns: usize,
+        /// Pixel magnification.
+        #[arg(long, default_value_t = 4)]
+        scale: usize,
+        /// Where to sample.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+    },
+    /// Print the noise schedule γ(t), γ'(t), SNR, α, σ (and optionally plot γ and log SNR).
+    Schedule {
+        /// A checkpoint or run directory (its learned schedule); default: the default config's.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// A run configuration whose (initial) schedule to show.
+        #[arg(long, conflicts_with = "checkpoint")]
+        config: Option<PathBuf>,
+        /// Number of evenly spaced times from 0 to 1.
+        #[arg(long, default_value_t = 11)]
+        points: usize,
+        /// Write a PNG plot of γ(t) here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+    /// Evaluate one checkpoint with the same seed on the CPU and on CUDA and compare.
+    Crosscheck {
+        /// A checkpoint or run directory.
+        #[arg(long, default_value = "runs/digits")]
+        checkpoint: PathBuf,
+        /// Test images to evaluate.
+        #[arg(long, default_value_t = 256)]
+        images: usize,
+        /// Bound to compare: 0 continuous, T > 0 discrete.
+        #[arg(long = "time-steps", default_value_t = 0)]
+        time_steps: usize,
+        /// Largest accepted |bpd_cpu − bpd_cuda| for any image.
+        #[arg(long, default_value_t = 1e-3)]
+        tolerance: f64,
+        /// Seed of the evaluation noise.
+        #[arg(long, default_value_t = 1234)]
+        seed: u64,
+    },
+    /// Measure training and sampling throughput (images/s) for a named model size.
+    Bench {
+        /// Model size.
+        #[arg(long, value_enum, default_value = "tiny")]
+        size: bench::Size,
+        /// Images per training batch (default: the size's).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Timed training steps (after two warm-up steps).
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Sampling steps T for the sampling benchmark.
+        #[arg(long, default_value_t = 50)]
+        sample_steps: usize,
+        /// Where to run.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+    },
+    /// Print the default run configuration (TOML) to start a config file from.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Train { config, run, resume, steps, device } => commands::train(config, run, resume, steps, device),
+        Command::Eval { checkpoint, time_steps, batch_size, seed, limit, json, device } => {
+            commands::eval(checkpoint, time_steps, batch_size, seed, limit, json, device)
+        }
+        Command::Sample { checkpoint, n, steps, seed, out, columns, scale, device } => {
+            commands::sample(checkpoint, n, steps, seed, out, columns, scale, device)
+        }
+        Command::Schedule { checkpoint, config, points, plot } => commands::schedule(checkpoint, config, points, plot),
+        Command::Crosscheck { checkpoint, images, time_steps, tolerance, seed } => {
+            commands::crosscheck(checkpoint, images, time_steps, tolerance, seed)
+        }
+        Command::Bench { size, batch_size, steps, sample_steps, device } => bench::run(size, batch_size, steps, sample_steps, device),
+        Command::Config => commands::print_default_config(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Choosing the backend at run time: `--device cpu|cuda`.
+
+use burn::tensor::backend::AutodiffBackend;
+use clap::ValueEnum;
+
+/// Where to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// burn-ndarray on the CPU (the reference).
+    Cpu,
+    /// burn-cuda on the first NVIDIA GPU.
+    Cuda,
+}
+
+/// Work generic over the training backend; `run` is instantiated once per compiled backend.
+pub trait BackendJob {
+    /// What the job returns.
+    type Output;
+    /// Runs on backend `B` (autodiff over `B::InnerBackend`) at `device`.
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output, String>;
+}
+
+/// Runs `job` on `device`, or explains why this binary cannot.
+pub fn dispatch<J: BackendJob>(device: Device, job: J) -> Result<J::Output, String> {
+    match device {
+        Device::Cpu => run_cpu(job),
+        Device::Cuda => run_cuda(job),
+    }
+}
+
+#[cfg(feature = "ndarray")]
+fn run_cpu<J: BackendJob>(job: J) -> Result<J::Output, String> {
+    job.run::<vdm_backends::Autodiff<vdm_backends::Cpu>>(Default::default())
+}
+
+#[cfg(not(feature = "ndarray"))]
+fn run_cpu<J: BackendJob>(_job: J) -> Result<J::Output, String> {
+    Err("this vdm binary was built without the CPU backend; rebuild with `--features ndarray`".into())
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda<J: BackendJob>(job: J) -> Result<J::Output, String> {
+    job.run::<vdm_backends::Autodiff<vdm_backends::Cuda>>(Default::default())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda<J: BackendJob>(_job: J) -> Result<J::Output, String> {
+    Err("this vdm binary was built without CUDA support; rebuild it with \
+         `cargo build --release --features cuda` to use --device cuda"
+        .into())
+}
