@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{self, CsvLayout, DataError, DiscretisedGaussianImages, ImageSet};
 use crate::model::ModelConfig;
 use crate::schedule::ScheduleConfig;
-use crate::score::ScoreNetConfig;
+use crate::score::{ConvMethod, ScoreNetConfig};
 use crate::train::TrainConfig;
 
 /// Where the images come from. Every source is split into train and test with the run's seed.
@@ -133,10 +133,11 @@ impl RunConfig {
                     fourier_exponents: vec![3, 4, 5, 6, 7, 8],
                     gamma_min: -13.3,
                     gamma_max: 5.0,
+                    conv: ConvMethod::Taps,
                 },
                 schedule: ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
             },
-            train: TrainConfig { batch_size: 64, steps: 1500, lr: 2e-3, warmup_steps: 100, ema_decay: 0.999, clip_grad_norm: Some(1.0), ..TrainConfig::default() },
+            train: TrainConfig { batch_size: 32, steps: 1500, lr: 2e-3, warmup_steps: 100, ema_decay: 0.999, clip_grad_norm: Some(1.0), ..TrainConfig::default() },
             eval: EvalConfig { every: 500, ..EvalConfig::default() },
             checkpoint_every: 500,
         }

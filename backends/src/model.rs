@@ -5,7 +5,7 @@
 //! uploaded, so a seed gives the same numbers on every backend: this is what makes CPU and GPU
 //! results comparable.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -40,8 +40,19 @@ impl ModelConfig {
     }
 
     /// A freshly initialised model.
+    ///
+    /// burn initialises parameters lazily, on first use; they are materialised here, in a fixed
+    /// order, so that copies (the EMA) start from the same weights as the model.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Vdm<B> {
-        Vdm { score: self.score.init(device), schedule: self.schedule.init(device) }
+        struct Materialise;
+        impl<B: Backend> ModuleVisitor<B> for Materialise {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let _ = param.val();
+            }
+        }
+        let model = Vdm { score: self.score.init(device), schedule: self.schedule.init(device) };
+        model.visit(&mut Materialise);
+        model
     }
 }
 
