@@ -107,8 +107,7 @@ impl Noise {
 /// `[N, C, H, W]` pixel values as floats on `device`.
 pub fn pixels_tensor<B: Backend>(images: &ImageSet, device: &B::Device) -> Tensor<B, 4> {
     let data: Vec<f32> = images.pixels.iter().map(|&p| f32::from(p)).collect();
-    let shape = [images.len(), images.channels, images.height, images.width];
-    Tensor::from_data(TensorData::new(data, shape), device)
+    tensor4(data, [images.len(), images.channels, images.height, images.width], device)
 }
 
 fn tensor4<B: Backend>(values: Vec<f32>, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {

@@ -198,11 +198,14 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// The image indices of step `step`'s batch: consecutive slices of a per-epoch permutation.
     fn batch_indices(&self, step: usize, n: usize) -> Vec<usize> {
         let b = self.run.train.batch_size;
-        (0..b)
-            .map(|k| {
-                let position = step * b + k;
+        let mut order: Option<(usize, Vec<usize>)> = None; // the current epoch's permutation
+        (step * b..(step + 1) * b)
+            .map(|position| {
                 let (epoch, offset) = (position / n, position % n);
-                permutation(n, derive_seed(self.run.train.seed, STREAM_EPOCH, epoch as u64))[offset]
+                if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    order = Some((epoch, permutation(n, derive_seed(self.run.train.seed, STREAM_EPOCH, epoch as u64))));
+                }
+                order.as_ref().expect("just set").1[offset]
             })
             .collect()
     }
@@ -311,33 +314,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// Visits every float parameter's gradient.
-struct GradVisitor<'a, B: AutodiffBackend, F: FnMut(ParamId, Tensor<B::InnerBackend, 1>)> {
-    grads: &'a GradientsParams,
-    f: F,
-    _b: std::marker::PhantomData<B>,
-}
-
-impl<B: AutodiffBackend, F: FnMut(ParamId, Tensor<B::InnerBackend, 1>)> ModuleVisitor<B> for GradVisitor<'_, B, F> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            (self.f)(param.id, g.flatten::<1>(0, D - 1));
-        }
-    }
-}
-
 /// `‖g‖₂` over all parameters' gradients together.
 fn global_grad_norm<B: AutodiffBackend>(model: &Vdm<B>, grads: &GradientsParams) -> f64 {
-    let mut sum_sq: Option<Tensor<B::InnerBackend, 1>> = None;
-    let f = |_, g: Tensor<B::InnerBackend, 1>| {
-        let s = g.square().sum();
-        sum_sq = Some(match sum_sq.take() {
-            Some(acc) => acc + s,
-            None => s,
-        });
-    };
-    model.visit(&mut GradVisitor { grads, f, _b: std::marker::PhantomData });
-    sum_sq.map_or(0.0, |s| s.into_scalar().elem::<f64>().sqrt())
+    struct SumSquares<'a, B: AutodiffBackend> {
+        grads: &'a GradientsParams,
+        total: Option<Tensor<B::InnerBackend, 1>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for SumSquares<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                let s = g.square().sum();
+                self.total = Some(match self.total.take() {
+                    Some(acc) => acc + s,
+                    None => s,
+                });
+            }
+        }
+    }
+    let mut visitor = SumSquares::<B> { grads, total: None };
+    model.visit(&mut visitor);
+    visitor.total.map_or(0.0, |s| s.into_scalar().elem::<f64>().sqrt())
 }
 
 /// Multiplies every gradient by `factor`.

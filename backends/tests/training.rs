@@ -76,6 +76,15 @@ fn training_lowers_the_test_bound() {
     assert!(after.bpd.mean > exact - 4.0 * after.bpd.se, "a VLB {:.3} ± {:.3} below the exact NLL {exact:.3} bpd", after.bpd.mean, after.bpd.se);
 }
 
+/// Equal up to float summation order: burn-ndarray's parallel reductions may add in a different
+/// order from run to run. A resume that lost optimiser state or replayed other batches moves
+/// weights by about the learning rate (3e-3), far beyond this tolerance.
+fn assert_same(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    let (i, diff) = a.iter().zip(b).map(|(x, y)| (x - y).abs()).enumerate().fold((0, 0f32), |m, (i, d)| if d > m.1 { (i, d) } else { m });
+    assert!(diff <= 1e-6, "{what} weights differ after resuming: parameter {i} by {diff:e} ({} vs {})", a[i], b[i]);
+}
+
 #[test]
 fn a_resumed_run_continues_exactly_like_an_uninterrupted_one() {
     let device = Default::default();
@@ -98,8 +107,8 @@ fn a_resumed_run_continues_exactly_like_an_uninterrupted_one() {
     for _ in 0..3 {
         resumed.train_step(&train);
     }
-    assert_eq!(parameters(&resumed.model), parameters(&straight.model), "model weights differ after resuming");
-    assert_eq!(parameters(&resumed.ema), parameters(&straight.ema), "EMA weights differ after resuming");
+    assert_same("model", &parameters(&resumed.model), &parameters(&straight.model));
+    assert_same("EMA", &parameters(&resumed.ema), &parameters(&straight.ema));
 }
 
 #[test]
