@@ -90,13 +90,18 @@ fn a_resumed_run_continues_exactly_like_an_uninterrupted_one() {
     let device = Default::default();
     let run = tiny_run(6);
     let (train, _) = run.data.load(0).unwrap();
-    let mut straight = Trainer::<B>::new(&run, &device);
+    // Both runs start from one saved initial state: burn-ndarray's weight initialisation draws
+    // from a process-wide generator that tests running in parallel also draw from.
+    let start = tempfile::tempdir().unwrap();
+    Trainer::<B>::new(&run, &device).save(start.path()).unwrap();
+
+    let mut straight = Trainer::<B>::resume(start.path(), &device).unwrap();
     for _ in 0..6 {
         straight.train_step(&train);
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let mut first = Trainer::<B>::new(&run, &device);
+    let mut first = Trainer::<B>::resume(start.path(), &device).unwrap();
     for _ in 0..3 {
         first.train_step(&train);
     }
