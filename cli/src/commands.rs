@@ -368,6 +368,12 @@ pub fn crosscheck(checkpoint: PathBuf, images: usize, time_steps: usize, toleran
 
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
 fn crosscheck_backends(checkpoint: &Path, images: usize, time: TimeMode, tolerance: f64, seed: u64) -> Result<(), String> {
+    let check = std::panic::AssertUnwindSafe(|| compare_cpu_and_cuda(checkpoint, images, time, tolerance, seed));
+    std::panic::catch_unwind(check).unwrap_or_else(|_| Err(crate::device::CUDA_FAILED.into()))
+}
+
+#[cfg(all(feature = "ndarray", feature = "cuda"))]
+fn compare_cpu_and_cuda(checkpoint: &Path, images: usize, time: TimeMode, tolerance: f64, seed: u64) -> Result<(), String> {
     use vdm_backends::{Cpu, Cuda};
     let (cpu_model, state) = load_ema::<Cpu>(checkpoint, &Default::default())?;
     let (gpu_model, _) = load_ema::<Cuda>(checkpoint, &Default::default())?;

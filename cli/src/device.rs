@@ -38,9 +38,16 @@ fn run_cpu<J: BackendJob>(_job: J) -> Result<J::Output, String> {
     Err("this vdm binary was built without the CPU backend; rebuild with `--features ndarray`".into())
 }
 
+/// What a panic inside burn-cuda (it panics, from its device thread, when no driver can be
+/// loaded) is reported as.
+#[cfg(feature = "cuda")]
+pub const CUDA_FAILED: &str = "the CUDA backend failed (see the message above); is an NVIDIA driver installed and a GPU visible?";
+
+/// Runs `job` on CUDA, turning a panic of the backend into [`CUDA_FAILED`].
 #[cfg(feature = "cuda")]
 fn run_cuda<J: BackendJob>(job: J) -> Result<J::Output, String> {
-    job.run::<vdm_backends::Autodiff<vdm_backends::Cuda>>(Default::default())
+    let run = std::panic::AssertUnwindSafe(|| job.run::<vdm_backends::Autodiff<vdm_backends::Cuda>>(Default::default()));
+    std::panic::catch_unwind(run).unwrap_or_else(|_| Err(CUDA_FAILED.into()))
 }
 
 #[cfg(not(feature = "cuda"))]
