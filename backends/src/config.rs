@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::{self, CsvLayout, DataError, DiscretisedGaussianImages, ImageSet};
 use crate::model::ModelConfig;
 use crate::schedule::ScheduleConfig;
-use crate::score::{ConvMethod, ScoreNetConfig};
+use crate::nn::blocks::ConvMethod;
+use crate::nn::score_unet::ScoreNetConfig;
 use crate::train::TrainConfig;
 
 /// Where the images come from. Every source is split into train and test with the run's seed.

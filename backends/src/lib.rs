@@ -1,18 +1,19 @@
 //! # vdm-backends
 //!
 //! [burn](https://burn.dev) implementations for [`vdm_core`]: the [`BatchTensor`](vdm_core::BatchTensor)
-//! trait on burn tensors ([`tensor::BurnBatch`]), VDM's score network ([`score`]), learnable
+//! trait on burn tensors ([`tensor::BurnBatch`]), VDM's score network ([`nn`]), learnable
 //! schedules ([`schedule`]), the model with its VLB, evaluation and sampling ([`model`]),
-//! training with checkpoints ([`train`]), datasets ([`data`]) and run configuration ([`config`]).
+//! training ([`train`]) with checkpoints ([`checkpoint`]), datasets ([`data`]) and run configuration ([`config`]).
 //!
 //! Backends are chosen by cargo feature: `ndarray` (default; the CPU reference) and `cuda`.
 //! The same generic code runs on both; see [`Cpu`] and `Cuda`.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod model;
+pub mod nn;
 pub mod schedule;
-pub mod score;
 pub mod tensor;
 pub mod train;
 

@@ -7,8 +7,10 @@ use vdm_backends::config::{DataConfig, EvalConfig, RunConfig};
 use vdm_backends::data::DiscretisedGaussianImages;
 use vdm_backends::model::{evaluate, ModelConfig, TimeMode, Vdm};
 use vdm_backends::schedule::ScheduleConfig;
-use vdm_backends::score::{ConvMethod, ScoreNetConfig};
-use vdm_backends::train::{checkpoint_dir, load_ema, TrainConfig, Trainer};
+use vdm_backends::nn::blocks::ConvMethod;
+use vdm_backends::nn::score_unet::ScoreNetConfig;
+use vdm_backends::checkpoint::{checkpoint_dir, load_ema};
+use vdm_backends::train::{TrainConfig, Trainer};
 use vdm_backends::{Autodiff, Cpu};
 
 type B = Autodiff<Cpu>;

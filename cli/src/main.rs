@@ -1,6 +1,5 @@
 //! `vdm`: train, evaluate, sample from and inspect variational diffusion models.
 
-mod bench;
 mod commands;
 mod device;
 mod image;
@@ -127,7 +126,7 @@ enum Command {
     Bench {
         /// Model size.
         #[arg(long, value_enum, default_value = "tiny")]
-        size: bench::Size,
+        size: commands::bench::Size,
         /// Images per training batch (default: the size's).
         #[arg(long)]
         batch_size: Option<usize>,
@@ -147,18 +146,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Train { config, run, resume, steps, device } => commands::train(config, run, resume, steps, device),
+        Command::Train { config, run, resume, steps, device } => commands::train::train(config, run, resume, steps, device),
         Command::Eval { checkpoint, time_steps, batch_size, seed, limit, json, device } => {
-            commands::eval(checkpoint, time_steps, batch_size, seed, limit, json, device)
+            commands::eval::eval(checkpoint, time_steps, batch_size, seed, limit, json, device)
         }
         Command::Sample { checkpoint, n, steps, seed, out, columns, scale, device } => {
-            commands::sample(checkpoint, n, steps, seed, out, columns, scale, device)
+            commands::sample::sample(checkpoint, n, steps, seed, out, columns, scale, device)
         }
-        Command::Schedule { checkpoint, config, points, plot } => commands::schedule(checkpoint, config, points, plot),
+        Command::Schedule { checkpoint, config, points, plot } => commands::schedule::schedule(checkpoint, config, points, plot),
         Command::Crosscheck { checkpoint, images, time_steps, tolerance, seed } => {
-            commands::crosscheck(checkpoint, images, time_steps, tolerance, seed)
+            commands::crosscheck::crosscheck(checkpoint, images, time_steps, tolerance, seed)
         }
-        Command::Bench { size, batch_size, steps, sample_steps, device } => bench::run(size, batch_size, steps, sample_steps, device),
+        Command::Bench { size, batch_size, steps, sample_steps, device } => commands::bench::run(size, batch_size, steps, sample_steps, device),
         Command::Config => commands::print_default_config(),
     };
     match result {

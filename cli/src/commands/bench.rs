@@ -7,7 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::ValueEnum;
 use vdm_backends::config::{DataConfig, RunConfig};
 use vdm_backends::data::DiscretisedGaussianImages;
-use vdm_backends::score::ScoreNetConfig;
+use vdm_backends::nn::score_unet::ScoreNetConfig;
 use vdm_backends::train::{TrainConfig, Trainer};
 
 use crate::device::{dispatch, BackendJob, Device};

@@ -16,7 +16,7 @@ use vdm_core::{process, BatchTensor};
 
 use crate::data::ImageSet;
 use crate::schedule::{LearnedSchedule, ScheduleConfig};
-use crate::score::{ScoreNet, ScoreNetConfig};
+use crate::nn::score_unet::{ScoreNet, ScoreNetConfig};
 use crate::tensor::BurnBatch;
 
 /// Per-example values of shape `[B, 1, 1, 1]` (or images `[B, C, H, W]`).

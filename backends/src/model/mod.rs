@@ -1,0 +1,5 @@
+//! Diffusion models: VDM (the only family so far).
+
+mod vdm;
+
+pub use vdm::*;
