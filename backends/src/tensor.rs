@@ -90,6 +90,12 @@ impl<B: Backend, const D: usize> BatchTensor for BurnBatch<B, D> {
     fn clamp_min(self, min: f64) -> Self {
         Self(self.0.clamp_min(min))
     }
+    fn clamp_max(self, max: f64) -> Self {
+        Self(self.0.clamp_max(max))
+    }
+    fn floor(self) -> Self {
+        Self(self.0.floor())
+    }
     fn where_lt(self, threshold: f64, then: Self, otherwise: Self) -> Self {
         let shape = self.0.shape();
         let mask = self.0.lower_elem(threshold);

@@ -128,6 +128,9 @@ impl<F: Real> NoiseSchedule<F> for Cosine<F> {
     }
 }
 
+/// The standard deviation of the initial `l₂`, `l₃` weights of [`MonotoneNet`] (flax's `normal()`).
+pub const INIT_STD: f64 = 0.01;
+
 /// VDM's monotone neural-network schedule (VDM Appendix H.2, `NoiseSchedule_NNet`):
 ///
 /// `γ̃(t) = l₁(t) + l₃(φ(l₂(2(t − ½)))) / n`, with `φ(h) = 2(σ(h) − ½)`,
@@ -152,13 +155,16 @@ pub struct MonotoneNet<F> {
 }
 
 impl<F: Real> MonotoneNet<F> {
-    /// VDM's initialisation: `l₁` weight `γ_max − γ_min`, bias `γ_min`; `l₂`, `l₃` weights
-    /// standard normal (from `seed`), `l₂` biases zero.
+    /// VDM's initialisation (`NoiseSchedule_NNet` in its code): `l₁` weight `γ_max − γ_min`,
+    /// bias `γ_min`; `l₂`, `l₃` weights from flax's default `normal()` initialiser, `N(0, 0.01²)`
+    /// (drawn from `seed`); `l₂` biases zero. The nonlinear part then adds only about `|w₂||w₃|/2 ~ 10⁻⁴`
+    /// to `γ`: the schedule starts almost exactly linear.
     pub fn init(width: usize, gamma_min: F, gamma_max: F, seed: u64) -> Self {
         assert!(width > 0, "MonotoneNet::init: width must be positive");
         let mut rng = SplitMix64::new(seed);
-        let l2_w = (0..width).map(|_| rng.normal()).collect();
-        let l3_w = (0..width).map(|_| rng.normal()).collect();
+        let mut weights = || (0..width).map(|_| F::of(INIT_STD) * rng.normal()).collect::<Vec<F>>();
+        let l2_w = weights();
+        let l3_w = weights();
         Self {
             l1_w: gamma_max - gamma_min,
             l1_b: gamma_min,

@@ -62,6 +62,10 @@ pub trait BatchTensor: Clone {
     fn erfc(self) -> Self;
     /// Elementwise `max(self, min)`.
     fn clamp_min(self, min: Self::Scalar) -> Self;
+    /// Elementwise `min(self, max)`.
+    fn clamp_max(self, max: Self::Scalar) -> Self;
+    /// Elementwise `⌊x⌋`.
+    fn floor(self) -> Self;
     /// Elementwise selection: `then` where `self < threshold`, `otherwise` elsewhere.
     fn where_lt(self, threshold: Self::Scalar, then: Self, otherwise: Self) -> Self;
 
@@ -139,6 +143,12 @@ macro_rules! scalar_tensor {
             }
             fn clamp_min(self, min: $f) -> $f {
                 num_traits::Float::max(self, min)
+            }
+            fn clamp_max(self, max: $f) -> $f {
+                num_traits::Float::min(self, max)
+            }
+            fn floor(self) -> $f {
+                num_traits::Float::floor(self)
             }
             fn where_lt(self, threshold: $f, then: $f, otherwise: $f) -> $f {
                 if self < threshold {
@@ -297,6 +307,12 @@ impl<F: Real> BatchTensor for Batch<F> {
     }
     fn clamp_min(self, min: F) -> Self {
         self.map(|v| v.max(min))
+    }
+    fn clamp_max(self, max: F) -> Self {
+        self.map(|v| v.min(max))
+    }
+    fn floor(self) -> Self {
+        self.map(F::floor)
     }
     fn where_lt(self, threshold: F, then: Self, otherwise: Self) -> Self {
         let d = Self::broadcast_features(&[&self, &then, &otherwise]);

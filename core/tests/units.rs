@@ -135,3 +135,21 @@ fn batches_broadcast_per_example_values() {
 fn batches_refuse_incompatible_shapes() {
     let _ = Batch::new(vec![1.0; 6], 2).add(Batch::new(vec![1.0; 4], 2));
 }
+
+/// VDM initialises the monotone network's `l₂`, `l₃` with flax's `normal()` (std 0.01): the
+/// initial schedule is the linear one up to ~10⁻⁴, and its endpoints are VDM's.
+#[test]
+fn monotone_net_starts_as_the_linear_schedule() {
+    use vdm_core::schedule::{FixedLinear, MonotoneNet};
+    let linear = FixedLinear::<f64>::default();
+    for seed in 0..4 {
+        let net = MonotoneNet::<f64>::init(1024, -13.3, 5.0, seed);
+        for i in 0..=100 {
+            let t = i as f64 / 100.0;
+            let dev = (net.gamma(t) - linear.gamma(t)).abs();
+            assert!(dev < 1e-3, "seed {seed}, t = {t}: γ differs from the linear schedule by {dev}");
+            let slope = (net.gamma_prime(t) - linear.gamma_prime(t)).abs();
+            assert!(slope < 1e-3, "seed {seed}, t = {t}: γ' differs by {slope}");
+        }
+    }
+}
