@@ -14,17 +14,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     run.train.steps = steps;
     let device = Default::default();
     let (train, test) = run.data.load(run.train.seed)?;
-    let mut trainer = Trainer::<Autodiff<Cpu>>::new(&run, &device);
+    let mut trainer = Trainer::<Autodiff<Cpu>>::new(&run, train.shape(), &device)?;
     while trainer.step < steps {
-        let stats = trainer.train_step(&train);
+        let stats = trainer.train_step(&train)?;
         if trainer.step % 50 == 0 {
             println!("step {:>5}: batch VLB {:.3} bpd", trainer.step, stats.bpd);
         }
     }
-    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1234, &device, |_| {});
+    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1234, &device, |_| {})?;
     println!("test VLB {:.3} ± {:.3} bpd", report.bpd.mean, report.bpd.se);
 
-    let samples = trainer.ema.sample(4, 8, 8, 200, 0, &device, |_| {});
+    let samples = trainer.ema.sample(4, [8, 8], 200, 0, 4, &device, || {});
     let shades = [' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
     for row in 0..8 {
         let line: Vec<String> = (0..samples.len())

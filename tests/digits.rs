@@ -15,12 +15,12 @@ fn default_digits_run_beats_uniform_and_categorical_baselines() {
     let run = RunConfig::digits();
     let device = Default::default();
     let (train, test) = run.data.load(run.train.seed).unwrap();
-    let mut trainer = Trainer::<Autodiff<Cpu>>::new(&run, &device);
+    let mut trainer = Trainer::<Autodiff<Cpu>>::new(&run, train.shape(), &device).unwrap();
     while trainer.step < run.train.steps {
-        let stats = trainer.train_step(&train);
+        let stats = trainer.train_step(&train).unwrap();
         assert!(stats.bpd.is_finite(), "diverged at step {}", trainer.step);
     }
-    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1234, &device, |_| {});
+    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1234, &device, |_| {}).unwrap();
     let categorical = categorical_baseline_bpd(&train, &test, 0.5);
     let bound = report.bpd.mean + 2.0 * report.bpd.se;
     assert!(bound < categorical, "test VLB {:.3} ± {:.3} bpd does not beat the categorical baseline {categorical:.3}", report.bpd.mean, report.bpd.se);

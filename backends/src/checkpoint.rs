@@ -1,68 +1,418 @@
-//! Checkpoints on disk: the state file, locating a run's latest checkpoint, loading weights.
+//! Checkpoints on disk: crash-safe saving, finding a run's newest checkpoint, verified loading.
+//!
+//! A run directory holds `config.toml`, `metrics.jsonl`, a `latest` file and checkpoints
+//! `step-NNNNNNN/` (a second save at the same step gets `step-NNNNNNN-2/`, and so on). Each
+//! checkpoint holds weight files (`model.mpk`, `ema.mpk`, `optim.mpk`) and `state.json`: the step,
+//! the run's configuration, the image shape, and every weight file's size and SHA-256.
+//!
+//! **Crash safety.** A checkpoint directory is never modified once it has its final name. [`save`]
+//! writes everything into `.step-NNNNNNN.tmp/`, flushes every file and the directory to disk,
+//! renames the directory into place, then replaces `latest` (write, flush, rename), and only then
+//! deletes checkpoints beyond the number to keep. A crash at any instant therefore leaves the
+//! previous checkpoint intact, and at most a temporary directory that the next save removes.
+//! [`Checkpoint::open`] takes a run's newest complete checkpoint whatever `latest` says (a missing,
+//! empty or stale `latest` is reported, never mistaken for an empty run). A failed save (a full disk, say)
+//! removes its temporary directory and reports which checkpoint is still intact.
+//!
+//! **Verified loading.** Every file is checked against the size and digest in `state.json`, and
+//! every weight file against the architecture `state.json` describes (every parameter's name and
+//! shape), so a truncated, corrupt or mismatched file is reported by name instead of failing later.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::config::RunConfig;
-use crate::model::Vdm;
 
-/// The checkpoint's small state file: the step and the whole run's configuration.
+/// The version of the checkpoint layout this build reads and writes.
+pub const FORMAT: u32 = 2;
+
+/// The name of the file that names a run's newest checkpoint.
+pub const LATEST: &str = "latest";
+
+/// The in-memory recorder of every weight file: named MessagePack at full precision.
+pub type Recording = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// The size and SHA-256 of a file, as recorded in `state.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// Length in bytes.
+    pub bytes: u64,
+    /// Lower-case hexadecimal SHA-256.
+    pub sha256: String,
+}
+
+impl FileDigest {
+    /// The digest of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        Self { bytes: data.len() as u64, sha256: hex(&Sha256::digest(data)) }
+    }
+}
+
+/// Lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A checkpoint's `state.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CheckpointState {
-    /// Steps taken.
+    /// [`FORMAT`] of the build that wrote it.
+    pub format: u32,
+    /// Optimisation steps taken.
     pub step: usize,
+    /// `[channels, height, width]` of the images the model was trained on.
+    pub image_shape: [usize; 3],
     /// The run (data, model, optimisation, evaluation).
     pub run: RunConfig,
+    /// Every weight file of the checkpoint, by name.
+    pub files: BTreeMap<String, FileDigest>,
 }
 
-pub(crate) type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
+/// A checkpoint found on disk, with its state read and checked.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// Its `state.json`.
+    pub state: CheckpointState,
+    /// Set when the run directory's `latest` did not name this, its newest complete checkpoint;
+    /// says what was wrong with `latest`.
+    pub recovered: Option<String>,
+}
 
-
-/// The checkpoint directory named by `path`: a checkpoint itself (holding `state.json`) or a
-/// run directory whose `latest` file names one.
-pub fn checkpoint_dir(path: &Path) -> Result<PathBuf, String> {
-    if path.join("state.json").is_file() {
-        return Ok(path.to_owned());
+impl Checkpoint {
+    /// The checkpoint at `path`: a checkpoint directory itself (holding `state.json`), or a run
+    /// directory, whose newest complete checkpoint is taken (see the module docs).
+    pub fn open(path: &Path) -> Result<Self, String> {
+        if path.join("state.json").is_file() {
+            return Self::read(path);
+        }
+        if !path.is_dir() {
+            return Err(format!("{} does not exist or is not a directory", path.display()));
+        }
+        let mut candidates = checkpoint_dirs(path)?;
+        candidates.sort();
+        let mut problems = Vec::new();
+        for (_, dir) in candidates.into_iter().rev() {
+            match Self::read(&dir) {
+                Ok(mut ckpt) => {
+                    ckpt.recovered = latest_problem(path, &dir);
+                    return Ok(ckpt);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        Err(match problems.is_empty() {
+            true => format!("{} holds no checkpoint (no step-* directory)", path.display()),
+            false => format!("{} holds no usable checkpoint: {}", path.display(), problems.join("; ")),
+        })
     }
-    let latest = path.join("latest");
-    let name = fs::read_to_string(&latest).map_err(|e| {
-        format!("{} is not a checkpoint (no state.json) and has no readable `latest` file ({e})", path.display())
-    })?;
-    let dir = path.join(name.trim());
-    if !dir.join("state.json").is_file() {
-        return Err(format!("{} names {}, which holds no state.json", latest.display(), dir.display()));
+
+    fn read(dir: &Path) -> Result<Self, String> {
+        let file = dir.join("state.json");
+        let text = fs::read_to_string(&file).map_err(|e| format!("{}: {}", file.display(), describe_io(&e)))?;
+        // Check the format before the rest, so an old or newer layout gets the right message.
+        #[derive(Deserialize)]
+        struct Format {
+            format: Option<u32>,
+        }
+        let format = serde_json::from_str::<Format>(&text).map_err(|e| format!("{}: not a checkpoint state file: {e}", file.display()))?.format;
+        if format != Some(FORMAT) {
+            let found = format.map_or("an earlier vdm (no format number)".to_string(), |f| format!("format {f}"));
+            return Err(format!("{} was written by {found}; this vdm reads checkpoint format {FORMAT}", file.display()));
+        }
+        let state: CheckpointState = serde_json::from_str(&text).map_err(|e| format!("{}: malformed checkpoint state: {e}", file.display()))?;
+        state.run.validate().map_err(|e| format!("{}: {e}", file.display()))?;
+        for name in state.files.keys() {
+            if !is_plain_name(name) {
+                return Err(format!("{}: `{name}` is not a file name", file.display()));
+            }
+        }
+        Ok(Self { dir: dir.to_owned(), state, recovered: None })
     }
-    Ok(dir)
+
+    /// The bytes of weight file `name`, checked against its size and digest in `state.json`.
+    pub fn read_file(&self, name: &str) -> Result<Vec<u8>, String> {
+        let path = self.dir.join(name);
+        let expected = self.state.files.get(name).ok_or_else(|| format!("{}: state.json lists no file `{name}`", self.dir.display()))?;
+        let data = fs::read(&path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
+        let found = FileDigest::of(&data);
+        if found.bytes != expected.bytes {
+            return Err(format!("{}: {} bytes, but state.json records {}: the file is truncated or was replaced", path.display(), found.bytes, expected.bytes));
+        }
+        if found.sha256 != expected.sha256 {
+            return Err(format!("{}: contents differ from the SHA-256 in state.json: the file is corrupt or was replaced", path.display()));
+        }
+        Ok(data)
+    }
+
+    /// Loads weight file `name` into `template`, a freshly initialised module of the architecture
+    /// in `state.json`, after checking that the file holds exactly that architecture's parameters.
+    pub fn load_module<B: Backend, M: Module<B>>(&self, name: &str, template: M, device: &B::Device) -> Result<M, String> {
+        let path = self.dir.join(name);
+        let data = self.read_file(name)?;
+        // burn's loader panics or silently drops parameters when the record and the module
+        // disagree, so compare their structure (names, counts, shapes) first.
+        let expected = encode_module(template.clone())?;
+        let decode = |bytes: &[u8]| rmpv::decode::read_value(&mut &bytes[..]);
+        let found_tree = decode(&data).map_err(|e| format!("{}: not a weight file ({e})", path.display()))?;
+        let expected_tree = decode(&expected).map_err(|e| format!("re-reading an encoded model: {e}"))?;
+        if let Some(problem) = structure_mismatch(&expected_tree, &found_tree, &mut Vec::new()) {
+            return Err(format!("{}: does not hold the weights of the model in state.json: {problem}", path.display()));
+        }
+        let record: M::Record = Recorder::<B>::load(&Recording::new(), data, device).map_err(|e| format!("{}: cannot be decoded ({e})", path.display()))?;
+        Ok(template.load_record(record))
+    }
+
+    /// Decodes weight file `name` as a record of another kind (the optimiser's state).
+    pub fn load_record<B: Backend, R: burn::record::Record<B>>(&self, name: &str, device: &B::Device) -> Result<R, String> {
+        let data = self.read_file(name)?;
+        Recorder::<B>::load(&Recording::new(), data, device).map_err(|e| format!("{}: cannot be decoded ({e})", self.dir.join(name).display()))
+    }
 }
 
-pub(crate) fn read_state(path: &Path) -> Result<(PathBuf, CheckpointState), String> {
-    let dir = checkpoint_dir(path)?;
-    let file = dir.join("state.json");
-    let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let state = serde_json::from_str(&text).map_err(|e| format!("{}: malformed checkpoint state: {e}", file.display()))?;
-    Ok((dir, state))
+/// A module's weights as the bytes of a weight file.
+pub fn encode_module<B: Backend, M: Module<B>>(module: M) -> Result<Vec<u8>, String> {
+    encode_record::<B, _>(module.into_record())
 }
 
-/// Loads a checkpoint's EMA weights (what evaluation and sampling use) onto any backend.
-pub fn load_ema<B: Backend>(path: &Path, device: &B::Device) -> Result<(Vdm<B>, CheckpointState), String> {
-    let (dir, state) = read_state(path)?;
-    let model = state
-        .run
-        .model
-        .init::<B>(device)
-        .load_file(dir.join("ema"), &Rec::new(), device)
-        .map_err(|e| format!("{}: loading EMA weights: {e}", dir.display()))?;
-    Ok((model, state))
+/// A record (a module's or an optimiser's) as the bytes of a weight file.
+pub fn encode_record<B: Backend, R: burn::record::Record<B>>(record: R) -> Result<Vec<u8>, String> {
+    Recorder::<B>::record(&Recording::new(), record, ()).map_err(|e| format!("encoding weights: {e}"))
 }
 
-/// Writes `bytes` to `path` via a temporary file and a rename, so readers see old or new, never half.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
+/// Where two encoded records differ in structure: map keys, list lengths, tensor shapes and
+/// byte lengths must agree; the values of strings (parameter ids) and floats may differ.
+fn structure_mismatch(expected: &rmpv::Value, found: &rmpv::Value, path: &mut Vec<String>) -> Option<String> {
+    use rmpv::Value;
+    // The module path of the parameter, without the record's own wrapping (`item`, `param`, ...).
+    let here = |path: &[String]| {
+        let named: Vec<&str> = path.iter().map(String::as_str).filter(|p| !matches!(*p, "item" | "param" | "bytes" | "shape" | "dtype" | "id")).collect();
+        if named.is_empty() { "the top level".to_string() } else { format!("`{}`", named.join(".")) }
+    };
+    match (expected, found) {
+        (Value::Map(a), Value::Map(b)) => {
+            let key = |k: &Value| k.as_str().map_or_else(|| k.to_string(), str::to_owned);
+            // A tensor's shape explains a mismatch better than its byte count: compare it first.
+            let mut ordered: Vec<&(Value, Value)> = a.iter().collect();
+            ordered.sort_by_key(|(k, _)| k.as_str() != Some("shape"));
+            for (k, va) in ordered {
+                let Some((_, vb)) = b.iter().find(|(kb, _)| kb == k) else {
+                    return Some(format!("{} is missing `{}`", here(path), key(k)));
+                };
+                path.push(key(k));
+                let problem = structure_mismatch(va, vb, path);
+                path.pop();
+                if problem.is_some() {
+                    return problem;
+                }
+            }
+            b.iter().find(|(k, _)| !a.iter().any(|(ka, _)| ka == k)).map(|(k, _)| format!("{} has `{}`, which the model lacks", here(path), key(k)))
+        }
+        (Value::Array(a), Value::Array(b)) if path.last().is_some_and(|p| p == "shape") => {
+            (a != b).then(|| format!("parameter {} has shape {}, but the model needs {}", here(path), found, expected))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            if a.len() != b.len() {
+                let entries = if b.len() == 1 { "entry" } else { "entries" };
+                return Some(format!("{} has {} {entries}, but the model has {}", here(path), b.len(), a.len()));
+            }
+            a.iter().zip(b).enumerate().find_map(|(i, (va, vb))| {
+                path.push(i.to_string());
+                let problem = structure_mismatch(va, vb, path);
+                path.pop();
+                problem
+            })
+        }
+        (Value::Binary(a), Value::Binary(b)) => (a.len() != b.len()).then(|| format!("{} holds {} bytes, but the model needs {}", here(path), b.len(), a.len())),
+        (Value::String(_), Value::String(_)) | (Value::F32(_), Value::F32(_)) | (Value::F64(_), Value::F64(_)) => None,
+        (a, b) if std::mem::discriminant(a) == std::mem::discriminant(b) => (a != b).then(|| format!("{} is {b}, but the model has {a}", here(path))),
+        _ => Some(format!("{} is {found}, where the model has {expected}", here(path))),
+    }
+}
+
+/// `step-NNNNNNN` or `step-NNNNNNN-K`: `(step, K)`, with `K = 1` for the first.
+fn parse_checkpoint_name(name: &str) -> Option<(usize, usize)> {
+    let rest = name.strip_prefix("step-")?;
+    let (step, copy) = match rest.split_once('-') {
+        Some((s, k)) => (s, k.parse().ok()?),
+        None => (rest, 1),
+    };
+    (step.len() >= 7 && step.bytes().all(|b| b.is_ascii_digit())).then_some(())?;
+    Some((step.parse().ok()?, copy))
+}
+
+/// What is wrong with `run_dir/latest` as a pointer to `newest`, if anything.
+fn latest_problem(run_dir: &Path, newest: &Path) -> Option<String> {
+    let latest = run_dir.join(LATEST);
+    match fs::read_to_string(&latest) {
+        Ok(name) if run_dir.join(name.trim()) == newest => None,
+        Ok(name) if name.trim().is_empty() => Some(format!("{} is empty", latest.display())),
+        Ok(name) => Some(format!("{} names `{}`, not the newest complete checkpoint", latest.display(), name.trim())),
+        Err(e) => Some(format!("{}: {}", latest.display(), describe_io(&e))),
+    }
+}
+
+/// A checkpoint directory and its `(step, copy)`, which orders checkpoints oldest first.
+type Found = ((usize, usize), PathBuf);
+
+/// The checkpoint directories of a run.
+fn checkpoint_dirs(run_dir: &Path) -> Result<Vec<Found>, String> {
+    let entries = fs::read_dir(run_dir).map_err(|e| format!("{}: {}", run_dir.display(), describe_io(&e)))?;
+    Ok(entries
+        .flatten()
+        .filter_map(|entry| {
+            let key = parse_checkpoint_name(&entry.file_name().to_string_lossy())?;
+            entry.path().is_dir().then(|| (key, entry.path()))
+        })
+        .collect())
+}
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\'])
+}
+
+/// What a run directory holds, for deciding whether a new run may start there.
+pub fn describe_existing_run(run_dir: &Path) -> Option<String> {
+    let entries = fs::read_dir(run_dir).ok()?;
+    let mut found: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name == LATEST || name == "config.toml" || name == "metrics.jsonl" || parse_checkpoint_name(name).is_some())
+        .collect();
+    found.sort();
+    (!found.is_empty()).then(|| found.join(", "))
+}
+
+/// Writes a new checkpoint of `step` into `run_dir` crash-safely (see the module docs), points
+/// `latest` at it and then removes all but the newest `keep` checkpoints. `files` are the weight
+/// files by name; their digests go into `state.json`. Returns the new checkpoint's directory.
+pub fn save(run_dir: &Path, step: usize, image_shape: [usize; 3], run: &RunConfig, files: &[(&str, Vec<u8>)], keep: usize) -> Result<PathBuf, String> {
+    fs::create_dir_all(run_dir).map_err(|e| format!("creating {}: {}", run_dir.display(), describe_io(&e)))?;
+    let existing = checkpoint_dirs(run_dir)?;
+    let copy = existing.iter().filter(|((s, _), _)| *s == step).map(|((_, k), _)| k + 1).max().unwrap_or(1);
+    let name = if copy == 1 { format!("step-{step:07}") } else { format!("step-{step:07}-{copy}") };
+    let final_dir = run_dir.join(&name);
+    let tmp_dir = run_dir.join(format!(".{name}.tmp"));
+    remove_stale_temporaries(run_dir);
+
+    let state = CheckpointState {
+        format: FORMAT,
+        step,
+        image_shape,
+        run: run.clone(),
+        files: files.iter().map(|(n, data)| (n.to_string(), FileDigest::of(data))).collect(),
+    };
+    let written = (|| -> io::Result<()> {
+        fs::create_dir(&tmp_dir)?;
+        for (file, data) in files {
+            write_durably(&tmp_dir.join(file), data)?;
+        }
+        let json = serde_json::to_vec_pretty(&state).map_err(io::Error::other)?;
+        write_durably(&tmp_dir.join("state.json"), &json)?;
+        sync_dir(&tmp_dir)?;
+        fs::rename(&tmp_dir, &final_dir)?;
+        sync_dir(run_dir)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp_dir);
+        let intact = existing.iter().max_by_key(|(key, _)| *key).map_or("no earlier checkpoint exists".to_string(), |(_, d)| format!("{} is intact", d.display()));
+        let needed: u64 = state.files.values().map(|f| f.bytes).sum();
+        return Err(format!(
+            "writing checkpoint {} ({:.1} MB): {}; nothing was left behind, and {intact}",
+            final_dir.display(),
+            needed as f64 / 1e6,
+            describe_io(&e)
+        ));
+    }
+    write_atomically(&run_dir.join(LATEST), name.as_bytes()).map_err(|e| format!("updating {}: {}", run_dir.join(LATEST).display(), describe_io(&e)))?;
+    let mut older: Vec<_> = checkpoint_dirs(run_dir)?.into_iter().filter(|(_, dir)| *dir != final_dir).collect();
+    older.sort();
+    let surplus = (older.len() + 1).saturating_sub(keep.max(1));
+    for (_, dir) in older.into_iter().take(surplus) {
+        fs::remove_dir_all(&dir).map_err(|e| format!("removing the older checkpoint {}: {}", dir.display(), describe_io(&e)))?;
+    }
+    Ok(final_dir)
+}
+
+/// Removes `.step-*.tmp` directories left by a save that was killed.
+fn remove_stale_temporaries(run_dir: &Path) {
+    if let Ok(entries) = fs::read_dir(run_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".step-") && name.ends_with(".tmp") {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to a new file at `path` and flushes it to disk.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Flushes a directory's entries (new names, renames) to disk.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` via a flushed temporary file and a rename, so that readers see the
+/// old contents or the new, never a mixture, even after a crash.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    if let Err(e) = write_durably(&tmp, bytes) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// An I/O error in plain words: a full disk says so.
+pub fn describe_io(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::StorageFull => "the disk is full (no space left on the device)".into(),
+        io::ErrorKind::QuotaExceeded => "the disk quota is exceeded".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        io::ErrorKind::NotFound => "no such file or directory".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_names_parse_with_their_copy_number() {
+        assert_eq!(parse_checkpoint_name("step-0001500"), Some((1500, 1)));
+        assert_eq!(parse_checkpoint_name("step-0001500-3"), Some((1500, 3)));
+        assert_eq!(parse_checkpoint_name("step-12345678"), Some((12_345_678, 1)));
+        for bad in ["step-15", "step-00015x0", ".step-0001500.tmp", "latest", "step-0001500-x"] {
+            assert_eq!(parse_checkpoint_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_in_plain_words() {
+        // Writing to /dev/full fails with ENOSPC, as a full disk does.
+        let e = write_durably(Path::new("/dev/full"), &[0u8; 4096]).unwrap_err();
+        assert!(describe_io(&e).contains("disk is full"), "{}", describe_io(&e));
+    }
 }

@@ -5,11 +5,48 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, CsvLayout, DataError, DiscretisedGaussianImages, ImageSet};
-use crate::model::ModelConfig;
+use crate::memory;
+use crate::model::{ModelConfig, MAX_TIME_STEPS};
 use crate::schedule::ScheduleConfig;
 use crate::nn::blocks::ConvMethod;
 use crate::nn::score_unet::ScoreNetConfig;
 use crate::train::TrainConfig;
+
+/// A documented `[data]` table for every source (`vdm config` prints them; a test parses each).
+pub const DATA_EXAMPLES: &[&str] = &[
+    r#"
+## The bundled 8x8 digits (1797 images, 17 grey levels); test_size images are held out.
+[data]
+kind = "digits"
+test_size = 297
+"#,
+    r#"
+## A pixel CSV file, one image per line: channels*height*width integers in 0..=max_value,
+## channel-major then row-major, rescaled to 0..255; label_column: each line ends with a label.
+## A `.gz` file is decompressed. test_size images are held out (a seeded random split).
+[data]
+kind = "csv"
+path = "images.csv.gz"
+channels = 1
+height = 8
+width = 8
+max_value = 16
+label_column = true
+test_size = 297
+"#,
+    r#"
+## Synthetic images with independent discretised-Gaussian pixels of standard deviation `std`
+## (pixel units) around a diagonal ramp: their exact NLL is known and printed as a baseline.
+[data]
+kind = "gaussian"
+channels = 1
+height = 4
+width = 4
+std = 24.0
+train_size = 1024
+test_size = 256
+"#,
+];
 
 /// Where the images come from. Every source is split into train and test with the run's seed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,26 +80,38 @@ pub enum DataConfig {
 }
 
 impl DataConfig {
+    /// Checks the sizes and numbers, naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = |name: &str, v: usize| if v == 0 { Err(format!("data.{name} must be at least 1")) } else { Ok(()) };
+        match self {
+            Self::Digits { test_size } | Self::Csv { test_size, .. } => positive("test_size", *test_size)?,
+            Self::Gaussian { train_size, test_size, .. } => {
+                positive("train_size", *train_size)?;
+                positive("test_size", *test_size)?;
+            }
+        }
+        match self {
+            Self::Digits { test_size } if *test_size >= data::DIGITS_COUNT => {
+                Err(format!("data.test_size must leave at least one of the {} digits for training, got {test_size}", data::DIGITS_COUNT))
+            }
+            Self::Digits { .. } => Ok(()),
+            Self::Csv { layout, .. } => layout.validate(),
+            Self::Gaussian { images, .. } => images.validate(),
+        }
+    }
+
     /// `(train, test)` images.
     pub fn load(&self, seed: u64) -> Result<(ImageSet, ImageSet), DataError> {
+        self.validate().map_err(DataError::Invalid)?;
         match self {
             Self::Digits { test_size } => data::digits().split(*test_size, seed),
             Self::Csv { path, layout, test_size } => data::load_csv(path, layout)?.split(*test_size, seed),
             Self::Gaussian { images, train_size, test_size } => {
-                if *train_size == 0 || *test_size == 0 {
-                    return Err(DataError::Invalid("data.train_size and data.test_size must be positive".into()));
-                }
+                let bytes = (*train_size as u128 + *test_size as u128) * images.features() as u128;
+                memory::check("drawing the Gaussian images", u64::try_from(bytes).unwrap_or(u64::MAX), "lower data.train_size or data.test_size")
+                    .map_err(DataError::Invalid)?;
                 Ok((images.sample(*train_size, seed), images.sample(*test_size, !seed)))
             }
-        }
-    }
-
-    /// `(channels, height, width)` of the images.
-    pub fn image_shape(&self) -> (usize, usize, usize) {
-        match self {
-            Self::Digits { .. } => (CsvLayout::DIGITS.channels, CsvLayout::DIGITS.height, CsvLayout::DIGITS.width),
-            Self::Csv { layout, .. } => (layout.channels, layout.height, layout.width),
-            Self::Gaussian { images, .. } => (images.channels, images.height, images.width),
         }
     }
 
@@ -72,6 +121,19 @@ impl DataConfig {
             Self::Gaussian { images, .. } => Some(images.entropy_bits()),
             _ => None,
         }
+    }
+}
+
+impl EvalConfig {
+    /// Checks the settings, naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("eval.batch_size must be at least 1".into());
+        }
+        if self.time_steps > MAX_TIME_STEPS {
+            return Err(format!("eval.time_steps must be at most {MAX_TIME_STEPS} (0 is continuous time), got {}", self.time_steps));
+        }
+        Ok(())
     }
 }
 
@@ -113,10 +175,17 @@ pub struct RunConfig {
     /// Write a checkpoint every this many steps (and always at the end).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// How many of the newest checkpoints to keep (older ones are removed after each save).
+    #[serde(default = "default_keep_checkpoints")]
+    pub keep_checkpoints: usize,
 }
 
 fn default_checkpoint_every() -> usize {
     500
+}
+
+fn default_keep_checkpoints() -> usize {
+    1
 }
 
 impl RunConfig {
@@ -126,7 +195,6 @@ impl RunConfig {
             data: DataConfig::Digits { test_size: 297 },
             model: ModelConfig {
                 score: ScoreNetConfig {
-                    channels: 1,
                     n_embd: 32,
                     n_layer: 2,
                     groups: 8,
@@ -141,18 +209,21 @@ impl RunConfig {
             train: TrainConfig { batch_size: 32, steps: 1500, lr: 2e-3, warmup_steps: 100, ema_decay: 0.999, clip_grad_norm: Some(1.0), ..TrainConfig::default() },
             eval: EvalConfig { every: 500, ..EvalConfig::default() },
             checkpoint_every: 500,
+            keep_checkpoints: 1,
         }
     }
 
     /// Checks every part, naming the offending field.
     pub fn validate(&self) -> Result<(), String> {
+        self.data.validate()?;
         self.model.validate()?;
         self.train.validate()?;
-        if self.eval.batch_size == 0 {
-            return Err("eval.batch_size must be at least 1".into());
-        }
+        self.eval.validate()?;
         if self.checkpoint_every == 0 {
             return Err("checkpoint_every must be at least 1".into());
+        }
+        if self.keep_checkpoints == 0 {
+            return Err("keep_checkpoints must be at least 1".into());
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod memory;
 pub mod model;
 pub mod nn;
 pub mod schedule;

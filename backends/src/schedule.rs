@@ -9,9 +9,12 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
-use vdm_core::schedule::MonotoneNet;
+use vdm_core::schedule::{LearnedScalar, MonotoneNet, NoiseSchedule};
 
 use crate::tensor::softplus;
+
+/// The largest accepted hidden width of the monotone network (VDM uses 1024).
+pub const MAX_NET_WIDTH: usize = 1 << 16;
 
 /// Which schedule a model uses.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,7 +42,7 @@ pub enum ScheduleConfig {
         gamma_max: f64,
         /// Hidden width.
         width: usize,
-        /// Seed of the `N(0, 1)` initialisation of `l₂`, `l₃`.
+        /// Seed of the `N(0, 0.01²)` initialisation of `l₂`, `l₃`.
         seed: u64,
     },
 }
@@ -57,8 +60,8 @@ impl ScheduleConfig {
         let (lo, hi) = match *self {
             Self::Fixed { gamma_min, gamma_max } | Self::Scalar { gamma_min, gamma_max } => (gamma_min, gamma_max),
             Self::Net { gamma_min, gamma_max, width, .. } => {
-                if width == 0 {
-                    return Err("schedule.width must be at least 1".into());
+                if !(1..=MAX_NET_WIDTH).contains(&width) {
+                    return Err(format!("schedule.width must be between 1 and {MAX_NET_WIDTH}, got {width}"));
                 }
                 (gamma_min, gamma_max)
             }
@@ -134,11 +137,52 @@ impl<B: Backend> LearnedSchedule<B> {
         (g.clone().slice([0..1]), g.slice([1..2]))
     }
 
-    /// `γ` at the given times, read back to the host.
-    pub fn gamma_values(&self, times: &[f64], device: &B::Device) -> Vec<f64> {
-        let t: Vec<f32> = times.iter().map(|&v| v as f32).collect();
-        let g = self.gamma(Tensor::from_floats(t.as_slice(), device));
-        g.into_data().convert::<f64>().to_vec().expect("γ is a float tensor")
+    /// The same schedule on the host in `f64`, for values that `f32` cannot resolve (the `γ`
+    /// differences of a bound with many steps).
+    pub fn to_host(&self) -> HostSchedule {
+        match self {
+            Self::Linear(s) => HostSchedule::Linear(LearnedScalar { b: scalar(&s.b), w: scalar(&s.w) }),
+            Self::Net(s) => HostSchedule::Net(MonotoneNet {
+                l1_w: scalar(&s.l1_w),
+                l1_b: scalar(&s.l1_b),
+                l2_w: values(&s.l2_w),
+                l2_b: values(&s.l2_b),
+                l3_w: values(&s.l3_w),
+                endpoints: None,
+            }),
+        }
+    }
+}
+
+fn values<B: Backend>(p: &Param<Tensor<B, 1>>) -> Vec<f64> {
+    p.val().into_data().iter::<f64>().collect()
+}
+
+fn scalar<B: Backend>(p: &Param<Tensor<B, 1>>) -> f64 {
+    values(p)[0]
+}
+
+/// A [`LearnedSchedule`]'s current values as a [`vdm_core`] schedule in `f64`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostSchedule {
+    /// `γ(t) = b + |w| t`.
+    Linear(LearnedScalar<f64>),
+    /// VDM's monotone network.
+    Net(MonotoneNet<f64>),
+}
+
+impl NoiseSchedule<f64> for HostSchedule {
+    fn gamma(&self, t: f64) -> f64 {
+        match self {
+            Self::Linear(s) => s.gamma(t),
+            Self::Net(s) => s.gamma(t),
+        }
+    }
+    fn gamma_prime(&self, t: f64) -> f64 {
+        match self {
+            Self::Linear(s) => s.gamma_prime(t),
+            Self::Net(s) => s.gamma_prime(t),
+        }
     }
 }
 

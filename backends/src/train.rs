@@ -5,23 +5,21 @@
 //! run resumed from a checkpoint continues exactly as if it had never stopped.
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
-use burn::record::Recorder;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use serde::{Deserialize, Serialize};
-use vdm_core::rng::SplitMix64;
+use vdm_core::rng::{derive_seed, SplitMix64};
 use vdm_core::vlb;
 
-use crate::checkpoint::{read_state, write_atomically, CheckpointState, Rec};
+use crate::checkpoint::{self, encode_module, encode_record, Checkpoint};
 use crate::config::RunConfig;
 use crate::data::{permutation, ImageSet};
-use crate::model::{pixels_tensor, Noise, TimeMode, Vdm};
+use crate::model::{pixels_tensor, Noise, TimeMode, Vdm, MAX_TIME_STEPS};
 
 /// Optimisation settings (defaults: VDM's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,18 +77,22 @@ impl TrainConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("train.{name} must be at least 1"));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(format!("train.lr must be positive, got {}", self.lr));
+        let positive = [("lr", self.lr), ("epsilon", self.epsilon)].into_iter().chain(self.clip_grad_norm.map(|c| ("clip_grad_norm", c)));
+        for (name, v) in positive {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(format!("train.{name} must be positive and finite, got {v}"));
+            }
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(format!("train.weight_decay must be non-negative and finite, got {}", self.weight_decay));
         }
         for (name, v) in [("beta1", self.beta1), ("beta2", self.beta2), ("ema_decay", self.ema_decay)] {
             if !(0.0..1.0).contains(&v) {
                 return Err(format!("train.{name} must be in [0, 1), got {v}"));
             }
         }
-        if let Some(c) = self.clip_grad_norm {
-            if !(c > 0.0) {
-                return Err(format!("train.clip_grad_norm must be positive, got {c}"));
-            }
+        if self.time_steps > MAX_TIME_STEPS {
+            return Err(format!("train.time_steps must be at most {MAX_TIME_STEPS} (0 is continuous time), got {}", self.time_steps));
         }
         Ok(())
     }
@@ -119,12 +121,6 @@ impl TrainConfig {
     }
 }
 
-/// A seed for `(seed, stream, index)`: SplitMix64 of a mix of the three.
-pub fn derive_seed(seed: u64, stream: u64, index: u64) -> u64 {
-    let mut rng = SplitMix64::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    rng.next_u64()
-}
-
 const STREAM_EPOCH: u64 = 1;
 const STREAM_STEP: u64 = 2;
 
@@ -149,31 +145,36 @@ pub struct Trainer<B: AutodiffBackend> {
     /// Steps taken so far.
     pub step: usize,
     run: RunConfig,
+    image_shape: [usize; 3],
     device: B::Device,
 }
 
+/// A checkpoint's weight files.
+const MODEL_FILE: &str = "model.mpk";
+const EMA_FILE: &str = "ema.mpk";
+const OPTIM_FILE: &str = "optim.mpk";
 
 impl<B: AutodiffBackend> Trainer<B> {
-    /// A new model for `run`, initialised with `run.train.seed`.
-    pub fn new(run: &RunConfig, device: &B::Device) -> Self {
+    /// A new model for `run` on images of `image_shape` (`[C, H, W]`), initialised with
+    /// `run.train.seed`. Refuses an invalid configuration and a batch that cannot fit in memory.
+    pub fn new(run: &RunConfig, image_shape: [usize; 3], device: &B::Device) -> Result<Self, String> {
+        run.validate()?;
+        run.model.check_training_memory::<B>(image_shape, run.train.batch_size, device)?;
         B::seed(device, derive_seed(run.train.seed, 0, 0));
-        let model = run.model.init::<B>(device);
+        let model = run.model.init::<B>(image_shape[0], device);
         let ema = model.valid();
-        Self { model, ema, optim: run.train.optimizer(), step: 0, run: run.clone(), device: device.clone() }
+        Ok(Self { model, ema, optim: run.train.optimizer(), step: 0, run: run.clone(), image_shape, device: device.clone() })
     }
 
-    /// Continues from the checkpoint at `path` (a checkpoint, or a run directory: see
-    /// [`checkpoint_dir`]) with the run configuration saved in it.
-    pub fn resume(path: &Path, device: &B::Device) -> Result<Self, String> {
-        let (ckpt, state) = read_state(path)?;
-        let rec = Rec::new();
-        let load_err = |what: &str, e: &dyn std::fmt::Display| format!("{}: loading {what}: {e}", ckpt.display());
-        let run = state.run;
-        let model = run.model.init::<B>(device).load_file(ckpt.join("model"), &rec, device).map_err(|e| load_err("model", &e))?;
-        let ema = run.model.init::<B::InnerBackend>(device).load_file(ckpt.join("ema"), &rec, device).map_err(|e| load_err("ema", &e))?;
-        let optim_record = Recorder::<B>::load(&rec, ckpt.join("optim"), device).map_err(|e| load_err("optimiser", &e))?;
-        let optim = run.train.optimizer().load_record(optim_record);
-        Ok(Self { model, ema, optim, step: state.step, run, device: device.clone() })
+    /// Continues from `checkpoint` with the run configuration saved in it.
+    pub fn resume(checkpoint: &Checkpoint, device: &B::Device) -> Result<Self, String> {
+        let state = &checkpoint.state;
+        let (run, shape) = (state.run.clone(), state.image_shape);
+        run.model.check_training_memory::<B>(shape, run.train.batch_size, device)?;
+        let model = checkpoint.load_module(MODEL_FILE, run.model.build::<B>(shape[0], device), device)?;
+        let ema = checkpoint.load_module(EMA_FILE, run.model.build::<B::InnerBackend>(shape[0], device), device)?;
+        let optim = run.train.optimizer().load_record(checkpoint.load_record::<B, _>(OPTIM_FILE, device)?);
+        Ok(Self { model, ema, optim, step: state.step, run, image_shape: shape, device: device.clone() })
     }
 
     /// The run's configuration.
@@ -181,9 +182,18 @@ impl<B: AutodiffBackend> Trainer<B> {
         &self.run
     }
 
-    /// Changes the total number of steps (to extend a resumed run).
-    pub fn set_total_steps(&mut self, steps: usize) {
+    /// `[C, H, W]` of the images the model takes.
+    pub fn image_shape(&self) -> [usize; 3] {
+        self.image_shape
+    }
+
+    /// Extends the run to `steps` steps in all; they must lie beyond the steps already taken.
+    pub fn extend_to(&mut self, steps: usize) -> Result<(), String> {
+        if steps <= self.step {
+            return Err(format!("the run has already taken {} steps; --steps must exceed that to train further (it sets the total, not the number of new steps)", self.step));
+        }
         self.run.train.steps = steps;
+        Ok(())
     }
 
     /// The image indices of step `step`'s batch: consecutive slices of a per-epoch permutation.
@@ -193,22 +203,26 @@ impl<B: AutodiffBackend> Trainer<B> {
         (step * b..(step + 1) * b)
             .map(|position| {
                 let (epoch, offset) = (position / n, position % n);
-                if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    order = Some((epoch, permutation(n, derive_seed(self.run.train.seed, STREAM_EPOCH, epoch as u64))));
-                }
-                order.as_ref().expect("just set").1[offset]
+                let permuted = match &order {
+                    Some((e, p)) if *e == epoch => p,
+                    _ => &order.insert((epoch, permutation(n, derive_seed(self.run.train.seed, STREAM_EPOCH, epoch as u64)))).1,
+                };
+                permuted[offset]
             })
             .collect()
     }
 
     /// One optimisation step on a batch drawn from `train`.
-    pub fn train_step(&mut self, train: &ImageSet) -> StepStats {
+    pub fn train_step(&mut self, train: &ImageSet) -> Result<StepStats, String> {
+        if train.shape() != self.image_shape || train.is_empty() {
+            return Err(format!("the model takes images of {:?}; the training set holds {} of {:?}", self.image_shape, train.len(), train.shape()));
+        }
         let step_seed = derive_seed(self.run.train.seed, STREAM_STEP, self.step as u64);
         B::seed(&self.device, step_seed);
         let mut rng = SplitMix64::new(step_seed);
         let batch = train.select(&self.batch_indices(self.step, train.len()));
         let noise = Noise::draw(&mut rng, batch.len(), batch.features());
-        let time = TimeMode::from_steps(self.run.train.time_steps);
+        let time = TimeMode::from_steps(self.run.train.time_steps)?;
 
         let terms = self.model.vlb_terms(pixels_tensor::<B>(&batch, &self.device), &noise, time);
         let loss = vlb::nats_to_bpd(terms.total(), batch.features()).0.mean();
@@ -225,40 +239,25 @@ impl<B: AutodiffBackend> Trainer<B> {
         let decay = self.run.train.ema_decay_at(self.step);
         self.ema = ema_update(self.ema.clone(), &self.model.valid(), decay);
         self.step += 1;
-        StepStats { bpd, grad_norm, lr }
+        Ok(StepStats { bpd, grad_norm, lr })
     }
 
-    /// Writes a checkpoint `dir/step-NNNNNNN/` atomically (written under a temporary name,
-    /// then renamed), points `dir/latest` at it, and removes older checkpoints.
-    pub fn save(&self, dir: &Path) -> Result<PathBuf, String> {
-        let name = format!("step-{:07}", self.step);
-        let final_dir = dir.join(&name);
-        let tmp_dir = dir.join(format!(".{name}.tmp"));
-        let err = |what: &str, e: &dyn std::fmt::Display| format!("writing checkpoint {}: {what}: {e}", final_dir.display());
-        if tmp_dir.exists() {
-            fs::remove_dir_all(&tmp_dir).map_err(|e| err("clearing a stale temporary directory", &e))?;
-        }
-        fs::create_dir_all(&tmp_dir).map_err(|e| err("creating the directory", &e))?;
-        let rec = Rec::new();
-        self.model.clone().save_file(tmp_dir.join("model"), &rec).map_err(|e| err("model", &e))?;
-        self.ema.clone().save_file(tmp_dir.join("ema"), &rec).map_err(|e| err("ema", &e))?;
-        Recorder::<B>::record(&rec, self.optim.to_record(), tmp_dir.join("optim")).map_err(|e| err("optimiser", &e))?;
-        let state = CheckpointState { step: self.step, run: self.run.clone() };
-        let json = serde_json::to_string_pretty(&state).map_err(|e| err("state", &e))?;
-        fs::write(tmp_dir.join("state.json"), json).map_err(|e| err("state", &e))?;
-        if final_dir.exists() {
-            fs::remove_dir_all(&final_dir).map_err(|e| err("replacing an older copy", &e))?;
-        }
-        fs::rename(&tmp_dir, &final_dir).map_err(|e| err("renaming into place", &e))?;
-        write_atomically(&dir.join("latest"), name.as_bytes()).map_err(|e| err("latest", &e))?;
-        for entry in fs::read_dir(dir).map_err(|e| err("listing", &e))?.flatten() {
-            let other = entry.file_name().to_string_lossy().into_owned();
-            if other.starts_with("step-") && other != name {
-                fs::remove_dir_all(entry.path()).map_err(|e| err("removing an older checkpoint", &e))?;
-            }
-        }
-        Ok(final_dir)
+    /// Writes a checkpoint of the current state into the run directory `run_dir`, crash-safely
+    /// (see [`checkpoint::save`]), keeping the newest `run.keep_checkpoints`.
+    pub fn save(&self, run_dir: &Path) -> Result<PathBuf, String> {
+        let files = [
+            (MODEL_FILE, encode_module(self.model.clone())?),
+            (EMA_FILE, encode_module(self.ema.clone())?),
+            (OPTIM_FILE, encode_record::<B, _>(self.optim.to_record())?),
+        ];
+        checkpoint::save(run_dir, self.step, self.image_shape, &self.run, &files, self.run.keep_checkpoints)
     }
+}
+
+/// Loads a checkpoint's EMA weights (what evaluation and sampling use) onto any backend.
+pub fn load_ema<B: Backend>(checkpoint: &Checkpoint, device: &B::Device) -> Result<Vdm<B>, String> {
+    let state = &checkpoint.state;
+    checkpoint.load_module(EMA_FILE, state.run.model.build::<B>(state.image_shape[0], device), device)
 }
 
 /// `‖g‖₂` over all parameters' gradients together.

@@ -126,13 +126,13 @@ fn schedule_modules_match_core() {
 }
 
 fn tiny_score() -> ScoreNetConfig {
-    ScoreNetConfig { channels: 1, n_embd: 8, n_layer: 1, groups: 4, dropout: 0.0, fourier_exponents: vec![4], ..ScoreNetConfig::default() }
+    ScoreNetConfig { n_embd: 8, n_layer: 1, groups: 4, dropout: 0.0, fourier_exponents: vec![4], ..ScoreNetConfig::default() }
 }
 
 #[test]
 fn a_fresh_score_network_predicts_eps_hat_equal_to_z() {
     let device = Default::default();
-    let net = tiny_score().init::<B>(&device);
+    let net = tiny_score().init::<B>(1, &device);
     let z = Tensor::<B, 4>::from_floats([[[[0.3, -1.2], [2.0, 0.0]]]], &device);
     let out = net.forward(z.clone(), Tensor::from_floats([-3.0], &device));
     let (a, b): (Vec<f32>, Vec<f32>) = (out.into_data().to_vec().unwrap(), z.into_data().to_vec().unwrap());
@@ -157,20 +157,22 @@ impl ModuleVisitor<Autodiff<B>> for NonZeroGrads<'_> {
     }
 }
 
-/// Training signal reaches every parameter of the learned schedules, endpoints included.
+/// Training signal reaches every parameter of the learned schedules, endpoints included, in
+/// continuous and in discrete time.
 #[test]
 fn vlb_gradients_reach_the_learned_schedules() {
     let device = Default::default();
     let images = vdm_backends::data::digits().select(&[0, 1, 2, 3]);
-    for schedule in [ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 }, ScheduleConfig::Net { gamma_min: -13.3, gamma_max: 5.0, width: 16, seed: 1 }] {
-        let model = vdm_backends::model::ModelConfig { score: tiny_score(), schedule: schedule.clone() }.init::<Autodiff<B>>(&device);
+    let schedules = [ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 }, ScheduleConfig::Net { gamma_min: -13.3, gamma_max: 5.0, width: 16, seed: 1 }];
+    for (schedule, time) in schedules.iter().flat_map(|s| [(s, TimeMode::Continuous), (s, TimeMode::Discrete(10))]) {
+        let model = vdm_backends::model::ModelConfig { score: tiny_score(), schedule: schedule.clone() }.init::<Autodiff<B>>(1, &device);
         let noise = Noise::draw(&mut SplitMix64::new(0), images.len(), images.features());
-        let terms = model.vlb_terms(pixels_tensor(&images, &device), &noise, TimeMode::Continuous);
+        let terms = model.vlb_terms(pixels_tensor(&images, &device), &noise, time);
         let loss = terms.total().0.mean();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let mut visitor = NonZeroGrads { grads: &grads, nonzero: 0, total: 0 };
         model.schedule.visit(&mut visitor);
         assert!(visitor.total > 0);
-        assert_eq!(visitor.nonzero, visitor.total, "{schedule:?}: {} of {} schedule parameters got a gradient", visitor.nonzero, visitor.total);
+        assert_eq!(visitor.nonzero, visitor.total, "{schedule:?} {time}: {} of {} schedule parameters got a gradient", visitor.nonzero, visitor.total);
     }
 }

@@ -45,6 +45,19 @@ fn malformed_csv_files_are_reported_with_file_line_and_reason() {
     assert!(missing.contains("absent.csv"), "{missing}");
     let ok = load_csv(&write(dir.path(), "ok.csv", "0,8,16\n16,0,8\n"), &layout).unwrap();
     assert_eq!(ok.pixels, vec![0, 128, 255, 255, 0, 128]);
+    // The rescaling to 0..255 must not overflow for any 32-bit max_value.
+    let wide = CsvLayout { max_value: u32::MAX, ..layout.clone() };
+    let ok = load_csv(&write(dir.path(), "wide.csv", "0,2147483648,4294967295\n"), &wide).unwrap();
+    assert_eq!(ok.pixels, vec![0, 128, 255]);
+    for (bad, expected) in [(CsvLayout { max_value: 0, ..layout.clone() }, "max_value"), (CsvLayout { channels: 0, ..layout.clone() }, "at least one channel")] {
+        let err = load_csv(&write(dir.path(), "any.csv", "1,2,3\n"), &bad).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+    let garbage = load_csv(&write(dir.path(), "bin.csv", "\u{0}\u{ff}\u{1}"), &layout).unwrap_err().to_string();
+    assert!(garbage.contains("bin.csv"), "{garbage}");
+    std::fs::write(dir.path().join("bad.csv.gz"), b"not gzip").unwrap();
+    let gz = load_csv(&dir.path().join("bad.csv.gz"), &layout).unwrap_err().to_string();
+    assert!(gz.contains("bad.csv.gz"), "{gz}");
 }
 
 #[test]

@@ -35,7 +35,7 @@ fn run_cpu<J: BackendJob>(job: J) -> Result<J::Output, String> {
 
 #[cfg(not(feature = "ndarray"))]
 fn run_cpu<J: BackendJob>(_job: J) -> Result<J::Output, String> {
-    Err("this vdm binary was built without the CPU backend; rebuild with `--features ndarray`".into())
+    Err("this vdm binary was built without the CPU backend; rebuild it with `cargo build --release --features ndarray -p vdm-cli`".into())
 }
 
 /// What a panic inside burn-cuda (it panics, from its device thread, when no driver can be
@@ -53,6 +53,6 @@ fn run_cuda<J: BackendJob>(job: J) -> Result<J::Output, String> {
 #[cfg(not(feature = "cuda"))]
 fn run_cuda<J: BackendJob>(_job: J) -> Result<J::Output, String> {
     Err("this vdm binary was built without CUDA support; rebuild it with \
-         `cargo build --release --features cuda` to use --device cuda"
+         `cargo build --release --features cuda -p vdm-cli` to use --device cuda"
         .into())
 }

@@ -1,21 +1,42 @@
 //! Writing images as PNG.
 
-use std::io::BufWriter;
 use std::path::Path;
 
+use vdm_backends::checkpoint::{describe_io, write_atomically};
 use vdm_backends::data::ImageSet;
+use vdm_backends::memory::{self, Bytes};
 
-/// Writes `images` as a grid of `columns` columns with a 1-pixel gap, each image scaled up by
-/// `scale`. One channel is written as grey, three as RGB.
-pub fn write_grid(images: &ImageSet, columns: usize, scale: usize, path: &Path) -> Result<(), String> {
-    let (c, h, w) = (images.channels, images.height, images.width);
+/// The pixel layout of a grid of `n` images of `[c, h, w]`: `columns` columns (at most `n`) of
+/// cells `scale` times the image size with a 1-pixel gap. `(width, height)` of the whole grid.
+fn grid_size(n: usize, [_, h, w]: [usize; 3], columns: usize, scale: usize) -> (u128, u128) {
+    let columns = columns.clamp(1, n.max(1)) as u128;
+    let rows = (n as u128).div_ceil(columns);
+    let (cell_h, cell_w) = ((h * scale) as u128 + 1, (w * scale) as u128 + 1);
+    (columns * cell_w + 1, rows * cell_h + 1)
+}
+
+/// Refuses a grid that PNG cannot hold or that does not fit in memory, before any work.
+pub fn check_grid(n: usize, shape: [usize; 3], columns: usize, scale: usize) -> Result<(), String> {
+    let [c, ..] = shape;
     if c != 1 && c != 3 {
         return Err(format!("can only write 1- or 3-channel images as PNG, these have {c}"));
     }
+    let (width, height) = grid_size(n, shape, columns, scale);
+    if width > i32::MAX as u128 || height > i32::MAX as u128 {
+        return Err(format!("a grid of {n} images at --scale {scale} would be {width}x{height} pixels, beyond PNG's limit of 2^31 − 1 per side; lower --scale or --n"));
+    }
+    let bytes = u64::try_from(width * height * c as u128 * 2).unwrap_or(u64::MAX); // the grid and its encoding
+    memory::check(&format!("a {width}x{height} PNG grid ({})", Bytes(bytes / 2)), bytes, "lower --scale or --n, or write single images with --out-dir")
+}
+
+/// Writes `images` as a grid of `columns` columns with a 1-pixel gap, each image scaled up by
+/// `scale`. One channel is written as grey, three as RGB. Call [`check_grid`] first.
+pub fn write_grid(images: &ImageSet, columns: usize, scale: usize, path: &Path) -> Result<(), String> {
+    let [c, h, w] = images.shape();
+    let (width, height) = grid_size(images.len(), images.shape(), columns, scale);
+    let (width, height) = (width as usize, height as usize);
     let columns = columns.clamp(1, images.len().max(1));
-    let rows = images.len().div_ceil(columns);
     let (cell_h, cell_w) = (h * scale + 1, w * scale + 1);
-    let (height, width) = (rows * cell_h + 1, columns * cell_w + 1);
     let mut buf = vec![255u8; height * width * c];
     for i in 0..images.len() {
         let img = images.image(i);
@@ -23,8 +44,7 @@ pub fn write_grid(images: &ImageSet, columns: usize, scale: usize, path: &Path) 
         for y in 0..h * scale {
             for x in 0..w * scale {
                 for ch in 0..c {
-                    let v = img[ch * h * w + (y / scale) * w + x / scale];
-                    buf[((oy + y) * width + ox + x) * c + ch] = v;
+                    buf[((oy + y) * width + ox + x) * c + ch] = img[ch * h * w + (y / scale) * w + x / scale];
                 }
             }
         }
@@ -32,13 +52,22 @@ pub fn write_grid(images: &ImageSet, columns: usize, scale: usize, path: &Path) 
     write_png(&buf, width, height, c, path)
 }
 
-/// Writes raw 8-bit grey (`channels = 1`) or RGB (`channels = 3`) pixels.
+/// Writes one image (`[C, H, W]` planes) as a PNG.
+pub fn write_image(pixels: &[u8], [c, h, w]: [usize; 3], path: &Path) -> Result<(), String> {
+    let interleaved: Vec<u8> = (0..h * w).flat_map(|p| (0..c).map(move |ch| pixels[ch * h * w + p])).collect();
+    write_png(&interleaved, w, h, c, path)
+}
+
+/// Writes raw 8-bit grey (`channels = 1`) or RGB (`channels = 3`) pixels, atomically.
 pub fn write_png(pixels: &[u8], width: usize, height: usize, channels: usize, path: &Path) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| format!("writing {}: {e}", path.display());
-    let file = std::fs::File::create(path).map_err(|e| err(&e))?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
-    encoder.set_color(if channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(|e| err(&e))?;
-    writer.write_image_data(pixels).map_err(|e| err(&e))
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
+        encoder.set_color(if channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| err(&e))?;
+        writer.write_image_data(pixels).map_err(|e| err(&e))?;
+    }
+    write_atomically(path, &bytes).map_err(|e| err(&describe_io(&e)))
 }

@@ -3,12 +3,16 @@
 mod commands;
 mod device;
 mod image;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use commands::eval::EvalArgs;
+use commands::sample::SampleArgs;
+use commands::train::TrainArgs;
 use device::Device;
 
 #[derive(Parser)]
@@ -22,16 +26,16 @@ struct Cli {
 enum Command {
     /// Train a model (default: a small VDM on the bundled digits, on the CPU).
     Train {
-        /// Run configuration (TOML); `vdm config` prints the default.
+        /// Run configuration (TOML); `vdm config` prints a documented one.
         #[arg(long, conflicts_with = "resume")]
         config: Option<PathBuf>,
-        /// Directory for checkpoints, the config and metrics.
+        /// Directory for checkpoints, the config and metrics (must hold no run unless --resume).
         #[arg(long, default_value = "runs/digits")]
         run: PathBuf,
-        /// Continue the run in `--run` from its latest checkpoint.
+        /// Continue the run in `--run` from its newest checkpoint.
         #[arg(long)]
         resume: bool,
-        /// Override the total number of training steps.
+        /// Total training steps (with --resume: extend the run to this many steps in all).
         #[arg(long)]
         steps: Option<usize>,
         /// Where to train.
@@ -40,7 +44,7 @@ enum Command {
     },
     /// Test-set bits per dimension with standard errors, by VLB term, for continuous time and chosen T.
     Eval {
-        /// A checkpoint or a run directory (its latest checkpoint).
+        /// A checkpoint or a run directory (its newest checkpoint).
         #[arg(long, default_value = "runs/digits")]
         checkpoint: PathBuf,
         /// Bounds to evaluate: 0 is continuous time, T > 0 the T-step bound. Repeatable.
@@ -62,7 +66,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         device: Device,
     },
-    /// Draw images by ancestral sampling and write them as a PNG grid.
+    /// Draw images by ancestral sampling and write them as a PNG grid (and one PNG each).
     Sample {
         /// A checkpoint or a run directory.
         #[arg(long, default_value = "runs/digits")]
@@ -73,23 +77,29 @@ enum Command {
         /// Sampling steps T.
         #[arg(long, default_value_t = 1000)]
         steps: usize,
-        /// Seed of the sampling noise.
+        /// Seed of the sampling noise (image i's noise depends only on the seed and i).
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Output PNG.
+        /// Images per network evaluation.
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        /// Output PNG grid.
         #[arg(long, default_value = "samples.png")]
         out: PathBuf,
+        /// Also write each image as its own PNG into this new (or empty) directory.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
         /// Images per row of the grid.
         #[arg(long, default_value_t = 8)]
         columns: usize,
-        /// Pixel magnification.
+        /// Pixel magnification in the grid.
         #[arg(long, default_value_t = 4)]
         scale: usize,
         /// Where to sample.
         #[arg(long, value_enum, default_value = "cpu")]
         device: Device,
     },
-    /// Print the noise schedule γ(t), γ'(t), SNR, α, σ (and optionally plot γ and log SNR).
+    /// Print the noise schedule γ(t), γ'(t), SNR, α, σ (and optionally plot γ).
     Schedule {
         /// A checkpoint or run directory (its learned schedule); default: the default config's.
         #[arg(long)]
@@ -140,31 +150,52 @@ enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         device: Device,
     },
-    /// Print the default run configuration (TOML) to start a config file from.
+    /// Print a documented run configuration (TOML) to start a config file from.
     Config,
 }
 
-fn main() -> ExitCode {
-    let result = match Cli::parse().command {
-        Command::Train { config, run, resume, steps, device } => commands::train::train(config, run, resume, steps, device),
+/// How a command failed.
+pub enum Failure {
+    /// An error, reported with exit status 1.
+    Error(String),
+    /// Stopped by Ctrl-C after saving its work; exit status 130 like other tools.
+    Interrupted(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::Error(message)
+    }
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Train { config, run, resume, steps, device } => commands::train::train(TrainArgs { config, run_dir: run, resume, steps }, device),
         Command::Eval { checkpoint, time_steps, batch_size, seed, limit, json, device } => {
-            commands::eval::eval(checkpoint, time_steps, batch_size, seed, limit, json, device)
+            Ok(commands::eval::eval(EvalArgs { checkpoint, time_steps, batch_size, seed, limit, json }, device)?)
         }
-        Command::Sample { checkpoint, n, steps, seed, out, columns, scale, device } => {
-            commands::sample::sample(checkpoint, n, steps, seed, out, columns, scale, device)
+        Command::Sample { checkpoint, n, steps, seed, batch_size, out, out_dir, columns, scale, device } => {
+            Ok(commands::sample::sample(SampleArgs { checkpoint, n, steps, seed, batch_size, out, out_dir, columns, scale }, device)?)
         }
-        Command::Schedule { checkpoint, config, points, plot } => commands::schedule::schedule(checkpoint, config, points, plot),
+        Command::Schedule { checkpoint, config, points, plot } => Ok(commands::schedule::schedule(checkpoint, config, points, plot)?),
         Command::Crosscheck { checkpoint, images, time_steps, tolerance, seed } => {
-            commands::crosscheck::crosscheck(checkpoint, images, time_steps, tolerance, seed)
+            Ok(commands::crosscheck::crosscheck(checkpoint, images, time_steps, tolerance, seed)?)
         }
-        Command::Bench { size, batch_size, steps, sample_steps, device } => commands::bench::run(size, batch_size, steps, sample_steps, device),
-        Command::Config => commands::print_default_config(),
-    };
-    match result {
+        Command::Bench { size, batch_size, steps, sample_steps, device } => Ok(commands::bench::run(size, batch_size, steps, sample_steps, device)?),
+        Command::Config => Ok(commands::config::print()?),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(Failure::Error(message)) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
+        }
+        Err(Failure::Interrupted(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(130)
         }
     }
 }

@@ -1,83 +1,37 @@
-//! The `vdm` binary end to end, on a tiny model: train, resume, evaluate, sample, schedule, and
-//! the errors a user sees.
+//! The `vdm` binary end to end, on a tiny model: train, resume, evaluate, sample, schedule.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn vdm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vdm")).args(args).output().expect("the vdm binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-const TINY: &str = r#"
-checkpoint_every = 2
-
-[data]
-kind = "digits"
-test_size = 40
-
-[model.score]
-channels = 1
-n_embd = 8
-n_layer = 1
-groups = 4
-dropout = 0.0
-fourier_exponents = [4]
-conv = "taps"
-
-[model.schedule]
-kind = "scalar"
-gamma_min = -13.3
-gamma_max = 5.0
-
-[train]
-batch_size = 8
-steps = 4
-lr = 0.002
-warmup_steps = 2
-
-[eval]
-every = 2
-batch_size = 40
-"#;
-
-fn write_config(dir: &Path, text: &str) -> String {
-    let path = dir.join("run.toml");
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
-}
+use common::{s, text, trained_run, vdm, write_config, TINY};
 
 #[test]
 fn train_resume_eval_sample_and_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), TINY);
     let run = dir.path().join("run");
-    let run_s = run.to_string_lossy().into_owned();
+    let run_s = s(&run);
 
     let out = vdm(&["train", "--config", &config, "--run", &run_s]);
     assert!(out.status.success(), "train failed:\n{}", text(&out));
     let log = text(&out);
-    assert!(log.contains("per-pixel categorical"), "{log}");
-    assert!(log.contains("test bpd T=inf (continuous)"), "{log}");
+    for expected in ["data: 1757 train / 40 test images of 1x8x8", "loaded in", "per-pixel categorical", "test bpd T=inf (continuous)"] {
+        assert!(log.contains(expected), "`{expected}` missing from:\n{log}");
+    }
+    // Without a terminal, progress comes as plain lines.
+    assert!(log.contains("train 1/4 (25.0%)") && log.contains("train 4/4 (100.0%)"), "{log}");
     assert_eq!(std::fs::read_to_string(run.join("latest")).unwrap(), "step-0000004");
     assert!(run.join("config.toml").is_file() && run.join("metrics.jsonl").is_file());
-
-    // A second `train` into the same directory refuses to overwrite it.
-    let again = vdm(&["train", "--config", &config, "--run", &run_s]);
-    assert!(!again.status.success());
-    assert!(text(&again).contains("already holds a run") && text(&again).contains("--resume"), "{}", text(&again));
 
     // Resuming with more steps continues from step 4.
     let resumed = vdm(&["train", "--run", &run_s, "--resume", "--steps", "6"]);
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(text(&resumed).contains("resuming") && text(&resumed).contains("at step 4"), "{}", text(&resumed));
     assert_eq!(std::fs::read_to_string(run.join("latest")).unwrap(), "step-0000006");
+    let steps: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"bpd\"") && !l.contains("eval")).map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5, 6], "every step logged once");
 
     let json = dir.path().join("eval.json");
-    let eval = vdm(&["eval", "--checkpoint", &run_s, "--time-steps", "0", "--time-steps", "10", "--limit", "16", "--json", &json.to_string_lossy()]);
+    let eval = vdm(&["eval", "--checkpoint", &run_s, "--time-steps", "0", "--time-steps", "10", "--limit", "16", "--json", &s(&json)]);
     assert!(eval.status.success(), "{}", text(&eval));
     assert!(text(&eval).contains("T=10:") && text(&eval).contains("± "), "{}", text(&eval));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -85,50 +39,61 @@ fn train_resume_eval_sample_and_schedule() {
     assert_eq!(report["bounds"][1]["images"], 16);
 
     let png = dir.path().join("s.png");
-    let sample = vdm(&["sample", "--checkpoint", &run_s, "--n", "4", "--steps", "5", "--out", &png.to_string_lossy()]);
+    let singles = dir.path().join("singles");
+    let sample = vdm(&["sample", "--checkpoint", &run_s, "--n", "4", "--steps", "5", "--out", &s(&png), "--out-dir", &s(&singles)]);
     assert!(sample.status.success(), "{}", text(&sample));
-    let bytes = std::fs::read(&png).unwrap();
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+    let mut files: Vec<String> = std::fs::read_dir(&singles).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, ["sample-000000.png", "sample-000001.png", "sample-000002.png", "sample-000003.png"]);
 
     let plot = dir.path().join("g.png");
-    let schedule = vdm(&["schedule", "--checkpoint", &run_s, "--points", "3", "--plot", &plot.to_string_lossy()]);
+    let schedule = vdm(&["schedule", "--checkpoint", &run_s, "--points", "3", "--plot", &s(&plot)]);
     assert!(schedule.status.success(), "{}", text(&schedule));
     assert!(text(&schedule).contains("log10 SNR") && plot.is_file(), "{}", text(&schedule));
 }
 
+/// The samples of a seed do not depend on how many are drawn at once.
 #[test]
-fn configuration_errors_name_the_file_and_the_field() {
+fn sampling_in_batches_gives_the_same_images() {
     let dir = tempfile::tempdir().unwrap();
-    let bad_field = write_config(dir.path(), &TINY.replace("n_layer = 1", "n_layers = 1"));
-    let out = vdm(&["train", "--config", &bad_field, "--run", &dir.path().join("r").to_string_lossy()]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("run.toml") && text(&out).contains("n_layers"), "{}", text(&out));
-
-    let bad_groups = write_config(dir.path(), &TINY.replace("groups = 4", "groups = 3"));
-    let out = vdm(&["train", "--config", &bad_groups, "--run", &dir.path().join("r").to_string_lossy()]);
-    assert!(text(&out).contains("score.groups (3) must divide score.n_embd (8)"), "{}", text(&out));
-
-    let missing = vdm(&["eval", "--checkpoint", &dir.path().join("nowhere").to_string_lossy()]);
-    assert!(!missing.status.success());
-    assert!(text(&missing).contains("is not a checkpoint"), "{}", text(&missing));
-}
-
-#[cfg(not(feature = "cuda"))]
-#[test]
-fn asking_for_cuda_without_it_says_how_to_get_it() {
-    let out = vdm(&["bench", "--device", "cuda"]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("built without CUDA support") && text(&out).contains("--features cuda"), "{}", text(&out));
-    let out = vdm(&["crosscheck"]);
-    assert!(!out.status.success() && text(&out).contains("--features cuda"), "{}", text(&out));
+    let run = s(&trained_run(dir.path()));
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for (out, batch) in [(&a, "5"), (&b, "2")] {
+        std::fs::create_dir(out).unwrap();
+        let r = vdm(&["sample", "--checkpoint", &run, "--n", "5", "--steps", "3", "--batch-size", batch, "--out", &s(&out.join("grid.png")), "--out-dir", &s(&out.join("each"))]);
+        assert!(r.status.success(), "{}", text(&r));
+    }
+    for i in 0..5 {
+        let name = format!("each/sample-{i:06}.png");
+        assert_eq!(std::fs::read(a.join(&name)).unwrap(), std::fs::read(b.join(&name)).unwrap(), "{name}");
+    }
 }
 
 #[test]
-fn the_default_config_parses_back() {
+fn the_documented_config_parses_back_and_every_data_example_parses() {
     let out = vdm(&["config"]);
     assert!(out.status.success());
+    let template = String::from_utf8(out.stdout).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &String::from_utf8(out.stdout).unwrap());
+    let path = write_config(dir.path(), &template);
     let schedule = vdm(&["schedule", "--config", &path, "--points", "2"]);
     assert!(schedule.status.success(), "{}", text(&schedule));
+    // Each commented example block, uncommented, replaces [data] and parses.
+    let data_table = template.find("\n[data]\n").unwrap();
+    let defaults = &template[..data_table];
+    let after_data = &template[data_table + 1..];
+    let rest = &after_data[after_data.find("\n[").unwrap()..];
+    let rest = &rest[..rest.find("# Other data sources").unwrap()];
+    let blocks: Vec<String> = template
+        .split("\n\n")
+        .filter(|b| b.contains("# [data]"))
+        .map(|b| b.lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"))
+        .collect();
+    assert!(blocks.len() >= 3, "{template}");
+    for block in blocks {
+        let path = write_config(dir.path(), &format!("{defaults}\n{block}\n{rest}"));
+        let out = vdm(&["schedule", "--config", &path, "--points", "2"]);
+        assert!(out.status.success(), "{block}\n{}", text(&out));
+    }
 }

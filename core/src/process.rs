@@ -73,21 +73,47 @@ pub fn posterior<T: BatchTensor>(x: T, z_t: T, gamma_s: T, gamma_t: T) -> Gaussi
     Gaussian { mean, variance: sigma_sq(gamma_s).mul(c) }
 }
 
-/// VDM's ancestral step `z_t → z_s` from a noise prediction `ε̂` (VDM Appendix A.4):
+/// One reverse step `z_t → z_s` as a linear combination `z_s = a z_t + b ε̂ + c ε`, `ε ~ N(0, I)`.
 ///
-/// `z_s = (α_s/α_t)(z_t − σ_t c ε̂) + √(σ_s² c) ε`, `ε ~ N(0, I)`.
-///
-/// This is a draw from `p(z_s | z_t) = q(z_s | z_t, x = x̂(z_t))`.
-pub fn ancestral_step<T: BatchTensor>(z_t: T, eps_hat: T, noise: T, gamma_s: T, gamma_t: T) -> T {
-    let c = snr_loss_fraction(gamma_s.clone(), gamma_t.clone());
-    let mean = posterior_mean_from_eps(z_t, eps_hat, c.clone(), gamma_s.clone(), gamma_t);
-    mean.add(sigma_sq(gamma_s).mul(c).sqrt().mul(noise))
+/// Every sampler here (VDM's ancestral step, DDPM's, DDIM's) has this form. The coefficients can
+/// be tensors (per-example times) or plain `f64`s computed once per step on the host, where a
+/// step of a `T`-step sampler needs `γ_t − γ_s ≈ (γ₁ − γ₀)/T` at full precision.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Step<T> {
+    /// `a`, the weight of `z_t`.
+    pub z: T,
+    /// `b`, the weight of the noise prediction `ε̂`.
+    pub eps_hat: T,
+    /// `c`, the standard deviation of the fresh noise.
+    pub noise: T,
 }
 
-/// `(α_s/α_t)(z_t − σ_t c ε̂)`: the posterior mean at `x = x̂(z_t)` (shared by VDM and DDPM steps).
-fn posterior_mean_from_eps<T: BatchTensor>(z_t: T, eps_hat: T, c: T, gamma_s: T, gamma_t: T) -> T {
+impl<T: BatchTensor> Step<T> {
+    /// `a z_t + b ε̂ + c ε`.
+    pub fn apply(self, z_t: T, eps_hat: T, noise: T) -> T {
+        self.z.mul(z_t).add(self.eps_hat.mul(eps_hat)).add(self.noise.mul(noise))
+    }
+}
+
+/// `p(z_s | z_t) = q(z_s | z_t, x = x̂(z_t))` with variance `variance`: the posterior mean at the
+/// noise prediction, `(α_s/α_t)(z_t − σ_t c ε̂)`, plus `√variance ε`.
+fn posterior_step<T: BatchTensor>(gamma_s: T, gamma_t: T, c: T, variance: T) -> Step<T> {
     let ratio = alpha(gamma_s).div(alpha(gamma_t.clone()));
-    ratio.mul(z_t.sub(sigma(gamma_t).mul(c).mul(eps_hat)))
+    let eps_hat = ratio.clone().mul(sigma(gamma_t)).mul(c).neg();
+    Step { z: ratio, eps_hat, noise: variance.sqrt() }
+}
+
+/// VDM's ancestral step (VDM Appendix A.4): `z_s = (α_s/α_t)(z_t − σ_t c ε̂) + √(σ_s² c) ε`,
+/// a draw from `p(z_s | z_t) = q(z_s | z_t, x = x̂(z_t))`.
+pub fn ancestral<T: BatchTensor>(gamma_s: T, gamma_t: T) -> Step<T> {
+    let c = snr_loss_fraction(gamma_s.clone(), gamma_t.clone());
+    let variance = sigma_sq(gamma_s.clone()).mul(c.clone());
+    posterior_step(gamma_s, gamma_t, c, variance)
+}
+
+/// [`ancestral`] applied: `z_s` from `z_t`, the prediction `ε̂` and fresh noise.
+pub fn ancestral_step<T: BatchTensor>(z_t: T, eps_hat: T, noise: T, gamma_s: T, gamma_t: T) -> T {
+    ancestral(gamma_s, gamma_t).apply(z_t, eps_hat, noise)
 }
 
 /// The reverse-process variance of a DDPM step (DDPM §3.2).
@@ -103,32 +129,37 @@ pub enum DdpmVariance {
 ///
 /// `z_s = (1/√(1−β_t))(z_t − β_t/√(1−ᾱ_t) ε̂) + σ ε`, which is `(α_s/α_t)(z_t − σ_t c ε̂) + σ ε`
 /// because `β_t = 1 − α_t²/α_s² = c σ_t²`; `σ²` is chosen by `variance`.
-pub fn ddpm_step<T: BatchTensor>(
-    z_t: T,
-    eps_hat: T,
-    noise: T,
-    gamma_s: T,
-    gamma_t: T,
-    variance: DdpmVariance,
-) -> T {
+pub fn ddpm<T: BatchTensor>(gamma_s: T, gamma_t: T, variance: DdpmVariance) -> Step<T> {
     let c = snr_loss_fraction(gamma_s.clone(), gamma_t.clone());
     let var = match variance {
         DdpmVariance::Beta => sigma_sq(gamma_t.clone()).mul(c.clone()),
         DdpmVariance::BetaTilde => sigma_sq(gamma_s.clone()).mul(c.clone()),
     };
-    posterior_mean_from_eps(z_t, eps_hat, c, gamma_s, gamma_t).add(var.sqrt().mul(noise))
+    posterior_step(gamma_s, gamma_t, c, var)
 }
 
-/// The DDIM step (Song, Meng & Ermon 2021, eq. 12) with stochasticity `eta`:
+/// [`ddpm`] applied.
+pub fn ddpm_step<T: BatchTensor>(z_t: T, eps_hat: T, noise: T, gamma_s: T, gamma_t: T, variance: DdpmVariance) -> T {
+    ddpm(gamma_s, gamma_t, variance).apply(z_t, eps_hat, noise)
+}
+
+/// The DDIM step (Song, Meng & Ermon 2021, eq. 12) with stochasticity `eta ∈ [0, 1]`:
 ///
-/// `z_s = α_s x̂ + √(σ_s² − σ_η²) ε̂ + σ_η ε`, `σ_η² = η² σ_s² c` (`η = 0`: deterministic,
-/// `η = 1`: DDPM's `β̃` step).
-pub fn ddim_step<T: BatchTensor>(z_t: T, eps_hat: T, noise: T, gamma_s: T, gamma_t: T, eta: T::Scalar) -> T {
+/// `z_s = α_s x̂ + √(σ_s² − σ_η²) ε̂ + σ_η ε`, `x̂ = (z_t − σ_t ε̂)/α_t`, `σ_η² = η² σ_s² c`
+/// (`η = 0`: deterministic, `η = 1`: DDPM's `β̃` step), i.e. `a = α_s/α_t`,
+/// `b = √(σ_s² − σ_η²) − α_s σ_t/α_t`, `c = σ_η`.
+pub fn ddim<T: BatchTensor>(gamma_s: T, gamma_t: T, eta: T::Scalar) -> Step<T> {
     let c = snr_loss_fraction(gamma_s.clone(), gamma_t.clone());
-    let x_hat = predict_x(z_t, eps_hat.clone(), gamma_t);
     let sigma_s_sq = sigma_sq(gamma_s.clone());
     let var_eta = sigma_s_sq.clone().mul(c).mul_scalar(eta * eta);
     // σ_s² − σ_η² = σ_s² (1 − η² c) ≥ 0 for η ≤ 1.
     let direction = sigma_s_sq.sub(var_eta.clone()).clamp_min(T::Scalar::zero()).sqrt();
-    alpha(gamma_s).mul(x_hat).add(direction.mul(eps_hat)).add(var_eta.sqrt().mul(noise))
+    let ratio = alpha(gamma_s).div(alpha(gamma_t.clone()));
+    let eps_hat = direction.sub(ratio.clone().mul(sigma(gamma_t)));
+    Step { z: ratio, eps_hat, noise: var_eta.sqrt() }
+}
+
+/// [`ddim`] applied.
+pub fn ddim_step<T: BatchTensor>(z_t: T, eps_hat: T, noise: T, gamma_s: T, gamma_t: T, eta: T::Scalar) -> T {
+    ddim(gamma_s, gamma_t, eta).apply(z_t, eps_hat, noise)
 }

@@ -181,7 +181,7 @@ impl<F: Real> Batch<F> {
     pub fn new(data: Vec<F>, rows: usize) -> Self {
         assert!(rows > 0, "Batch::new: a batch needs at least one row");
         assert!(
-            data.len() % rows == 0 && !data.is_empty(),
+            data.len().is_multiple_of(rows) && !data.is_empty(),
             "Batch::new: {} values do not split into {rows} non-empty rows",
             data.len()
         );

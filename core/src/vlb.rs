@@ -37,12 +37,18 @@ pub fn prior_kl<T: BatchTensor>(f: T, gamma_1: T) -> T {
     per_feature.sum_example().mul_scalar(<T::Scalar as Real>::of(0.5))
 }
 
+/// The diffusion loss with a per-example weight `w`: `½ w ‖ε − ε̂‖²`. The weight `γ'(t)` gives
+/// [`diffusion_loss_continuous`], `T expm1(γ_t − γ_s)` gives [`diffusion_loss_discrete`].
+pub fn diffusion_loss<T: BatchTensor>(eps: T, eps_hat: T, weight: T) -> T {
+    let sq = eps.sub(eps_hat).square().sum_example();
+    sq.mul(weight).mul_scalar(<T::Scalar as Real>::of(0.5))
+}
+
 /// The continuous-time diffusion loss (VDM eq. 17), one-sample estimate at time `t`:
 ///
 /// `L_∞ ≈ ½ γ'(t) ‖ε − ε̂(z_t; t)‖²`, `t ~ U(0, 1)`.
 pub fn diffusion_loss_continuous<T: BatchTensor>(eps: T, eps_hat: T, gamma_prime: T) -> T {
-    let sq = eps.sub(eps_hat).square().sum_example();
-    sq.mul(gamma_prime).mul_scalar(<T::Scalar as Real>::of(0.5))
+    diffusion_loss(eps, eps_hat, gamma_prime)
 }
 
 /// The discrete-time diffusion loss with `T` steps (VDM eq. 13 in ε form), one-sample estimate:
@@ -51,9 +57,8 @@ pub fn diffusion_loss_continuous<T: BatchTensor>(eps: T, eps_hat: T, gamma_prime
 ///
 /// `expm1(γ_t − γ_s) = SNR_s/SNR_t − 1`; see [`crate::time::discretize`] for `(s, t)`.
 pub fn diffusion_loss_discrete<T: BatchTensor>(eps: T, eps_hat: T, gamma_s: T, gamma_t: T, steps: usize) -> T {
-    let sq = eps.sub(eps_hat).square().sum_example();
-    let weight = gamma_t.sub(gamma_s).expm1();
-    sq.mul(weight).mul_scalar(<T::Scalar as Real>::of(0.5 * steps as f64))
+    let weight = gamma_t.sub(gamma_s).expm1().mul_scalar(<T::Scalar as Real>::of(steps as f64));
+    diffusion_loss(eps, eps_hat, weight)
 }
 
 /// The reconstruction term `−ln p(x | z_0)` with VDM's discretised decoder over `vocab` values:

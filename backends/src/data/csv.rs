@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DataError, ImageSet};
+use super::{check_image_shape, DataError, ImageSet};
 
 /// The layout of a pixel CSV: one image per line, `C·H·W` integers in `0..=max_value`
 /// (channel-major, then row-major), optionally followed by a label column that is ignored.
@@ -28,6 +28,15 @@ pub struct CsvLayout {
 impl CsvLayout {
     /// The digits layout: 1×8×8, grey levels 0–16, a label column.
     pub const DIGITS: Self = Self { channels: 1, height: 8, width: 8, max_value: 16, label_column: true };
+
+    /// Checks the sizes, naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        check_image_shape([self.channels, self.height, self.width])?;
+        if self.max_value == 0 {
+            return Err("data.max_value must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// Reads a pixel CSV (gzipped if the name ends in `.gz`).
@@ -48,9 +57,7 @@ pub fn load_csv(path: &Path, layout: &CsvLayout) -> Result<ImageSet, DataError> 
 }
 
 pub(super) fn parse_csv(text: &str, layout: &CsvLayout, path: &Path) -> Result<ImageSet, DataError> {
-    if layout.channels == 0 || layout.height == 0 || layout.width == 0 || layout.max_value == 0 {
-        return Err(DataError::Invalid(format!("{}: channels, height, width and max_value must be positive", path.display())));
-    }
+    layout.validate().map_err(|e| DataError::Invalid(format!("{}: {e}", path.display())))?;
     let d = layout.channels * layout.height * layout.width;
     let columns = d + usize::from(layout.label_column);
     let mut pixels = Vec::new();
@@ -65,7 +72,9 @@ pub(super) fn parse_csv(text: &str, layout: &CsvLayout, path: &Path) -> Result<I
             if v > layout.max_value {
                 return Err(bad(format!("column {}: value {v} exceeds max_value {}", col + 1, layout.max_value)));
             }
-            pixels.push(((255 * v + layout.max_value / 2) / layout.max_value) as u8);
+            // round(255 v / max), in u64 so that no max_value up to u32::MAX overflows.
+            let (v, max) = (u64::from(v), u64::from(layout.max_value));
+            pixels.push(((255 * v + max / 2) / max) as u8);
         }
     }
     if pixels.is_empty() {

@@ -9,6 +9,9 @@ use super::ImageSet;
 /// scikit-learn's 8×8 digits (see `data/README.md`), gzipped CSV.
 const DIGITS_CSV_GZ: &[u8] = include_bytes!("../../../data/digits.csv.gz");
 
+/// The number of bundled digits.
+pub const DIGITS_COUNT: usize = 1797;
+
 /// The bundled digits: 1797 images of 1×8×8.
 pub fn digits() -> ImageSet {
     let mut text = String::new();

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use vdm_core::rng::SplitMix64;
 
-use super::ImageSet;
+use super::{check_image_shape, ImageSet};
 
 /// Images whose pixels are independent discretised Gaussians: pixel `d` is
 /// `clamp(round(μ_d + s_d n), 0, 255)`, `n ~ N(0, 1)`, with `μ_d`, `s_d` a smooth pattern.
@@ -22,6 +22,20 @@ pub struct DiscretisedGaussianImages {
 }
 
 impl DiscretisedGaussianImages {
+    /// Checks the shape and the standard deviation.
+    pub fn validate(&self) -> Result<(), String> {
+        check_image_shape([self.channels, self.height, self.width])?;
+        if !(self.std.is_finite() && self.std > 0.0) {
+            return Err(format!("data.std must be positive and finite, got {}", self.std));
+        }
+        Ok(())
+    }
+
+    /// Values per image.
+    pub fn features(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
     /// Per-pixel means: a diagonal ramp from 64 to 192.
     pub fn means(&self) -> Vec<f64> {
         let (h, w) = (self.height as f64, self.width as f64);

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use vdm_core::rng::SplitMix64;
 
 pub use csv::{load_csv, CsvLayout};
-pub use digits::digits;
+pub use digits::{digits, DIGITS_COUNT};
 pub use gaussian::DiscretisedGaussianImages;
 
 /// A set of images with 8-bit pixel values, stored `[N, C, H, W]` row-major.
@@ -27,7 +27,25 @@ pub struct ImageSet {
     pub width: usize,
 }
 
+/// The largest accepted number of values per image (a 4096×4096 RGB image has 50M).
+pub const MAX_FEATURES: usize = 1 << 26;
+
+/// Checks that an image shape `[C, H, W]` is non-empty and of a sane size.
+pub fn check_image_shape([c, h, w]: [usize; 3]) -> Result<(), String> {
+    if c == 0 || h == 0 || w == 0 {
+        return Err(format!("images must have at least one channel, row and column, got {c}x{h}x{w}"));
+    }
+    if c.checked_mul(h).and_then(|v| v.checked_mul(w)).is_none_or(|v| v > MAX_FEATURES) {
+        return Err(format!("images of {c}x{h}x{w} values are beyond the supported {MAX_FEATURES} values per image"));
+    }
+    Ok(())
+}
+
 impl ImageSet {
+    /// `[C, H, W]`.
+    pub fn shape(&self) -> [usize; 3] {
+        [self.channels, self.height, self.width]
+    }
     /// Values per image, `C · H · W`.
     pub fn features(&self) -> usize {
         self.channels * self.height * self.width
@@ -58,8 +76,7 @@ impl ImageSet {
     pub fn split(&self, test_size: usize, seed: u64) -> Result<(ImageSet, ImageSet), DataError> {
         if test_size == 0 || test_size >= self.len() {
             return Err(DataError::Invalid(format!(
-                "test_size must be between 1 and {} (the set has {} images), got {test_size}",
-                self.len() - 1,
+                "data.test_size must be at least 1 and leave at least one training image (the set has {} images), got {test_size}",
                 self.len()
             )));
         }

@@ -14,12 +14,18 @@ use serde::{Deserialize, Serialize};
 
 use super::blocks::{timestep_embedding, AttnBlock, ConvMethod, ConvSame, Init, ResnetBlock};
 
+/// The largest accepted `n_embd` (VDM's CIFAR-10 model has 128).
+pub const MAX_WIDTH: usize = 8192;
+/// The largest accepted `n_layer` (VDM's CIFAR-10 model has 32).
+pub const MAX_LAYERS: usize = 1024;
+/// Accepted Fourier feature exponents.
+pub const FOURIER_EXPONENTS: std::ops::RangeInclusive<i32> = 0..=16;
+
 /// Sizes of a [`ScoreNet`]. VDM's CIFAR-10 model is `n_embd = 128`, `n_layer = 32`, `dropout = 0.1`.
+/// The image channels are not a setting: they come from the data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScoreNetConfig {
-    /// Image channels `C`.
-    pub channels: usize,
     /// Width of every ResNet block.
     pub n_embd: usize,
     /// ResNet blocks on the way down (the way up has `n_layer + 1`).
@@ -43,7 +49,6 @@ impl Default for ScoreNetConfig {
     /// VDM's CIFAR-10 architecture.
     fn default() -> Self {
         Self {
-            channels: 3,
             n_embd: 128,
             n_layer: 32,
             groups: 32,
@@ -59,28 +64,45 @@ impl Default for ScoreNetConfig {
 impl ScoreNetConfig {
     /// Checks the sizes, naming the offending field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.channels == 0 {
-            return Err("score.channels must be at least 1".into());
+        if self.n_embd < 4 || !self.n_embd.is_multiple_of(2) || self.n_embd > MAX_WIDTH {
+            return Err(format!("score.n_embd must be even and between 4 and {MAX_WIDTH}, got {}", self.n_embd));
         }
-        if self.n_embd < 4 || self.n_embd % 2 != 0 {
-            return Err(format!("score.n_embd must be even and at least 4, got {}", self.n_embd));
+        if self.n_layer > MAX_LAYERS {
+            return Err(format!("score.n_layer must be at most {MAX_LAYERS}, got {}", self.n_layer));
         }
-        if self.groups == 0 || self.n_embd % self.groups != 0 {
+        if let Some(n) = self.fourier_exponents.iter().find(|n| !FOURIER_EXPONENTS.contains(n)) {
+            return Err(format!(
+                "score.fourier_exponents must lie in {}..={} (sin(2ⁿπz) of an f32 z is noise beyond that), got {n}",
+                FOURIER_EXPONENTS.start(),
+                FOURIER_EXPONENTS.end()
+            ));
+        }
+        if self.groups == 0 || !self.n_embd.is_multiple_of(self.groups) {
             return Err(format!("score.groups ({}) must divide score.n_embd ({})", self.groups, self.n_embd));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("score.dropout must be in [0, 1), got {}", self.dropout));
         }
-        if self.gamma_max <= self.gamma_min {
-            return Err("score.gamma_max must exceed score.gamma_min".into());
+        if !(self.gamma_min.is_finite() && self.gamma_max.is_finite() && self.gamma_min < self.gamma_max) {
+            return Err(format!("score needs finite gamma_min < gamma_max, got {} and {}", self.gamma_min, self.gamma_max));
         }
         Ok(())
     }
 
-    /// A freshly initialised network.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> ScoreNet<B> {
+    /// `f32` values a training step keeps per image for the backward pass (activations of every
+    /// block and the attention matrix), an estimate for refusing sizes that cannot fit.
+    pub fn activations_per_image(&self, [c, h, w]: [usize; 3]) -> u128 {
+        let (pixels, n) = ((h * w) as u128, self.n_embd as u128);
+        let blocks = 2 * self.n_layer as u128 + 3;
+        // Per block about 12 tensors of n channels (norms, activations, convolutions, the
+        // concatenated skip); the input features; attention's scores, softmax and its gradient.
+        blocks * 12 * n * pixels + (c * (1 + 2 * self.fourier_exponents.len())) as u128 * pixels + 3 * pixels * pixels
+    }
+
+    /// A freshly initialised network for images of `channels` channels.
+    pub fn init<B: Backend>(&self, channels: usize, device: &B::Device) -> ScoreNet<B> {
         let n = self.n_embd;
-        let in_channels = self.channels * (1 + 2 * self.fourier_exponents.len());
+        let in_channels = channels * (1 + 2 * self.fourier_exponents.len());
         let conv = |c_in: usize, c_out: usize, init: Init| ConvSame::new(c_in, c_out, 3, init, self.conv, device);
         let block = |c_in: usize| ResnetBlock::new(c_in, n, 4 * n, self.groups, self.dropout, self.conv, device);
         ScoreNet {
@@ -93,7 +115,7 @@ impl ScoreNetConfig {
             mid2: block(n),
             up: (0..=self.n_layer).map(|_| block(2 * n)).collect(),
             norm_out: GroupNormConfig::new(self.groups, n).init(device),
-            conv_out: conv(n, self.channels, Init::Zeros),
+            conv_out: conv(n, channels, Init::Zeros),
             n_embd: n,
             fourier_exponents: self.fourier_exponents.clone(),
             gamma_min: self.gamma_min,

@@ -28,7 +28,7 @@ impl Size {
         let mut run = RunConfig::digits();
         let (score, images, batch) = match self {
             Size::Tiny => (run.model.score.clone(), (1, 8), 64),
-            Size::Small => (ScoreNetConfig { channels: 3, n_embd: 64, n_layer: 4, groups: 32, dropout: 0.1, ..ScoreNetConfig::default() }, (3, 32), 32),
+            Size::Small => (ScoreNetConfig { n_embd: 64, n_layer: 4, groups: 32, dropout: 0.1, ..ScoreNetConfig::default() }, (3, 32), 32),
             Size::Cifar => (ScoreNetConfig::default(), (3, 32), 128),
         };
         let batch = batch_size.unwrap_or(batch);
@@ -64,14 +64,14 @@ impl BackendJob for BenchJob {
         let run = self.size.run_config(self.batch_size);
         let (train, _) = run.data.load(0).map_err(|e| e.to_string())?;
         let batch = run.train.batch_size;
-        let mut trainer = Trainer::<B>::new(&run, &device);
+        let mut trainer = Trainer::<B>::new(&run, train.shape(), &device)?;
         println!("size {:?}: {} parameters, images {}x{}x{}, batch {batch}", self.size, trainer.model.num_params(), train.channels, train.height, train.width);
         for _ in 0..2 {
-            trainer.train_step(&train); // warm-up: allocation, autotuning
+            trainer.train_step(&train)?; // warm-up: allocation, autotuning
         }
         let start = Instant::now();
         for _ in 0..self.steps {
-            trainer.train_step(&train); // reads the loss back, so each step is synchronised
+            trainer.train_step(&train)?; // reads the loss back, so each step is synchronised
         }
         let secs = start.elapsed().as_secs_f64();
         println!(
@@ -81,7 +81,7 @@ impl BackendJob for BenchJob {
             self.steps
         );
         let start = Instant::now();
-        trainer.ema.sample(batch, train.height, train.width, self.sample_steps, 0, &device, |_| {});
+        trainer.ema.sample(batch, [train.height, train.width], self.sample_steps, 0, batch, &device, || {});
         let secs = start.elapsed().as_secs_f64();
         println!(
             "sampling: {:.2} images/s at T={} ({:.1} ms per network evaluation of {batch} images)",

@@ -5,12 +5,17 @@ use std::path::{Path, PathBuf};
 use vdm_backends::model::TimeMode;
 
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
-use super::{eval_with_bar, load_data, report_line};
-#[cfg(all(feature = "ndarray", feature = "cuda"))]
-use vdm_backends::checkpoint::load_ema;
+use super::{eval_with_progress, load, load_data, report_line};
 
 pub fn crosscheck(checkpoint: PathBuf, images: usize, time_steps: usize, tolerance: f64, seed: u64) -> Result<(), String> {
-    crosscheck_backends(&checkpoint, images, TimeMode::from_steps(time_steps), tolerance, seed)
+    if images == 0 {
+        return Err("--images must be at least 1".into());
+    }
+    if !(tolerance >= 0.0 && tolerance.is_finite()) {
+        return Err(format!("--tolerance must be a non-negative number, got {tolerance}"));
+    }
+    let time = TimeMode::from_steps(time_steps).map_err(|e| format!("--time-steps: {e}"))?;
+    crosscheck_backends(&checkpoint, images, time, tolerance, seed)
 }
 
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
@@ -22,13 +27,14 @@ fn crosscheck_backends(checkpoint: &Path, images: usize, time: TimeMode, toleran
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
 fn compare_cpu_and_cuda(checkpoint: &Path, images: usize, time: TimeMode, tolerance: f64, seed: u64) -> Result<(), String> {
     use vdm_backends::{Cpu, Cuda};
-    let (cpu_model, state) = load_ema::<Cpu>(checkpoint, &Default::default())?;
-    let (gpu_model, _) = load_ema::<Cuda>(checkpoint, &Default::default())?;
-    let (_, test) = load_data(&state.run)?;
+    let (cpu_model, checkpoint) = load::<Cpu>(checkpoint, &Default::default())?;
+    let (gpu_model, _) = load::<Cuda>(&checkpoint.dir, &Default::default())?;
+    let run = &checkpoint.state.run;
+    let (_, test) = load_data(run)?;
     let test = test.select(&(0..images.min(test.len())).collect::<Vec<_>>());
-    let batch = state.run.eval.batch_size;
-    let cpu = eval_with_bar(&cpu_model, &test, time, batch, seed, &Default::default());
-    let gpu = eval_with_bar(&gpu_model, &test, time, batch, seed, &Default::default());
+    let batch = run.eval.batch_size;
+    let cpu = eval_with_progress(&cpu_model, &test, time, batch, seed, &Default::default())?;
+    let gpu = eval_with_progress(&gpu_model, &test, time, batch, seed, &Default::default())?;
     let max_diff = cpu.per_image.iter().zip(&gpu.per_image).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     println!("cpu  (ndarray): {}", report_line(time, &cpu));
     println!("cuda          : {}", report_line(time, &gpu));
@@ -45,6 +51,6 @@ fn compare_cpu_and_cuda(checkpoint: &Path, images: usize, time: TimeMode, tolera
 #[cfg(not(all(feature = "ndarray", feature = "cuda")))]
 fn crosscheck_backends(_: &Path, _: usize, _: TimeMode, _: f64, _: u64) -> Result<(), String> {
     Err("crosscheck compares the CPU and CUDA backends, and this binary lacks CUDA support; \
-         build it with `cargo build --release --features cuda`"
+         build it with `cargo build --release --features cuda -p vdm-cli`"
         .into())
 }

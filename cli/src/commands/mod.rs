@@ -1,6 +1,7 @@
 //! The subcommands, one file each, and what they share.
 
 pub mod bench;
+pub mod config;
 pub mod crosscheck;
 pub mod eval;
 pub mod sample;
@@ -9,37 +10,39 @@ pub mod train;
 
 use std::fs;
 use std::path::Path;
+use std::time::Instant;
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use indicatif::{ProgressBar, ProgressStyle};
-use vdm_backends::checkpoint::{load_ema, CheckpointState};
+use burn::tensor::backend::Backend;
+use vdm_backends::checkpoint::{describe_io, Checkpoint};
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
+use vdm_backends::memory::Bytes;
 use vdm_backends::model::{evaluate, EvalReport, TimeMode, Vdm};
+use vdm_backends::train::load_ema;
 
-fn bar(len: usize, what: &str) -> ProgressBar {
-    let style = ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})")
-        .expect("valid template")
-        .progress_chars("=> ");
-    ProgressBar::new(len as u64).with_style(style).with_prefix(what.to_string())
-}
+use crate::progress::{clock, Progress};
 
 /// Reads and validates a run configuration file.
 pub fn read_config(path: &Path) -> Result<RunConfig, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
     let config: RunConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     config.validate().map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(config)
 }
 
-pub fn print_default_config() -> Result<(), String> {
-    let text = toml::to_string_pretty(&RunConfig::digits()).map_err(|e| e.to_string())?;
-    print!("{text}");
-    Ok(())
-}
-
+/// Loads a run's train and test images, saying how much was loaded and how long it took.
 fn load_data(run: &RunConfig) -> Result<(ImageSet, ImageSet), String> {
-    run.data.load(run.train.seed).map_err(|e| format!("loading data: {e}"))
+    let start = Instant::now();
+    let (train, test) = run.data.load(run.train.seed).map_err(|e| format!("loading data: {e}"))?;
+    let [c, h, w] = train.shape();
+    println!(
+        "data: {} train / {} test images of {c}x{h}x{w} ({} in memory), loaded in {}",
+        train.len(),
+        test.len(),
+        Bytes((train.pixels.len() + test.pixels.len()) as u64),
+        clock(start.elapsed().as_secs_f64())
+    );
+    Ok((train, test))
 }
 
 /// One line per evaluated bound.
@@ -64,15 +67,41 @@ fn baselines_line(run: &RunConfig, train: &ImageSet, test: &ImageSet) -> String 
     line
 }
 
-fn eval_with_bar<B: Backend>(model: &Vdm<B>, test: &ImageSet, time: TimeMode, batch: usize, seed: u64, device: &B::Device) -> EvalReport {
-    let pb = bar(test.len(), "eval");
-    pb.set_message(time.to_string());
-    let report = evaluate(model, test, time, batch, seed, device, |n| pb.inc(n as u64));
-    pb.finish_and_clear();
+fn eval_with_progress<B: Backend>(model: &Vdm<B>, test: &ImageSet, time: TimeMode, batch: usize, seed: u64, device: &B::Device) -> Result<EvalReport, String> {
+    let mut progress = Progress::new(test.len(), "eval", 0);
+    progress.set(0, time.to_string());
+    let report = evaluate(model, test, time, batch, seed, device, |n| progress.advance(n));
+    progress.finish();
     report
 }
 
-/// The EMA model of a checkpoint and its state, on the inference backend.
-fn load<B: AutodiffBackend>(path: &Path, device: &B::Device) -> Result<(Vdm<B::InnerBackend>, CheckpointState), String> {
-    load_ema::<B::InnerBackend>(path, device)
+/// A checkpoint (or a run's newest one) and its EMA model, on backend `B`. Warns when the run's
+/// `latest` file had to be bypassed.
+fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Vdm<B>, Checkpoint), String> {
+    let checkpoint = Checkpoint::open(path)?;
+    if let Some(problem) = &checkpoint.recovered {
+        eprintln!("warning: {problem}; using the newest complete checkpoint, {}", checkpoint.dir.display());
+    }
+    let model = load_ema::<B>(&checkpoint, device)?;
+    println!("checkpoint {} (step {})", checkpoint.dir.display(), checkpoint.state.step);
+    Ok((model, checkpoint))
+}
+
+/// Checks, before any work, that a file can be written at `path`: it is not a directory, its
+/// directory exists, and a file can be created there.
+pub fn check_output_file(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err(format!("{} is a directory; give a file name", path.display()));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(format!("cannot write {}: the directory {} does not exist", path.display(), parent.display()));
+    }
+    let probe = parent.join(format!(".vdm-write-check-{}", std::process::id()));
+    fs::write(&probe, b"").map_err(|e| format!("cannot write {}: {}", path.display(), describe_io(&e)))?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
 }

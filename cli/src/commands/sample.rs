@@ -1,49 +1,79 @@
-//! `vdm sample`: ancestral sampling to a PNG grid.
+//! `vdm sample`: ancestral sampling to a PNG grid and, optionally, one PNG per image.
 
+use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
+use vdm_backends::checkpoint::describe_io;
+use vdm_backends::model::TimeMode;
 
-use super::{bar, load};
+use super::{check_output_file, load};
 use crate::device::{dispatch, BackendJob, Device};
-use crate::image::write_grid;
+use crate::image::{check_grid, write_grid, write_image};
+use crate::progress::{clock, Progress};
 
-struct SampleJob {
-    checkpoint: PathBuf,
-    n: usize,
-    steps: usize,
-    seed: u64,
-    out: PathBuf,
-    columns: usize,
-    scale: usize,
+/// What `vdm sample` was asked for.
+pub struct SampleArgs {
+    pub checkpoint: PathBuf,
+    pub n: usize,
+    pub steps: usize,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub out: PathBuf,
+    pub out_dir: Option<PathBuf>,
+    pub columns: usize,
+    pub scale: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn sample(checkpoint: PathBuf, n: usize, steps: usize, seed: u64, out: PathBuf, columns: usize, scale: usize, device: Device) -> Result<(), String> {
-    if n == 0 || steps == 0 || scale == 0 {
-        return Err("--n, --steps and --scale must be at least 1".into());
+pub fn sample(args: SampleArgs, device: Device) -> Result<(), String> {
+    for (name, v) in [("--n", args.n), ("--steps", args.steps), ("--scale", args.scale), ("--batch-size", args.batch_size), ("--columns", args.columns)] {
+        if v == 0 {
+            return Err(format!("{name} must be at least 1"));
+        }
     }
-    dispatch(device, SampleJob { checkpoint, n, steps, seed, out, columns, scale })
+    TimeMode::from_steps(args.steps).map_err(|e| format!("--steps: {e}"))?;
+    check_output_file(&args.out)?;
+    if let Some(dir) = &args.out_dir {
+        if dir.exists() && fs::read_dir(dir).map_err(|e| format!("{}: {}", dir.display(), describe_io(&e)))?.next().is_some() {
+            return Err(format!("{} is not empty; choose a new directory for --out-dir (nothing is overwritten)", dir.display()));
+        }
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))?;
+    }
+    dispatch(device, SampleJob(args))
 }
+
+struct SampleJob(SampleArgs);
 
 impl BackendJob for SampleJob {
     type Output = ();
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<(), String> {
-        let (model, state) = load::<B>(&self.checkpoint, &device)?;
-        let (_, h, w) = state.run.data.image_shape();
-        let pb = bar(self.steps, "sample");
+        let args = self.0;
+        let (model, checkpoint) = load::<B::InnerBackend>(&args.checkpoint, &device)?;
+        let shape = checkpoint.state.image_shape;
+        check_grid(args.n, shape, args.columns, args.scale)?;
+        let batch = args.batch_size.min(args.n);
+        checkpoint.state.run.model.check_inference_memory::<B::InnerBackend>(shape, batch, &device)?;
+        let evaluations = args.n.div_ceil(batch) * args.steps;
+        let mut progress = Progress::new(evaluations, "sample", 0);
+        progress.set(0, format!("{} images, T={}", args.n, args.steps));
         let start = Instant::now();
-        let images = model.sample(self.n, h, w, self.steps, self.seed, &device, |i| pb.set_position(i as u64));
-        pb.finish_and_clear();
-        write_grid(&images, self.columns, self.scale, &self.out)?;
+        let images = model.sample(args.n, [shape[1], shape[2]], args.steps, args.seed, batch, &device, || progress.advance(1));
+        progress.finish();
+        write_grid(&images, args.columns, args.scale, &args.out)?;
+        if let Some(dir) = &args.out_dir {
+            for i in 0..images.len() {
+                write_image(images.image(i), shape, &dir.join(format!("sample-{i:06}.png")))?;
+            }
+        }
         println!(
-            "wrote {} samples ({} steps, {:.1} s) to {}",
-            self.n,
-            self.steps,
-            start.elapsed().as_secs_f64(),
-            self.out.display()
+            "wrote {} samples ({} steps, {}) to {}{}",
+            args.n,
+            args.steps,
+            clock(start.elapsed().as_secs_f64()),
+            args.out.display(),
+            args.out_dir.map(|d| format!(" and {}", d.display())).unwrap_or_default()
         );
         Ok(())
     }

@@ -5,10 +5,14 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::AutodiffBackend;
 use vdm_backends::config::RunConfig;
 use vdm_core::process::{alpha, sigma};
+use vdm_core::schedule::NoiseSchedule;
 
-use super::{load, read_config};
+use super::{check_output_file, load, read_config};
 use crate::device::{dispatch, BackendJob, Device};
 use crate::image::write_png;
+
+/// The most rows `vdm schedule` prints.
+const MAX_POINTS: usize = 100_000;
 
 struct ScheduleJob {
     source: ScheduleSource,
@@ -22,8 +26,11 @@ enum ScheduleSource {
 }
 
 pub fn schedule(checkpoint: Option<PathBuf>, config: Option<PathBuf>, points: usize, plot: Option<PathBuf>) -> Result<(), String> {
-    if points < 2 {
-        return Err("--points must be at least 2".into());
+    if !(2..=MAX_POINTS).contains(&points) {
+        return Err(format!("--points must be between 2 and {MAX_POINTS}"));
+    }
+    if let Some(path) = &plot {
+        check_output_file(path)?;
     }
     let source = match (checkpoint, config) {
         (Some(c), _) => ScheduleSource::Checkpoint(c),
@@ -38,20 +45,18 @@ impl BackendJob for ScheduleJob {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<(), String> {
         let schedule = match self.source {
-            ScheduleSource::Checkpoint(path) => load::<B>(&path, &device)?.0.schedule,
+            ScheduleSource::Checkpoint(path) => load::<B::InnerBackend>(&path, &device)?.0.schedule,
             ScheduleSource::Config(run) => run.model.schedule.init::<B::InnerBackend>(&device),
-        };
-        let times: Vec<f64> = (0..self.points).map(|i| i as f64 / (self.points - 1) as f64).collect();
-        let gammas = schedule.gamma_values(&times, &device);
-        let t_tensor = burn::tensor::Tensor::<B::InnerBackend, 1>::from_floats(times.iter().map(|&t| t as f32).collect::<Vec<_>>().as_slice(), &device);
-        let primes: Vec<f64> = schedule.gamma_and_prime(t_tensor).1.into_data().convert::<f64>().to_vec().map_err(|e| format!("{e:?}"))?;
+        }
+        .to_host();
         println!("{:>6} {:>10} {:>10} {:>12} {:>10} {:>10}", "t", "gamma", "gamma'", "log10 SNR", "alpha", "sigma");
-        for ((t, g), gp) in times.iter().zip(&gammas).zip(&primes) {
-            println!("{t:>6.3} {g:>10.4} {gp:>10.4} {:>12.4} {:>10.6} {:>10.6}", -g / std::f64::consts::LN_10, alpha(*g), sigma(*g));
+        for i in 0..self.points {
+            let t = i as f64 / (self.points - 1) as f64;
+            let (g, gp) = (schedule.gamma(t), schedule.gamma_prime(t));
+            println!("{t:>6.3} {g:>10.4} {gp:>10.4} {:>12.4} {:>10.6} {:>10.6}", -g / std::f64::consts::LN_10, alpha(g), sigma(g));
         }
         if let Some(path) = self.plot {
-            let dense: Vec<f64> = (0..=400).map(|i| i as f64 / 400.0).collect();
-            let curve = schedule.gamma_values(&dense, &device);
+            let curve: Vec<f64> = (0..=400).map(|i| schedule.gamma(i as f64 / 400.0)).collect();
             plot_curve(&curve, &path)?;
             let (lo, hi) = (curve[0], curve[curve.len() - 1]);
             println!("plot of gamma(t) written to {}: t from 0 (left) to 1 (right), gamma from {lo:.2} (bottom) to {hi:.2} (top)", path.display());

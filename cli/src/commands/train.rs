@@ -2,135 +2,187 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
-use vdm_backends::checkpoint::{checkpoint_dir, write_atomically};
+use vdm_backends::checkpoint::{describe_existing_run, describe_io, write_atomically, Checkpoint};
 use vdm_backends::config::RunConfig;
-use vdm_backends::model::{evaluate, TimeMode};
+use vdm_backends::model::TimeMode;
 use vdm_backends::train::Trainer;
 
-use super::{bar, baselines_line, eval_with_bar, load_data, read_config, report_line};
+use super::{baselines_line, eval_with_progress, load_data, read_config, report_line};
 use crate::device::{dispatch, BackendJob, Device};
+use crate::progress::Progress;
+use crate::Failure;
 
-struct TrainJob {
-    config: Option<PathBuf>,
-    run_dir: PathBuf,
-    resume: bool,
-    steps: Option<usize>,
+/// What `vdm train` was asked for.
+pub struct TrainArgs {
+    pub config: Option<PathBuf>,
+    pub run_dir: PathBuf,
+    pub resume: bool,
+    pub steps: Option<usize>,
 }
 
-pub fn train(config: Option<PathBuf>, run_dir: PathBuf, resume: bool, steps: Option<usize>, device: Device) -> Result<(), String> {
-    dispatch(device, TrainJob { config, run_dir, resume, steps })
+pub fn train(args: TrainArgs, device: Device) -> Result<(), Failure> {
+    if args.steps == Some(0) {
+        return Err(Failure::Error("--steps must be at least 1".into()));
+    }
+    if !args.resume {
+        if let Some(found) = describe_existing_run(&args.run_dir) {
+            let dir = args.run_dir.display();
+            return Err(Failure::Error(format!(
+                "{dir} already holds a run ({found}); continue it with `vdm train --run {dir} --resume` \
+                 (add --steps N to extend it to N steps in all), or start anew with another --run; nothing was changed"
+            )));
+        }
+    }
+    match dispatch(device, TrainJob(args))? {
+        Outcome::Finished => Ok(()),
+        Outcome::Interrupted(message) => Err(Failure::Interrupted(message)),
+    }
 }
+
+enum Outcome {
+    Finished,
+    Interrupted(String),
+}
+
+struct TrainJob(TrainArgs);
 
 impl BackendJob for TrainJob {
-    type Output = ();
+    type Output = Outcome;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<(), String> {
-        let dir = self.run_dir;
-        let mut trainer = if self.resume {
-            let t = Trainer::<B>::resume(&dir, &device)?;
-            println!("resuming {} at step {}", dir.display(), t.step);
-            t
-        } else {
-            if checkpoint_dir(&dir).is_ok() {
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Outcome, String> {
+        let args = self.0;
+        let dir = args.run_dir;
+        let (mut trainer, train, test) = if args.resume {
+            let checkpoint = Checkpoint::open(&dir)?;
+            if let Some(problem) = &checkpoint.recovered {
+                eprintln!("warning: {problem}; resuming from the newest complete checkpoint, {}", checkpoint.dir.display());
+            }
+            let (train, test) = load_data(&checkpoint.state.run)?;
+            if train.shape() != checkpoint.state.image_shape {
                 return Err(format!(
-                    "{} already holds a run; continue it with `vdm train --run {} --resume`, or choose another --run",
-                    dir.display(),
-                    dir.display()
+                    "the run was trained on images of {:?}, but its data now has {:?}",
+                    checkpoint.state.image_shape,
+                    train.shape()
                 ));
             }
-            let run = match &self.config {
+            let mut trainer = Trainer::<B>::resume(&checkpoint, &device)?;
+            println!("resuming {} at step {}", dir.display(), trainer.step);
+            if let Some(steps) = args.steps {
+                trainer.extend_to(steps)?;
+            } else if trainer.step >= trainer.run_config().train.steps {
+                println!("the run is complete ({} steps); pass --steps N to extend it to N steps in all", trainer.step);
+                return Ok(Outcome::Finished);
+            }
+            keep_metrics_up_to(&dir.join("metrics.jsonl"), trainer.step)?;
+            (trainer, train, test)
+        } else {
+            let mut run = match &args.config {
                 Some(path) => read_config(path)?,
                 None => RunConfig::digits(),
             };
-            Trainer::<B>::new(&run, &device)
+            if let Some(steps) = args.steps {
+                run.train.steps = steps;
+            }
+            let (train, test) = load_data(&run)?;
+            let trainer = Trainer::<B>::new(&run, train.shape(), &device)?;
+            (trainer, train, test)
         };
-        if let Some(steps) = self.steps {
-            trainer.set_total_steps(steps);
-        }
         let run = trainer.run_config().clone();
-        run.validate()?;
-        let (train, test) = load_data(&run)?;
-        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))?;
         let toml = toml::to_string_pretty(&run).map_err(|e| e.to_string())?;
-        write_atomically(&dir.join("config.toml"), toml.as_bytes()).map_err(|e| format!("{}: {e}", dir.display()))?;
-
-        let params = trainer.model.num_params();
-        println!(
-            "data: {} train / {} test images of {}x{}x{}; model: {params} parameters; {} steps of {} images",
-            train.len(),
-            test.len(),
-            train.channels,
-            train.height,
-            train.width,
-            run.train.steps,
-            run.train.batch_size
-        );
+        write_atomically(&dir.join("config.toml"), toml.as_bytes()).map_err(|e| format!("{}: {}", dir.join("config.toml").display(), describe_io(&e)))?;
+        println!("model: {} parameters; {} steps of {} images", trainer.model.num_params(), run.train.steps, run.train.batch_size);
         println!("{}", baselines_line(&run, &train, &test));
 
+        // The first Ctrl-C saves a checkpoint at the end of the step; a second one exits at once
+        // (which is safe: a checkpoint is complete or absent at every instant).
         let interrupted = Arc::new(AtomicBool::new(false));
         let flag = interrupted.clone();
-        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
+        ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })
+        .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
 
         let metrics_path = dir.join("metrics.jsonl");
         let mut metrics = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&metrics_path)
-            .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            .map_err(|e| format!("{}: {}", metrics_path.display(), describe_io(&e)))?;
+        let mut log = |line: serde_json::Value| writeln!(metrics, "{line}").map_err(|e| format!("{}: {}", metrics_path.display(), describe_io(&e)));
         let total = run.train.steps;
-        let eval_time = TimeMode::from_steps(run.eval.time_steps);
-        let pb = bar(total, "train");
-        pb.set_position(trainer.step as u64);
+        let eval_time = TimeMode::from_steps(run.eval.time_steps)?;
+        let mut progress = Progress::new(total, "train", trainer.step);
         let (start, first_step) = (Instant::now(), trainer.step);
+        let mut saved_step = (args.resume).then_some(trainer.step);
         let mut smoothed: Option<f64> = None;
         while trainer.step < total {
             if interrupted.load(Ordering::SeqCst) {
                 let saved = trainer.save(&dir)?;
-                pb.abandon_with_message("interrupted");
-                println!("interrupted at step {}; checkpoint {}; continue with `vdm train --run {} --resume`", trainer.step, saved.display(), dir.display());
-                return Ok(());
-            }
-            let stats = trainer.train_step(&train);
-            if !stats.bpd.is_finite() {
-                pb.abandon();
-                return Err(format!(
-                    "the loss became {} at step {}; the last checkpoint in {} is intact (try a lower lr or train.clip_grad_norm)",
-                    stats.bpd,
+                progress.finish();
+                return Ok(Outcome::Interrupted(format!(
+                    "interrupted at step {}; checkpoint {}; continue with `vdm train --run {} --resume`",
                     trainer.step,
+                    saved.display(),
                     dir.display()
-                ));
+                )));
+            }
+            let stats = trainer.train_step(&train)?;
+            if !stats.bpd.is_finite() {
+                progress.finish();
+                let kept = match saved_step {
+                    Some(step) => format!("the checkpoint of step {step} in {} is intact", dir.display()),
+                    None => "no checkpoint had been written yet".to_string(),
+                };
+                return Err(format!("the loss became {} at step {}; {kept} (try a lower train.lr or set train.clip_grad_norm)", stats.bpd, trainer.step));
             }
             let s = smoothed.map_or(stats.bpd, |s| 0.95 * s + 0.05 * stats.bpd);
             smoothed = Some(s);
             let rate = (trainer.step - first_step) as f64 * run.train.batch_size as f64 / start.elapsed().as_secs_f64();
-            pb.set_position(trainer.step as u64);
-            pb.set_message(format!("loss {s:.3} bpd, {rate:.0} img/s"));
-            let line = serde_json::json!({"step": trainer.step, "bpd": stats.bpd, "grad_norm": stats.grad_norm, "lr": stats.lr});
-            writeln!(metrics, "{line}").map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            progress.set(trainer.step, format!("loss {s:.3} bpd, {rate:.0} img/s"));
+            log(serde_json::json!({"step": trainer.step, "bpd": stats.bpd, "grad_norm": stats.grad_norm, "lr": stats.lr}))?;
 
             let done = trainer.step == total;
             if run.eval.every > 0 && trainer.step % run.eval.every == 0 && !done {
-                let r = evaluate(&trainer.ema, &test, eval_time, run.eval.batch_size, run.eval.seed, &device, |_| {});
-                pb.println(format!("step {:>6}: {}", trainer.step, report_line(eval_time, &r)));
-                let line = serde_json::json!({"step": trainer.step, "eval": r.bpd, "time_steps": run.eval.time_steps});
-                writeln!(metrics, "{line}").map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+                let r = vdm_backends::model::evaluate(&trainer.ema, &test, eval_time, run.eval.batch_size, run.eval.seed, &device, |_| {})?;
+                progress.println(format!("step {:>6}: {}", trainer.step, report_line(eval_time, &r)));
+                log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "time_steps": run.eval.time_steps}))?;
             }
             if trainer.step % run.checkpoint_every == 0 || done {
                 trainer.save(&dir)?;
+                saved_step = Some(trainer.step);
             }
         }
-        pb.finish();
-        let r = eval_with_bar(&trainer.ema, &test, eval_time, run.eval.batch_size, run.eval.seed, &device);
+        progress.finish();
+        let r = eval_with_progress(&trainer.ema, &test, eval_time, run.eval.batch_size, run.eval.seed, &device)?;
         println!("{}", report_line(eval_time, &r));
+        log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "time_steps": run.eval.time_steps}))?;
         println!("{}", baselines_line(&run, &train, &test));
-        println!("checkpoint: {}", checkpoint_dir(&dir)?.display());
-        Ok(())
+        println!("checkpoint: {}", Checkpoint::open(&dir)?.dir.display());
+        Ok(Outcome::Finished)
     }
+}
+
+/// Drops the lines of `metrics.jsonl` logged after `step` (by a run that stopped before saving
+/// them in a checkpoint), so that a resumed run does not log those steps twice.
+fn keep_metrics_up_to(path: &Path, step: usize) -> Result<(), String> {
+    let Ok(text) = fs::read_to_string(path) else { return Ok(()) };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["step"].as_u64()).is_none_or(|s| s <= step as u64))
+        .collect();
+    if kept.len() < text.lines().count() {
+        let joined: String = kept.iter().map(|l| format!("{l}\n")).collect();
+        write_atomically(path, joined.as_bytes()).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
+    }
+    Ok(())
 }

@@ -1,0 +1,59 @@
+//! What the backend tests share: a tiny run and a way to read every weight.
+
+#![allow(dead_code)]
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use vdm_backends::config::{DataConfig, EvalConfig, RunConfig};
+use vdm_backends::data::DiscretisedGaussianImages;
+use vdm_backends::model::{ModelConfig, Vdm};
+use vdm_backends::nn::blocks::ConvMethod;
+use vdm_backends::nn::score_unet::ScoreNetConfig;
+use vdm_backends::schedule::ScheduleConfig;
+use vdm_backends::train::TrainConfig;
+use vdm_backends::{Autodiff, Cpu};
+
+/// The training backend of the tests.
+pub type B = Autodiff<Cpu>;
+
+/// A model small enough to train in seconds on 1×4×4 discretised-Gaussian images.
+pub fn tiny_run(steps: usize) -> RunConfig {
+    RunConfig {
+        data: DataConfig::Gaussian {
+            images: DiscretisedGaussianImages { channels: 1, height: 4, width: 4, std: 24.0 },
+            train_size: 256,
+            test_size: 64,
+        },
+        model: ModelConfig {
+            score: ScoreNetConfig {
+                n_embd: 8,
+                n_layer: 1,
+                groups: 4,
+                dropout: 0.0,
+                fourier_exponents: vec![],
+                conv: ConvMethod::Taps,
+                ..ScoreNetConfig::default()
+            },
+            schedule: ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
+        },
+        train: TrainConfig { batch_size: 16, steps, lr: 3e-3, warmup_steps: 5, ema_decay: 0.9, clip_grad_norm: Some(1.0), ..TrainConfig::default() },
+        eval: EvalConfig { every: 0, batch_size: 64, ..EvalConfig::default() },
+        checkpoint_every: 1000,
+        keep_checkpoints: 1,
+    }
+}
+
+/// Every parameter value, in visiting order.
+pub fn parameters<Bk: Backend>(model: &Vdm<Bk>) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl<Bk: Backend> ModuleVisitor<Bk> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
+            self.0.extend(param.val().into_data().convert::<f32>().to_vec::<f32>().unwrap());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
