@@ -182,6 +182,9 @@ fn ctrl_c_saves_and_exits_130() {
         assert!(start.elapsed() < Duration::from_secs(120), "training did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Meanwhile a second trainer on the same run is refused.
+    let second = vdm(&["train", "--run", &s(&run), "--resume", "--steps", "200000"]);
+    assert_fails_with(&second, &["another `vdm train` is running"]);
     let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let out = child.wait_with_output().unwrap();

@@ -59,7 +59,11 @@ impl BackendJob for TrainJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Outcome, String> {
         let args = self.0;
         let dir = args.run_dir;
-        let (mut trainer, train, test) = if args.resume {
+        let (mut trainer, train, test, _lock) = if args.resume {
+            if !dir.is_dir() {
+                return Err(format!("{} does not exist or is not a directory; there is no run to resume", dir.display()));
+            }
+            let lock = lock_run(&dir)?;
             let checkpoint = Checkpoint::open(&dir)?;
             if let Some(problem) = &checkpoint.recovered {
                 eprintln!("warning: {problem}; resuming from the newest complete checkpoint, {}", checkpoint.dir.display());
@@ -81,7 +85,7 @@ impl BackendJob for TrainJob {
                 return Ok(Outcome::Finished);
             }
             keep_metrics_up_to(&dir.join("metrics.jsonl"), trainer.step)?;
-            (trainer, train, test)
+            (trainer, train, test, lock)
         } else {
             let mut run = match &args.config {
                 Some(path) => read_config(path)?,
@@ -92,10 +96,14 @@ impl BackendJob for TrainJob {
             }
             let (train, test) = load_data(&run)?;
             let trainer = Trainer::<B>::new(&run, train.shape(), &device)?;
-            (trainer, train, test)
+            fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))?;
+            let lock = lock_run(&dir)?;
+            if let Some(found) = describe_existing_run(&dir) {
+                return Err(format!("{} was taken by another run meanwhile ({found})", dir.display()));
+            }
+            (trainer, train, test, lock)
         };
         let run = trainer.run_config().clone();
-        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))?;
         let toml = toml::to_string_pretty(&run).map_err(|e| e.to_string())?;
         write_atomically(&dir.join("config.toml"), toml.as_bytes()).map_err(|e| format!("{}: {}", dir.join("config.toml").display(), describe_io(&e)))?;
         println!("model: {} parameters; {} steps of {} images", trainer.model.num_params(), run.train.steps, run.train.batch_size);
@@ -169,6 +177,18 @@ impl BackendJob for TrainJob {
         println!("{}", baselines_line(&run, &train, &test));
         println!("checkpoint: {}", Checkpoint::open(&dir)?.dir.display());
         Ok(Outcome::Finished)
+    }
+}
+
+/// Takes the run directory's lock, so that two `vdm train` never write one run (the operating
+/// system releases it when the process ends, however it ends).
+fn lock_run(dir: &Path) -> Result<fs::File, String> {
+    let path = dir.join(".lock");
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(format!("another `vdm train` is running in {}; wait for it or stop it first", dir.display())),
+        Err(fs::TryLockError::Error(e)) => Err(format!("locking {}: {}", path.display(), describe_io(&e))),
     }
 }
 
