@@ -15,6 +15,14 @@ pub fn available() -> Option<u64> {
     Some(kib.saturating_mul(1024))
 }
 
+/// The most memory this process has held resident so far (`VmHWM` in `/proc/self/status`).
+pub fn peak_resident() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 /// A byte count, printed in human units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Bytes(pub u64);

@@ -13,7 +13,7 @@ fn the_bundled_digits_have_17_grey_levels_on_the_8_bit_scale() {
     levels.dedup();
     assert_eq!(levels.len(), 17);
     assert_eq!((levels[0], levels[16]), (0, 255));
-    let (train, test) = d.split(297, 0).unwrap();
+    let (train, test) = d.clone().split(297, 0).unwrap();
     assert_eq!((train.len(), test.len()), (1500, 297));
     assert_eq!(d.split(297, 0).unwrap().1, test, "the split is reproducible");
 }

@@ -152,6 +152,12 @@ enum Command {
     },
     /// Print a documented run configuration (TOML) to start a config file from.
     Config,
+    /// Load a run's data and describe it: sizes, labels, memory, load time, a baseline.
+    Data {
+        /// Run configuration (TOML); default: the default run's (the bundled digits).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// How a command failed.
@@ -183,6 +189,7 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Bench { size, batch_size, steps, sample_steps, device } => Ok(commands::bench::run(size, batch_size, steps, sample_steps, device)?),
         Command::Config => Ok(commands::config::print()?),
+        Command::Data { config } => Ok(commands::data::describe(config)?),
     }
 }
 

@@ -86,9 +86,13 @@ impl Progress {
     }
 }
 
-/// `1h02m03s`, `4m05s`, `6s`.
+/// `1h02m03s`, `4m05s`, `6.2s`, `0.38s`.
 pub fn clock(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
+    let seconds = seconds.max(0.0);
+    if seconds < 10.0 {
+        return format!("{seconds:.2}s");
+    }
+    let s = seconds.round() as u64;
     match (s / 3600, (s / 60) % 60, s % 60) {
         (0, 0, sec) => format!("{sec}s"),
         (0, min, sec) => format!("{min}m{sec:02}s"),

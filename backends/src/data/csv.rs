@@ -1,14 +1,13 @@
 //! Pixel CSV files: one image per line.
 
-use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_image_shape, DataError, ImageSet};
+use super::{check_image_shape, read_maybe_gz, DataError, ImageSet, Location};
 
 /// The layout of a pixel CSV: one image per line, `C·H·W` integers in `0..=max_value`
-/// (channel-major, then row-major), optionally followed by a label column that is ignored.
+/// (channel-major, then row-major), optionally followed by an integer class label.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsvLayout {
@@ -41,34 +40,25 @@ impl CsvLayout {
 
 /// Reads a pixel CSV (gzipped if the name ends in `.gz`).
 pub fn load_csv(path: &Path, layout: &CsvLayout) -> Result<ImageSet, DataError> {
-    let io = |source| DataError::Io { path: path.to_owned(), source };
-    let bytes = std::fs::read(path).map_err(io)?;
-    let mut text = String::new();
-    if path.extension().is_some_and(|e| e == "gz") {
-        flate2::read::GzDecoder::new(bytes.as_slice()).read_to_string(&mut text).map_err(io)?;
-    } else {
-        text = String::from_utf8(bytes).map_err(|e| DataError::Malformed {
-            path: path.to_owned(),
-            line: 0,
-            message: format!("not UTF-8 text ({e})"),
-        })?;
-    }
-    parse_csv(&text, layout, path)
+    let bytes = read_maybe_gz(path)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| DataError::malformed(path, Location::File, format!("not UTF-8 text ({e})")))?;
+    parse_csv(text, layout, path)
 }
 
 pub(super) fn parse_csv(text: &str, layout: &CsvLayout, path: &Path) -> Result<ImageSet, DataError> {
     layout.validate().map_err(|e| DataError::Invalid(format!("{}: {e}", path.display())))?;
     let d = layout.channels * layout.height * layout.width;
     let columns = d + usize::from(layout.label_column);
-    let mut pixels = Vec::new();
+    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let bad = |message: String| DataError::Malformed { path: path.to_owned(), line: i + 1, message };
+        let bad = |message: String| DataError::malformed(path, Location::Line(i + 1), message);
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() != columns {
             return Err(bad(format!("expected {columns} comma-separated values, found {}", fields.len())));
         }
-        for (col, field) in fields[..d].iter().enumerate() {
-            let v: u32 = field.parse().map_err(|_| bad(format!("column {}: `{field}` is not a non-negative integer", col + 1)))?;
+        let number = |col: usize| fields[col].parse::<u32>().map_err(|_| bad(format!("column {}: `{}` is not a non-negative integer", col + 1, fields[col])));
+        for col in 0..d {
+            let v = number(col)?;
             if v > layout.max_value {
                 return Err(bad(format!("column {}: value {v} exceeds max_value {}", col + 1, layout.max_value)));
             }
@@ -76,9 +66,13 @@ pub(super) fn parse_csv(text: &str, layout: &CsvLayout, path: &Path) -> Result<I
             let (v, max) = (u64::from(v), u64::from(layout.max_value));
             pixels.push(((255 * v + max / 2) / max) as u8);
         }
+        if layout.label_column {
+            labels.push(number(d)?);
+        }
     }
     if pixels.is_empty() {
-        return Err(DataError::Malformed { path: path.to_owned(), line: 0, message: "no images".into() });
+        return Err(DataError::malformed(path, Location::File, "no images"));
     }
-    Ok(ImageSet { pixels, channels: layout.channels, height: layout.height, width: layout.width })
+    let images = ImageSet::new(pixels, [layout.channels, layout.height, layout.width]);
+    Ok(if layout.label_column { images.with_labels(labels, Vec::new()) } else { images })
 }

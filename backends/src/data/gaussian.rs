@@ -80,6 +80,6 @@ impl DiscretisedGaussianImages {
         let pixels = (0..n)
             .flat_map(|_| means.iter().map(|&mu| (mu + self.std * rng.normal::<f64>()).round().clamp(0.0, 255.0) as u8).collect::<Vec<_>>())
             .collect();
-        ImageSet { pixels, channels: self.channels, height: self.height, width: self.width }
+        ImageSet::new(pixels, [self.channels, self.height, self.width])
     }
 }

@@ -1,20 +1,30 @@
-//! Datasets of 8-bit images: the bundled digits, pixel CSV files, and synthetic discretised
-//! Gaussians whose exact NLL is known.
+//! Datasets of 8-bit images, held in memory as bytes (`[N, C, H, W]`, one copy) with their class
+//! labels where the source has them: the bundled digits, IDX files (MNIST family), CIFAR-10's
+//! binary batches, folders of PNG images, NumPy arrays, pixel CSV files, and synthetic
+//! discretised Gaussians whose exact NLL is known. [`DataConfig`] is a run's `[data]` table.
 
+pub mod cifar;
 mod csv;
 mod digits;
 mod gaussian;
+pub mod idx;
+pub mod npy;
+pub mod png;
+mod source;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use vdm_core::rng::SplitMix64;
 
 pub use csv::{load_csv, CsvLayout};
 pub use digits::{digits, DIGITS_COUNT};
 pub use gaussian::DiscretisedGaussianImages;
+pub use source::{CsvSource, DataConfig, GaussianSource, DATA_EXAMPLES, FASHION_MNIST_DIR};
 
-/// A set of images with 8-bit pixel values, stored `[N, C, H, W]` row-major.
+/// A set of images with 8-bit pixel values, stored `[N, C, H, W]` row-major, with class labels
+/// where the source has them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageSet {
     /// Pixel values `0..=255`.
@@ -25,6 +35,10 @@ pub struct ImageSet {
     pub height: usize,
     /// Width `W`.
     pub width: usize,
+    /// One class label per image, where the source has labels.
+    pub labels: Option<Vec<u32>>,
+    /// The names of the classes, where known (label `k` is `class_names[k]`).
+    pub class_names: Vec<String>,
 }
 
 /// The largest accepted number of values per image (a 4096×4096 RGB image has 50M).
@@ -42,6 +56,19 @@ pub fn check_image_shape([c, h, w]: [usize; 3]) -> Result<(), String> {
 }
 
 impl ImageSet {
+    /// Unlabelled images of `[C, H, W]` from their pixels.
+    pub fn new(pixels: Vec<u8>, [channels, height, width]: [usize; 3]) -> Self {
+        Self { pixels, channels, height, width, labels: None, class_names: Vec::new() }
+    }
+
+    /// The same images with one label per image.
+    pub fn with_labels(mut self, labels: Vec<u32>, class_names: Vec<String>) -> Self {
+        debug_assert_eq!(labels.len(), self.len());
+        self.labels = Some(labels);
+        self.class_names = class_names;
+        self
+    }
+
     /// `[C, H, W]`.
     pub fn shape(&self) -> [usize; 3] {
         [self.channels, self.height, self.width]
@@ -63,26 +90,69 @@ impl ImageSet {
         let d = self.features();
         &self.pixels[i * d..(i + 1) * d]
     }
-    /// The images at `indices`, in order.
+    /// The number of classes: the named ones, or one more than the largest label.
+    pub fn num_classes(&self) -> usize {
+        let largest = self.labels.as_ref().and_then(|l| l.iter().max()).map_or(0, |&m| m as usize + 1);
+        largest.max(self.class_names.len())
+    }
+    /// The images at `indices`, in order, with their labels.
     pub fn select(&self, indices: &[usize]) -> ImageSet {
         let pixels = indices.iter().flat_map(|&i| self.image(i).iter().copied()).collect();
-        ImageSet { pixels, ..self.clone_shape() }
-    }
-    fn clone_shape(&self) -> ImageSet {
-        ImageSet { pixels: Vec::new(), channels: self.channels, height: self.height, width: self.width }
+        let labels = self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect());
+        ImageSet { pixels, channels: self.channels, height: self.height, width: self.width, labels, class_names: self.class_names.clone() }
     }
 
-    /// A shuffled split into `(train, test)` with `test_size` test images, reproducible from `seed`.
-    pub fn split(&self, test_size: usize, seed: u64) -> Result<(ImageSet, ImageSet), DataError> {
-        if test_size == 0 || test_size >= self.len() {
+    /// Appends `other`'s images (of the same shape, labelled alike).
+    pub fn append(&mut self, other: ImageSet) {
+        debug_assert_eq!(self.shape(), other.shape());
+        self.pixels.extend_from_slice(&other.pixels);
+        match (&mut self.labels, other.labels) {
+            (Some(a), Some(b)) => a.extend(b),
+            (labels, _) => *labels = None,
+        }
+    }
+
+    /// A random split into `(train, test)` with `test_size` test images, reproducible from
+    /// `seed`. The training images keep their order and their memory (no second copy of the
+    /// set is made: only the test images are copied out).
+    pub fn split(mut self, test_size: usize, seed: u64) -> Result<(ImageSet, ImageSet), DataError> {
+        let n = self.len();
+        if test_size == 0 || test_size >= n {
             return Err(DataError::Invalid(format!(
-                "data.test_size must be at least 1 and leave at least one training image (the set has {} images), got {test_size}",
-                self.len()
+                "data.test_size must be at least 1 and leave at least one training image (the set has {n} images), got {test_size}"
             )));
         }
-        let order = permutation(self.len(), seed);
-        let (test, train) = order.split_at(test_size);
-        Ok((self.select(train), self.select(test)))
+        let mut is_test = vec![false; n];
+        let mut test_indices = permutation(n, seed)[..test_size].to_vec();
+        test_indices.iter().for_each(|&i| is_test[i] = true);
+        test_indices.sort_unstable();
+        let test = self.select(&test_indices);
+        // Compact the training images to the front, in place.
+        let d = self.features();
+        let mut kept = 0;
+        for i in 0..n {
+            if !is_test[i] {
+                self.pixels.copy_within(i * d..(i + 1) * d, kept * d);
+                if let Some(labels) = &mut self.labels {
+                    labels[kept] = labels[i];
+                }
+                kept += 1;
+            }
+        }
+        self.pixels.truncate(kept * d);
+        self.pixels.shrink_to_fit();
+        if let Some(labels) = &mut self.labels {
+            labels.truncate(kept);
+        }
+        Ok((self, test))
+    }
+
+    /// Mirrors image `i` left to right, in place.
+    pub fn flip_horizontally(&mut self, i: usize) {
+        let (w, d) = (self.width, self.features());
+        for row in self.pixels[i * d..(i + 1) * d].chunks_exact_mut(w) {
+            row.reverse();
+        }
     }
 }
 
@@ -97,28 +167,72 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     order
 }
 
+/// Where in a file a problem is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The file as a whole.
+    File,
+    /// A line of a text file (1-based).
+    Line(usize),
+    /// A byte offset.
+    Offset(u64),
+    /// An entry of an archive or a directory.
+    Entry(String),
+}
+
 /// What went wrong reading data.
 #[derive(Debug)]
 pub enum DataError {
-    /// The file could not be read.
+    /// A file or directory could not be read.
     Io { path: PathBuf, source: std::io::Error },
-    /// The file was read but its contents are malformed.
-    Malformed { path: PathBuf, line: usize, message: String },
+    /// A file was read but its contents are malformed.
+    Malformed { path: PathBuf, at: Location, message: String },
     /// The data specification is inconsistent.
     Invalid(String),
+}
+
+impl DataError {
+    /// A malformed-file error.
+    pub fn malformed(path: &Path, at: Location, message: impl Into<String>) -> Self {
+        Self::Malformed { path: path.to_owned(), at, message: message.into() }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_owned(), source }
+    }
 }
 
 impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            Self::Malformed { path, line, message } => write!(f, "{}: line {line}: {message}", path.display()),
+            Self::Io { path, source } => write!(f, "{}: {}", path.display(), crate::checkpoint::describe_io(source)),
+            Self::Malformed { path, at, message } => match at {
+                Location::File => write!(f, "{}: {message}", path.display()),
+                Location::Line(line) => write!(f, "{}: line {line}: {message}", path.display()),
+                Location::Offset(offset) => write!(f, "{}: at byte {offset}: {message}", path.display()),
+                Location::Entry(entry) => write!(f, "{}: {entry}: {message}", path.display()),
+            },
             Self::Invalid(message) => f.write_str(message),
         }
     }
 }
 
 impl std::error::Error for DataError {}
+
+/// A file's bytes, gunzipped when its name ends in `.gz`.
+pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::malformed(path, Location::File, format!("not a valid gzip file ({e})")))?;
+        Ok(out)
+    } else {
+        Ok(bytes)
+    }
+}
 
 /// Per-pixel independent categorical model fit on `train` with add-`alpha` smoothing over all
 /// 256 values: the test set's NLL in bits per dimension. A baseline every image model should beat.

@@ -255,7 +255,7 @@ impl<B: Backend> Vdm<B> {
             let x = z.div_scalar(process::alpha(gammas[0]));
             pixels.extend(x.into_data().iter::<f32>().map(|v| vlb::decode_nearest(v, PIXEL_VALUES) as u8));
         }
-        ImageSet { pixels, channels, height, width }
+        ImageSet::new(pixels, [channels, height, width])
     }
 }
 

@@ -6,7 +6,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use vdm_backends::config::{DataConfig, EvalConfig, RunConfig};
-use vdm_backends::data::DiscretisedGaussianImages;
+use vdm_backends::data::GaussianSource;
 use vdm_backends::model::{ModelConfig, Vdm};
 use vdm_backends::nn::blocks::ConvMethod;
 use vdm_backends::nn::score_unet::ScoreNetConfig;
@@ -20,11 +20,7 @@ pub type B = Autodiff<Cpu>;
 /// A model small enough to train in seconds on 1×4×4 discretised-Gaussian images.
 pub fn tiny_run(steps: usize) -> RunConfig {
     RunConfig {
-        data: DataConfig::Gaussian {
-            images: DiscretisedGaussianImages { channels: 1, height: 4, width: 4, std: 24.0 },
-            train_size: 256,
-            test_size: 64,
-        },
+        data: DataConfig::Gaussian(GaussianSource { channels: 1, height: 4, width: 4, std: 24.0, train_size: 256, test_size: 64 }),
         model: ModelConfig {
             score: ScoreNetConfig {
                 n_embd: 8,

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use clap::ValueEnum;
 use vdm_backends::config::{DataConfig, RunConfig};
-use vdm_backends::data::DiscretisedGaussianImages;
+use vdm_backends::data::GaussianSource;
 use vdm_backends::nn::score_unet::ScoreNetConfig;
 use vdm_backends::train::{TrainConfig, Trainer};
 
@@ -33,11 +33,7 @@ impl Size {
         };
         let batch = batch_size.unwrap_or(batch);
         run.model.score = score;
-        run.data = DataConfig::Gaussian {
-            images: DiscretisedGaussianImages { channels: images.0, height: images.1, width: images.1, std: 20.0 },
-            train_size: batch,
-            test_size: 1,
-        };
+        run.data = DataConfig::Gaussian(GaussianSource { channels: images.0, height: images.1, width: images.1, std: 20.0, train_size: batch, test_size: 1 });
         run.train = TrainConfig { batch_size: batch, warmup_steps: 1, ..run.train };
         run
     }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod config;
 pub mod crosscheck;
+pub mod data;
 pub mod eval;
 pub mod sample;
 pub mod schedule;

@@ -108,6 +108,9 @@ impl BackendJob for TrainJob {
         write_atomically(&dir.join("config.toml"), toml.as_bytes()).map_err(|e| format!("{}: {}", dir.join("config.toml").display(), describe_io(&e)))?;
         println!("model: {} parameters; {} steps of {} images", trainer.model.num_params(), run.train.steps, run.train.batch_size);
         println!("{}", baselines_line(&run, &train, &test));
+        if let Some(limit) = run.eval.limit {
+            println!("evaluating on the first {limit} test images (eval.limit)");
+        }
 
         // The first Ctrl-C saves a checkpoint at the end of the step; a second one exits at once
         // (which is safe: a checkpoint is complete or absent at every instant).
@@ -129,6 +132,10 @@ impl BackendJob for TrainJob {
         let mut log = |line: serde_json::Value| writeln!(metrics, "{line}").map_err(|e| format!("{}: {}", metrics_path.display(), describe_io(&e)));
         let total = run.train.steps;
         let eval_time = TimeMode::from_steps(run.eval.time_steps)?;
+        let test = match run.eval.limit {
+            Some(limit) if limit < test.len() => test.select(&(0..limit).collect::<Vec<_>>()),
+            _ => test,
+        };
         let mut progress = Progress::new(total, "train", trainer.step);
         let (start, first_step) = (Instant::now(), trainer.step);
         let mut saved_step = (args.resume).then_some(trainer.step);
