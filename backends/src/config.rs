@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 pub use crate::data::{DataConfig, DATA_EXAMPLES};
 use crate::model::{ModelConfig, MAX_TIME_STEPS};
 use crate::schedule::ScheduleConfig;
-use crate::nn::blocks::ConvMethod;
 use crate::nn::score_unet::ScoreNetConfig;
 use crate::train::TrainConfig;
 
@@ -92,7 +91,6 @@ impl RunConfig {
                     fourier_exponents: vec![3, 4, 5, 6, 7, 8],
                     gamma_min: -13.3,
                     gamma_max: 5.0,
-                    conv: ConvMethod::Taps,
                 },
                 schedule: ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
             },

@@ -14,6 +14,7 @@ pub mod data;
 pub mod memory;
 pub mod model;
 pub mod nn;
+pub mod ops;
 pub mod schedule;
 pub mod tensor;
 pub mod train;

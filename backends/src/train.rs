@@ -20,6 +20,7 @@ use crate::checkpoint::{self, encode_module, encode_record, Checkpoint};
 use crate::config::RunConfig;
 use crate::data::{permutation, ImageSet};
 use crate::model::{pixels_tensor, Noise, TimeMode, Vdm, MAX_TIME_STEPS};
+use crate::ops::TrainBackend;
 
 /// Optimisation settings (defaults: VDM's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -141,7 +142,7 @@ pub struct StepStats {
 }
 
 /// The training state: model, EMA, optimiser and step counter.
-pub struct Trainer<B: AutodiffBackend> {
+pub struct Trainer<B: TrainBackend> {
     /// The model being optimised.
     pub model: Vdm<B>,
     /// The exponential moving average of its weights (use it for evaluation and sampling).
@@ -159,7 +160,7 @@ const MODEL_FILE: &str = "model.mpk";
 const EMA_FILE: &str = "ema.mpk";
 const OPTIM_FILE: &str = "optim.mpk";
 
-impl<B: AutodiffBackend> Trainer<B> {
+impl<B: TrainBackend> Trainer<B> {
     /// A new model for `run` on images of `image_shape` (`[C, H, W]`), initialised with
     /// `run.train.seed`. Refuses an invalid configuration and a batch that cannot fit in memory.
     pub fn new(run: &RunConfig, image_shape: [usize; 3], device: &B::Device) -> Result<Self, String> {

@@ -1,6 +1,6 @@
 //! Choosing the backend at run time: `--device cpu|cuda`.
 
-use burn::tensor::backend::AutodiffBackend;
+use vdm_backends::ops::TrainBackend;
 use clap::ValueEnum;
 
 /// Where to run.
@@ -17,7 +17,7 @@ pub trait BackendJob {
     /// What the job returns.
     type Output;
     /// Runs on backend `B` (autodiff over `B::InnerBackend`) at `device`.
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output, String>;
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<Self::Output, String>;
 }
 
 /// Runs `job` on `device`, or explains why this binary cannot.

@@ -15,6 +15,9 @@ use commands::sample::SampleArgs;
 use commands::train::TrainArgs;
 use device::Device;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "vdm", version, about = "Variational diffusion models with exact likelihoods (VDM, DDPM)")]
 struct Cli {

@@ -61,32 +61,36 @@ pub fn diffusion_loss_discrete<T: BatchTensor>(eps: T, eps_hat: T, gamma_s: T, g
     diffusion_loss(eps, eps_hat, weight)
 }
 
-/// The reconstruction term `−ln p(x | z_0)` with VDM's discretised decoder over `vocab` values:
-///
-/// `ln p(x | z_0) = ℓ_x − logsumexp_k ℓ_k`, `ℓ_k = −½ e^{−γ₀} (z − f_k)²`, `z = z_0/α_0`,
-///
+/// The reconstruction term `−ln p(x | z_0)` with VDM's discretised decoder over `vocab` values,
+/// per example: [`decoder_nll`] at `z = z_0/α_0` and precision `e^{−γ₀}`, summed over features.
+pub fn reconstruction_nll<T: BatchTensor>(f: T, z_0: T, gamma_0: T, vocab: usize) -> T {
+    let z = z_0.div(alpha(gamma_0.clone()));
+    decoder_nll(f, z, gamma_0.neg().exp(), vocab).sum_example()
+}
+
+/// VDM's discretised decoder, per feature: `−ln p(x | z) = logsumexp_k ℓ_k − ℓ_x`,
+/// `ℓ_k = −½ P (z − f_k)²`, with `z = z_0/α_0` and precision `P = e^{−γ₀}` (VDM code `logprob`):
 /// a softmax over the `vocab` bin centres `f_k` ([`encode`]) of a Gaussian around `z` with
-/// variance `σ_0²/α_0² = e^{γ₀}` (VDM code `logprob`). `f` is the encoded data.
+/// variance `σ_0²/α_0² = e^{γ₀}`. `f` is the encoded data.
 ///
 /// The log-sum-exp is taken relative to the largest logit, which belongs to the bin `k*` nearest
 /// to `z` and is known in closed form. With `δ = z − f_{k*}` and `Δ_k = f_{k*} − f_k`,
-/// `ℓ_k − ℓ_{k*} = −½ e^{−γ₀} Δ_k (2δ + Δ_k) ≤ 0`, so
+/// `ℓ_k − ℓ_{k*} = −½ P Δ_k (2δ + Δ_k) ≤ 0`, so
 ///
-/// `−ln p(x | z_0) = ½ e^{−γ₀} Δ_x (2δ + Δ_x) + ln Σ_k e^{ℓ_k − ℓ_{k*}}`,
+/// `−ln p(x | z) = ½ P Δ_x (2δ + Δ_x) + ln Σ_k e^{ℓ_k − ℓ_{k*}}`,
 ///
 /// a sum of terms in `[0, 1]` that includes `1` for `k*`: nothing overflows, the result is never
 /// negative, and no term is a difference of two large logits. `Δ_k = (k* − k)·2/V` is exact in
 /// binary floating point, so the value is accurate to rounding in `f32` for every `γ₀`.
-pub fn reconstruction_nll<T: BatchTensor>(f: T, z_0: T, gamma_0: T, vocab: usize) -> T {
-    assert!(vocab >= 2, "reconstruction_nll: vocab must be at least 2");
+pub fn decoder_nll<T: BatchTensor>(f: T, z: T, precision: T, vocab: usize) -> T {
+    assert!(vocab >= 2, "decoder_nll: vocab must be at least 2");
     let of = <T::Scalar as Real>::of;
-    let z = z_0.div(alpha(gamma_0.clone()));
     // k* = clamp(⌊(z + 1) V/2⌋, 0, V − 1), the nearest bin (bin k covers [f_k − 1/V, f_k + 1/V)).
     let nearest = z.clone().add_scalar(of(1.0)).mul_scalar(of(vocab as f64 / 2.0)).floor().clamp_min(of(0.0)).clamp_max(of((vocab - 1) as f64));
     let centre = encode(nearest.clone(), vocab);
     let two_delta = z.sub(centre.clone()).mul_scalar(of(2.0));
-    let half_precision = gamma_0.neg().exp().mul_scalar(of(0.5));
-    // ½ e^{−γ₀} Δ (2δ + Δ) = ℓ_{k*} − ℓ_k.
+    let half_precision = precision.mul_scalar(of(0.5));
+    // ½ P Δ (2δ + Δ) = ℓ_{k*} − ℓ_k.
     let logit_gap = |delta: T| delta.clone().mul(two_delta.clone().add(delta)).mul(half_precision.clone());
     let step = of(2.0 / vocab as f64);
     let mut sum = two_delta.full_like(of(0.0));
@@ -94,7 +98,7 @@ pub fn reconstruction_nll<T: BatchTensor>(f: T, z_0: T, gamma_0: T, vocab: usize
         let delta_k = nearest.clone().add_scalar(of(-(k as f64))).mul_scalar(step);
         sum = sum.add(logit_gap(delta_k).neg().exp());
     }
-    logit_gap(centre.sub(f)).add(sum.ln()).sum_example()
+    logit_gap(centre.sub(f)).add(sum.ln())
 }
 
 /// Converts per-example nats to bits per dimension: `nats / (D ln 2)`.

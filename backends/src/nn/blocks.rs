@@ -1,31 +1,18 @@
-//! Building blocks shared by the networks: the "same" convolution, the ResNet block,
-//! self-attention and the sinusoidal timestep embedding.
+//! Building blocks shared by the networks: convolution, group normalisation (with swish), the
+//! ResNet block, self-attention and the sinusoidal timestep embedding. The convolution and the
+//! normalisation run as [`crate::ops`]' fused operations.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{silu, softmax};
+use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig};
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::PadMode;
 use burn::tensor::Tensor;
-use serde::{Deserialize, Serialize};
 
-/// How a 3×3 convolution is computed. Both give the same result (tested); they differ in speed
-/// and memory per backend.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConvMethod {
-    /// One `[O, C] × [C, H·W]` matrix product per kernel tap `(dy, dx)` with the input shifted by
-    /// the tap, summed. On burn-ndarray its forward and backward passes together are several
-    /// times faster than the native convolution for the small images this crate trains on CPU.
-    #[default]
-    Taps,
-    /// The backend's own `conv2d` (the better choice on GPUs for large models).
-    Native,
-}
-
+use crate::ops::{self, ConvSpec, FastOps, NormSpec};
 
 /// How a layer's weights start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Init {
     /// The layer's default initialiser.
     Default,
@@ -33,107 +20,135 @@ pub enum Init {
     Zeros,
 }
 
-/// A `k×k` (odd `k`), stride-1, zero-padded ("same") convolution computed as chosen by [`ConvMethod`].
+/// A `k×k` convolution with bias, of any stride and zero padding ([`ConvSpec`]).
 #[derive(Module, Debug)]
-pub struct ConvSame<B: Backend> {
+pub struct Conv<B: Backend> {
     conv: Conv2d<B>,
     #[module(skip)]
-    method: ConvMethod,
+    spec: ConvSpec,
 }
 
-impl<B: Backend> ConvSame<B> {
-    pub fn new(c_in: usize, c_out: usize, kernel: usize, init: Init, method: ConvMethod, device: &B::Device) -> Self {
-        let config = Conv2dConfig::new([c_in, c_out], [kernel, kernel]).with_padding(PaddingConfig2d::Same);
+impl<B: Backend> Conv<B> {
+    /// A `k×k` convolution from `c_in` to `c_out` channels.
+    pub fn new(c_in: usize, c_out: usize, kernel: usize, spec: ConvSpec, init: Init, device: &B::Device) -> Self {
+        let config = Conv2dConfig::new([c_in, c_out], [kernel, kernel]);
         let config = match init {
             Init::Default => config,
             Init::Zeros => config.with_initializer(Initializer::Zeros),
         };
-        Self { conv: config.init(device), method }
+        Self { conv: config.init(device), spec }
+    }
+
+    /// A stride-1 convolution that keeps the image size (odd `k`, `k/2` zeros on every side).
+    pub fn same(c_in: usize, c_out: usize, kernel: usize, init: Init, device: &B::Device) -> Self {
+        Self::new(c_in, c_out, kernel, ConvSpec::same(kernel), init, device)
     }
 
     /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.conv.weight.dims()[0]
     }
+}
 
+impl<B: FastOps> Conv<B> {
+    /// `[N, C_in, H, W] → [N, C_out, H', W']`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        match self.method {
-            ConvMethod::Native => self.conv.forward(x),
-            ConvMethod::Taps => self.forward_taps(x),
-        }
-    }
-
-    /// `y[b, o, i, j] = bias[o] + Σ_{dy, dx} Σ_c w[o, c, dy, dx] · x_pad[b, c, i + dy, j + dx]`:
-    /// for each tap, the shifted input `[B, C, H·W]` multiplied by the tap's `[O, C]` weights.
-    fn forward_taps(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, c, h, w] = x.dims();
-        let [o, _, k, _] = self.conv.weight.dims();
-        let pad = k / 2;
-        let padded = if pad > 0 { x.pad((pad, pad, pad, pad), PadMode::Constant(0.0)) } else { x };
-        let weight = self.conv.weight.val();
-        let mut y: Option<Tensor<B, 3>> = None;
-        for dy in 0..k {
-            for dx in 0..k {
-                let tap = weight.clone().slice([0..o, 0..c, dy..dy + 1, dx..dx + 1]).reshape([1, o, c]);
-                let shifted = padded.clone().slice([0..b, 0..c, dy..dy + h, dx..dx + w]).reshape([b, c, h * w]);
-                let term = tap.matmul(shifted);
-                y = Some(match y {
-                    Some(acc) => acc + term,
-                    None => term,
-                });
-            }
-        }
-        let mut y = y.expect("at least one tap").reshape([b, o, h, w]);
-        if let Some(bias) = &self.conv.bias {
-            y = y + bias.val().reshape([1, o, 1, 1]);
-        }
-        y
+        let bias = match &self.conv.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([self.out_channels()], &x.device()),
+        };
+        ops::conv(x, self.conv.weight.val(), bias, self.spec)
     }
 }
 
+/// Group normalisation (32 groups in VDM and DDPM), optionally followed by swish.
+#[derive(Module, Debug)]
+pub struct Norm<B: Backend> {
+    norm: GroupNorm<B>,
+    #[module(skip)]
+    swish: bool,
+}
 
-/// Fairseq's sinusoidal embedding of `1000 t` (VDM `get_timestep_embedding`): `[B] → [B, dim]`.
+impl<B: Backend> Norm<B> {
+    /// `groups` groups over `channels` channels; `swish` adds `y σ(y)` after it.
+    pub fn new(groups: usize, channels: usize, swish: bool, device: &B::Device) -> Self {
+        Self { norm: GroupNormConfig::new(groups, channels).init(device), swish }
+    }
+}
+
+impl<B: FastOps> Norm<B> {
+    /// `[N, C, H, W] → [N, C, H, W]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let channels = x.dims()[1];
+        let (gamma, beta) = match (&self.norm.gamma, &self.norm.beta) {
+            (Some(g), Some(b)) => (g.val(), b.val()),
+            _ => (Tensor::ones([channels], &x.device()), Tensor::zeros([channels], &x.device())),
+        };
+        let spec = NormSpec { groups: self.norm.num_groups, epsilon: self.norm.epsilon, swish: self.swish };
+        ops::group_norm(x, gamma, beta, spec)
+    }
+}
+
+/// Fairseq's sinusoidal embedding (VDM's and DDPM's `get_timestep_embedding`) of `t`:
+/// `[sin(t f_k), cos(t f_k)]`, `f_k = 10000^{−k/(d/2 − 1)}`, `[B] → [B, dim]`.
 pub fn timestep_embedding<B: Backend>(t: Tensor<B, 1>, dim: usize) -> Tensor<B, 2> {
     let half = dim / 2;
     let device = t.device();
     let scale = (10_000f64).ln() / (half as f64 - 1.0);
     let freqs: Vec<f32> = (0..half).map(|k| (-(k as f64) * scale).exp() as f32).collect();
     let freqs = Tensor::<B, 1>::from_floats(freqs.as_slice(), &device).unsqueeze_dim::<2>(0);
-    let args = t.mul_scalar(1000.0).unsqueeze_dim::<2>(1) * freqs;
+    let args = t.unsqueeze_dim::<2>(1) * freqs;
     Tensor::cat(vec![args.clone().sin(), args.cos()], 1)
 }
 
+/// How a ResNet block receives its conditioning vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CondProjection {
+    /// VDM: a zero-initialised dense layer without bias (the block starts as the identity).
+    ZeroNoBias,
+    /// DDPM: a dense layer with bias and its default initialisation.
+    Dense,
+}
 
 /// `x + conv2(dropout(swish(GN(conv1(swish(GN(x))) + W cond))))`, with a 1×1 projection of `x`
-/// when the channel count changes; `W` and `conv2` start at zero, so a new block is the identity.
+/// when the channel count changes (VDM's and DDPM's `ResnetBlock`); `conv2` starts at zero.
 #[derive(Module, Debug)]
 pub struct ResnetBlock<B: Backend> {
-    norm1: GroupNorm<B>,
-    conv1: ConvSame<B>,
+    norm1: Norm<B>,
+    conv1: Conv<B>,
     cond_proj: Linear<B>,
-    norm2: GroupNorm<B>,
+    norm2: Norm<B>,
     dropout: Dropout,
-    conv2: ConvSame<B>,
-    shortcut: Option<ConvSame<B>>,
+    conv2: Conv<B>,
+    shortcut: Option<Conv<B>>,
 }
 
 impl<B: Backend> ResnetBlock<B> {
-    pub fn new(c_in: usize, c_out: usize, d_cond: usize, groups: usize, dropout: f64, conv: ConvMethod, device: &B::Device) -> Self {
+    /// A block from `c_in` to `c_out` channels conditioned on a `d_cond`-vector.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(c_in: usize, c_out: usize, d_cond: usize, groups: usize, dropout: f64, cond: CondProjection, device: &B::Device) -> Self {
+        let cond_proj = match cond {
+            CondProjection::ZeroNoBias => LinearConfig::new(d_cond, c_out).with_bias(false).with_initializer(Initializer::Zeros),
+            CondProjection::Dense => LinearConfig::new(d_cond, c_out),
+        };
         Self {
-            norm1: GroupNormConfig::new(groups, c_in).init(device),
-            conv1: ConvSame::new(c_in, c_out, 3, Init::Default, conv, device),
-            cond_proj: LinearConfig::new(d_cond, c_out).with_bias(false).with_initializer(Initializer::Zeros).init(device),
-            norm2: GroupNormConfig::new(groups, c_out).init(device),
+            norm1: Norm::new(groups, c_in, true, device),
+            conv1: Conv::same(c_in, c_out, 3, Init::Default, device),
+            cond_proj: cond_proj.init(device),
+            norm2: Norm::new(groups, c_out, true, device),
             dropout: DropoutConfig::new(dropout).init(),
-            conv2: ConvSame::new(c_out, c_out, 3, Init::Zeros, conv, device),
-            shortcut: (c_in != c_out).then(|| ConvSame::new(c_in, c_out, 1, Init::Default, conv, device)),
+            conv2: Conv::same(c_out, c_out, 3, Init::Zeros, device),
+            shortcut: (c_in != c_out).then(|| Conv::same(c_in, c_out, 1, Init::Default, device)),
         }
     }
+}
 
+impl<B: FastOps> ResnetBlock<B> {
+    /// `x` `[N, C_in, H, W]` and `cond` `[N, D]` → `[N, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>, cond: Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = self.conv1.forward(self.norm1.forward(x.clone()));
         let h = h + self.cond_proj.forward(cond).unsqueeze_dims::<4>(&[2, 3]);
-        let h = self.conv2.forward(self.dropout.forward(silu(self.norm2.forward(h))));
+        let h = self.conv2.forward(self.dropout.forward(self.norm2.forward(h)));
         let x = match &self.shortcut {
             Some(proj) => proj.forward(x),
             None => x,
@@ -142,11 +157,10 @@ impl<B: Backend> ResnetBlock<B> {
     }
 }
 
-
 /// Single-head self-attention over all `H × W` positions, with a zero-initialised output projection.
 #[derive(Module, Debug)]
 pub struct AttnBlock<B: Backend> {
-    norm: GroupNorm<B>,
+    norm: Norm<B>,
     q: Linear<B>,
     k: Linear<B>,
     v: Linear<B>,
@@ -154,16 +168,20 @@ pub struct AttnBlock<B: Backend> {
 }
 
 impl<B: Backend> AttnBlock<B> {
+    /// Attention over `c` channels, normalised with `groups` groups.
     pub fn new(c: usize, groups: usize, device: &B::Device) -> Self {
         Self {
-            norm: GroupNormConfig::new(groups, c).init(device),
+            norm: Norm::new(groups, c, false, device),
             q: LinearConfig::new(c, c).init(device),
             k: LinearConfig::new(c, c).init(device),
             v: LinearConfig::new(c, c).init(device),
             proj_out: LinearConfig::new(c, c).with_initializer(Initializer::Zeros).init(device),
         }
     }
+}
 
+impl<B: FastOps> AttnBlock<B> {
+    /// `[N, C, H, W] → [N, C, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, hgt, wid] = x.dims();
         // [B, C, H, W] → [B, HW, C]
@@ -174,7 +192,6 @@ impl<B: Backend> AttnBlock<B> {
         x + h.swap_dims(1, 2).reshape([b, c, hgt, wid])
     }
 }
-
 
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
@@ -214,13 +231,13 @@ mod tests {
         t.into_data().convert::<f32>().to_vec().unwrap()
     }
 
-    /// The tap-sum convolution matches the definition, and its gradient matches finite differences.
+    /// The convolution layer matches the definition, and its gradient matches finite differences.
     #[test]
-    fn tap_convolution_matches_the_definition() {
+    fn convolution_matches_the_definition() {
         let device = Default::default();
         let (shape, o) = ([2, 5, 6, 4], 7);
         for k in [1, 3] {
-            let conv_ad = ConvSame::<Autodiff<Cpu>>::new(shape[1], o, k, Init::Default, ConvMethod::Taps, &device);
+            let conv_ad = Conv::<Autodiff<Cpu>>::same(shape[1], o, k, Init::Default, &device);
             let conv = conv_ad.valid();
             let x = Tensor::<Cpu, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
             let (w, bias) = (values(conv.conv.weight.val()), values(conv.conv.bias.as_ref().unwrap().val()));
@@ -243,21 +260,6 @@ mod tests {
             let down = loss(&xv);
             let fd = (up - down) / (2.0 * f64::from(h));
             assert!((f64::from(g[idx]) - fd).abs() < 1e-2 * fd.abs().max(1.0), "k = {k}: gradient {} vs finite difference {fd}", g[idx]);
-        }
-    }
-
-    /// Both methods compute the same convolution.
-    #[test]
-    fn tap_and_native_convolutions_agree() {
-        let device = Default::default();
-        for k in [1, 3] {
-            let native = ConvSame::<Cpu>::new(5, 7, k, Init::Default, ConvMethod::Native, &device);
-            // Materialise the lazily initialised parameters before cloning them.
-            let _ = (native.conv.weight.val(), native.conv.bias.as_ref().map(|b| b.val()));
-            let taps = ConvSame { conv: native.conv.clone(), method: ConvMethod::Taps };
-            let x = Tensor::<Cpu, 4>::random([2, 5, 6, 4], Distribution::Normal(0.0, 1.0), &device);
-            let diff = (native.forward(x.clone()) - taps.forward(x)).abs().max().into_scalar();
-            assert!(diff < 1e-5, "k = {k}: methods differ by {diff}");
         }
     }
 }

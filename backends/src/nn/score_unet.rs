@@ -6,13 +6,14 @@
 //! channels; the output is `ε̂ = out + z_t`, so the untrained network predicts `ε̂ = z_t`.
 
 use burn::module::Module;
-use burn::nn::{GroupNorm, GroupNormConfig, LinearConfig, Linear};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{timestep_embedding, AttnBlock, ConvMethod, ConvSame, Init, ResnetBlock};
+use super::blocks::{timestep_embedding, AttnBlock, CondProjection, Conv, Init, Norm, ResnetBlock};
+use crate::ops::FastOps;
 
 /// The largest accepted `n_embd` (VDM's CIFAR-10 model has 128).
 pub const MAX_WIDTH: usize = 8192;
@@ -40,8 +41,6 @@ pub struct ScoreNetConfig {
     pub gamma_min: f64,
     /// `γ` mapped to 1 by the conditioning.
     pub gamma_max: f64,
-    /// How 3×3 convolutions are computed (the result is the same).
-    pub conv: ConvMethod,
 }
 
 
@@ -56,7 +55,6 @@ impl Default for ScoreNetConfig {
             fourier_exponents: vec![7, 8],
             gamma_min: -13.3,
             gamma_max: 5.0,
-            conv: ConvMethod::Native,
         }
     }
 }
@@ -103,8 +101,8 @@ impl ScoreNetConfig {
     pub fn init<B: Backend>(&self, channels: usize, device: &B::Device) -> ScoreNet<B> {
         let n = self.n_embd;
         let in_channels = channels * (1 + 2 * self.fourier_exponents.len());
-        let conv = |c_in: usize, c_out: usize, init: Init| ConvSame::new(c_in, c_out, 3, init, self.conv, device);
-        let block = |c_in: usize| ResnetBlock::new(c_in, n, 4 * n, self.groups, self.dropout, self.conv, device);
+        let conv = |c_in: usize, c_out: usize, init: Init| Conv::same(c_in, c_out, 3, init, device);
+        let block = |c_in: usize| ResnetBlock::new(c_in, n, 4 * n, self.groups, self.dropout, CondProjection::ZeroNoBias, device);
         ScoreNet {
             dense0: LinearConfig::new(n, 4 * n).init(device),
             dense1: LinearConfig::new(4 * n, 4 * n).init(device),
@@ -114,7 +112,7 @@ impl ScoreNetConfig {
             mid_attn: AttnBlock::new(n, self.groups, device),
             mid2: block(n),
             up: (0..=self.n_layer).map(|_| block(2 * n)).collect(),
-            norm_out: GroupNormConfig::new(self.groups, n).init(device),
+            norm_out: Norm::new(self.groups, n, true, device),
             conv_out: conv(n, channels, Init::Zeros),
             n_embd: n,
             fourier_exponents: self.fourier_exponents.clone(),
@@ -129,14 +127,14 @@ impl ScoreNetConfig {
 pub struct ScoreNet<B: Backend> {
     dense0: Linear<B>,
     dense1: Linear<B>,
-    conv_in: ConvSame<B>,
+    conv_in: Conv<B>,
     down: Vec<ResnetBlock<B>>,
     mid1: ResnetBlock<B>,
     mid_attn: AttnBlock<B>,
     mid2: ResnetBlock<B>,
     up: Vec<ResnetBlock<B>>,
-    norm_out: GroupNorm<B>,
-    conv_out: ConvSame<B>,
+    norm_out: Norm<B>,
+    conv_out: Conv<B>,
     #[module(skip)]
     n_embd: usize,
     #[module(skip)]
@@ -152,11 +150,13 @@ impl<B: Backend> ScoreNet<B> {
     pub fn channels(&self) -> usize {
         self.conv_out.out_channels()
     }
+}
 
+impl<B: FastOps> ScoreNet<B> {
     /// `ε̂(z_t; γ_t)` for `z_t` of shape `[B, C, H, W]` and `γ_t` of shape `[B]`.
     pub fn forward(&self, z: Tensor<B, 4>, gamma: Tensor<B, 1>) -> Tensor<B, 4> {
         let t = gamma.sub_scalar(self.gamma_min).div_scalar(self.gamma_max - self.gamma_min);
-        let temb = timestep_embedding(t, self.n_embd);
+        let temb = timestep_embedding(t.mul_scalar(1000.0), self.n_embd);
         let cond = silu(self.dense1.forward(silu(self.dense0.forward(temb))));
 
         let h = self.conv_in.forward(fourier_features(z.clone(), &self.fourier_exponents));
@@ -173,7 +173,7 @@ impl<B: Backend> ScoreNet<B> {
             let skip = skips.pop().expect("one skip per up block");
             h = block.forward(Tensor::cat(vec![h, skip], 1), cond.clone());
         }
-        let out = self.conv_out.forward(silu(self.norm_out.forward(h)));
+        let out = self.conv_out.forward(self.norm_out.forward(h));
         out + z
     }
 }

@@ -8,7 +8,6 @@ use burn::tensor::Tensor;
 use vdm_backends::config::{DataConfig, EvalConfig, RunConfig};
 use vdm_backends::data::GaussianSource;
 use vdm_backends::model::{ModelConfig, Vdm};
-use vdm_backends::nn::blocks::ConvMethod;
 use vdm_backends::nn::score_unet::ScoreNetConfig;
 use vdm_backends::schedule::ScheduleConfig;
 use vdm_backends::train::TrainConfig;
@@ -28,7 +27,6 @@ pub fn tiny_run(steps: usize) -> RunConfig {
                 groups: 4,
                 dropout: 0.0,
                 fourier_exponents: vec![],
-                conv: ConvMethod::Taps,
                 ..ScoreNetConfig::default()
             },
             schedule: ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::backend::AutodiffBackend;
+use vdm_backends::ops::TrainBackend;
 use clap::ValueEnum;
 use vdm_backends::config::{DataConfig, RunConfig};
 use vdm_backends::data::GaussianSource;
@@ -56,7 +56,7 @@ pub fn run(size: Size, batch_size: Option<usize>, steps: usize, sample_steps: us
 impl BackendJob for BenchJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<(), String> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
         let run = self.size.run_config(self.batch_size);
         let (train, _) = run.data.load(0).map_err(|e| e.to_string())?;
         let batch = run.train.batch_size;

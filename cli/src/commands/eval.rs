@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::backend::AutodiffBackend;
+use vdm_backends::ops::TrainBackend;
 use vdm_backends::checkpoint::{describe_io, write_atomically};
 use vdm_backends::data::categorical_baseline_bpd;
 use vdm_backends::model::TimeMode;
@@ -42,7 +42,7 @@ struct EvalJob {
 impl BackendJob for EvalJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<(), String> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
         let args = self.args;
         let (model, checkpoint) = load::<B::InnerBackend>(&args.checkpoint, &device)?;
         let state = &checkpoint.state;

@@ -13,12 +13,12 @@ use std::fs;
 use std::path::Path;
 use std::time::Instant;
 
-use burn::tensor::backend::Backend;
 use vdm_backends::checkpoint::{describe_io, Checkpoint};
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
 use vdm_backends::memory::Bytes;
 use vdm_backends::model::{evaluate, EvalReport, TimeMode, Vdm};
+use vdm_backends::ops::FastOps;
 use vdm_backends::train::load_ema;
 
 use crate::progress::{clock, Progress};
@@ -68,7 +68,7 @@ fn baselines_line(run: &RunConfig, train: &ImageSet, test: &ImageSet) -> String 
     line
 }
 
-fn eval_with_progress<B: Backend>(model: &Vdm<B>, test: &ImageSet, time: TimeMode, batch: usize, seed: u64, device: &B::Device) -> Result<EvalReport, String> {
+fn eval_with_progress<B: FastOps>(model: &Vdm<B>, test: &ImageSet, time: TimeMode, batch: usize, seed: u64, device: &B::Device) -> Result<EvalReport, String> {
     let mut progress = Progress::new(test.len(), "eval", 0);
     progress.set(0, time.to_string());
     let report = evaluate(model, test, time, batch, seed, device, |n| progress.advance(n));
@@ -78,7 +78,7 @@ fn eval_with_progress<B: Backend>(model: &Vdm<B>, test: &ImageSet, time: TimeMod
 
 /// A checkpoint (or a run's newest one) and its EMA model, on backend `B`. Warns when the run's
 /// `latest` file had to be bypassed.
-fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Vdm<B>, Checkpoint), String> {
+fn load<B: FastOps>(path: &Path, device: &B::Device) -> Result<(Vdm<B>, Checkpoint), String> {
     let checkpoint = Checkpoint::open(path)?;
     if let Some(problem) = &checkpoint.recovered {
         eprintln!("warning: {problem}; using the newest complete checkpoint, {}", checkpoint.dir.display());

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
+use vdm_backends::ops::TrainBackend;
 use vdm_backends::checkpoint::describe_io;
 use vdm_backends::model::TimeMode;
 
@@ -48,7 +48,7 @@ struct SampleJob(SampleArgs);
 impl BackendJob for SampleJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<(), String> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
         let args = self.0;
         let (model, checkpoint) = load::<B::InnerBackend>(&args.checkpoint, &device)?;
         let shape = checkpoint.state.image_shape;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::AutodiffBackend;
+use vdm_backends::ops::TrainBackend;
 use vdm_backends::config::RunConfig;
 use vdm_core::process::{alpha, sigma};
 use vdm_core::schedule::NoiseSchedule;
@@ -43,7 +43,7 @@ pub fn schedule(checkpoint: Option<PathBuf>, config: Option<PathBuf>, points: us
 impl BackendJob for ScheduleJob {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<(), String> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
         let schedule = match self.source {
             ScheduleSource::Checkpoint(path) => load::<B::InnerBackend>(&path, &device)?.0.schedule,
             ScheduleSource::Config(run) => run.model.schedule.init::<B::InnerBackend>(&device),

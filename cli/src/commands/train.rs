@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::backend::AutodiffBackend;
+use vdm_backends::ops::TrainBackend;
 use vdm_backends::checkpoint::{describe_existing_run, describe_io, write_atomically, Checkpoint};
 use vdm_backends::config::RunConfig;
 use vdm_backends::model::TimeMode;
@@ -56,7 +56,7 @@ struct TrainJob(TrainArgs);
 impl BackendJob for TrainJob {
     type Output = Outcome;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Outcome, String> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<Outcome, String> {
         let args = self.0;
         let dir = args.run_dir;
         let (mut trainer, train, test, _lock) = if args.resume {

@@ -37,7 +37,6 @@ n_layer = 1
 groups = 4
 dropout = 0.0
 fourier_exponents = [4]
-conv = "taps"
 
 [model.schedule]
 kind = "scalar"

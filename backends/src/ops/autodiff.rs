@@ -1,0 +1,94 @@
+//! The backward passes of [`FastOps`] under burn's autodiff: each fused operation is one node of
+//! the graph, whose backward calls the inner backend's `*_backward`.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::ops::FloatTensor;
+
+use super::{ConvSpec, FastOps, NormSpec};
+
+#[derive(Debug)]
+struct Conv2dBackward(ConvSpec);
+
+impl<B: FastOps> Backward<B, 3> for Conv2dBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight) = ops.state;
+        let (dx, dw, db) = B::conv_backward(x, weight, grad, self.0);
+        for (node, g) in [(node_x, dx), (node_w, dw), (node_b, db)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GroupNormBackward(NormSpec);
+
+impl<B: FastOps> Backward<B, 3> for GroupNormBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, gamma, beta) = ops.state;
+        let (dx, d_gamma, d_beta) = B::group_norm_backward(x, gamma, beta, grad, self.0);
+        for (node, g) in [(node_x, dx), (node_gamma, d_gamma), (node_beta, d_beta)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DecoderBackward(usize);
+
+impl<B: FastOps> Backward<B, 3> for DecoderBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_z, node_f, node_p] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (z, f, precision) = ops.state;
+        let (dz, df, dp) = B::decoder_nll_backward(z, f, precision, grad, self.0);
+        for (node, g) in [(node_z, dz), (node_f, df), (node_p, dp)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+impl<B: FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
+    fn decoder_nll(z: FloatTensor<Self>, f: FloatTensor<Self>, precision: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self> {
+        let output = B::decoder_nll(z.primitive.clone(), f.primitive.clone(), precision.primitive.clone(), vocab);
+        match DecoderBackward(vocab).prepare::<C>([z.node.clone(), f.node.clone(), precision.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((z.primitive, f.primitive, precision.primitive), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, spec: ConvSpec) -> FloatTensor<Self> {
+        let output = B::conv(x.primitive.clone(), weight.primitive.clone(), bias.primitive.clone(), spec);
+        match Conv2dBackward(spec).prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, spec: NormSpec) -> FloatTensor<Self> {
+        let output = B::group_norm(x.primitive.clone(), gamma.primitive.clone(), beta.primitive.clone(), spec);
+        match GroupNormBackward(spec).prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, gamma.primitive, beta.primitive), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The few operations training spends its time in, as one backend extension ([`FastOps`]): a 2-D
+//! convolution, group normalisation fused with the swish that follows it, and VDM's discretised
+//! decoder (a softmax over 256 bins per pixel).
+//!
+//! Every backend gets them composed from burn's own operations ([`generic`]); the CPU reference
+//! backend (burn-ndarray) overrides them with kernels of its own ([`ndarray`]): one matrix product
+//! per convolution (im2col, in bounded chunks) and a single pass for normalisation and swish,
+//! instead of dozens of small burn operations with their allocations and autodiff bookkeeping.
+//! [`autodiff`] gives every `FastOps` backend its backward pass through these operations.
+//!
+//! The kernels are tested against the generic composition (values and gradients) and against
+//! finite differences.
+
+pub mod autodiff;
+pub mod generic;
+#[cfg(feature = "ndarray")]
+pub mod ndarray;
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+/// The geometry of a convolution: stride and zero padding `[top, bottom, left, right]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvSpec {
+    /// The stride in both directions.
+    pub stride: usize,
+    /// Zero padding: top, bottom, left, right.
+    pub padding: [usize; 4],
+}
+
+impl ConvSpec {
+    /// Stride 1 with `k/2` zeros on every side: output size = input size for odd `k`.
+    pub fn same(kernel: usize) -> Self {
+        let p = kernel / 2;
+        Self { stride: 1, padding: [p; 4] }
+    }
+
+    /// `(height, width)` of the output for an input of `(h, w)` and a `k×k` kernel.
+    pub fn output_size(&self, [h, w]: [usize; 2], k: usize) -> [usize; 2] {
+        let [t, b, l, r] = self.padding;
+        [(h + t + b - k) / self.stride + 1, (w + l + r - k) / self.stride + 1]
+    }
+}
+
+/// Group normalisation's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NormSpec {
+    /// Number of groups (divides the channels).
+    pub groups: usize,
+    /// Added to the variance.
+    pub epsilon: f64,
+    /// Whether swish `y σ(y)` follows the normalisation.
+    pub swish: bool,
+}
+
+/// The gradients of a convolution with respect to its input, weight and bias.
+pub type ConvGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// The gradients of group normalisation with respect to its input, scale and shift.
+pub type NormGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// The gradients of the decoder's NLL with respect to `z`, the data and the precision.
+pub type DecoderGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// A backend with the fused operations of the networks (see the module docs).
+pub trait FastOps: Backend {
+    /// `y = conv(x, weight) + bias`: `x` `[N, C, H, W]`, `weight` `[O, C, k, k]`, `bias` `[O]`.
+    fn conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, spec: ConvSpec) -> FloatTensor<Self> {
+        generic::conv2d::<Self>(x, weight, bias, spec)
+    }
+
+    /// The gradients of [`FastOps::conv`] given the gradient of its output.
+    fn conv_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, spec: ConvSpec) -> ConvGrads<Self> {
+        generic::conv2d_backward::<Self>(x, weight, grad, spec)
+    }
+
+    /// Group normalisation of `x` `[N, C, H, W]` with per-channel `gamma`, `beta`, optionally
+    /// followed by swish.
+    fn group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, spec: NormSpec) -> FloatTensor<Self> {
+        generic::group_norm::<Self>(x, gamma, beta, spec)
+    }
+
+    /// The gradients of [`FastOps::group_norm`] given the gradient of its output.
+    fn group_norm_backward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, grad: FloatTensor<Self>, spec: NormSpec) -> NormGrads<Self> {
+        generic::group_norm_backward::<Self>(x, gamma, beta, grad, spec)
+    }
+
+    /// VDM's decoder NLL per value ([`vdm_core::vlb::decoder_nll`]): `z` and the encoded data `f`
+    /// `[N, C, H, W]`, the precision `e^{−γ₀}` per image `[N, 1, 1, 1]`, `vocab` bins.
+    fn decoder_nll(z: FloatTensor<Self>, f: FloatTensor<Self>, precision: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self> {
+        generic::decoder_nll::<Self>(z, f, precision, vocab)
+    }
+
+    /// The gradients of [`FastOps::decoder_nll`] given the gradient of its output.
+    fn decoder_nll_backward(z: FloatTensor<Self>, f: FloatTensor<Self>, precision: FloatTensor<Self>, grad: FloatTensor<Self>, vocab: usize) -> DecoderGrads<Self> {
+        generic::decoder_nll_backward::<Self>(z, f, precision, grad, vocab)
+    }
+}
+
+/// A training backend: autodiff over a [`FastOps`] backend, itself with [`FastOps`].
+pub trait TrainBackend: AutodiffBackend<InnerBackend: FastOps> + FastOps {}
+impl<B: AutodiffBackend<InnerBackend: FastOps> + FastOps> TrainBackend for B {}
+
+#[cfg(feature = "cuda")]
+impl FastOps for crate::Cuda {}
+
+/// The primitive of a float tensor.
+pub fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+/// A float tensor of a primitive.
+pub fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// [`FastOps::conv`] on tensors.
+pub fn conv<B: FastOps>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor<B, 1>, spec: ConvSpec) -> Tensor<B, 4> {
+    tensor(B::conv(primitive(x), primitive(weight), primitive(bias), spec))
+}
+
+/// [`FastOps::decoder_nll`] on tensors.
+pub fn decoder_nll<B: FastOps>(z: Tensor<B, 4>, f: Tensor<B, 4>, precision: Tensor<B, 4>, vocab: usize) -> Tensor<B, 4> {
+    tensor(B::decoder_nll(primitive(z), primitive(f), primitive(precision), vocab))
+}
+
+/// [`FastOps::group_norm`] on tensors.
+pub fn group_norm<B: FastOps>(x: Tensor<B, 4>, gamma: Tensor<B, 1>, beta: Tensor<B, 1>, spec: NormSpec) -> Tensor<B, 4> {
+    tensor(B::group_norm(primitive(x), primitive(gamma), primitive(beta), spec))
+}

@@ -1,0 +1,192 @@
+//! The CPU kernels of the fused operations agree with burn's own operations, forward and backward,
+//! and their gradients agree with finite differences.
+
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{module, Distribution, Tensor};
+use vdm_backends::ops::{self, generic, ConvSpec, NormSpec};
+use vdm_backends::{Autodiff, Cpu};
+
+type A = Autodiff<Cpu>;
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() <= tol * scale, "{what}[{i}]: {a} vs {b} (scale {scale})");
+    }
+}
+
+fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Cpu, D> {
+    Cpu::seed(&Default::default(), seed);
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+}
+
+/// Convolutions of every geometry the networks use (and odd ones): the kernel's output and
+/// gradients equal burn's conv2d and its autodiff.
+#[test]
+fn convolution_matches_burn_forward_and_backward() {
+    let geometries = [
+        ([2, 5, 6, 4], 7, 3, ConvSpec::same(3)),
+        ([3, 4, 5, 5], 2, 1, ConvSpec::same(1)),
+        ([2, 3, 8, 8], 6, 3, ConvSpec { stride: 2, padding: [0, 1, 0, 1] }), // DDPM's downsampling
+        ([1, 2, 7, 6], 3, 3, ConvSpec { stride: 2, padding: [1, 1, 1, 1] }),
+        ([2, 3, 5, 4], 2, 3, ConvSpec { stride: 1, padding: [0, 2, 1, 0] }),
+    ];
+    for (i, (shape, o, k, spec)) in geometries.into_iter().enumerate() {
+        let tag = format!("geometry {i}");
+        let (x, w, b) = (random(shape, 3 * i as u64), random([o, shape[1], k, k], 1 + 3 * i as u64), random([o], 2 + 3 * i as u64));
+        let fast = ops::conv(x.clone(), w.clone(), b.clone(), spec);
+        let reference = ops::tensor::<Cpu, 4>(generic::conv2d::<Cpu>(ops::primitive(x.clone()), ops::primitive(w.clone()), ops::primitive(b.clone()), spec));
+        assert_eq!(fast.dims(), reference.dims(), "{tag}: shape");
+        assert_close(&format!("{tag} forward"), &values(fast.clone()), &values(reference), 1e-5);
+
+        // Gradients of Σ y·r for a random r, through our node and through burn's ops.
+        let r = random::<4>(fast.dims(), 99);
+        let leaf = |t: Tensor<Cpu, 4>| Tensor::<A, 4>::from_data(t.into_data(), &Default::default()).require_grad();
+        let (xa, wa) = (leaf(x.clone()), leaf(w.clone()));
+        let ba = Tensor::<A, 1>::from_data(b.clone().into_data(), &Default::default()).require_grad();
+        let ra = Tensor::<A, 4>::from_data(r.into_data(), &Default::default());
+        let grads = (ops::conv(xa.clone(), wa.clone(), ba.clone(), spec) * ra.clone()).sum().backward();
+        let [t, bot, l, rt] = spec.padding;
+        let padded = xa.clone().pad((l, rt, t, bot), burn::tensor::ops::PadMode::Constant(0.0));
+        let options = burn::tensor::ops::ConvOptions::new([spec.stride; 2], [0, 0], [1, 1], 1);
+        let reference = (module::conv2d(padded, wa.clone(), Some(ba.clone()), options) * ra).sum().backward();
+        for (name, ours, theirs) in [
+            ("dx", values(xa.grad(&grads).unwrap()), values(xa.grad(&reference).unwrap())),
+            ("dw", values(wa.grad(&grads).unwrap()), values(wa.grad(&reference).unwrap())),
+        ] {
+            assert_close(&format!("{tag} {name}"), &ours, &theirs, 1e-4);
+        }
+        assert_close(&format!("{tag} db"), &values(ba.grad(&grads).unwrap()), &values(ba.grad(&reference).unwrap()), 1e-4);
+    }
+}
+
+/// Group normalisation with and without swish: the kernel equals burn's GroupNorm (+ silu),
+/// forward and backward.
+#[test]
+fn group_norm_matches_burn_forward_and_backward() {
+    for (shape, groups, swish) in [([2, 8, 3, 4], 4, true), ([3, 6, 2, 2], 3, false), ([1, 4, 5, 5], 1, true), ([2, 4, 2, 1], 4, false)] {
+        let tag = format!("{shape:?} groups {groups} swish {swish}");
+        let spec = NormSpec { groups, epsilon: 1e-5, swish };
+        let x = random(shape, 5).mul_scalar(3.0).add_scalar(1.5);
+        let (gamma, beta) = (random([shape[1]], 6), random([shape[1]], 7));
+        let r = random::<4>(shape, 8);
+
+        let leaf4 = |t: Tensor<Cpu, 4>| Tensor::<A, 4>::from_data(t.into_data(), &Default::default()).require_grad();
+        let leaf1 = |t: Tensor<Cpu, 1>| Tensor::<A, 1>::from_data(t.into_data(), &Default::default()).require_grad();
+        let (xa, ga, ba) = (leaf4(x.clone()), leaf1(gamma.clone()), leaf1(beta.clone()));
+        let ra = Tensor::<A, 4>::from_data(r.into_data(), &Default::default());
+        let ours = ops::group_norm(xa.clone(), ga.clone(), ba.clone(), spec);
+
+        let mut norm = burn::nn::GroupNormConfig::new(groups, shape[1]).init::<A>(&Default::default());
+        norm.gamma = Some(burn::module::Param::from_tensor(ga.clone()));
+        norm.beta = Some(burn::module::Param::from_tensor(ba.clone()));
+        let theirs = norm.forward(xa.clone());
+        let theirs = if swish { silu(theirs) } else { theirs };
+        assert_close(&format!("{tag} forward"), &values(ours.clone()), &values(theirs.clone()), 1e-5);
+
+        let g_ours = (ours * ra.clone()).sum().backward();
+        let g_theirs = (theirs * ra).sum().backward();
+        assert_close(&format!("{tag} dx"), &values(xa.grad(&g_ours).unwrap()), &values(xa.grad(&g_theirs).unwrap()), 1e-4);
+        assert_close(&format!("{tag} dgamma"), &values(ga.grad(&g_ours).unwrap()), &values(ga.grad(&g_theirs).unwrap()), 1e-4);
+        assert_close(&format!("{tag} dbeta"), &values(ba.grad(&g_ours).unwrap()), &values(ba.grad(&g_theirs).unwrap()), 1e-4);
+    }
+}
+
+/// The generic composition (what GPUs run) has the same backward as the kernels.
+#[test]
+fn generic_backward_passes_match_the_kernels() {
+    use burn::tensor::ops::FloatTensor;
+    use vdm_backends::ops::FastOps;
+    let p = |t: Tensor<Cpu, 4>| ops::primitive(t);
+    let spec = ConvSpec { stride: 2, padding: [0, 1, 0, 1] };
+    let (x, w, b) = (random([2, 3, 6, 6], 11), random([4, 3, 3, 3], 12), random([4], 13));
+    let out = ops::conv(x.clone(), w.clone(), b, spec);
+    let grad = random::<4>(out.dims(), 14);
+    let fast = Cpu::conv_backward(p(x.clone()), p(w.clone()), p(grad.clone()), spec);
+    let slow = generic::conv2d_backward::<Cpu>(p(x), p(w), p(grad), spec);
+    let v = |t: FloatTensor<Cpu>| values(ops::tensor::<Cpu, 1>(t).reshape([-1]));
+    let flat = |t: FloatTensor<Cpu>| values(ops::tensor::<Cpu, 4>(t));
+    assert_close("conv dx", &flat(fast.0), &flat(slow.0), 1e-4);
+    assert_close("conv dw", &flat(fast.1), &flat(slow.1), 1e-4);
+    assert_close("conv db", &v(fast.2), &v(slow.2), 1e-4);
+
+    let spec = NormSpec { groups: 2, epsilon: 1e-5, swish: true };
+    let (x, g, bt, grad) = (random([2, 4, 3, 3], 21), random([4], 22), random([4], 23), random([2, 4, 3, 3], 24));
+    let prim1 = |t: Tensor<Cpu, 1>| ops::primitive(t);
+    let fast = Cpu::group_norm_backward(p(x.clone()), prim1(g.clone()), prim1(bt.clone()), p(grad.clone()), spec);
+    let slow = generic::group_norm_backward::<Cpu>(p(x), prim1(g), prim1(bt), p(grad), spec);
+    assert_close("norm dx", &flat(fast.0), &flat(slow.0), 1e-4);
+    assert_close("norm dgamma", &v(fast.1), &v(slow.1), 1e-4);
+    assert_close("norm dbeta", &v(fast.2), &v(slow.2), 1e-4);
+
+    let z = random::<4>([2, 3, 2, 2], 25).mul_scalar(0.5);
+    let f = random::<4>([2, 3, 2, 2], 26).mul_scalar(0.5);
+    let precision = Tensor::<Cpu, 1>::from_floats([30.0, 300.0], &Default::default()).reshape([2, 1, 1, 1]);
+    let grad = random::<4>([2, 3, 2, 2], 27);
+    let fast = Cpu::decoder_nll_backward(p(z.clone()), p(f.clone()), p(precision.clone()), p(grad.clone()), 256);
+    let slow = generic::decoder_nll_backward::<Cpu>(p(z), p(f), p(precision), p(grad), 256);
+    assert_close("decoder dz", &flat(fast.0), &flat(slow.0), 1e-4);
+    assert_close("decoder df", &flat(fast.1), &flat(slow.1), 1e-4);
+    assert_close("decoder dP", &flat(fast.2), &flat(slow.2), 1e-4);
+}
+
+/// A central difference in f64 of a scalar loss through the kernel confirms its gradient.
+#[test]
+fn convolution_gradient_matches_finite_differences() {
+    let spec = ConvSpec::same(3);
+    let (x, w, b) = (random([1, 2, 4, 4], 31), random([3, 2, 3, 3], 32), random([3], 33));
+    let loss = |w: Tensor<Cpu, 4>| -> f64 { values(ops::conv(x.clone(), w, b.clone(), spec).powi_scalar(2)).iter().map(|&v| f64::from(v)).sum() };
+    let wa = Tensor::<A, 4>::from_data(w.clone().into_data(), &Default::default()).require_grad();
+    let xa = Tensor::<A, 4>::from_data(x.clone().into_data(), &Default::default());
+    let ba = Tensor::<A, 1>::from_data(b.clone().into_data(), &Default::default());
+    let grads = ops::conv(xa, wa.clone(), ba, spec).powi_scalar(2).sum().backward();
+    let g = values(wa.grad(&grads).unwrap());
+    let mut wv = values(w.clone());
+    for idx in [0, 7, 20, 53] {
+        let h = 1e-2f32;
+        let at = |wv: &[f32]| loss(Tensor::<Cpu, 1>::from_floats(wv, &Default::default()).reshape([3, 2, 3, 3]));
+        wv[idx] += h;
+        let up = at(&wv);
+        wv[idx] -= 2.0 * h;
+        let down = at(&wv);
+        wv[idx] += h;
+        let fd = (up - down) / (2.0 * f64::from(h));
+        assert!((f64::from(g[idx]) - fd).abs() < 2e-2 * fd.abs().max(1.0), "dw[{idx}]: {} vs finite difference {fd}", g[idx]);
+    }
+}
+
+/// VDM's decoder: the kernel's values and gradients equal burn's autodiff through vdm-core's
+/// composition, from sharp (γ₀ = −25) to flat (γ₀ = 6) decoders, per-image and shared precision.
+#[test]
+fn decoder_matches_autodiff_through_the_core_composition() {
+    use vdm_backends::tensor::BurnBatch;
+    let pixels: Vec<f32> = (0..2 * 3 * 2 * 2).map(|i| ((i * 53) % 256) as f32).collect();
+    for (gammas, label) in [(vec![-25.0f32, -13.3], "per image"), (vec![-6.0, 0.5], "per image"), (vec![6.0], "shared")] {
+        let n = gammas.len();
+        let precision_values: Vec<f32> = gammas.iter().map(|g| (-g).exp()).collect();
+        let f = vdm_core::vlb::encode(BurnBatch(Tensor::<Cpu, 1>::from_floats(pixels.as_slice(), &Default::default()).reshape([2, 3, 2, 2])), 256).0;
+        // z near the data, with offsets of up to a few bins.
+        let z = f.clone() + random::<4>([2, 3, 2, 2], 41).mul_scalar(0.02);
+        let ps = [n, 1, 1, 1];
+        let r = random::<4>([2, 3, 2, 2], 42);
+        let leaf = |t: Tensor<Cpu, 4>| Tensor::<A, 4>::from_data(t.into_data(), &Default::default()).require_grad();
+        let p = Tensor::<Cpu, 1>::from_floats(precision_values.as_slice(), &Default::default()).reshape(ps);
+        let (za, fa, pa) = (leaf(z.clone()), leaf(f.clone()), leaf(p.clone()));
+        let ra = Tensor::<A, 4>::from_data(r.into_data(), &Default::default());
+
+        let ours = ops::decoder_nll(za.clone(), fa.clone(), pa.clone(), 256);
+        let theirs = vdm_core::vlb::decoder_nll(BurnBatch(fa.clone()), BurnBatch(za.clone()), BurnBatch(pa.clone()), 256).0;
+        assert_close(&format!("{label} {gammas:?} forward"), &values(ours.clone()), &values(theirs.clone()), 2e-5);
+        let g_ours = (ours * ra.clone()).sum().backward();
+        let g_theirs = (theirs * ra).sum().backward();
+        for (name, t) in [("dz", &za), ("df", &fa), ("dP", &pa)] {
+            assert_close(&format!("{label} {gammas:?} {name}"), &values(t.grad(&g_ours).unwrap()), &values(t.grad(&g_theirs).unwrap()), 2e-3);
+        }
+    }
+}
