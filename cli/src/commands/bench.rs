@@ -39,18 +39,21 @@ impl Size {
     }
 }
 
-struct BenchJob {
-    size: Size,
-    batch_size: Option<usize>,
-    steps: usize,
-    sample_steps: usize,
+/// What `vdm bench` measures and how it reports.
+pub struct BenchJob {
+    pub size: Size,
+    pub batch_size: Option<usize>,
+    pub steps: usize,
+    pub sample_steps: usize,
+    /// One JSON object on standard output instead of text (for `scripts/bench_vs_pytorch.py`).
+    pub json: bool,
 }
 
-pub fn run(size: Size, batch_size: Option<usize>, steps: usize, sample_steps: usize, device: Device) -> Result<(), String> {
-    if steps == 0 || sample_steps == 0 || batch_size == Some(0) {
+pub fn run(job: BenchJob, device: Device) -> Result<(), String> {
+    if job.steps == 0 || job.sample_steps == 0 || job.batch_size == Some(0) {
         return Err("--steps, --sample-steps and --batch-size must be at least 1".into());
     }
-    dispatch(device, BenchJob { size, batch_size, steps, sample_steps })
+    dispatch(device, job)
 }
 
 impl BackendJob for BenchJob {
@@ -61,7 +64,10 @@ impl BackendJob for BenchJob {
         let (train, _) = run.data.load(0).map_err(|e| e.to_string())?;
         let batch = run.train.batch_size;
         let mut trainer = Trainer::<B>::new(&run, train.shape(), &device)?;
-        println!("size {:?}: {} parameters, images {}x{}x{}, batch {batch}", self.size, trainer.model.num_params(), train.channels, train.height, train.width);
+        let params = trainer.model.num_params();
+        if !self.json {
+            println!("size {:?}: {params} parameters, images {}x{}x{}, batch {batch}", self.size, train.channels, train.height, train.width);
+        }
         for _ in 0..2 {
             trainer.train_step(&train)?; // warm-up: allocation, autotuning
         }
@@ -69,22 +75,37 @@ impl BackendJob for BenchJob {
         for _ in 0..self.steps {
             trainer.train_step(&train)?; // reads the loss back, so each step is synchronised
         }
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "training: {:.1} images/s ({:.1} ms/step over {} steps)",
-            (self.steps * batch) as f64 / secs,
-            1e3 * secs / self.steps as f64,
-            self.steps
-        );
+        let train_secs = start.elapsed().as_secs_f64();
         let start = Instant::now();
         trainer.ema.sample(batch, [train.height, train.width], self.sample_steps, 0, batch, &device, || {});
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "sampling: {:.2} images/s at T={} ({:.1} ms per network evaluation of {batch} images)",
-            batch as f64 / secs,
-            self.sample_steps,
-            1e3 * secs / self.sample_steps as f64
-        );
+        let sample_secs = start.elapsed().as_secs_f64();
+
+        let train_images_per_s = (self.steps * batch) as f64 / train_secs;
+        let sample_ms_per_eval = 1e3 * sample_secs / self.sample_steps as f64;
+        let peak = vdm_backends::memory::peak_resident();
+        if self.json {
+            let size = format!("{:?}", self.size).to_lowercase();
+            let result = serde_json::json!({
+                "impl": "vdm-rs",
+                "size": size,
+                "parameters": params,
+                "batch": batch,
+                "train_images_per_s": train_images_per_s,
+                "sample_ms_per_eval": sample_ms_per_eval,
+                "peak_rss_bytes": peak,
+            });
+            println!("{result}");
+        } else {
+            println!("training: {train_images_per_s:.1} images/s ({:.1} ms/step over {} steps)", 1e3 * train_secs / self.steps as f64, self.steps);
+            println!(
+                "sampling: {:.2} images/s at T={} ({sample_ms_per_eval:.1} ms per network evaluation of {batch} images)",
+                batch as f64 / sample_secs,
+                self.sample_steps
+            );
+            if let Some(peak) = peak {
+                println!("peak resident memory: {}", vdm_backends::memory::Bytes(peak));
+            }
+        }
         Ok(())
     }
 }
