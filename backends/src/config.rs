@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::data::{DataConfig, DATA_EXAMPLES};
 use crate::model::{ModelConfig, MAX_TIME_STEPS};
-use crate::schedule::ScheduleConfig;
+use crate::schedule::{ScheduleConfig, ShapeObjective};
 use crate::nn::score_unet::ScoreNetConfig;
 use crate::train::TrainConfig;
 
@@ -112,6 +112,12 @@ impl RunConfig {
         }
         if self.keep_checkpoints == 0 {
             return Err("keep_checkpoints must be at least 1".into());
+        }
+        if self.model.schedule.shape_objective() == ShapeObjective::Variance && self.train.time_steps != 0 {
+            return Err(format!(
+                "model.schedule.shape_objective = \"variance\" needs continuous-time training (train.time_steps = 0, got {}): with T steps the bound depends on the shape",
+                self.train.time_steps
+            ));
         }
         Ok(())
     }

@@ -34,17 +34,70 @@ pub enum ScheduleConfig {
         /// Initial `γ(1)`.
         gamma_max: f64,
     },
-    /// VDM's monotone network of hidden width `width` (1024 in VDM), trained.
+    /// Learned endpoints `γ₀`, `γ₁` and a learned shape between them: VDM's monotone network of
+    /// hidden width `width` (1024 in VDM) normalised onto the endpoints (VDM Appendix H.2),
+    /// `γ(t) = γ₀ + (γ₁ − γ₀)(γ̃(t) − γ̃(0))/(γ̃(1) − γ̃(0))`.
     Net {
-        /// Initial `γ(0)` (`l₁` bias).
+        /// Initial `γ(0)`.
         gamma_min: f64,
-        /// `γ_min + l₁` weight.
+        /// Initial `γ(1)`.
         gamma_max: f64,
         /// Hidden width.
         width: usize,
         /// Seed of the `N(0, 0.01²)` initialisation of `l₂`, `l₃`.
         seed: u64,
+        /// What trains the shape `γ̃` (the endpoints always follow the VLB).
+        #[serde(default)]
+        shape_objective: ShapeObjective,
     },
+}
+
+/// Every schedule kind as a documented `[model.schedule]` table (`vdm config` prints them).
+pub const SCHEDULE_EXAMPLES: &[&str] = &[
+    r#"
+## VDM's fixed linear schedule gamma(t) = gamma_min + (gamma_max - gamma_min) t, not trained.
+[model.schedule]
+kind = "fixed"
+gamma_min = -13.3
+gamma_max = 5.0
+"#,
+    r#"
+## Learned endpoints, linear in between: gamma(t) = b + |w| t (the default run's).
+[model.schedule]
+kind = "scalar"
+gamma_min = -13.3
+gamma_max = 5.0
+"#,
+    r#"
+## Learned endpoints and a learned shape: VDM's monotone network normalised onto the endpoints.
+## shape_objective: "vlb" (the shape follows the VLB's gradient, zero in expectation) or
+## "variance" (VDM's: the shape minimises the VLB estimator's variance; continuous time only).
+[model.schedule]
+kind = "net"
+gamma_min = -13.3
+gamma_max = 5.0
+width = 1024
+seed = 0
+shape_objective = "variance"
+"#,
+];
+
+/// The objective whose gradient trains a schedule's shape, the part of `γ` between its endpoints.
+///
+/// The continuous-time VLB depends on the schedule only through `γ₀` and `γ₁` (VDM eq. 20); the
+/// shape changes only the variance of its Monte-Carlo estimate. So the VLB's gradient for the
+/// shape is zero in expectation (pure noise), and VDM (§5.2, Appendix I.2) instead trains the
+/// shape to minimise the estimator's variance, `∇_η E[L²] = ∇_η Var[L]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShapeObjective {
+    /// The mean VLB, like every other parameter.
+    Vlb,
+    /// The mean square of the per-example VLB estimates (continuous-time training only). The
+    /// default: on the digits it cut the estimator's standard deviation by a third at an equal
+    /// bound (README, "Learned schedules").
+    #[default]
+    Variance,
 }
 
 impl Default for ScheduleConfig {
@@ -72,6 +125,14 @@ impl ScheduleConfig {
         Ok(())
     }
 
+    /// What trains the shape: [`ShapeObjective::Vlb`] for the schedules without one.
+    pub fn shape_objective(&self) -> ShapeObjective {
+        match *self {
+            Self::Net { shape_objective, .. } => shape_objective,
+            Self::Fixed { .. } | Self::Scalar { .. } => ShapeObjective::Vlb,
+        }
+    }
+
     /// A freshly initialised schedule module.
     pub fn init<B: Backend>(&self, device: &B::Device) -> LearnedSchedule<B> {
         let scalar = |v: f64, trainable: bool| {
@@ -90,15 +151,16 @@ impl ScheduleConfig {
                     w: scalar(gamma_max - gamma_min, trainable),
                 })
             }
-            Self::Net { gamma_min, gamma_max, width, seed } => {
-                let net = MonotoneNet::<f64>::init(width, gamma_min, gamma_max, seed);
+            Self::Net { gamma_min, gamma_max, width, seed, .. } => {
+                let net = MonotoneNet::<f64>::init_shape(width, seed);
                 let vector = |v: &[f64]| {
                     let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
                     Param::from_tensor(Tensor::from_floats(v.as_slice(), device))
                 };
                 LearnedSchedule::Net(NetSchedule {
+                    b: scalar(gamma_min, true),
+                    w: scalar(gamma_max - gamma_min, true),
                     l1_w: scalar(net.l1_w, true),
-                    l1_b: scalar(net.l1_b, true),
                     l2_w: vector(&net.l2_w),
                     l2_b: vector(&net.l2_b),
                     l3_w: vector(&net.l3_w),
@@ -108,22 +170,47 @@ impl ScheduleConfig {
     }
 }
 
-/// A schedule module: linear (fixed or learned) or the monotone network.
+/// A schedule module: `γ(t) = γ₀ + (γ₁ − γ₀) · shape(t)`, with endpoints `γ₀ = b`,
+/// `γ₁ = b + |w|` and a shape rising from 0 to 1, linear or VDM's normalised monotone network.
 #[derive(Module, Debug)]
 pub enum LearnedSchedule<B: Backend> {
     /// `γ(t) = b + |w| t`.
     Linear(LinearSchedule<B>),
-    /// VDM's monotone network.
+    /// Learned endpoints and VDM's monotone network as the shape.
     Net(NetSchedule<B>),
+}
+
+/// The parameters a schedule value passes gradients to (the others enter as constants).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Every parameter.
+    All,
+    /// The endpoints `γ₀`, `γ₁` only.
+    Endpoints,
+    /// The shape only.
+    Shape,
 }
 
 impl<B: Backend> LearnedSchedule<B> {
     /// `(γ(t), γ'(t))` for times `t` of shape `[N]`.
     pub fn gamma_and_prime(&self, t: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
-        match self {
-            Self::Linear(s) => s.gamma_and_prime(t),
-            Self::Net(s) => s.gamma_and_prime(t),
-        }
+        self.gamma_and_prime_of(t, Part::All)
+    }
+
+    /// `(γ(t), γ'(t))` for times `t` of shape `[N]`, carrying gradients to the parameters of `part`.
+    pub fn gamma_and_prime_of(&self, t: Tensor<B, 1>, part: Part) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let (b, w) = match self {
+            Self::Linear(s) => (s.b.val(), s.w.val()),
+            Self::Net(s) => (s.b.val(), s.w.val()),
+        };
+        let (shape, shape_prime) = match self {
+            Self::Linear(_) => (t.clone(), t.ones_like()),
+            Self::Net(s) => s.shape(t),
+        };
+        let (b, w) = if part == Part::Shape { (b.detach(), w.detach()) } else { (b, w) };
+        let (shape, shape_prime) = if part == Part::Endpoints { (shape.detach(), shape_prime.detach()) } else { (shape, shape_prime) };
+        let span = w.abs();
+        (shape * span.clone() + b, shape_prime * span)
     }
 
     /// `γ(t)` for times `t` of shape `[N]`.
@@ -131,10 +218,30 @@ impl<B: Backend> LearnedSchedule<B> {
         self.gamma_and_prime(t).0
     }
 
-    /// `γ(0)` and `γ(1)` as `[1]` tensors.
-    pub fn endpoints(&self, device: &B::Device) -> (Tensor<B, 1>, Tensor<B, 1>) {
-        let g = self.gamma(Tensor::from_floats([0.0, 1.0], device));
-        (g.clone().slice([0..1]), g.slice([1..2]))
+    /// `γ(0) = b` and `γ(1) = b + |w|` as `[1]` tensors.
+    pub fn endpoints(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let (b, w) = match self {
+            Self::Linear(s) => (s.b.val(), s.w.val()),
+            Self::Net(s) => (s.b.val(), s.w.val()),
+        };
+        (b.clone(), b + w.abs())
+    }
+
+    /// The linear schedule between the same endpoints. The continuous-time bound is unchanged
+    /// (VDM eq. 20): comparing the two isolates what the shape does to the estimator's variance.
+    pub fn linearised(self) -> Self {
+        match self {
+            Self::Net(s) => Self::Linear(LinearSchedule { b: s.b, w: s.w }),
+            linear => linear,
+        }
+    }
+
+    /// Whether any parameter is trained (a fixed schedule has none).
+    pub fn is_trainable(&self) -> bool {
+        match self {
+            Self::Linear(s) => s.b.val().is_require_grad(),
+            Self::Net(_) => true,
+        }
     }
 
     /// The same schedule on the host in `f64`, for values that `f32` cannot resolve (the `γ`
@@ -142,14 +249,13 @@ impl<B: Backend> LearnedSchedule<B> {
     pub fn to_host(&self) -> HostSchedule {
         match self {
             Self::Linear(s) => HostSchedule::Linear(LearnedScalar { b: scalar(&s.b), w: scalar(&s.w) }),
-            Self::Net(s) => HostSchedule::Net(MonotoneNet {
-                l1_w: scalar(&s.l1_w),
-                l1_b: scalar(&s.l1_b),
-                l2_w: values(&s.l2_w),
-                l2_b: values(&s.l2_b),
-                l3_w: values(&s.l3_w),
-                endpoints: None,
-            }),
+            Self::Net(s) => {
+                let (b, w) = (scalar(&s.b), scalar(&s.w));
+                HostSchedule::Net(
+                    MonotoneNet { l1_w: scalar(&s.l1_w), l1_b: 0.0, l2_w: values(&s.l2_w), l2_b: values(&s.l2_b), l3_w: values(&s.l3_w), endpoints: None }
+                        .with_endpoints(b, b + w.abs()),
+                )
+            }
         }
     }
 }
@@ -167,7 +273,7 @@ fn scalar<B: Backend>(p: &Param<Tensor<B, 1>>) -> f64 {
 pub enum HostSchedule {
     /// `γ(t) = b + |w| t`.
     Linear(LearnedScalar<f64>),
-    /// VDM's monotone network.
+    /// VDM's monotone network normalised onto its endpoints.
     Net(MonotoneNet<f64>),
 }
 
@@ -193,26 +299,21 @@ pub struct LinearSchedule<B: Backend> {
     w: Param<Tensor<B, 1>>,
 }
 
-impl<B: Backend> LinearSchedule<B> {
-    fn gamma_and_prime(&self, t: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
-        let slope = self.w.val().abs();
-        let gamma = t.clone() * slope.clone() + self.b.val();
-        (gamma, t.zeros_like() + slope)
-    }
-}
-
-/// VDM's monotone network `γ(t) = l₁(t) + l₃(2(σ(l₂(2(t − ½))) − ½))/n` with `|W|` weights.
+/// Endpoints `b`, `b + |w|` and VDM's monotone network `γ̃(t) = |w₁| t + l₃(2(σ(l₂(2(t − ½))) − ½))/n`
+/// (with `|W|` weights, no `l₁` bias: it cancels in the normalisation) as the shape.
 #[derive(Module, Debug)]
 pub struct NetSchedule<B: Backend> {
+    b: Param<Tensor<B, 1>>,
+    w: Param<Tensor<B, 1>>,
     l1_w: Param<Tensor<B, 1>>,
-    l1_b: Param<Tensor<B, 1>>,
     l2_w: Param<Tensor<B, 1>>,
     l2_b: Param<Tensor<B, 1>>,
     l3_w: Param<Tensor<B, 1>>,
 }
 
 impl<B: Backend> NetSchedule<B> {
-    fn gamma_and_prime(&self, t: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    /// `γ̃` and `γ̃'` at the times `t` and at 0 and 1 in one pass: `[N + 2]`.
+    fn raw(&self, t: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let width = self.l2_w.dims()[0] as f64;
         let w1 = self.l1_w.val().abs();
         let w2 = self.l2_w.val().abs().unsqueeze_dim::<2>(0); // [1, n]
@@ -226,8 +327,16 @@ impl<B: Backend> NetSchedule<B> {
         // d/dt 2(σ(2|w₂|(t−½) + b₂) − ½) = 4 |w₂| σ (1 − σ)
         let ds = s.clone() * s.neg().add_scalar(1.0) * w2.mul_scalar(4.0);
         let dhidden = ds.matmul(w3).div_scalar(width);
-        let gamma = t * w1.clone() + self.l1_b.val() + hidden.squeeze_dim::<1>(1);
-        let prime = dhidden.squeeze_dim::<1>(1) + w1;
-        (gamma, prime)
+        (t * w1.clone() + hidden.squeeze_dim::<1>(1), dhidden.squeeze_dim::<1>(1) + w1)
+    }
+
+    /// The normalised shape `(γ̃(t) − γ̃(0))/(γ̃(1) − γ̃(0))` and its derivative.
+    fn shape(&self, t: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let n = t.dims()[0];
+        let ends = Tensor::from_floats([0.0, 1.0], &t.device());
+        let (raw, raw_prime) = self.raw(Tensor::cat(vec![t, ends], 0));
+        let (r0, r1) = (raw.clone().slice([n..n + 1]), raw.clone().slice([n + 1..n + 2]));
+        let range = r1 - r0.clone();
+        ((raw.slice([0..n]) - r0) / range.clone(), raw_prime.slice([0..n]) / range)
     }
 }

@@ -14,7 +14,6 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use serde::{Deserialize, Serialize};
 use vdm_core::rng::{derive_seed, SplitMix64};
-use vdm_core::vlb;
 
 use crate::checkpoint::{self, encode_module, encode_record, Checkpoint};
 use crate::config::RunConfig;
@@ -238,10 +237,8 @@ impl<B: TrainBackend> Trainer<B> {
         let noise = Noise::draw(&mut rng, batch.len(), batch.features());
         let time = TimeMode::from_steps(self.run.train.time_steps)?;
 
-        let terms = self.model.vlb_terms(pixels_tensor::<B>(&batch, &self.device), &noise, time);
-        let loss = vlb::nats_to_bpd(terms.total(), batch.features()).0.mean();
-        let bpd = loss.clone().into_scalar().elem::<f64>();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let objective = self.run.model.schedule.shape_objective();
+        let (bpd, mut grads) = self.model.loss_and_gradients(pixels_tensor::<B>(&batch, &self.device), &noise, time, objective)?;
         let grad_norm = global_grad_norm(&self.model, &grads);
         if let Some(max) = self.run.train.clip_grad_norm {
             if grad_norm > max {

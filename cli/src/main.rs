@@ -3,6 +3,7 @@
 mod commands;
 mod device;
 mod image;
+mod plot;
 mod progress;
 
 use std::path::PathBuf;
@@ -78,6 +79,15 @@ enum Command {
         /// Evaluate at most this many test images.
         #[arg(long)]
         limit: Option<usize>,
+        /// Independent noise draws (times and ε) per image; with 2 or more, the report gives the
+        /// estimator's Monte-Carlo standard deviation, the part the schedule's shape controls.
+        #[arg(long, default_value_t = 1)]
+        draws: usize,
+        /// Replace a learned schedule's shape by the straight line between its endpoints (same
+        /// weights): the continuous-time bound stays the same, the Monte-Carlo noise shows what
+        /// the shape buys.
+        #[arg(long)]
+        linear_shape: bool,
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -129,7 +139,7 @@ enum Command {
         /// Number of evenly spaced times from 0 to 1.
         #[arg(long, default_value_t = 11)]
         points: usize,
-        /// Write a PNG plot of γ(t) here.
+        /// Write a plot of γ(t) here (SVG).
         #[arg(long)]
         plot: Option<PathBuf>,
     },
@@ -172,6 +182,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare runs: plots of test bpd against steps and of the learned γ(t), as SVG files.
+    Plot {
+        /// A run directory (repeatable): its metrics.jsonl and newest checkpoint.
+        #[arg(long = "run", required = true)]
+        runs: Vec<PathBuf>,
+        /// Directory for test_bpd.svg and gamma.svg.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+    },
     /// Print a documented run configuration (TOML) to start a config file from.
     Config,
     /// Load a run's data and describe it: sizes, labels, memory, load time, a baseline.
@@ -199,8 +218,8 @@ impl From<String> for Failure {
 fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Train { config, run, resume, steps, device } => commands::train::train(TrainArgs { config, run_dir: run, resume, steps }, device),
-        Command::Eval { checkpoint, time_steps, batch_size, seed, limit, json, device } => {
-            Ok(commands::eval::eval(EvalArgs { checkpoint, time_steps, batch_size, seed, limit, json }, device)?)
+        Command::Eval { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json, device } => {
+            Ok(commands::eval::eval(EvalArgs { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json }, device)?)
         }
         Command::Sample { checkpoint, n, steps, seed, batch_size, out, out_dir, columns, scale, device } => {
             Ok(commands::sample::sample(SampleArgs { checkpoint, n, steps, seed, batch_size, out, out_dir, columns, scale }, device)?)
@@ -212,6 +231,7 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Bench { size, batch_size, steps, sample_steps, device, json } => {
             Ok(commands::bench::run(commands::bench::BenchJob { size, batch_size, steps, sample_steps, json }, device)?)
         }
+        Command::Plot { runs, out_dir } => Ok(commands::plot::plot(runs, out_dir)?),
         Command::Config => Ok(commands::config::print()?),
         Command::Data { config } => Ok(commands::data::describe(config)?),
     }

@@ -47,7 +47,7 @@ fn train_resume_eval_sample_and_schedule() {
     files.sort();
     assert_eq!(files, ["sample-000000.png", "sample-000001.png", "sample-000002.png", "sample-000003.png"]);
 
-    let plot = dir.path().join("g.png");
+    let plot = dir.path().join("g.svg");
     let schedule = vdm(&["schedule", "--checkpoint", &run_s, "--points", "3", "--plot", &s(&plot)]);
     assert!(schedule.status.success(), "{}", text(&schedule));
     assert!(text(&schedule).contains("log10 SNR") && plot.is_file(), "{}", text(&schedule));
@@ -93,6 +93,22 @@ fn the_documented_config_parses_back_and_every_data_example_parses() {
     assert!(blocks.len() >= 3, "{template}");
     for block in blocks {
         let path = write_config(dir.path(), &format!("{defaults}\n{block}\n{rest}"));
+        let out = vdm(&["schedule", "--config", &path, "--points", "2"]);
+        assert!(out.status.success(), "{block}\n{}", text(&out));
+    }
+    // And each schedule example replaces [model.schedule].
+    let start = template.find("\n[model.schedule]\n").unwrap();
+    let end = start + template[start + 1..].find("\n[train]\n").unwrap() + 1;
+    let (before, after) = (&template[..start], &template[end..]);
+    let after = &after[..after.find("# Other data sources").unwrap()];
+    let schedules: Vec<String> = template
+        .split("\n\n")
+        .filter(|b| b.contains("# [model.schedule]"))
+        .map(|b| b.lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"))
+        .collect();
+    assert_eq!(schedules.len(), 3, "{template}");
+    for block in schedules {
+        let path = write_config(dir.path(), &format!("{before}\n{block}\n{after}"));
         let out = vdm(&["schedule", "--config", &path, "--points", "2"]);
         assert!(out.status.success(), "{block}\n{}", text(&out));
     }

@@ -6,7 +6,9 @@
 //! results comparable.
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::Backend;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ElementConversion;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use vdm_core::rng::{derive_seed, SplitMix64};
@@ -18,8 +20,8 @@ use vdm_core::{process, BatchTensor};
 use crate::data::ImageSet;
 use crate::memory;
 use crate::nn::score_unet::{ScoreNet, ScoreNetConfig};
-use crate::ops::{self, FastOps};
-use crate::schedule::{LearnedSchedule, ScheduleConfig};
+use crate::ops::{self, FastOps, TrainBackend};
+use crate::schedule::{LearnedSchedule, Part, ScheduleConfig, ShapeObjective};
 use crate::tensor::BurnBatch;
 
 /// The largest `T` of a discrete-time bound or sampler. Times `i/T` and the differences
@@ -138,6 +140,11 @@ impl Noise {
         let eps_0 = normals(n * d);
         Self { eps, eps_0, u0: rng.uniform() }
     }
+
+    /// The offset of the antithetic times (`vdm_core::time::antithetic_times`).
+    pub fn u0(&self) -> f64 {
+        self.u0
+    }
 }
 
 /// `[N, C, H, W]` pixel values as floats on `device`.
@@ -148,6 +155,12 @@ pub fn pixels_tensor<B: Backend>(images: &ImageSet, device: &B::Device) -> Tenso
 
 fn tensor4<B: Backend>(values: Vec<f32>, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// `values` on `device`, rounded once to the backend's float type (`Tensor::from_floats` would
+/// round them to `f32` first).
+pub fn host_tensor<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 1> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
 }
 
 fn per_example<B: Backend>(values: Tensor<B, 1>) -> Batch4<B> {
@@ -166,9 +179,9 @@ pub struct Vdm<B: Backend> {
 
 /// `device`, a tensor computed in `f32` that carries the gradient, with its values replaced by
 /// the exact `host` values: `device − stopgrad(device) + host`. The value is `host` (rounded once
-/// to `f32`); the gradient is `device`'s.
+/// to the backend's precision); the gradient is `device`'s.
 fn with_host_values<B: Backend>(device: Tensor<B, 1>, host: &[f64]) -> Tensor<B, 1> {
-    let exact = Tensor::from_floats(host.iter().map(|&v| v as f32).collect::<Vec<_>>().as_slice(), &device.device());
+    let exact = host_tensor(host, &device.device());
     device.clone() - device.detach() + exact
 }
 
@@ -181,22 +194,54 @@ impl<B: Backend> Vdm<B> {
 
 impl<B: FastOps> Vdm<B> {
     /// The VLB terms of each image in nats (VDM eq. 11–17), from `pixels` (`[N, C, H, W]`,
-    /// values `0..=255`) and `noise`.
-    ///
-    /// Times, `γ` values and the `T`-step weights `T·expm1(γ_t − γ_s)` are computed in `f64` on
-    /// the host (from the schedule's current parameters) and enter the device computation with
-    /// the gradient of their `f32` device counterparts (see [`with_host_values`]): in `f32`, `γ_t`
-    /// and `γ_s` of a bound with many steps would round to the same value.
+    /// values `0..=255`) and `noise`. Gradients reach every parameter.
     pub fn vlb_terms(&self, pixels: Tensor<B, 4>, noise: &Noise, time: TimeMode) -> VlbTerms<Batch4<B>> {
+        let (g_t, weight) = self.diffusion_inputs(pixels.dims()[0], noise, time, Part::All);
+        self.vlb_terms_at(pixels, noise, g_t, weight)
+    }
+
+    /// Each example's `γ_t` and diffusion-loss weight (`[N]` each): `γ'(t)` in continuous time
+    /// (VDM eq. 17), `T·expm1(γ_t − γ_s)` with `T` steps (eq. 13 in ε form), at the antithetic
+    /// times of `noise`, with gradients to the schedule's parameters of `part`.
+    ///
+    /// The values are computed in `f64` on the host (from the schedule's current parameters) and
+    /// carry the gradient of their `f32` device counterparts (see [`with_host_values`]): in `f32`,
+    /// `γ_t` and `γ_s` of a bound with many steps would round to the same value.
+    pub fn diffusion_inputs(&self, n: usize, noise: &Noise, time: TimeMode, part: Part) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let device = self.schedule.endpoints().0.device();
+        let host = self.schedule.to_host();
+        let times: Vec<f64> = antithetic_times(noise.u0, n).collect();
+        let on_device = |v: &[f64]| host_tensor::<B>(v, &device);
+        match time {
+            TimeMode::Continuous => {
+                let (g_t, g_prime) = self.schedule.gamma_and_prime_of(on_device(&times), part);
+                let g_t = with_host_values(g_t, &times.iter().map(|&t| host.gamma(t)).collect::<Vec<_>>());
+                let g_prime = with_host_values(g_prime, &times.iter().map(|&t| host.gamma_prime(t)).collect::<Vec<_>>());
+                (g_t, g_prime)
+            }
+            TimeMode::Discrete(steps) => {
+                let (s, t): (Vec<f64>, Vec<f64>) = times.iter().map(|&t| discretize(t, steps)).unzip();
+                let g_t = self.schedule.gamma_and_prime_of(on_device(&t), part).0;
+                let g_s = self.schedule.gamma_and_prime_of(on_device(&s), part).0;
+                let weight = (g_t.clone() - g_s).exp().sub_scalar(1.0).mul_scalar(steps as f64);
+                let exact: Vec<f64> = s.iter().zip(&t).map(|(&s, &t)| steps as f64 * (host.gamma(t) - host.gamma(s)).exp_m1()).collect();
+                let g_t = with_host_values(g_t, &t.iter().map(|&t| host.gamma(t)).collect::<Vec<_>>());
+                (g_t, with_host_values(weight, &exact))
+            }
+        }
+    }
+
+    /// The VLB terms as [`Vdm::vlb_terms`], with the diffusion term's `γ_t` and weight given
+    /// (`[N]` each, from [`Vdm::diffusion_inputs`]).
+    pub fn vlb_terms_at(&self, pixels: Tensor<B, 4>, noise: &Noise, g_t: Tensor<B, 1>, weight: Tensor<B, 1>) -> VlbTerms<Batch4<B>> {
         let device = pixels.device();
         let shape: [usize; 4] = pixels.dims();
-        let n = shape[0];
         let host = self.schedule.to_host();
         let f = vlb::encode(BurnBatch(pixels), PIXEL_VALUES);
         let eps = BurnBatch(tensor4::<B>(noise.eps.clone(), shape, &device));
         let eps_0 = BurnBatch(tensor4::<B>(noise.eps_0.clone(), shape, &device));
 
-        let (g0, g1) = self.schedule.endpoints(&device);
+        let (g0, g1) = self.schedule.endpoints();
         let g0 = per_example(with_host_values(g0, &[host.gamma_0()]));
         let g1 = per_example(with_host_values(g1, &[host.gamma_1()]));
         let prior = vlb::prior_kl(f.clone(), g1);
@@ -205,27 +250,6 @@ impl<B: FastOps> Vdm<B> {
         let z = z_0.div(process::alpha(g0.clone()));
         let reconstruction = BurnBatch(ops::decoder_nll(z.0, f.0.clone(), g0.neg().exp().0, PIXEL_VALUES)).sum_example();
 
-        let times: Vec<f64> = antithetic_times(noise.u0, n).collect();
-        let on_device = |v: &[f64]| Tensor::<B, 1>::from_floats(v.iter().map(|&x| x as f32).collect::<Vec<_>>().as_slice(), &device);
-        let (g_t, weight) = match time {
-            TimeMode::Continuous => {
-                // L_∞ = ½ γ'(t) ‖ε − ε̂‖² (VDM eq. 17).
-                let (g_t, g_prime) = self.schedule.gamma_and_prime(on_device(&times));
-                let g_t = with_host_values(g_t, &times.iter().map(|&t| host.gamma(t)).collect::<Vec<_>>());
-                let g_prime = with_host_values(g_prime, &times.iter().map(|&t| host.gamma_prime(t)).collect::<Vec<_>>());
-                (g_t, g_prime)
-            }
-            TimeMode::Discrete(steps) => {
-                // L_T = ½ T expm1(γ_t − γ_s) ‖ε − ε̂‖² (VDM eq. 13 in ε form).
-                let (s, t): (Vec<f64>, Vec<f64>) = times.iter().map(|&t| discretize(t, steps)).unzip();
-                let g_t = self.schedule.gamma(on_device(&t));
-                let g_s = self.schedule.gamma(on_device(&s));
-                let weight = (g_t.clone() - g_s).exp().sub_scalar(1.0).mul_scalar(steps as f64);
-                let exact: Vec<f64> = s.iter().zip(&t).map(|(&s, &t)| steps as f64 * (host.gamma(t) - host.gamma(s)).exp_m1()).collect();
-                let g_t = with_host_values(g_t, &t.iter().map(|&t| host.gamma(t)).collect::<Vec<_>>());
-                (g_t, with_host_values(weight, &exact))
-            }
-        };
         let z_t = process::diffuse(f, eps.clone(), per_example(g_t.clone()));
         let eps_hat = BurnBatch(self.score.forward(z_t.0, g_t));
         let diffusion = vlb::diffusion_loss(eps, eps_hat, per_example(weight));
@@ -264,6 +288,82 @@ impl<B: FastOps> Vdm<B> {
     }
 }
 
+impl<B: TrainBackend> Vdm<B> {
+    /// One training batch: the mean VLB in bits per dimension and the gradient of every parameter.
+    ///
+    /// The score network and the schedule's endpoints follow the gradient of the mean VLB `L̄`;
+    /// the schedule's shape follows `objective` (VDM §5.2): `L̄` again, or the mean square
+    /// `mean_i L_i²`, whose gradient for the shape is that of the estimator's variance.
+    ///
+    /// No higher-order autodiff is needed. The diffusion term depends on the schedule only through
+    /// `g_i = γ(t_i)` and the weight `w_i` (`γ'(t_i)` in continuous time), so the batch's VLB is
+    /// computed from detached copies of `g` and `w` that require gradients: one backward pass gives
+    /// the network's gradient, the endpoints' gradient through the prior and reconstruction terms,
+    /// and `∂L̄/∂g_i`, `∂L̄/∂w_i`. A second, cheap backward pass through the schedule alone, of
+    ///
+    /// `Σ_i a_i γ(t_i) + b_i w(t_i)`, with `(a_i, b_i) = (∂L̄/∂g_i, ∂L̄/∂w_i)` for the endpoints and,
+    /// for the shape under the variance objective, `2 L_i (∂L̄/∂g_i, ∂L̄/∂w_i) = ∂(mean_j L_j²)/∂(g_i, w_i)`,
+    ///
+    /// adds the schedule's share (the chain rule with the per-example coefficients held fixed).
+    pub fn loss_and_gradients(&self, pixels: Tensor<B, 4>, noise: &Noise, time: TimeMode, objective: ShapeObjective) -> Result<(f64, GradientsParams), String> {
+        if objective == ShapeObjective::Variance && time != TimeMode::Continuous {
+            return Err(format!(
+                "the variance shape objective needs continuous-time training (train.time_steps = 0), not {time}: only in continuous time does the bound not depend on the shape"
+            ));
+        }
+        let [n, c, h, w] = pixels.dims();
+        let (g_t, weight) = self.diffusion_inputs(n, noise, time, Part::All);
+        let (g_leaf, w_leaf) = (g_t.detach().require_grad(), weight.detach().require_grad());
+        let terms = self.vlb_terms_at(pixels, noise, g_leaf.clone(), w_leaf.clone());
+        let per_example = vlb::nats_to_bpd(terms.total(), c * h * w).0.reshape([n]);
+        let losses = per_example.clone().inner();
+        let loss = per_example.mean();
+        let bpd = loss.clone().into_scalar().elem::<f64>();
+        let grads = loss.backward();
+        let coefficient = |leaf: &Tensor<B, 1>| Tensor::<B, 1>::from_inner(leaf.grad(&grads).unwrap_or_else(|| losses.zeros_like()));
+        let (dg, dw) = (coefficient(&g_leaf), coefficient(&w_leaf));
+        let mut gradients = GradientsParams::from_grads(grads, self);
+        if !self.schedule.is_trainable() {
+            return Ok((bpd, gradients));
+        }
+        let surrogate = match objective {
+            ShapeObjective::Vlb => {
+                let (g, w) = self.diffusion_inputs(n, noise, time, Part::All);
+                dg * g + dw * w
+            }
+            ShapeObjective::Variance => {
+                let (g_e, w_e) = self.diffusion_inputs(n, noise, time, Part::Endpoints);
+                let (g_s, w_s) = self.diffusion_inputs(n, noise, time, Part::Shape);
+                let twice_l = Tensor::<B, 1>::from_inner(losses).mul_scalar(2.0);
+                dg.clone() * g_e + dw.clone() * w_e + twice_l * (dg * g_s + dw * w_s)
+            }
+        };
+        let schedule_gradients = GradientsParams::from_grads(surrogate.sum().backward(), &self.schedule);
+        add_gradients(&self.schedule, &mut gradients, schedule_gradients);
+        Ok((bpd, gradients))
+    }
+}
+
+/// `into += extra`, parameter by parameter, for the parameters of `module`.
+fn add_gradients<B: AutodiffBackend, M: Module<B>>(module: &M, into: &mut GradientsParams, mut extra: GradientsParams) {
+    struct Add<'a> {
+        into: &'a mut GradientsParams,
+        extra: &'a mut GradientsParams,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Add<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.extra.remove::<B::InnerBackend, D>(param.id) {
+                let sum = match self.into.remove::<B::InnerBackend, D>(param.id) {
+                    Some(acc) => acc + g,
+                    None => g,
+                };
+                self.into.register::<B::InnerBackend, D>(param.id, sum);
+            }
+        }
+    }
+    module.visit(&mut Add { into, extra: &mut extra });
+}
+
 /// The random stream of an image's sampling noise.
 const STREAM_SAMPLE: u64 = 3;
 
@@ -297,36 +397,60 @@ pub struct EvalReport {
     pub reconstruction: f64,
     /// Diffusion term, bpd.
     pub diffusion: f64,
-    /// Each image's VLB estimate, bpd.
+    /// Each image's VLB estimate, bpd (the mean of its draws).
     pub per_image: Vec<f64>,
+    /// With several noise draws per image: the standard deviation of one draw's estimate around
+    /// its image's mean, `√(mean over images of the per-image sample variance)`, in bpd. This is
+    /// the Monte-Carlo noise of the VLB estimator, the part the schedule's shape controls.
+    pub noise_sd: Option<f64>,
 }
 
-/// Evaluates the VLB of every image of `images` once, in batches of `batch_size`, with noise
-/// drawn from `seed`. The estimate is unbiased; its standard error covers data and noise.
+/// Evaluates the VLB of every image of `images` `draws` times (independent times and noise), in
+/// batches of `batch_size`, with noise drawn from `seed`. The estimate is unbiased; its standard
+/// error covers data and noise.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate<B: FastOps>(model: &Vdm<B>, images: &ImageSet, time: TimeMode, batch_size: usize, seed: u64, device: &B::Device, mut on_batch: impl FnMut(usize)) -> Result<EvalReport, String> {
+pub fn evaluate<B: FastOps>(
+    model: &Vdm<B>,
+    images: &ImageSet,
+    time: TimeMode,
+    batch_size: usize,
+    draws: usize,
+    seed: u64,
+    device: &B::Device,
+    mut on_batch: impl FnMut(usize),
+) -> Result<EvalReport, String> {
     if images.is_empty() {
         return Err("there are no images to evaluate".into());
     }
-    if batch_size == 0 {
-        return Err("the evaluation batch size must be at least 1".into());
+    if batch_size == 0 || draws == 0 {
+        return Err("the evaluation batch size and the number of draws must be at least 1".into());
     }
     let mut rng = SplitMix64::new(seed);
     let d = images.features();
-    let (mut totals, mut terms) = (Vec::with_capacity(images.len()), [0.0f64; 3]);
+    let (mut per_image, mut variances, mut terms) = (Vec::with_capacity(images.len()), Vec::new(), [0.0f64; 3]);
     let indices: Vec<usize> = (0..images.len()).collect();
     for chunk in indices.chunks(batch_size) {
         let batch = images.select(chunk);
-        let noise = Noise::draw(&mut rng, chunk.len(), d);
-        let vlb = model.vlb_terms(pixels_tensor::<B>(&batch, device), &noise, time).map(|t| vlb::nats_to_bpd(t, d));
-        let host = |t: Batch4<B>| t.0.into_data().iter::<f64>().collect::<Vec<f64>>();
-        let total = host(vlb.total());
-        for (acc, term) in terms.iter_mut().zip([vlb.prior, vlb.reconstruction, vlb.diffusion]) {
-            *acc += host(term).iter().sum::<f64>();
+        let mut estimates = vec![Vec::with_capacity(draws); chunk.len()];
+        for _ in 0..draws {
+            let noise = Noise::draw(&mut rng, chunk.len(), d);
+            let vlb = model.vlb_terms(pixels_tensor::<B>(&batch, device), &noise, time).map(|t| vlb::nats_to_bpd(t, d));
+            let host = |t: Batch4<B>| t.0.into_data().iter::<f64>().collect::<Vec<f64>>();
+            for (e, total) in estimates.iter_mut().zip(host(vlb.total())) {
+                e.push(total);
+            }
+            for (acc, term) in terms.iter_mut().zip([vlb.prior, vlb.reconstruction, vlb.diffusion]) {
+                *acc += host(term).iter().sum::<f64>();
+            }
         }
-        totals.extend(total);
+        for e in estimates {
+            let Estimate { mean, se } = Estimate::of(&e);
+            per_image.push(mean);
+            variances.push(se * se * draws as f64);
+        }
         on_batch(chunk.len());
     }
-    let n = totals.len() as f64;
-    Ok(EvalReport { bpd: Estimate::of(&totals), prior: terms[0] / n, reconstruction: terms[1] / n, diffusion: terms[2] / n, per_image: totals })
+    let n = (per_image.len() * draws) as f64;
+    let noise_sd = (draws > 1).then(|| (variances.iter().sum::<f64>() / variances.len() as f64).sqrt());
+    Ok(EvalReport { bpd: Estimate::of(&per_image), prior: terms[0] / n, reconstruction: terms[1] / n, diffusion: terms[2] / n, per_image, noise_sd })
 }

@@ -105,6 +105,10 @@ impl<B: AutodiffBackend<InnerBackend: FastOps> + FastOps> TrainBackend for B {}
 #[cfg(feature = "cuda")]
 impl FastOps for crate::Cuda {}
 
+/// `f64` on the CPU, through burn's generic operations: for checks that need the precision
+/// (finite differences).
+impl FastOps for burn::backend::NdArray<f64> {}
+
 /// The primitive of a float tensor.
 pub fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()

@@ -1,6 +1,7 @@
 //! `vdm config`: a documented run configuration to start from.
 
 use vdm_backends::config::{RunConfig, DATA_EXAMPLES};
+use vdm_backends::schedule::SCHEDULE_EXAMPLES;
 
 /// The default run configuration (what `vdm train` trains without `--config`), followed by every
 /// other data source, commented out.
@@ -11,13 +12,15 @@ pub fn text() -> Result<String, String> {
          # Train with `vdm train --config FILE --run DIR`. Every field is optional except [data].\n\n",
     );
     out.push_str(&defaults);
-    out.push_str("\n# Other data sources: replace the [data] table above with one of these.\n");
-    for example in DATA_EXAMPLES {
-        out.push('\n');
-        for line in example.trim().lines() {
-            out.push_str(if line.starts_with('#') { "" } else { "# " });
-            out.push_str(line);
+    for (what, table, examples) in [("data sources", "[data]", DATA_EXAMPLES), ("noise schedules", "[model.schedule]", SCHEDULE_EXAMPLES)] {
+        out.push_str(&format!("\n# Other {what}: replace the {table} table above with one of these.\n"));
+        for example in examples {
             out.push('\n');
+            for line in example.trim().lines() {
+                out.push_str(if line.starts_with('#') { "" } else { "# " });
+                out.push_str(line);
+                out.push('\n');
+            }
         }
     }
     Ok(out)

@@ -33,8 +33,8 @@ fn compare_cpu_and_cuda(checkpoint: &Path, images: usize, time: TimeMode, tolera
     let (_, test) = load_data(run)?;
     let test = test.select(&(0..images.min(test.len())).collect::<Vec<_>>());
     let batch = run.eval.batch_size;
-    let cpu = eval_with_progress(&cpu_model, &test, time, batch, seed, &Default::default())?;
-    let gpu = eval_with_progress(&gpu_model, &test, time, batch, seed, &Default::default())?;
+    let cpu = eval_with_progress(&cpu_model, &test, time, batch, 1, seed, &Default::default())?;
+    let gpu = eval_with_progress(&gpu_model, &test, time, batch, 1, seed, &Default::default())?;
     let max_diff = cpu.per_image.iter().zip(&gpu.per_image).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     println!("cpu  (ndarray): {}", report_line(time, &cpu));
     println!("cuda          : {}", report_line(time, &gpu));

@@ -17,12 +17,14 @@ pub struct EvalArgs {
     pub batch_size: usize,
     pub seed: u64,
     pub limit: Option<usize>,
+    pub draws: usize,
+    pub linear_shape: bool,
     pub json: Option<PathBuf>,
 }
 
 pub fn eval(args: EvalArgs, device: Device) -> Result<(), String> {
-    if args.batch_size == 0 {
-        return Err("--batch-size must be at least 1".into());
+    if args.batch_size == 0 || args.draws == 0 {
+        return Err("--batch-size and --draws must be at least 1".into());
     }
     if args.limit == Some(0) {
         return Err("--limit must be at least 1 (it is the number of test images to evaluate)".into());
@@ -44,7 +46,11 @@ impl BackendJob for EvalJob {
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
         let args = self.args;
-        let (model, checkpoint) = load::<B::InnerBackend>(&args.checkpoint, &device)?;
+        let (mut model, checkpoint) = load::<B::InnerBackend>(&args.checkpoint, &device)?;
+        if args.linear_shape {
+            model.schedule = model.schedule.linearised();
+            println!("schedule: linear between the checkpoint's endpoints (--linear-shape)");
+        }
         let state = &checkpoint.state;
         let (train, mut test) = load_data(&state.run)?;
         if let Some(limit) = args.limit {
@@ -53,7 +59,7 @@ impl BackendJob for EvalJob {
         state.run.model.check_inference_memory::<B::InnerBackend>(state.image_shape, args.batch_size.min(test.len()), &device)?;
         let mut reports = Vec::new();
         for time in self.times {
-            let r = eval_with_progress(&model, &test, time, args.batch_size, args.seed, &device)?;
+            let r = eval_with_progress(&model, &test, time, args.batch_size, args.draws, args.seed, &device)?;
             println!("{}", report_line(time, &r));
             let steps = match time {
                 TimeMode::Continuous => 0,
@@ -62,6 +68,7 @@ impl BackendJob for EvalJob {
             reports.push(serde_json::json!({
                 "time_steps": steps, "bpd": r.bpd.mean, "se": r.bpd.se, "prior": r.prior,
                 "reconstruction": r.reconstruction, "diffusion": r.diffusion, "images": r.per_image.len(),
+                "draws": args.draws, "noise_sd": r.noise_sd, "linear_shape": args.linear_shape, "per_image": r.per_image,
             }));
         }
         println!("{}", baselines_line(&state.run, &train, &test));

@@ -5,6 +5,7 @@ pub mod config;
 pub mod crosscheck;
 pub mod data;
 pub mod eval;
+pub mod plot;
 pub mod sample;
 pub mod schedule;
 pub mod train;
@@ -48,7 +49,7 @@ fn load_data(run: &RunConfig) -> Result<(ImageSet, ImageSet), String> {
 
 /// One line per evaluated bound.
 fn report_line(time: TimeMode, r: &EvalReport) -> String {
-    format!(
+    let mut line = format!(
         "test bpd {time}: {:.4} ± {:.4}  [prior {:.4}, reconstruction {:.4}, diffusion {:.4}] over {} images",
         r.bpd.mean,
         r.bpd.se,
@@ -56,7 +57,11 @@ fn report_line(time: TimeMode, r: &EvalReport) -> String {
         r.reconstruction,
         r.diffusion,
         r.per_image.len()
-    )
+    );
+    if let Some(sd) = r.noise_sd {
+        line.push_str(&format!("; Monte-Carlo sd of one estimate {sd:.4}"));
+    }
+    line
 }
 
 fn baselines_line(run: &RunConfig, train: &ImageSet, test: &ImageSet) -> String {
@@ -68,10 +73,10 @@ fn baselines_line(run: &RunConfig, train: &ImageSet, test: &ImageSet) -> String 
     line
 }
 
-fn eval_with_progress<B: FastOps>(model: &Vdm<B>, test: &ImageSet, time: TimeMode, batch: usize, seed: u64, device: &B::Device) -> Result<EvalReport, String> {
+fn eval_with_progress<B: FastOps>(model: &Vdm<B>, test: &ImageSet, time: TimeMode, batch: usize, draws: usize, seed: u64, device: &B::Device) -> Result<EvalReport, String> {
     let mut progress = Progress::new(test.len(), "eval", 0);
     progress.set(0, time.to_string());
-    let report = evaluate(model, test, time, batch, seed, device, |n| progress.advance(n));
+    let report = evaluate(model, test, time, batch, draws, seed, device, |n| progress.advance(n));
     progress.finish();
     report
 }

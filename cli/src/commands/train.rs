@@ -168,7 +168,7 @@ impl BackendJob for TrainJob {
 
             let done = trainer.step == total;
             if run.eval.every > 0 && trainer.step % run.eval.every == 0 && !done {
-                let r = vdm_backends::model::evaluate(&trainer.ema, &test, eval_time, run.eval.batch_size, run.eval.seed, &device, |_| {})?;
+                let r = vdm_backends::model::evaluate(&trainer.ema, &test, eval_time, run.eval.batch_size, 1, run.eval.seed, &device, |_| {})?;
                 progress.println(format!("step {:>6}: {}", trainer.step, report_line(eval_time, &r)));
                 log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "time_steps": run.eval.time_steps}))?;
             }
@@ -178,7 +178,7 @@ impl BackendJob for TrainJob {
             }
         }
         progress.finish();
-        let r = eval_with_progress(&trainer.ema, &test, eval_time, run.eval.batch_size, run.eval.seed, &device)?;
+        let r = eval_with_progress(&trainer.ema, &test, eval_time, run.eval.batch_size, 1, run.eval.seed, &device)?;
         println!("{}", report_line(eval_time, &r));
         log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "time_steps": run.eval.time_steps}))?;
         println!("{}", baselines_line(&run, &train, &test));
