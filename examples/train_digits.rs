@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("step {:>5}: batch VLB {:.3} bpd", trainer.step, stats.bpd);
         }
     }
-    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1234, &device, |_| {})?;
+    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1, 1234, &device, |_| {})?;
     println!("test VLB {:.3} ± {:.3} bpd", report.bpd.mean, report.bpd.se);
 
     let samples = trainer.ema.sample(4, [8, 8], 200, 0, 4, &device, || {});

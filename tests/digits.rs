@@ -20,7 +20,7 @@ fn default_digits_run_beats_uniform_and_categorical_baselines() {
         let stats = trainer.train_step(&train).unwrap();
         assert!(stats.bpd.is_finite(), "diverged at step {}", trainer.step);
     }
-    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1234, &device, |_| {}).unwrap();
+    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1, 1234, &device, |_| {}).unwrap();
     let categorical = categorical_baseline_bpd(&train, &test, 0.5);
     let bound = report.bpd.mean + 2.0 * report.bpd.se;
     assert!(bound < categorical, "test VLB {:.3} ± {:.3} bpd does not beat the categorical baseline {categorical:.3}", report.bpd.mean, report.bpd.se);
