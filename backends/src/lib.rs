@@ -3,12 +3,14 @@
 //! [burn](https://burn.dev) implementations for [`vdm_core`]: the [`BatchTensor`](vdm_core::BatchTensor)
 //! trait on burn tensors ([`tensor::BurnBatch`]), VDM's score network ([`nn`]), learnable
 //! schedules ([`schedule`]), the model with its VLB, evaluation and sampling ([`model`]),
-//! training ([`train`]) with checkpoints ([`checkpoint`]), datasets ([`data`]) and run configuration ([`config`]).
+//! training ([`train`]) with checkpoints ([`checkpoint`]), datasets ([`data`]), run configuration
+//! ([`config`]) and lossless compression by bits-back coding ([`codec`]).
 //!
 //! Backends are chosen by cargo feature: `ndarray` (default; the CPU reference) and `cuda`.
 //! The same generic code runs on both; see [`Cpu`] and `Cuda`.
 
 pub mod checkpoint;
+pub mod codec;
 pub mod config;
 pub mod data;
 pub mod memory;

@@ -65,7 +65,7 @@ impl LinePlot<'_> {
         let (left, right, top, bottom) = (LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM);
         let _ = writeln!(w, r#"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="black"/>"#, right - left, bottom - top);
         for x in ticks(x0, x1) {
-            let _ = writeln!(w, r##"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{bottom}" stroke="#e0e0e0"/><text x="{0:.1}" y="{1}" text-anchor="middle">{2}</text>"##, px(x), bottom + 16.0, x);
+            let _ = writeln!(w, r##"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{bottom}" stroke="#e0e0e0"/><text x="{0:.1}" y="{1}" text-anchor="middle">{2}</text>"##, px(x), bottom + 16.0, round_label(x));
         }
         for y in ticks(y0, y1) {
             let _ = writeln!(w, r##"<line x1="{left}" y1="{0:.1}" x2="{right}" y2="{0:.1}" stroke="#e0e0e0"/><text x="{1}" y="{2:.1}" text-anchor="end">{3}</text>"##, py(y), left - 6.0, py(y) + 4.0, round_label(y));

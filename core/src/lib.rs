@@ -13,6 +13,7 @@
 //! | [`vlb`] | prior KL, reconstruction, discrete and continuous diffusion losses, bits per dim |
 //! | [`time`] | antithetic time sampling, discretisation onto `T` steps |
 //! | [`analytic`] | closed-form optimal denoiser and expected VLB for Gaussian data |
+//! | [`bits_back`] | `Φ`, `Φ⁻¹`, and the prior-equal-mass bins of bits-back coding |
 //! | [`tensor`] | the [`BatchTensor`] trait and its reference implementations (`f32`, `f64`, [`Batch`]) |
 //!
 //! Conventions: `α_t² = sigmoid(−γ_t)`, `σ_t² = sigmoid(γ_t)`, so `α² + σ² = 1` exactly in
@@ -40,6 +41,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod analytic;
+pub mod bits_back;
 pub mod ddpm;
 pub mod process;
 pub mod real;

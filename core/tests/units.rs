@@ -153,3 +153,48 @@ fn monotone_net_starts_as_the_linear_schedule() {
         }
     }
 }
+
+mod bits_back {
+    use vdm_core::bits_back::{bin_value, normal_cdf, normal_quantile, BinPosterior};
+
+    /// `Φ⁻¹` against reference values (R's `qnorm`) and as the inverse of `Φ` over 300 decades.
+    #[test]
+    fn the_normal_quantile_inverts_the_cdf() {
+        for (p, x) in [(0.975, 1.959963984540054), (1e-10, -6.361340902404056), (0.3, -0.5244005127080407), (0.5, 0.0)] {
+            assert!((normal_quantile(p) - x).abs() <= 1e-15 * x.abs().max(1.0), "Φ⁻¹({p}) = {} vs {x}", normal_quantile(p));
+        }
+        for k in 1..300 {
+            let p = 10f64.powi(-k);
+            let back = normal_cdf(normal_quantile(p));
+            assert!((back - p).abs() <= 1e-8 * p, "Φ(Φ⁻¹({p:e})) = {back:e}");
+        }
+        for i in 1..1000 {
+            let p = i as f64 / 1000.0;
+            assert!((normal_cdf(normal_quantile(p)) - p).abs() < 1e-15, "p = {p}");
+        }
+        assert_eq!(normal_quantile(0.0), f64::NEG_INFINITY);
+        assert_eq!(normal_quantile(1.0), f64::INFINITY);
+    }
+
+    /// The bins' posterior masses are the Gaussian masses of their intervals in `z`, sum to 1,
+    /// and `F⁻¹` inverts `F`; each bin's value lies inside its bin.
+    #[test]
+    fn bin_posterior_masses_are_the_gaussian_masses_of_the_bins() {
+        let (bins, mean_p, sd_p, mean_q, sd_q) = (64usize, 0.3, 0.02, 0.31, 0.015);
+        let q = BinPosterior::new(bins, mean_p, sd_p, mean_q, sd_q);
+        let edge = |i: usize| mean_p + sd_p * normal_quantile(i as f64 / bins as f64);
+        let mut total = 0.0;
+        for i in 0..bins {
+            let direct = normal_cdf((edge(i + 1) - mean_q) / sd_q) - normal_cdf((edge(i) - mean_q) / sd_q);
+            let mass = q.cdf((i + 1) as f64) - q.cdf(i as f64);
+            assert!((mass - direct).abs() < 1e-13, "bin {i}: {mass} vs {direct}");
+            total += mass;
+            let z = bin_value(i as u32, bins, mean_p, sd_p);
+            assert!(edge(i) < z && z < edge(i + 1), "bin {i}'s value {z} outside its bin");
+        }
+        assert!((total - 1.0).abs() < 1e-14);
+        for p in [1e-6, 0.1, 0.5, 0.77, 0.999] {
+            assert!((q.cdf(q.inverse(p)) - p).abs() < 1e-12, "F(F⁻¹({p}))");
+        }
+    }
+}
