@@ -52,22 +52,32 @@ pub fn write_grid(images: &ImageSet, columns: usize, scale: usize, path: &Path) 
     write_png(&buf, width, height, c, path)
 }
 
-/// Writes one image (`[C, H, W]` planes) as a PNG.
-pub fn write_image(pixels: &[u8], [c, h, w]: [usize; 3], path: &Path) -> Result<(), String> {
+/// One image (`[C, H, W]` planes) as PNG file contents.
+pub fn image_png(pixels: &[u8], [c, h, w]: [usize; 3]) -> Result<Vec<u8>, String> {
     let interleaved: Vec<u8> = (0..h * w).flat_map(|p| (0..c).map(move |ch| pixels[ch * h * w + p])).collect();
-    write_png(&interleaved, w, h, c, path)
+    encode_png(&interleaved, w, h, c)
+}
+
+/// Writes one image (`[C, H, W]` planes) as a PNG.
+pub fn write_image(pixels: &[u8], shape: [usize; 3], path: &Path) -> Result<(), String> {
+    let bytes = image_png(pixels, shape).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    write_atomically(path, &bytes).map_err(|e| format!("writing {}: {}", path.display(), describe_io(&e)))
+}
+
+/// Raw 8-bit grey (`channels = 1`) or RGB (`channels = 3`) pixels as PNG file contents.
+fn encode_png(pixels: &[u8], width: usize, height: usize, channels: usize) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
+    encoder.set_color(if channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+    writer.write_image_data(pixels).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 /// Writes raw 8-bit grey (`channels = 1`) or RGB (`channels = 3`) pixels, atomically.
 pub fn write_png(pixels: &[u8], width: usize, height: usize, channels: usize, path: &Path) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| format!("writing {}: {e}", path.display());
-    let mut bytes = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
-        encoder.set_color(if channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().map_err(|e| err(&e))?;
-        writer.write_image_data(pixels).map_err(|e| err(&e))?;
-    }
-    write_atomically(path, &bytes).map_err(|e| err(&describe_io(&e)))
+    let bytes = encode_png(pixels, width, height, channels).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    write_atomically(path, &bytes).map_err(|e| format!("writing {}: {}", path.display(), describe_io(&e)))
 }

@@ -182,6 +182,53 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compress images losslessly with a trained model (bits-back ANS over the T-step latent chain).
+    Compress {
+        /// A checkpoint or a run directory (its newest checkpoint).
+        #[arg(long, default_value = "runs/digits")]
+        checkpoint: PathBuf,
+        /// Steps T of the latent chain (more steps: a rate nearer the continuous bound, slower).
+        #[arg(long, default_value_t = 100)]
+        steps: usize,
+        /// Each latent value is coded on 2^bits bins of equal prior mass.
+        #[arg(long, default_value_t = 16)]
+        latent_bits: u32,
+        /// Images per network evaluation (the decoder uses the same).
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        /// Compress the run's test set instead of PNG files.
+        #[arg(long, conflicts_with = "images")]
+        test_set: bool,
+        /// With --test-set: at most this many images.
+        #[arg(long, requires = "test_set")]
+        limit: Option<usize>,
+        /// PNG images of the model's shape.
+        #[arg(required_unless_present = "test_set")]
+        images: Vec<PathBuf>,
+        /// The compressed file.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Where to run the network.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+    },
+    /// Decompress a file written by `vdm compress` into PNG images, bit-identical to the originals.
+    Decompress {
+        /// The compressed file.
+        file: PathBuf,
+        /// The checkpoint it was compressed with.
+        #[arg(long, default_value = "runs/digits")]
+        checkpoint: PathBuf,
+        /// Refuse the file unless it was compressed with this T.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// A new or empty directory for the images (000000.png, ...).
+        #[arg(short, long)]
+        out_dir: PathBuf,
+        /// Where to run the network (as when compressing: another backend refuses by checksum).
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+    },
     /// Compare runs: plots of test bpd against steps and of the learned γ(t), as SVG files.
     Plot {
         /// A run directory (repeatable): its metrics.jsonl and newest checkpoint.
@@ -230,6 +277,13 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Bench { size, batch_size, steps, sample_steps, device, json } => {
             Ok(commands::bench::run(commands::bench::BenchJob { size, batch_size, steps, sample_steps, json }, device)?)
+        }
+        Command::Compress { checkpoint, steps, latent_bits, batch_size, test_set, limit, images, out, device } => {
+            let input = if test_set { commands::codec::Input::TestSet { limit } } else { commands::codec::Input::Png(images) };
+            Ok(commands::codec::run_compress(commands::codec::CompressArgs { checkpoint, steps, latent_bits, batch_size, input, out }, device)?)
+        }
+        Command::Decompress { file, checkpoint, steps, out_dir, device } => {
+            Ok(commands::codec::run_decompress(commands::codec::DecompressArgs { file, checkpoint, steps, out_dir }, device)?)
         }
         Command::Plot { runs, out_dir } => Ok(commands::plot::plot(runs, out_dir)?),
         Command::Config => Ok(commands::config::print()?),

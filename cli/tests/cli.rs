@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{s, text, trained_run, vdm, write_config, TINY};
+use common::{assert_fails_with, s, text, trained_run, vdm, write_config, TINY};
 
 #[test]
 fn train_resume_eval_sample_and_schedule() {
@@ -112,4 +112,49 @@ fn the_documented_config_parses_back_and_every_data_example_parses() {
         let out = vdm(&["schedule", "--config", &path, "--points", "2"]);
         assert!(out.status.success(), "{block}\n{}", text(&out));
     }
+}
+
+/// compress → decompress gives the same images back as PNGs, whether the input was the test set
+/// or PNG files; a damaged file, another checkpoint and another T are refused with a reason.
+#[test]
+fn compress_and_decompress_round_trip_and_refuse_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = s(&trained_run(dir.path()));
+    let file = dir.path().join("digits.vbb");
+    let out = vdm(&["compress", "--checkpoint", &run, "--steps", "4", "--test-set", "--limit", "5", "-o", &s(&file)]);
+    assert!(out.status.success(), "{}", text(&out));
+    for expected in ["5 images, 320 values, T = 4", "bpd effective", "bpd used", "PNG files", "gzip -9", "per-pixel categorical"] {
+        assert!(text(&out).contains(expected), "`{expected}` missing from:\n{}", text(&out));
+    }
+    let decoded = dir.path().join("decoded");
+    let out = vdm(&["decompress", &s(&file), "--checkpoint", &run, "--steps", "4", "-o", &s(&decoded)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("decoded 5 images of [1, 8, 8] (checksum verified)"), "{}", text(&out));
+
+    // The decoded PNGs compress to the same file as the test set they came from.
+    let pngs: Vec<String> = (0..5).map(|i| s(&decoded.join(format!("{i:06}.png")))).collect();
+    let again = dir.path().join("again.vbb");
+    let mut args = vec!["compress", "--checkpoint", &run, "--steps", "4", "-o"];
+    let again_s = s(&again);
+    args.push(&again_s);
+    args.extend(pngs.iter().map(String::as_str));
+    let out = vdm(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&file).unwrap());
+
+    let fresh = |name: &str| s(&dir.path().join(name));
+    let bytes = std::fs::read(&file).unwrap();
+    let truncated = dir.path().join("truncated.vbb");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert_fails_with(&vdm(&["decompress", &s(&truncated), "--checkpoint", &run, "-o", &fresh("t")]), &["truncated"]);
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x10;
+    let corrupt = dir.path().join("corrupt.vbb");
+    std::fs::write(&corrupt, &flipped).unwrap();
+    assert_fails_with(&vdm(&["decompress", &s(&corrupt), "--checkpoint", &run, "-o", &fresh("c")]), &["corrupt"]);
+    assert_fails_with(&vdm(&["decompress", &s(&file), "--checkpoint", &run, "--steps", "5", "-o", &fresh("w")]), &["T = 4", "not 5"]);
+    let other = dir.path().join("other");
+    let config = write_config(dir.path(), &TINY.replace("warmup_steps = 2", "warmup_steps = 2\nseed = 7"));
+    assert!(vdm(&["train", "--config", &config, "--run", &s(&other)]).status.success());
+    assert_fails_with(&vdm(&["decompress", &s(&file), "--checkpoint", &s(&other), "-o", &fresh("o")]), &["another model"]);
 }

@@ -5,6 +5,7 @@ use std::time::Instant;
 use burn::module::Module;
 use vdm_backends::ops::TrainBackend;
 use clap::ValueEnum;
+use vdm_backends::codec;
 use vdm_backends::config::{DataConfig, RunConfig};
 use vdm_backends::data::GaussianSource;
 use vdm_backends::nn::score_unet::ScoreNetConfig;
@@ -80,9 +81,22 @@ impl BackendJob for BenchJob {
         trainer.ema.sample(batch, [train.height, train.width], self.sample_steps, 0, batch, &device, || {});
         let sample_secs = start.elapsed().as_secs_f64();
 
+        let peak = vdm_backends::memory::peak_resident(); // of training and sampling, as PyTorch's
+        // The codec on the batch's images (the bench data's own), at T = sample_steps.
+        let images = train.select(&(0..batch.min(train.len())).collect::<Vec<_>>());
+        let start = Instant::now();
+        let (bytes, _) = codec::compress(&trainer.ema, "bench", &images, self.sample_steps, 16, batch, &device, || {})?;
+        let encode_secs = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let decoded = codec::decompress(&trainer.ema, "bench", &bytes, None, &device, || {})?;
+        let decode_secs = start.elapsed().as_secs_f64();
+        if decoded.pixels != images.pixels {
+            return Err("the codec's round trip changed the images".into());
+        }
+        let (encode_images_per_s, decode_images_per_s) = (images.len() as f64 / encode_secs, images.len() as f64 / decode_secs);
+
         let train_images_per_s = (self.steps * batch) as f64 / train_secs;
         let sample_ms_per_eval = 1e3 * sample_secs / self.sample_steps as f64;
-        let peak = vdm_backends::memory::peak_resident();
         if self.json {
             let size = format!("{:?}", self.size).to_lowercase();
             let result = serde_json::json!({
@@ -93,6 +107,9 @@ impl BackendJob for BenchJob {
                 "train_images_per_s": train_images_per_s,
                 "sample_ms_per_eval": sample_ms_per_eval,
                 "peak_rss_bytes": peak,
+                "codec_steps": self.sample_steps,
+                "encode_images_per_s": encode_images_per_s,
+                "decode_images_per_s": decode_images_per_s,
             });
             println!("{result}");
         } else {
@@ -101,6 +118,11 @@ impl BackendJob for BenchJob {
                 "sampling: {:.2} images/s at T={} ({sample_ms_per_eval:.1} ms per network evaluation of {batch} images)",
                 batch as f64 / sample_secs,
                 self.sample_steps
+            );
+            println!(
+                "bits-back codec at T={}: encode {encode_images_per_s:.2} images/s, decode {decode_images_per_s:.2} images/s ({} images per message)",
+                self.sample_steps,
+                images.len()
             );
             if let Some(peak) = peak {
                 println!("peak resident memory: {}", vdm_backends::memory::Bytes(peak));

@@ -1,6 +1,7 @@
 //! The subcommands, one file each, and what they share.
 
 pub mod bench;
+pub mod codec;
 pub mod config;
 pub mod crosscheck;
 pub mod data;
@@ -91,6 +92,15 @@ fn load<B: FastOps>(path: &Path, device: &B::Device) -> Result<(Vdm<B>, Checkpoi
     let model = load_ema::<B>(&checkpoint, device)?;
     println!("checkpoint {} (step {})", checkpoint.dir.display(), checkpoint.state.step);
     Ok((model, checkpoint))
+}
+
+/// Creates `dir` for a command's output files, or accepts it if it exists and is empty: nothing
+/// is ever overwritten. `option` names the flag in the error.
+pub fn create_empty_dir(dir: &Path, option: &str) -> Result<(), String> {
+    if dir.exists() && fs::read_dir(dir).map_err(|e| format!("{}: {}", dir.display(), describe_io(&e)))?.next().is_some() {
+        return Err(format!("{} is not empty; choose a new directory for {option} (nothing is overwritten)", dir.display()));
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))
 }
 
 /// Checks, before any work, that a file can be written at `path`: it is not a directory, its

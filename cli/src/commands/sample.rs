@@ -1,14 +1,12 @@
 //! `vdm sample`: ancestral sampling to a PNG grid and, optionally, one PNG per image.
 
-use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use vdm_backends::ops::TrainBackend;
-use vdm_backends::checkpoint::describe_io;
 use vdm_backends::model::TimeMode;
 
-use super::{check_output_file, load};
+use super::{check_output_file, create_empty_dir, load};
 use crate::device::{dispatch, BackendJob, Device};
 use crate::image::{check_grid, write_grid, write_image};
 use crate::progress::{clock, Progress};
@@ -35,10 +33,7 @@ pub fn sample(args: SampleArgs, device: Device) -> Result<(), String> {
     TimeMode::from_steps(args.steps).map_err(|e| format!("--steps: {e}"))?;
     check_output_file(&args.out)?;
     if let Some(dir) = &args.out_dir {
-        if dir.exists() && fs::read_dir(dir).map_err(|e| format!("{}: {}", dir.display(), describe_io(&e)))?.next().is_some() {
-            return Err(format!("{} is not empty; choose a new directory for --out-dir (nothing is overwritten)", dir.display()));
-        }
-        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))?;
+        create_empty_dir(dir, "--out-dir")?;
     }
     dispatch(device, SampleJob(args))
 }
