@@ -15,6 +15,7 @@ use commands::eval::EvalArgs;
 use commands::sample::SampleArgs;
 use commands::train::TrainArgs;
 use device::Device;
+use vdm_backends::model::Sampler;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -95,7 +96,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         device: Device,
     },
-    /// Draw images by ancestral sampling and write them as a PNG grid (and one PNG each).
+    /// Draw images (ancestral or DDIM sampling) and write them as a PNG grid (and one PNG each).
     Sample {
         /// A checkpoint or a run directory.
         #[arg(long, default_value = "runs/digits")]
@@ -106,6 +107,12 @@ enum Command {
         /// Sampling steps T.
         #[arg(long, default_value_t = 1000)]
         steps: usize,
+        /// The reverse step: `ancestral` (VDM's, a draw from p(z_s | z_t)) or `ddim`.
+        #[arg(long, value_enum, default_value = "ancestral")]
+        sampler: SamplerKind,
+        /// DDIM's stochasticity η in [0, 1] (0: deterministic; 1: the ancestral step).
+        #[arg(long, default_value_t = 0.0)]
+        eta: f64,
         /// Seed of the sampling noise (image i's noise depends only on the seed and i).
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -248,6 +255,15 @@ enum Command {
     },
 }
 
+/// The reverse step of `vdm sample`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SamplerKind {
+    /// VDM's ancestral step.
+    Ancestral,
+    /// DDIM, with --eta.
+    Ddim,
+}
+
 /// How a command failed.
 pub enum Failure {
     /// An error, reported with exit status 1.
@@ -268,8 +284,12 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Eval { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json, device } => {
             Ok(commands::eval::eval(EvalArgs { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json }, device)?)
         }
-        Command::Sample { checkpoint, n, steps, seed, batch_size, out, out_dir, columns, scale, device } => {
-            Ok(commands::sample::sample(SampleArgs { checkpoint, n, steps, seed, batch_size, out, out_dir, columns, scale }, device)?)
+        Command::Sample { checkpoint, n, steps, sampler, eta, seed, batch_size, out, out_dir, columns, scale, device } => {
+            let sampler = match sampler {
+                SamplerKind::Ancestral => Sampler::Ancestral,
+                SamplerKind::Ddim => Sampler::Ddim { eta },
+            };
+            Ok(commands::sample::sample(SampleArgs { checkpoint, n, steps, sampler, seed, batch_size, out, out_dir, columns, scale }, device)?)
         }
         Command::Schedule { checkpoint, config, points, plot } => Ok(commands::schedule::schedule(checkpoint, config, points, plot)?),
         Command::Crosscheck { checkpoint, images, time_steps, tolerance, seed } => {

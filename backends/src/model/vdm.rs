@@ -256,14 +256,24 @@ impl<B: FastOps> Vdm<B> {
         VlbTerms { prior, reconstruction, diffusion }
     }
 
-    /// Ancestral sampling with `steps` steps (VDM Appendix A.4): `z_1 ~ N(0, I)`, then
-    /// `z_t → z_s` for `t = i/T`, `s = (i−1)/T`, and finally the decoder's mode at `z_0/α_0`.
+    /// Sampling with `steps` steps: `z_1 ~ N(0, I)`, then `z_t → z_s` for `t = i/T`,
+    /// `s = (i−1)/T` by `sampler`, and finally the decoder's mode at `z_0/α_0`.
     ///
     /// Images are drawn `batch_size` at a time; image `i`'s noise comes from its own stream
     /// `(seed, i)`, so the result does not depend on the batch size. `on_step` is called after
     /// every network evaluation.
     #[allow(clippy::too_many_arguments)]
-    pub fn sample(&self, n: usize, [height, width]: [usize; 2], steps: usize, seed: u64, batch_size: usize, device: &B::Device, mut on_step: impl FnMut()) -> ImageSet {
+    pub fn sample(
+        &self,
+        n: usize,
+        [height, width]: [usize; 2],
+        steps: usize,
+        sampler: Sampler,
+        seed: u64,
+        batch_size: usize,
+        device: &B::Device,
+        mut on_step: impl FnMut(),
+    ) -> ImageSet {
         let channels = self.channels();
         let host = self.schedule.to_host();
         let gammas: Vec<f64> = (0..=steps).map(|i| host.gamma(i as f64 / steps as f64)).collect();
@@ -277,7 +287,10 @@ impl<B: FastOps> Vdm<B> {
             for i in (1..=steps).rev() {
                 let (g_s, g_t) = (gammas[i - 1], gammas[i]);
                 let eps_hat = self.score.forward(z.clone(), Tensor::full([count], g_t as f32, device));
-                let step = process::ancestral(g_s, g_t);
+                let step = match sampler {
+                    Sampler::Ancestral => process::ancestral(g_s, g_t),
+                    Sampler::Ddim { eta } => process::ddim(g_s, g_t, eta),
+                };
                 z = z.mul_scalar(step.z) + eps_hat.mul_scalar(step.eps_hat) + normals().mul_scalar(step.noise);
                 on_step();
             }
@@ -362,6 +375,19 @@ fn add_gradients<B: AutodiffBackend, M: Module<B>>(module: &M, into: &mut Gradie
         }
     }
     module.visit(&mut Add { into, extra: &mut extra });
+}
+
+/// How a sampler steps from `z_t` to `z_s`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampler {
+    /// VDM's ancestral step, a draw from `p(z_s | z_t)` (VDM Appendix A.4).
+    Ancestral,
+    /// DDIM (Song, Meng & Ermon 2021) in `γ` form with stochasticity `eta ∈ [0, 1]`: `0` is the
+    /// deterministic sampler, `1` the ancestral step.
+    Ddim {
+        /// `η`.
+        eta: f64,
+    },
 }
 
 /// The random stream of an image's sampling noise.

@@ -6,6 +6,7 @@ use burn::module::Module;
 use vdm_backends::ops::TrainBackend;
 use clap::ValueEnum;
 use vdm_backends::codec;
+use vdm_backends::model::Sampler;
 use vdm_backends::config::{DataConfig, RunConfig};
 use vdm_backends::data::GaussianSource;
 use vdm_backends::nn::score_unet::ScoreNetConfig;
@@ -78,7 +79,7 @@ impl BackendJob for BenchJob {
         }
         let train_secs = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        trainer.ema.sample(batch, [train.height, train.width], self.sample_steps, 0, batch, &device, || {});
+        trainer.ema.sample(batch, [train.height, train.width], self.sample_steps, Sampler::Ancestral, 0, batch, &device, || {});
         let sample_secs = start.elapsed().as_secs_f64();
 
         let peak = vdm_backends::memory::peak_resident(); // of training and sampling, as PyTorch's

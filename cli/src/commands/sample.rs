@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use vdm_backends::ops::TrainBackend;
-use vdm_backends::model::TimeMode;
+use vdm_backends::model::{Sampler, TimeMode};
 
 use super::{check_output_file, create_empty_dir, load};
 use crate::device::{dispatch, BackendJob, Device};
@@ -16,6 +16,7 @@ pub struct SampleArgs {
     pub checkpoint: PathBuf,
     pub n: usize,
     pub steps: usize,
+    pub sampler: Sampler,
     pub seed: u64,
     pub batch_size: usize,
     pub out: PathBuf,
@@ -31,6 +32,11 @@ pub fn sample(args: SampleArgs, device: Device) -> Result<(), String> {
         }
     }
     TimeMode::from_steps(args.steps).map_err(|e| format!("--steps: {e}"))?;
+    if let Sampler::Ddim { eta } = args.sampler {
+        if !(0.0..=1.0).contains(&eta) {
+            return Err(format!("--eta must be between 0 and 1, got {eta}"));
+        }
+    }
     check_output_file(&args.out)?;
     if let Some(dir) = &args.out_dir {
         create_empty_dir(dir, "--out-dir")?;
@@ -54,7 +60,7 @@ impl BackendJob for SampleJob {
         let mut progress = Progress::new(evaluations, "sample", 0);
         progress.set(0, format!("{} images, T={}", args.n, args.steps));
         let start = Instant::now();
-        let images = model.sample(args.n, [shape[1], shape[2]], args.steps, args.seed, batch, &device, || progress.advance(1));
+        let images = model.sample(args.n, [shape[1], shape[2]], args.steps, args.sampler, args.seed, batch, &device, || progress.advance(1));
         progress.finish();
         write_grid(&images, args.columns, args.scale, &args.out)?;
         if let Some(dir) = &args.out_dir {
@@ -63,9 +69,10 @@ impl BackendJob for SampleJob {
             }
         }
         println!(
-            "wrote {} samples ({} steps, {}) to {}{}",
+            "wrote {} samples ({} steps of {:?}, {}) to {}{}",
             args.n,
             args.steps,
+            args.sampler,
             clock(start.elapsed().as_secs_f64()),
             args.out.display(),
             args.out_dir.map(|d| format!(" and {}", d.display())).unwrap_or_default()
