@@ -38,6 +38,7 @@ use vdm_core::schedule::NoiseSchedule;
 use vdm_core::vlb::{self, PIXEL_VALUES};
 
 use crate::data::ImageSet;
+use crate::memory;
 use crate::model::{Vdm, MAX_TIME_STEPS};
 use crate::ops::FastOps;
 
@@ -182,6 +183,14 @@ fn seed_len(values: usize, steps: usize) -> Option<usize> {
     (words as u64 <= MAX_SEED_WORDS).then_some(words)
 }
 
+/// Refuses a message whose coding state cannot fit in memory: the seed, and per value and step a
+/// symbol (both sides), the latent and the network's prediction (the decoder keeps them).
+fn check_memory(values: usize, steps: usize, seed_words: usize) -> Result<(), String> {
+    let per_value_step = 4 + 8 + 4;
+    let need = (values as u128 * (steps as u128 + 1) * per_value_step + 4 * seed_words as u128).min(u64::MAX as u128) as u64;
+    memory::check(&format!("coding {values} values over T = {steps} steps"), need, "code fewer images per message or use fewer steps")
+}
+
 fn seed_words(count: usize) -> Vec<u32> {
     let mut rng = SplitMix64::new(SEED);
     (0..count).map(|_| rng.next_u64() as u32).collect()
@@ -224,7 +233,9 @@ pub fn compress<B: FastOps>(
     let quantizer = DefaultLeakyQuantizer::new(0..=(chain.bins as i32 - 1));
     let uniform = DefaultUniformModel::new(chain.bins);
 
-    let seed = seed_words(seed_len(m, steps).ok_or_else(|| format!("{} images over T = {steps} steps are too many for one message; compress fewer at a time", images.len()))?);
+    let seed_len = seed_len(m, steps).ok_or_else(|| format!("{} images over T = {steps} steps are too many for one message; compress fewer at a time", images.len()))?;
+    check_memory(m, steps, seed_len)?;
+    let seed = seed_words(seed_len);
     let mut coder = DefaultAnsCoder::from_binary(seed.clone()).map_err(|e| format!("{e:?}"))?;
     let start_bits = coder.num_valid_bits() as f64;
     let pop = |coder: &mut DefaultAnsCoder, q: BinPosterior| -> Result<u32, String> {
@@ -318,6 +329,7 @@ pub fn decompress<B: FastOps>(
     let d = shape.iter().product::<usize>();
     let m = usize::try_from(header.count).ok().and_then(|n| n.checked_mul(d)).ok_or("the file's image count is invalid")?;
     let seed_len = seed_len(m, steps).filter(|&n| untouched <= n as u64).ok_or("the file's header is corrupt (image count, steps or seed length)")?;
+    check_memory(m, steps, seed_len)?;
     let mut words = seed_words(untouched as usize);
     words.extend_from_slice(&stored);
     let mut coder = DefaultAnsCoder::from_compressed(words).map_err(|_| "the compressed data is malformed (its last word is zero)".to_string())?;

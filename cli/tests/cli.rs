@@ -79,38 +79,23 @@ fn the_documented_config_parses_back_and_every_data_example_parses() {
     let path = write_config(dir.path(), &template);
     let schedule = vdm(&["schedule", "--config", &path, "--points", "2"]);
     assert!(schedule.status.success(), "{}", text(&schedule));
-    // Each commented example block, uncommented, replaces [data] and parses.
-    let data_table = template.find("\n[data]\n").unwrap();
-    let defaults = &template[..data_table];
-    let after_data = &template[data_table + 1..];
-    let rest = &after_data[after_data.find("\n[").unwrap()..];
-    let rest = &rest[..rest.find("# Other data sources").unwrap()];
-    let blocks: Vec<String> = template
-        .split("\n\n")
-        .filter(|b| b.contains("# [data]"))
-        .map(|b| b.lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"))
-        .collect();
-    assert!(blocks.len() >= 3, "{template}");
-    for block in blocks {
-        let path = write_config(dir.path(), &format!("{defaults}\n{block}\n{rest}"));
-        let out = vdm(&["schedule", "--config", &path, "--points", "2"]);
-        assert!(out.status.success(), "{block}\n{}", text(&out));
-    }
-    // And each schedule example replaces [model.schedule].
-    let start = template.find("\n[model.schedule]\n").unwrap();
-    let end = start + template[start + 1..].find("\n[train]\n").unwrap() + 1;
-    let (before, after) = (&template[..start], &template[end..]);
-    let after = &after[..after.find("# Other data sources").unwrap()];
-    let schedules: Vec<String> = template
-        .split("\n\n")
-        .filter(|b| b.contains("# [model.schedule]"))
-        .map(|b| b.lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"))
-        .collect();
-    assert_eq!(schedules.len(), 3, "{template}");
-    for block in schedules {
-        let path = write_config(dir.path(), &format!("{before}\n{block}\n{after}"));
-        let out = vdm(&["schedule", "--config", &path, "--points", "2"]);
-        assert!(out.status.success(), "{block}\n{}", text(&out));
+    // Each commented example block, uncommented, replaces its table and parses.
+    let config = template[..template.find("# Other data sources").unwrap()].to_string();
+    for (table, at_least) in [("[data]", 3), ("[model.schedule]", 3)] {
+        let start = config.find(&format!("\n{table}\n")).unwrap();
+        let end = start + 1 + config[start + 1..].find("\n[").unwrap();
+        let (before, after) = (&config[..start], &config[end..]);
+        let blocks: Vec<String> = template
+            .split("\n\n")
+            .filter(|b| b.contains(&format!("# {table}")))
+            .map(|b| b.lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"))
+            .collect();
+        assert!(blocks.len() >= at_least, "{table}: {template}");
+        for block in blocks {
+            let path = write_config(dir.path(), &format!("{before}\n{block}\n{after}"));
+            let out = vdm(&["schedule", "--config", &path, "--points", "2"]);
+            assert!(out.status.success(), "{block}\n{}", text(&out));
+        }
     }
 }
 
