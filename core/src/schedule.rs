@@ -160,7 +160,12 @@ impl<F: Real> MonotoneNet<F> {
     /// (drawn from `seed`); `l₂` biases zero. The nonlinear part then adds only about `|w₂||w₃|/2 ~ 10⁻⁴`
     /// to `γ`: the schedule starts almost exactly linear.
     pub fn init(width: usize, gamma_min: F, gamma_max: F, seed: u64) -> Self {
-        Self { l1_w: gamma_max - gamma_min, l1_b: gamma_min, ..Self::init_shape(width, seed) }
+        assert!(width > 0, "MonotoneNet::init: width must be positive");
+        let mut rng = SplitMix64::new(seed);
+        let mut weights = || (0..width).map(|_| F::of(INIT_STD) * rng.normal()).collect::<Vec<F>>();
+        let l2_w = weights();
+        let l3_w = weights();
+        Self { l1_w: gamma_max - gamma_min, l1_b: gamma_min, l2_w, l2_b: alloc::vec![F::zero(); width], l3_w, endpoints: None }
     }
 
     /// A shape to be normalised onto endpoints ([`MonotoneNet::with_endpoints`]): `l₁` weight 1,
