@@ -2,39 +2,17 @@
 //! backpropagation gives, and the variance objective changes only the shape's gradient (checked
 //! against finite differences in `variance_gradient.rs`).
 
-use burn::module::{Module, ModuleVisitor, Param};
+mod common;
+
 use burn::optim::GradientsParams;
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::Tensor;
+use common::{gradients, net_schedule, tiny_score};
 use vdm_backends::config::RunConfig;
 use vdm_backends::model::{pixels_tensor, ModelConfig, Noise, TimeMode, Vdm};
-use vdm_backends::nn::score_unet::ScoreNetConfig;
 use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
 use vdm_backends::{Autodiff, Cpu};
 use vdm_core::rng::SplitMix64;
 use vdm_core::vlb;
 
-fn tiny_score() -> ScoreNetConfig {
-    ScoreNetConfig { n_embd: 8, n_layer: 1, groups: 4, dropout: 0.0, fourier_exponents: vec![4], ..ScoreNetConfig::default() }
-}
-
-fn net_schedule(shape_objective: ShapeObjective) -> ScheduleConfig {
-    ScheduleConfig::Net { gamma_min: -10.0, gamma_max: 6.0, width: 8, seed: 3, shape_objective }
-}
-
-/// Every parameter's gradient (empty where it has none), in visiting order.
-fn gradients<B: AutodiffBackend, M: Module<B>>(module: &M, grads: &GradientsParams) -> Vec<Vec<f64>> {
-    struct Collect<'a>(&'a GradientsParams, Vec<Vec<f64>>);
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let g = self.0.get::<B::InnerBackend, D>(param.id);
-            self.1.push(g.map_or_else(Vec::new, |g| g.into_data().iter::<f64>().collect()));
-        }
-    }
-    let mut c = Collect(grads, Vec::new());
-    module.visit(&mut c);
-    c.1
-}
 
 fn assert_all_close(what: &str, got: &[Vec<f64>], want: &[Vec<f64>], rel: f64) {
     assert_eq!(got.len(), want.len(), "{what}: parameter count");

@@ -3,41 +3,20 @@
 //! first test to create a tensor sets, and an f32 test in the same process would round this
 //! test's `f64` tensors to `f32`.
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
-use burn::optim::GradientsParams;
-use burn::tensor::backend::AutodiffBackend;
+mod common;
+
+use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
+use common::{gradients, net_schedule, tiny_score};
 use vdm_backends::model::{host_tensor, pixels_tensor, ModelConfig, Noise, TimeMode, Vdm};
-use vdm_backends::nn::score_unet::ScoreNetConfig;
 use vdm_backends::ops::FastOps;
-use vdm_backends::schedule::{HostSchedule, ScheduleConfig, ShapeObjective};
+use vdm_backends::schedule::{HostSchedule, ShapeObjective};
 use vdm_backends::Autodiff;
 use vdm_core::rng::SplitMix64;
 use vdm_core::schedule::NoiseSchedule;
 use vdm_core::time::antithetic_times;
 use vdm_core::vlb;
 
-fn tiny_score() -> ScoreNetConfig {
-    ScoreNetConfig { n_embd: 8, n_layer: 1, groups: 4, dropout: 0.0, fourier_exponents: vec![4], ..ScoreNetConfig::default() }
-}
-
-fn net_schedule(shape_objective: ShapeObjective) -> ScheduleConfig {
-    ScheduleConfig::Net { gamma_min: -10.0, gamma_max: 6.0, width: 8, seed: 3, shape_objective }
-}
-
-/// Every parameter's gradient (empty where it has none), in visiting order.
-fn gradients<B: AutodiffBackend, M: Module<B>>(module: &M, grads: &GradientsParams) -> Vec<Vec<f64>> {
-    struct Collect<'a>(&'a GradientsParams, Vec<Vec<f64>>);
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let g = self.0.get::<B::InnerBackend, D>(param.id);
-            self.1.push(g.map_or_else(Vec::new, |g| g.into_data().iter::<f64>().collect()));
-        }
-    }
-    let mut c = Collect(grads, Vec::new());
-    module.visit(&mut c);
-    c.1
-}
 
 /// `mean_i L_i²` of a batch in bpd², with the diffusion term's `γ_t` and `γ'(t)` taken from `host`.
 fn mean_square<B: FastOps>(model: &Vdm<B>, pixels: Tensor<B, 4>, noise: &Noise, host: &HostSchedule) -> f64 {

@@ -3,13 +3,14 @@
 #![allow(dead_code)]
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::Backend;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use vdm_backends::config::{DataConfig, EvalConfig, RunConfig};
 use vdm_backends::data::GaussianSource;
 use vdm_backends::model::{ModelConfig, Vdm};
 use vdm_backends::nn::score_unet::ScoreNetConfig;
-use vdm_backends::schedule::ScheduleConfig;
+use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
 use vdm_backends::train::TrainConfig;
 use vdm_backends::{Autodiff, Cpu};
 
@@ -51,3 +52,26 @@ pub fn parameters<Bk: Backend>(model: &Vdm<Bk>) -> Vec<f32> {
     c.0
 }
 
+/// The smallest score network the tests use: 8 channels, one block per resolution.
+pub fn tiny_score() -> ScoreNetConfig {
+    ScoreNetConfig { n_embd: 8, n_layer: 1, groups: 4, dropout: 0.0, fourier_exponents: vec![4], ..ScoreNetConfig::default() }
+}
+
+/// A learned schedule of width 8 with `shape_objective`.
+pub fn net_schedule(shape_objective: ShapeObjective) -> ScheduleConfig {
+    ScheduleConfig::Net { gamma_min: -10.0, gamma_max: 6.0, width: 8, seed: 3, shape_objective }
+}
+
+/// Every parameter's gradient (empty where it has none), in visiting order.
+pub fn gradients<Bk: AutodiffBackend, M: Module<Bk>>(module: &M, grads: &GradientsParams) -> Vec<Vec<f64>> {
+    struct Collect<'a>(&'a GradientsParams, Vec<Vec<f64>>);
+    impl<Bk: AutodiffBackend> ModuleVisitor<Bk> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
+            let g = self.0.get::<Bk::InnerBackend, D>(param.id);
+            self.1.push(g.map_or_else(Vec::new, |g| g.into_data().iter::<f64>().collect()));
+        }
+    }
+    let mut c = Collect(grads, Vec::new());
+    module.visit(&mut c);
+    c.1
+}
