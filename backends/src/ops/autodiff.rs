@@ -5,6 +5,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::tensor::ops::FloatTensor;
 
@@ -17,15 +18,10 @@ impl<B: FastOps> Backward<B, 3> for Conv2dBackward {
     type State = (FloatTensor<B>, FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w, node_b] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (x, weight) = ops.state;
         let (dx, dw, db) = B::conv_backward(x, weight, grad, self.0);
-        for (node, g) in [(node_x, dx), (node_w, dw), (node_b, db)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, g);
-            }
-        }
+        register_parents::<B>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dx, dw, db]);
     }
 }
 
@@ -36,15 +32,10 @@ impl<B: FastOps> Backward<B, 3> for GroupNormBackward {
     type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (x, gamma, beta) = ops.state;
         let (dx, d_gamma, d_beta) = B::group_norm_backward(x, gamma, beta, grad, self.0);
-        for (node, g) in [(node_x, dx), (node_gamma, d_gamma), (node_beta, d_beta)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, g);
-            }
-        }
+        register_parents::<B>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dx, d_gamma, d_beta]);
     }
 }
 
@@ -55,14 +46,18 @@ impl<B: FastOps> Backward<B, 3> for DecoderBackward {
     type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_z, node_f, node_p] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (z, f, precision) = ops.state;
         let (dz, df, dp) = B::decoder_nll_backward(z, f, precision, grad, self.0);
-        for (node, g) in [(node_z, dz), (node_f, df), (node_p, dp)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, g);
-            }
+        register_parents::<B>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dz, df, dp]);
+    }
+}
+
+/// Hands each tracked parent its gradient (untracked parents, `None`, get none).
+fn register_parents<B: FastOps>(grads: &mut Gradients, parents: [Option<NodeId>; 3], values: [FloatTensor<B>; 3]) {
+    for (parent, value) in parents.into_iter().zip(values) {
+        if let Some(id) = parent {
+            grads.register::<B>(id, value);
         }
     }
 }
