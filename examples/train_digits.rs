@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while trainer.step < steps {
         let stats = trainer.train_step(&train)?;
         if trainer.step % 50 == 0 {
-            println!("step {:>5}: batch VLB {:.3} bpd", trainer.step, stats.bpd);
+            println!("step {:>5}: batch VLB {:.3} bpd", trainer.step, stats.loss);
         }
     }
     let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1, 1234, &device, |_| {})?;

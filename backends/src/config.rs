@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::data::{DataConfig, DATA_EXAMPLES};
-use crate::model::{ModelConfig, MAX_TIME_STEPS};
-use crate::schedule::{ScheduleConfig, ShapeObjective};
-use crate::nn::score_unet::ScoreNetConfig;
+use crate::model::ddpm::DdpmConfig;
+use crate::model::{ModelConfig, VdmConfig, MAX_TIME_STEPS};
+use crate::nn::ddpm_unet::UNetConfig;
+use crate::schedule::ShapeObjective;
 use crate::train::TrainConfig;
 
 impl EvalConfig {
@@ -82,22 +83,22 @@ impl RunConfig {
     pub fn digits() -> Self {
         Self {
             data: DataConfig::Digits { test_size: 297 },
-            model: ModelConfig {
-                score: ScoreNetConfig {
-                    n_embd: 32,
-                    n_layer: 2,
-                    groups: 8,
-                    dropout: 0.0,
-                    fourier_exponents: vec![3, 4, 5, 6, 7, 8],
-                    gamma_min: -13.3,
-                    gamma_max: 5.0,
-                },
-                schedule: ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
-            },
+            model: ModelConfig::Vdm(VdmConfig::digits()),
             train: TrainConfig { batch_size: 32, steps: 1500, lr: 2e-3, warmup_steps: 100, ema_decay: 0.999, clip_grad_norm: Some(1.0), ..TrainConfig::default() },
             eval: EvalConfig { every: 500, ..EvalConfig::default() },
             checkpoint_every: 500,
             keep_checkpoints: 1,
+        }
+    }
+
+    /// A DDPM on the bundled digits (`vdm config --family ddpm`): DDPM's process and `L_simple`
+    /// with a small U-Net ([`UNetConfig::digits`]).
+    pub fn ddpm_digits() -> Self {
+        let digits = Self::digits();
+        Self {
+            model: ModelConfig::Ddpm(DdpmConfig { unet: UNetConfig::digits(), ..DdpmConfig::default() }),
+            train: TrainConfig { lr: 1e-3, ..digits.train },
+            ..digits
         }
     }
 
@@ -113,7 +114,8 @@ impl RunConfig {
         if self.keep_checkpoints == 0 {
             return Err("keep_checkpoints must be at least 1".into());
         }
-        if self.model.schedule.shape_objective() == ShapeObjective::Variance && self.train.time_steps != 0 {
+        let variance_objective = matches!(&self.model, ModelConfig::Vdm(m) if m.schedule.shape_objective() == ShapeObjective::Variance);
+        if variance_objective && self.train.time_steps != 0 {
             return Err(format!(
                 "model.schedule.shape_objective = \"variance\" needs continuous-time training (train.time_steps = 0, got {}): with T steps the bound depends on the shape",
                 self.train.time_steps

@@ -14,6 +14,7 @@ pub mod codec;
 pub mod config;
 pub mod data;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod ops;

@@ -18,7 +18,7 @@ use vdm_core::rng::{derive_seed, SplitMix64};
 use crate::checkpoint::{self, encode_module, encode_record, Checkpoint};
 use crate::config::RunConfig;
 use crate::data::{permutation, ImageSet};
-use crate::model::{pixels_tensor, Noise, TimeMode, Vdm, MAX_TIME_STEPS};
+use crate::model::{materialise, pixels_tensor, Family, Trainable, Vdm, MAX_TIME_STEPS};
 use crate::ops::TrainBackend;
 
 /// Optimisation settings (defaults: VDM's).
@@ -115,7 +115,7 @@ impl TrainConfig {
         self.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64))
     }
 
-    fn optimizer<B: AutodiffBackend>(&self) -> OptimizerAdaptor<AdamW, Vdm<B>, B> {
+    fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> OptimizerAdaptor<AdamW, M, B> {
         AdamWConfig::new()
             .with_beta_1(self.beta1 as f32)
             .with_beta_2(self.beta2 as f32)
@@ -132,21 +132,23 @@ const STREAM_FLIP: u64 = 4;
 /// What one step did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepStats {
-    /// The batch's mean VLB in bits per dimension (the loss).
-    pub bpd: f64,
+    /// The batch's loss (for VDM the mean VLB in bits per dimension; see
+    /// [`ModelConfig::loss_unit`](crate::model::ModelConfig::loss_unit)).
+    pub loss: f64,
     /// The global gradient norm before clipping.
     pub grad_norm: f64,
     /// The learning rate used.
     pub lr: f64,
 }
 
-/// The training state: model, EMA, optimiser and step counter.
-pub struct Trainer<B: TrainBackend> {
+/// The training state of a model of family `M` (a [`Vdm`] or a [`Ddpm`](crate::model::ddpm::Ddpm)):
+/// model, EMA, optimiser and step counter.
+pub struct Trainer<B: TrainBackend, M: Trainable<B> = Vdm<B>> {
     /// The model being optimised.
-    pub model: Vdm<B>,
+    pub model: M,
     /// The exponential moving average of its weights (use it for evaluation and sampling).
-    pub ema: Vdm<B::InnerBackend>,
-    optim: OptimizerAdaptor<AdamW, Vdm<B>, B>,
+    pub ema: M::InnerModule,
+    optim: OptimizerAdaptor<AdamW, M, B>,
     /// Steps taken so far.
     pub step: usize,
     run: RunConfig,
@@ -159,14 +161,14 @@ const MODEL_FILE: &str = "model.mpk";
 const EMA_FILE: &str = "ema.mpk";
 const OPTIM_FILE: &str = "optim.mpk";
 
-impl<B: TrainBackend> Trainer<B> {
+impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
     /// A new model for `run` on images of `image_shape` (`[C, H, W]`), initialised with
     /// `run.train.seed`. Refuses an invalid configuration and a batch that cannot fit in memory.
     pub fn new(run: &RunConfig, image_shape: [usize; 3], device: &B::Device) -> Result<Self, String> {
         run.validate()?;
         run.model.check_training_memory::<B>(image_shape, run.train.batch_size, device)?;
         B::seed(device, derive_seed(run.train.seed, 0, 0));
-        let model = run.model.init::<B>(image_shape[0], device);
+        let model = materialise(M::build(&run.model, image_shape, device)?);
         let ema = model.valid();
         Ok(Self { model, ema, optim: run.train.optimizer(), step: 0, run: run.clone(), image_shape, device: device.clone() })
     }
@@ -176,8 +178,8 @@ impl<B: TrainBackend> Trainer<B> {
         let state = &checkpoint.state;
         let (run, shape) = (state.run.clone(), state.image_shape);
         run.model.check_training_memory::<B>(shape, run.train.batch_size, device)?;
-        let model = checkpoint.load_module(MODEL_FILE, run.model.build::<B>(shape[0], device), device)?;
-        let ema = checkpoint.load_module(EMA_FILE, run.model.build::<B::InnerBackend>(shape[0], device), device)?;
+        let model = checkpoint.load_module(MODEL_FILE, M::build(&run.model, shape, device)?, device)?;
+        let ema = checkpoint.load_module(EMA_FILE, M::build(&run.model, shape, device)?.valid(), device)?;
         let optim = run.train.optimizer().load_record(checkpoint.load_record::<B, _>(OPTIM_FILE, device)?);
         Ok(Self { model, ema, optim, step: state.step, run, image_shape: shape, device: device.clone() })
     }
@@ -234,11 +236,7 @@ impl<B: TrainBackend> Trainer<B> {
                 }
             }
         }
-        let noise = Noise::draw(&mut rng, batch.len(), batch.features());
-        let time = TimeMode::from_steps(self.run.train.time_steps)?;
-
-        let objective = self.run.model.schedule.shape_objective();
-        let (bpd, mut grads) = self.model.loss_and_gradients(pixels_tensor::<B>(&batch, &self.device), &noise, time, objective)?;
+        let (loss, mut grads) = self.model.loss_and_gradients(pixels_tensor::<B>(&batch, &self.device), &mut rng, &self.run)?;
         let grad_norm = global_grad_norm(&self.model, &grads);
         if let Some(max) = self.run.train.clip_grad_norm {
             if grad_norm > max {
@@ -250,7 +248,7 @@ impl<B: TrainBackend> Trainer<B> {
         let decay = self.run.train.ema_decay_at(self.step);
         self.ema = ema_update(self.ema.clone(), &self.model.valid(), decay);
         self.step += 1;
-        Ok(StepStats { bpd, grad_norm, lr })
+        Ok(StepStats { loss, grad_norm, lr })
     }
 
     /// Writes a checkpoint of the current state into the run directory `run_dir`, crash-safely
@@ -265,14 +263,15 @@ impl<B: TrainBackend> Trainer<B> {
     }
 }
 
-/// Loads a checkpoint's EMA weights (what evaluation and sampling use) onto any backend.
-pub fn load_ema<B: Backend>(checkpoint: &Checkpoint, device: &B::Device) -> Result<Vdm<B>, String> {
+/// Loads a checkpoint's EMA weights (what evaluation and sampling use) onto any backend, as a
+/// model of family `M` (an error if the checkpoint holds another family).
+pub fn load_ema<B: Backend, M: Family<B>>(checkpoint: &Checkpoint, device: &B::Device) -> Result<M, String> {
     let state = &checkpoint.state;
-    checkpoint.load_module(EMA_FILE, state.run.model.build::<B>(state.image_shape[0], device), device)
+    checkpoint.load_module(EMA_FILE, M::build(&state.run.model, state.image_shape, device)?, device)
 }
 
 /// `‖g‖₂` over all parameters' gradients together.
-fn global_grad_norm<B: AutodiffBackend>(model: &Vdm<B>, grads: &GradientsParams) -> f64 {
+fn global_grad_norm<B: AutodiffBackend, M: Module<B>>(model: &M, grads: &GradientsParams) -> f64 {
     struct SumSquares<'a, B: AutodiffBackend> {
         grads: &'a GradientsParams,
         total: Option<Tensor<B::InnerBackend, 1>>,
@@ -294,7 +293,7 @@ fn global_grad_norm<B: AutodiffBackend>(model: &Vdm<B>, grads: &GradientsParams)
 }
 
 /// Multiplies every gradient by `factor`.
-fn scale_grads<B: AutodiffBackend>(model: &Vdm<B>, grads: &mut GradientsParams, factor: f64) {
+fn scale_grads<B: AutodiffBackend, M: Module<B>>(model: &M, grads: &mut GradientsParams, factor: f64) {
     struct Scale<'a> {
         grads: &'a mut GradientsParams,
         factor: f64,
@@ -310,7 +309,7 @@ fn scale_grads<B: AutodiffBackend>(model: &Vdm<B>, grads: &mut GradientsParams, 
 }
 
 /// `ema ← decay · ema + (1 − decay) · current`, parameter by parameter (matched by id).
-fn ema_update<B: Backend>(ema: Vdm<B>, current: &Vdm<B>, decay: f64) -> Vdm<B> {
+fn ema_update<B: Backend, M: Module<B>>(ema: M, current: &M, decay: f64) -> M {
     struct Collect<B: Backend>(HashMap<ParamId, Tensor<B, 1>>);
     impl<B: Backend> ModuleVisitor<B> for Collect<B> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {

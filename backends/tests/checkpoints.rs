@@ -8,6 +8,7 @@ use std::path::Path;
 
 use common::{parameters, tiny_run, B};
 use vdm_backends::checkpoint::Checkpoint;
+use vdm_backends::model::Vdm;
 use vdm_backends::train::{load_ema, Trainer};
 use vdm_backends::Cpu;
 
@@ -40,7 +41,7 @@ fn saving_replaces_older_checkpoints_only_after_the_new_one_is_complete() {
     let ckpt = Checkpoint::open(dir.path()).unwrap();
     assert_eq!((ckpt.dir.clone(), ckpt.state.step, ckpt.recovered.clone()), (saved, 3, None));
     assert_eq!(ckpt.state.run, *trainer.run_config());
-    assert_eq!(parameters(&load_ema::<Cpu>(&ckpt, &Default::default()).unwrap()), parameters(&trainer.ema));
+    assert_eq!(parameters(&load_ema::<Cpu, Vdm<Cpu>>(&ckpt, &Default::default()).unwrap()), parameters(&trainer.ema));
 
     // A second save at the same step (Ctrl-C right after a periodic save) writes a new copy and
     // never touches the complete one until the new one is in place.
@@ -130,7 +131,7 @@ fn damaged_checkpoints_are_reported_by_file() {
         }
         (dir, to)
     };
-    let load = |dir: &Path| Checkpoint::open(dir).and_then(|c| load_ema::<Cpu>(&c, &Default::default()).map(|_| ()));
+    let load = |dir: &Path| Checkpoint::open(dir).and_then(|c| load_ema::<Cpu, Vdm<Cpu>>(&c, &Default::default()).map(|_| ()));
     let state_of = |ckpt: &Path| fs::read_to_string(ckpt.join("state.json")).unwrap();
 
     let (dir, ckpt) = fresh();

@@ -5,9 +5,9 @@
 mod common;
 
 use burn::optim::GradientsParams;
-use common::{gradients, net_schedule, tiny_score};
+use common::{gradients, net_schedule, tiny_score, vdm_of};
 use vdm_backends::config::RunConfig;
-use vdm_backends::model::{pixels_tensor, ModelConfig, Noise, TimeMode, Vdm};
+use vdm_backends::model::{pixels_tensor, VdmConfig, Noise, TimeMode, Vdm};
 use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
 use vdm_backends::{Autodiff, Cpu};
 use vdm_core::rng::SplitMix64;
@@ -35,7 +35,7 @@ fn the_vlb_objective_equals_plain_backpropagation() {
     let images = vdm_backends::data::digits().select(&[0, 1, 2, 3, 4, 5]);
     let schedules = [ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 }, net_schedule(ShapeObjective::Vlb)];
     for (schedule, time) in schedules.iter().flat_map(|s| [(s, TimeMode::Continuous), (s, TimeMode::Discrete(10))]) {
-        let model: Vdm<B> = ModelConfig { score: tiny_score(), schedule: schedule.clone() }.init(1, &device);
+        let model: Vdm<B> = VdmConfig { score: tiny_score(), schedule: schedule.clone() }.init(1, &device);
         let noise = Noise::draw(&mut SplitMix64::new(5), images.len(), images.features());
         let pixels = pixels_tensor::<B>(&images, &device);
 
@@ -52,7 +52,7 @@ fn the_vlb_objective_equals_plain_backpropagation() {
 #[test]
 fn the_variance_objective_needs_continuous_time() {
     let mut run = RunConfig::digits();
-    run.model.schedule = net_schedule(ShapeObjective::Variance);
+    vdm_of(&mut run).schedule = net_schedule(ShapeObjective::Variance);
     assert!(run.validate().is_ok());
     run.train.time_steps = 100;
     let err = run.validate().unwrap_err();

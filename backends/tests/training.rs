@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{parameters, tiny_run, B};
+use common::{parameters, tiny_run, vdm_of, B};
 use vdm_backends::checkpoint::Checkpoint;
 use vdm_backends::model::{evaluate, Sampler, TimeMode};
 use vdm_backends::train::Trainer;
@@ -17,7 +17,7 @@ fn training_lowers_the_test_bound() {
     let before = evaluate(&trainer.ema, &test, TimeMode::Continuous, 64, 1, 7, &device, |_| {}).unwrap();
     while trainer.step < run.train.steps {
         let stats = trainer.train_step(&train).unwrap();
-        assert!(stats.bpd.is_finite() && stats.grad_norm.is_finite());
+        assert!(stats.loss.is_finite() && stats.grad_norm.is_finite());
     }
     let after = evaluate(&trainer.ema, &test, TimeMode::Continuous, 64, 1, 7, &device, |_| {}).unwrap();
     let exact = run.data.exact_bpd().unwrap();
@@ -75,8 +75,8 @@ fn a_resumed_run_continues_exactly_like_an_uninterrupted_one() {
 #[test]
 fn sampling_produces_images_of_the_requested_shape_independently_of_the_batch_size() {
     let device = Default::default();
-    let run = tiny_run(1);
-    let model = run.model.init::<Cpu>(1, &device);
+    let mut run = tiny_run(1);
+    let model = vdm_of(&mut run).init::<Cpu>(1, &device);
     let images = model.sample(5, [5, 6], 4, Sampler::Ancestral, 0, 5, &device, || {});
     assert_eq!((images.len(), images.channels, images.height, images.width), (5, 1, 5, 6));
     let again = model.sample(5, [5, 6], 4, Sampler::Ancestral, 0, 2, &device, || {});
@@ -90,8 +90,8 @@ fn sampling_produces_images_of_the_requested_shape_independently_of_the_batch_si
 #[test]
 fn ddim_with_eta_one_samples_like_the_ancestral_sampler() {
     let device = Default::default();
-    let run = tiny_run(1);
-    let model = run.model.init::<Cpu>(1, &device);
+    let mut run = tiny_run(1);
+    let model = vdm_of(&mut run).init::<Cpu>(1, &device);
     let ancestral = model.sample(8, [4, 4], 6, Sampler::Ancestral, 3, 8, &device, || {});
     let ddim_1 = model.sample(8, [4, 4], 6, Sampler::Ddim { eta: 1.0 }, 3, 8, &device, || {});
     let ddim_0 = model.sample(8, [4, 4], 6, Sampler::Ddim { eta: 0.0 }, 3, 8, &device, || {});

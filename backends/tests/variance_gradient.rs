@@ -8,7 +8,7 @@ mod common;
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use common::{gradients, net_schedule, tiny_score};
-use vdm_backends::model::{host_tensor, pixels_tensor, ModelConfig, Noise, TimeMode, Vdm};
+use vdm_backends::model::{host_tensor, pixels_tensor, VdmConfig, Noise, TimeMode, Vdm};
 use vdm_backends::ops::FastOps;
 use vdm_backends::schedule::{HostSchedule, ShapeObjective};
 use vdm_backends::Autodiff;
@@ -40,7 +40,7 @@ fn the_variance_gradient_matches_finite_differences() {
     type B = Autodiff<Inner>;
     let device = Default::default();
     let images = vdm_backends::data::digits().select(&[10, 11, 12, 13, 14, 15, 16, 17]);
-    let model: Vdm<B> = ModelConfig { score: tiny_score(), schedule: net_schedule(ShapeObjective::Variance) }.init(1, &device);
+    let model: Vdm<B> = VdmConfig { score: tiny_score(), schedule: net_schedule(ShapeObjective::Variance) }.init(1, &device);
     let noise = Noise::draw(&mut SplitMix64::new(8), images.len(), images.features());
     let pixels = pixels_tensor::<B>(&images, &device);
     let (_, grads) = model.loss_and_gradients(pixels.clone(), &noise, TimeMode::Continuous, ShapeObjective::Variance).unwrap();

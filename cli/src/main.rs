@@ -68,7 +68,8 @@ enum Command {
         /// A checkpoint or a run directory (its newest checkpoint).
         #[arg(long, default_value = "runs/digits")]
         checkpoint: PathBuf,
-        /// Bounds to evaluate: 0 is continuous time, T > 0 the T-step bound. Repeatable.
+        /// VDM runs: bounds to evaluate, 0 is continuous time, T > 0 the T-step bound. Repeatable.
+        /// (A DDPM's T is fixed by its run.)
         #[arg(long = "time-steps", default_values_t = [0usize, 1000])]
         time_steps: Vec<usize>,
         /// Images per batch.
@@ -92,6 +93,11 @@ enum Command {
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// DDPM runs: also compute every one of the T terms of the bound for every image (T
+        /// network evaluations per image, as DDPM's `calc_bpd_loop`); without it, DDPM runs report
+        /// the unbiased estimate from --draws sampled steps per image.
+        #[arg(long)]
+        full_bound: bool,
         /// Where to evaluate.
         #[arg(long, value_enum, default_value = "cpu")]
         device: Device,
@@ -245,8 +251,56 @@ enum Command {
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
     },
+    /// The classifier whose features `vdm fid` measures sample quality with.
+    Classifier {
+        #[command(subcommand)]
+        command: ClassifierCommand,
+    },
+    /// Sample quality: FID on the classifier's features, the Inception-Score analogue and the share
+    /// of confidently classified samples, against the test set (dataset-specific: not comparable
+    /// with published Inception FIDs).
+    Fid {
+        /// A checkpoint or run directory to sample from (without it: the first --n training
+        /// images, the real-data reference).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// A classifier directory written by `vdm classifier train`.
+        #[arg(long)]
+        classifier: PathBuf,
+        /// Number of samples.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Sampling steps (a DDPM's ancestral sampler takes all of its T).
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        /// The reverse step: `ancestral` or `ddim`.
+        #[arg(long, value_enum, default_value = "ancestral")]
+        sampler: SamplerKind,
+        /// DDIM's stochasticity η in [0, 1].
+        #[arg(long, default_value_t = 0.0)]
+        eta: f64,
+        /// Seed of the sampling noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Images per network evaluation.
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        /// Also write a grid of the first 64 images here (PNG).
+        #[arg(long)]
+        grid: Option<PathBuf>,
+        /// Also write the metrics as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Where to run.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+    },
     /// Print a documented run configuration (TOML) to start a config file from.
-    Config,
+    Config {
+        /// The model family: the default VDM run, or a DDPM on the same digits.
+        #[arg(long, value_enum, default_value = "vdm")]
+        family: commands::config::FamilyKind,
+    },
     /// Load a run's data and describe it: sizes, labels, memory, load time, a baseline.
     Data {
         /// Run configuration (TOML); default: the default run's (the bundled digits).
@@ -255,13 +309,44 @@ enum Command {
     },
 }
 
+/// `vdm classifier ...`.
+#[derive(Subcommand)]
+enum ClassifierCommand {
+    /// Train the classifier on a run's labelled data and save it (test accuracy is printed).
+    Train {
+        /// Run configuration whose [data] to use (default: the bundled digits).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A new (or empty) directory for the classifier.
+        #[arg(long)]
+        out: PathBuf,
+        /// Training steps (default 2000).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Where to train.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+    },
+}
+
 /// The reverse step of `vdm sample`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum SamplerKind {
-    /// VDM's ancestral step.
+    /// The ancestral step: VDM's, or DDPM's with the run's variance (all T steps).
     Ancestral,
     /// DDIM, with --eta.
     Ddim,
+}
+
+impl SamplerKind {
+    /// The sampler, with DDIM's `η` checked to lie in `[0, 1]`.
+    fn with_eta(self, eta: f64) -> Result<Sampler, String> {
+        match self {
+            Self::Ancestral => Ok(Sampler::Ancestral),
+            Self::Ddim if (0.0..=1.0).contains(&eta) => Ok(Sampler::Ddim { eta }),
+            Self::Ddim => Err(format!("--eta must be between 0 and 1, got {eta}")),
+        }
+    }
 }
 
 /// How a command failed.
@@ -281,14 +366,11 @@ impl From<String> for Failure {
 fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Train { config, run, resume, steps, device } => commands::train::train(TrainArgs { config, run_dir: run, resume, steps }, device),
-        Command::Eval { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json, device } => {
-            Ok(commands::eval::eval(EvalArgs { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json }, device)?)
+        Command::Eval { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json, full_bound, device } => {
+            Ok(commands::eval::eval(EvalArgs { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json, full_bound }, device)?)
         }
         Command::Sample { checkpoint, n, steps, sampler, eta, seed, batch_size, out, out_dir, columns, scale, device } => {
-            let sampler = match sampler {
-                SamplerKind::Ancestral => Sampler::Ancestral,
-                SamplerKind::Ddim => Sampler::Ddim { eta },
-            };
+            let sampler = sampler.with_eta(eta)?;
             Ok(commands::sample::sample(SampleArgs { checkpoint, n, steps, sampler, seed, batch_size, out, out_dir, columns, scale }, device)?)
         }
         Command::Schedule { checkpoint, config, points, plot } => Ok(commands::schedule::schedule(checkpoint, config, points, plot)?),
@@ -306,7 +388,14 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(commands::codec::run_decompress(commands::codec::DecompressArgs { file, checkpoint, steps, out_dir }, device)?)
         }
         Command::Plot { runs, out_dir } => Ok(commands::plot::plot(runs, out_dir)?),
-        Command::Config => Ok(commands::config::print()?),
+        Command::Classifier { command: ClassifierCommand::Train { config, out, steps, device } } => {
+            Ok(commands::quality::train_classifier(commands::quality::ClassifierArgs { config, out, steps }, device)?)
+        }
+        Command::Fid { checkpoint, classifier, n, steps, sampler, eta, seed, batch_size, grid, json, device } => {
+            let sampler = sampler.with_eta(eta)?;
+            Ok(commands::quality::fid(commands::quality::FidArgs { checkpoint, classifier, n, steps, sampler, seed, batch_size, grid, json }, device)?)
+        }
+        Command::Config { family } => Ok(commands::config::print(family)?),
         Command::Data { config } => Ok(commands::data::describe(config)?),
     }
 }

@@ -169,3 +169,26 @@ pub fn discretized_gaussian_nll<T: BatchTensor>(x: T, mean: T, log_scale: T) -> 
     let twice_mass = x.clone().where_lt(of(-0.999), twice_lowest, x.where_lt(of(0.999), twice_mid, twice_highest));
     twice_mass.mul_scalar(of(0.5)).clamp_min(of(1e-12)).ln().neg().sum_example()
 }
+
+/// `KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²))` per example, summed over features, for diagonal Gaussians
+/// with per-example variances: `½ Σ [r − 1 − ln r + (μ_q − μ_p)²/σ_p²]`, `r = σ_q²/σ_p²`.
+///
+/// This is DDPM's `L_{t−1}` (eq. 5) between the posterior `q(x_{t−1} | x_t, x_0)` and a reverse
+/// step with fixed variance; `mean_diff` is `μ_q − μ_p`. With `σ_p² = σ_q²` (DDPM's `β̃`) the
+/// first three terms vanish exactly.
+pub fn gaussian_kl<T: BatchTensor>(mean_diff: T, var_q: T, var_p: T) -> T {
+    let of = <T::Scalar as Real>::of;
+    let r = var_q.div(var_p.clone());
+    let per_feature = r.clone().add_scalar(of(-1.0)).sub(r.ln()).add(mean_diff.square().div(var_p));
+    per_feature.sum_example().mul_scalar(of(0.5))
+}
+
+/// DDPM's pixel decoding: `x ∈ [−1, 1]` to the nearest of the 256 levels `x/127.5 − 1`
+/// (the inverse of [`encode`]), values outside clamped.
+pub fn decode_nearest<F: Real>(x: F) -> u8 {
+    let level = libm::round((x.as_f64() + 1.0) * 127.5);
+    if level.is_nan() {
+        return 0;
+    }
+    level.clamp(0.0, 255.0) as u8
+}

@@ -1,5 +1,203 @@
-//! Diffusion models: VDM (the only family so far).
+//! Diffusion models: the two families, VDM ([`Vdm`]) and DDPM ([`ddpm::Ddpm`]), and what the
+//! trainer needs of a family ([`Family`], [`Trainable`]).
+//!
+//! A run's `[model]` table names its family (`family = "vdm"`, the default, or `"ddpm"`); the
+//! checkpoint stores that configuration, so every command knows which family it loads.
 
+pub mod ddpm;
 mod vdm;
 
 pub use vdm::*;
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Deserializer, Serialize};
+use vdm_core::rng::SplitMix64;
+
+use crate::config::{EvalConfig, RunConfig};
+use crate::data::ImageSet;
+use crate::ops::{FastOps, TrainBackend};
+use ddpm::{Ddpm, DdpmConfig};
+
+/// A run's model: its family and that family's settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "family", rename_all = "snake_case")]
+pub enum ModelConfig {
+    /// A variational diffusion model (Kingma et al. 2021).
+    Vdm(VdmConfig),
+    /// A denoising diffusion probabilistic model (Ho et al. 2020).
+    Ddpm(DdpmConfig),
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self::Vdm(VdmConfig::default())
+    }
+}
+
+/// `family` is optional and defaults to `"vdm"`, so configurations and checkpoints written before
+/// DDPM existed still load.
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = serde_json::Value::deserialize(deserializer)?;
+        let family = match table.as_object_mut().map(|t| t.remove("family")) {
+            None => return Err(D::Error::custom("[model] must be a table")),
+            Some(None) => "vdm".to_string(),
+            Some(Some(serde_json::Value::String(name))) => name,
+            Some(Some(other)) => return Err(D::Error::custom(format!("model.family must be \"vdm\" or \"ddpm\", got {other}"))),
+        };
+        match family.as_str() {
+            "vdm" => VdmConfig::deserialize(table).map(Self::Vdm),
+            "ddpm" => DdpmConfig::deserialize(table).map(Self::Ddpm),
+            other => return Err(D::Error::custom(format!("model.family must be \"vdm\" or \"ddpm\", got \"{other}\""))),
+        }
+        .map_err(|e| D::Error::custom(format!("[model] ({family}): {e}")))
+    }
+}
+
+impl ModelConfig {
+    /// `"vdm"` or `"ddpm"`.
+    pub fn family(&self) -> &'static str {
+        match self {
+            Self::Vdm(_) => "vdm",
+            Self::Ddpm(_) => "ddpm",
+        }
+    }
+
+    /// The VDM settings, or an error naming `what` needs a VDM.
+    pub fn vdm(&self, what: &str) -> Result<&VdmConfig, String> {
+        match self {
+            Self::Vdm(c) => Ok(c),
+            Self::Ddpm(_) => Err(format!("{what} works on VDM models only; this run is a DDPM")),
+        }
+    }
+
+    /// Checks every part.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::Vdm(c) => c.validate(),
+            Self::Ddpm(c) => c.validate(),
+        }
+    }
+
+    /// Refuses a training batch that cannot fit in memory.
+    pub fn check_training_memory<B: Backend>(&self, shape: [usize; 3], batch_size: usize, device: &B::Device) -> Result<(), String> {
+        match self {
+            Self::Vdm(c) => c.check_training_memory::<B>(shape, batch_size, device),
+            Self::Ddpm(c) => c.check_training_memory::<B>(shape, batch_size, device),
+        }
+    }
+
+    /// Refuses an evaluation or sampling batch that cannot fit in memory.
+    pub fn check_inference_memory<B: Backend>(&self, shape: [usize; 3], batch_size: usize, device: &B::Device) -> Result<(), String> {
+        match self {
+            Self::Vdm(c) => c.check_inference_memory::<B>(shape, batch_size, device),
+            Self::Ddpm(c) => c.check_inference_memory::<B>(shape, batch_size, device),
+        }
+    }
+
+    /// The unit of the training loss the trainer reports.
+    pub fn loss_unit(&self) -> &'static str {
+        match self {
+            Self::Vdm(_) => "bpd",
+            Self::Ddpm(c) => ddpm::loss_unit(c.loss),
+        }
+    }
+}
+
+/// A model family: its network built from a run's [`ModelConfig`].
+pub trait Family<B: Backend>: Module<B> {
+    /// The model for images of `shape` (`[C, H, W]`), parameters not yet allocated; an error if
+    /// `config` is of another family.
+    fn build(config: &ModelConfig, shape: [usize; 3], device: &B::Device) -> Result<Self, String>;
+}
+
+/// A family the trainer can optimise.
+pub trait Trainable<B: TrainBackend>: Family<B> + AutodiffModule<B> {
+    /// The loss of one batch of `pixels` (`[N, C, H, W]`, values `0..=255`) with randomness from
+    /// `rng`, and the gradient of every parameter.
+    fn loss_and_gradients(&self, pixels: Tensor<B, 4>, rng: &mut SplitMix64, run: &RunConfig) -> Result<(f64, GradientsParams), String>;
+}
+
+impl<B: Backend> Family<B> for Vdm<B> {
+    fn build(config: &ModelConfig, shape: [usize; 3], device: &B::Device) -> Result<Self, String> {
+        Ok(config.vdm("this model")?.build(shape[0], device))
+    }
+}
+
+impl<B: Backend> Family<B> for Ddpm<B> {
+    fn build(config: &ModelConfig, shape: [usize; 3], device: &B::Device) -> Result<Self, String> {
+        match config {
+            ModelConfig::Ddpm(c) => c.build::<B>(shape, device),
+            ModelConfig::Vdm(_) => Err("this run is a VDM, not a DDPM".into()),
+        }
+    }
+}
+
+impl<B: TrainBackend> Trainable<B> for Vdm<B> {
+    fn loss_and_gradients(&self, pixels: Tensor<B, 4>, rng: &mut SplitMix64, run: &RunConfig) -> Result<(f64, GradientsParams), String> {
+        let [n, c, h, w] = pixels.dims();
+        let noise = Noise::draw(rng, n, c * h * w);
+        let time = TimeMode::from_steps(run.train.time_steps)?;
+        let objective = run.model.vdm("VDM training")?.schedule.shape_objective();
+        Vdm::loss_and_gradients(self, pixels, &noise, time, objective)
+    }
+}
+
+impl<B: TrainBackend> Trainable<B> for Ddpm<B> {
+    fn loss_and_gradients(&self, pixels: Tensor<B, 4>, rng: &mut SplitMix64, _run: &RunConfig) -> Result<(f64, GradientsParams), String> {
+        Ok(Ddpm::loss_and_gradients(self, pixels, rng))
+    }
+}
+
+/// What every family offers once trained: sampling and the bound the trainer reports.
+pub trait Generative<B: FastOps>: Family<B> {
+    /// `n` images of `[height, width]` drawn with `steps` steps of `sampler`, `batch_size` at a
+    /// time; image `i`'s noise depends only on `seed` and `i`. `on_step` follows every network
+    /// evaluation.
+    #[allow(clippy::too_many_arguments)]
+    fn sample(&self, n: usize, size: [usize; 2], steps: usize, sampler: Sampler, seed: u64, batch_size: usize, device: &B::Device, on_step: &mut dyn FnMut()) -> Result<ImageSet, String>;
+
+    /// The test bound reported during training (`eval` of the run), with its name: VDM's bound
+    /// at `eval.time_steps`, DDPM's one-draw estimate of its `T`-term bound.
+    fn training_bound(&self, images: &ImageSet, eval: &EvalConfig, device: &B::Device) -> Result<(String, EvalReport), String>;
+}
+
+impl<B: FastOps> Generative<B> for Vdm<B> {
+    fn sample(&self, n: usize, size: [usize; 2], steps: usize, sampler: Sampler, seed: u64, batch_size: usize, device: &B::Device, on_step: &mut dyn FnMut()) -> Result<ImageSet, String> {
+        TimeMode::from_steps(steps)?;
+        Ok(Vdm::sample(self, n, size, steps, sampler, seed, batch_size, device, on_step))
+    }
+
+    fn training_bound(&self, images: &ImageSet, eval: &EvalConfig, device: &B::Device) -> Result<(String, EvalReport), String> {
+        let time = TimeMode::from_steps(eval.time_steps)?;
+        Ok((time.to_string(), evaluate(self, images, time, eval.batch_size, 1, eval.seed, device, |_| {})?))
+    }
+}
+
+impl<B: FastOps> Generative<B> for Ddpm<B> {
+    fn sample(&self, n: usize, size: [usize; 2], steps: usize, sampler: Sampler, seed: u64, batch_size: usize, device: &B::Device, on_step: &mut dyn FnMut()) -> Result<ImageSet, String> {
+        Ddpm::sample(self, n, size, steps, sampler, seed, batch_size, device, on_step)
+    }
+
+    fn training_bound(&self, images: &ImageSet, eval: &EvalConfig, device: &B::Device) -> Result<(String, EvalReport), String> {
+        let report = ddpm::evaluate(self, images, ddpm::Bound::Sampled { draws: 1 }, eval.batch_size, eval.seed, device, |_| {})?;
+        Ok((format!("T={} (sampled t)", self.process.steps()), report))
+    }
+}
+
+/// `module` with every parameter allocated now, in visiting order: burn initialises parameters
+/// lazily, and copies (the EMA) must start from the same weights as the model.
+pub fn materialise<B: Backend, M: Module<B>>(module: M) -> M {
+    struct Materialise;
+    impl<B: Backend> ModuleVisitor<B> for Materialise {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Materialise);
+    module
+}

@@ -32,17 +32,34 @@ pub const MAX_TIME_STEPS: usize = 1_000_000_000;
 /// Per-example values of shape `[B, 1, 1, 1]` (or images `[B, C, H, W]`).
 pub type Batch4<B> = BurnBatch<B, 4>;
 
-/// The architecture of a [`Vdm`].
+/// The architecture of a [`Vdm`] (`[model]` with `family = "vdm"`, the default).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
+pub struct VdmConfig {
     /// The noise-prediction network.
     pub score: ScoreNetConfig,
     /// The noise schedule.
     pub schedule: ScheduleConfig,
 }
 
-impl ModelConfig {
+impl VdmConfig {
+    /// The default run's model: a small VDM for the 8×8 digits (222k parameters, learned linear
+    /// schedule).
+    pub fn digits() -> Self {
+        Self {
+            score: ScoreNetConfig {
+                n_embd: 32,
+                n_layer: 2,
+                groups: 8,
+                dropout: 0.0,
+                fourier_exponents: vec![3, 4, 5, 6, 7, 8],
+                gamma_min: -13.3,
+                gamma_max: 5.0,
+            },
+            schedule: ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
+        }
+    }
+
     /// Checks every part.
     pub fn validate(&self) -> Result<(), String> {
         self.score.validate()?;
@@ -55,20 +72,9 @@ impl ModelConfig {
         Vdm { score: self.score.init(channels, device), schedule: self.schedule.init(device) }
     }
 
-    /// A freshly initialised model for images of `channels` channels.
-    ///
-    /// Its parameters are materialised here, in a fixed order, so that copies (the EMA) start
-    /// from the same weights as the model.
+    /// A freshly initialised model for images of `channels` channels (see [`super::materialise`]).
     pub fn init<B: Backend>(&self, channels: usize, device: &B::Device) -> Vdm<B> {
-        struct Materialise;
-        impl<B: Backend> ModuleVisitor<B> for Materialise {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-                let _ = param.val();
-            }
-        }
-        let model = self.build(channels, device);
-        model.visit(&mut Materialise);
-        model
+        super::materialise(self.build(channels, device))
     }
 
     /// Refuses a training batch that cannot fit in memory: the weights, their gradients, the
@@ -391,7 +397,7 @@ pub enum Sampler {
 }
 
 /// The random stream of an image's sampling noise.
-const STREAM_SAMPLE: u64 = 3;
+pub(crate) const STREAM_SAMPLE: u64 = 3;
 
 /// Mean and standard error of a sample.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use vdm_backends::config::{DataConfig, EvalConfig, RunConfig};
 use vdm_backends::data::GaussianSource;
-use vdm_backends::model::{ModelConfig, Vdm};
+use vdm_backends::model::{ModelConfig, Vdm, VdmConfig};
 use vdm_backends::nn::score_unet::ScoreNetConfig;
 use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
 use vdm_backends::train::TrainConfig;
@@ -21,7 +21,7 @@ pub type B = Autodiff<Cpu>;
 pub fn tiny_run(steps: usize) -> RunConfig {
     RunConfig {
         data: DataConfig::Gaussian(GaussianSource { channels: 1, height: 4, width: 4, std: 24.0, train_size: 256, test_size: 64 }),
-        model: ModelConfig {
+        model: ModelConfig::Vdm(VdmConfig {
             score: ScoreNetConfig {
                 n_embd: 8,
                 n_layer: 1,
@@ -31,7 +31,7 @@ pub fn tiny_run(steps: usize) -> RunConfig {
                 ..ScoreNetConfig::default()
             },
             schedule: ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
-        },
+        }),
         train: TrainConfig { batch_size: 16, steps, lr: 3e-3, warmup_steps: 5, ema_decay: 0.9, clip_grad_norm: Some(1.0), ..TrainConfig::default() },
         eval: EvalConfig { every: 0, batch_size: 64, ..EvalConfig::default() },
         checkpoint_every: 1000,
@@ -74,4 +74,12 @@ pub fn gradients<Bk: AutodiffBackend, M: Module<Bk>>(module: &M, grads: &Gradien
     let mut c = Collect(grads, Vec::new());
     module.visit(&mut c);
     c.1
+}
+
+/// The VDM settings of a VDM run.
+pub fn vdm_of(run: &mut RunConfig) -> &mut VdmConfig {
+    match &mut run.model {
+        ModelConfig::Vdm(c) => c,
+        ModelConfig::Ddpm(_) => panic!("the test needs a VDM run"),
+    }
 }

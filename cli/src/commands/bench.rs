@@ -6,7 +6,7 @@ use burn::module::Module;
 use vdm_backends::ops::TrainBackend;
 use clap::ValueEnum;
 use vdm_backends::codec;
-use vdm_backends::model::Sampler;
+use vdm_backends::model::{ModelConfig, Sampler, VdmConfig};
 use vdm_backends::config::{DataConfig, RunConfig};
 use vdm_backends::data::GaussianSource;
 use vdm_backends::nn::score_unet::ScoreNetConfig;
@@ -29,12 +29,12 @@ impl Size {
     fn run_config(self, batch_size: Option<usize>) -> RunConfig {
         let mut run = RunConfig::digits();
         let (score, images, batch) = match self {
-            Size::Tiny => (run.model.score.clone(), (1, 8), 64),
+            Size::Tiny => (VdmConfig::digits().score, (1, 8), 64),
             Size::Small => (ScoreNetConfig { n_embd: 64, n_layer: 4, groups: 32, dropout: 0.1, ..ScoreNetConfig::default() }, (3, 32), 32),
             Size::Cifar => (ScoreNetConfig::default(), (3, 32), 128),
         };
         let batch = batch_size.unwrap_or(batch);
-        run.model.score = score;
+        run.model = ModelConfig::Vdm(VdmConfig { score, ..VdmConfig::digits() });
         run.data = DataConfig::Gaussian(GaussianSource { channels: images.0, height: images.1, width: images.1, std: 20.0, train_size: batch, test_size: 1 });
         run.train = TrainConfig { batch_size: batch, warmup_steps: 1, ..run.train };
         run

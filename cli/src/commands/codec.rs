@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use flate2::write::GzEncoder;
+use vdm_backends::model::Vdm;
 use vdm_backends::checkpoint::{describe_io, write_atomically, Checkpoint};
 use vdm_backends::codec::{compress, decompress, CodecStats};
 use vdm_backends::data::{self, categorical_baseline_bpd, ImageSet};
@@ -74,7 +75,7 @@ impl BackendJob for CompressJob {
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
         let args = self.0;
-        let (model, checkpoint) = load::<B::InnerBackend>(&args.checkpoint, &device)?;
+        let (model, checkpoint) = load::<B::InnerBackend, Vdm<_>>(&args.checkpoint, &device)?;
         let shape = checkpoint.state.image_shape;
         let (train, images) = match &args.input {
             Input::TestSet { limit } => {
@@ -144,7 +145,7 @@ impl BackendJob for DecompressJob {
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
         let args = self.args;
-        let (model, checkpoint) = load::<B::InnerBackend>(&args.checkpoint, &device)?;
+        let (model, checkpoint) = load::<B::InnerBackend, Vdm<_>>(&args.checkpoint, &device)?;
         let hash = model_hash(&checkpoint)?;
         let (header, _, _) = vdm_backends::codec::read_file(&self.bytes).map_err(|e| format!("{}: {e}", args.file.display()))?;
         let mut progress = Progress::new(header.steps as usize, "decode", 0);

@@ -1,18 +1,32 @@
 //! `vdm config`: a documented run configuration to start from.
 
 use vdm_backends::config::{RunConfig, DATA_EXAMPLES};
+use vdm_backends::model::ddpm::DDPM_EXAMPLES;
 use vdm_backends::schedule::SCHEDULE_EXAMPLES;
 
-/// The default run configuration (what `vdm train` trains without `--config`), followed by every
-/// other data source, commented out.
-pub fn text() -> Result<String, String> {
-    let defaults = toml::to_string_pretty(&RunConfig::digits()).map_err(|e| e.to_string())?;
-    let mut out = String::from(
-        "# vdm run configuration: the default run (a small VDM on the bundled 8x8 digits).\n\
+/// The family of the configuration `vdm config` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FamilyKind {
+    /// The default run: a small VDM on the bundled digits.
+    Vdm,
+    /// A DDPM (DDPM's process, `L_simple`, a small U-Net) on the bundled digits.
+    Ddpm,
+}
+
+/// A run configuration of `family` on the bundled digits (the VDM one is what `vdm train` trains
+/// without `--config`), followed by every other data source (and, for VDM, schedule), commented out.
+pub fn text(family: FamilyKind) -> Result<String, String> {
+    let (run, header, examples) = match family {
+        FamilyKind::Vdm => (RunConfig::digits(), "the default run (a small VDM on the bundled 8x8 digits)", vec![("noise schedules", "[model.schedule]", SCHEDULE_EXAMPLES)]),
+        FamilyKind::Ddpm => (RunConfig::ddpm_digits(), "a DDPM on the bundled 8x8 digits", vec![("β schedules", "[model.betas]", DDPM_EXAMPLES)]),
+    };
+    let defaults = toml::to_string_pretty(&run).map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "# vdm run configuration: {header}.\n\
          # Train with `vdm train --config FILE --run DIR`. Every field is optional except [data].\n\n",
     );
     out.push_str(&defaults);
-    for (what, table, examples) in [("data sources", "[data]", DATA_EXAMPLES), ("noise schedules", "[model.schedule]", SCHEDULE_EXAMPLES)] {
+    for (what, table, examples) in [("data sources", "[data]", DATA_EXAMPLES)].into_iter().chain(examples) {
         out.push_str(&format!("\n# Other {what}: replace the {table} table above with one of these.\n"));
         for example in examples {
             out.push('\n');
@@ -26,7 +40,7 @@ pub fn text() -> Result<String, String> {
     Ok(out)
 }
 
-pub fn print() -> Result<(), String> {
-    print!("{}", text()?);
+pub fn print(family: FamilyKind) -> Result<(), String> {
+    print!("{}", text(family)?);
     Ok(())
 }

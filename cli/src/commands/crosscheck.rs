@@ -27,8 +27,8 @@ fn crosscheck_backends(checkpoint: &Path, images: usize, time: TimeMode, toleran
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
 fn compare_cpu_and_cuda(checkpoint: &Path, images: usize, time: TimeMode, tolerance: f64, seed: u64) -> Result<(), String> {
     use vdm_backends::{Cpu, Cuda};
-    let (cpu_model, checkpoint) = load::<Cpu>(checkpoint, &Default::default())?;
-    let (gpu_model, _) = load::<Cuda>(&checkpoint.dir, &Default::default())?;
+    let (cpu_model, checkpoint) = load::<Cpu, Vdm<_>>(checkpoint, &Default::default())?;
+    let (gpu_model, _) = load::<Cuda, Vdm<_>>(&checkpoint.dir, &Default::default())?;
     let run = &checkpoint.state.run;
     let (_, test) = load_data(run)?;
     let test = test.select(&(0..images.min(test.len())).collect::<Vec<_>>());

@@ -7,6 +7,7 @@ pub mod crosscheck;
 pub mod data;
 pub mod eval;
 pub mod plot;
+pub mod quality;
 pub mod sample;
 pub mod schedule;
 pub mod train;
@@ -19,7 +20,8 @@ use vdm_backends::checkpoint::{describe_io, Checkpoint};
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
 use vdm_backends::memory::Bytes;
-use vdm_backends::model::{evaluate, EvalReport, TimeMode, Vdm};
+use burn::tensor::backend::Backend;
+use vdm_backends::model::{evaluate, EvalReport, Family, TimeMode, Vdm};
 use vdm_backends::ops::FastOps;
 use vdm_backends::train::load_ema;
 
@@ -48,10 +50,10 @@ fn load_data(run: &RunConfig) -> Result<(ImageSet, ImageSet), String> {
     Ok((train, test))
 }
 
-/// One line per evaluated bound.
-fn report_line(time: TimeMode, r: &EvalReport) -> String {
+/// One line per evaluated bound (`bound` names it).
+fn report_line(bound: &str, r: &EvalReport) -> String {
     let mut line = format!(
-        "test bpd {time}: {:.4} ± {:.4}  [prior {:.4}, reconstruction {:.4}, diffusion {:.4}] over {} images",
+        "test bpd {bound}: {:.4} ± {:.4}  [prior {:.4}, reconstruction {:.4}, diffusion {:.4}] over {} images",
         r.bpd.mean,
         r.bpd.se,
         r.prior,
@@ -82,16 +84,26 @@ fn eval_with_progress<B: FastOps>(model: &Vdm<B>, test: &ImageSet, time: TimeMod
     report
 }
 
-/// A checkpoint (or a run's newest one) and its EMA model, on backend `B`. Warns when the run's
-/// `latest` file had to be bypassed.
-fn load<B: FastOps>(path: &Path, device: &B::Device) -> Result<(Vdm<B>, Checkpoint), String> {
+/// A checkpoint (or a run's newest one), warning when the run's `latest` file had to be bypassed.
+fn open_checkpoint(path: &Path) -> Result<Checkpoint, String> {
     let checkpoint = Checkpoint::open(path)?;
     if let Some(problem) = &checkpoint.recovered {
         eprintln!("warning: {problem}; using the newest complete checkpoint, {}", checkpoint.dir.display());
     }
-    let model = load_ema::<B>(&checkpoint, device)?;
+    Ok(checkpoint)
+}
+
+/// The EMA model of `checkpoint` as family `M`, on backend `B`.
+fn load_model<B: Backend, M: Family<B>>(checkpoint: &Checkpoint, device: &B::Device) -> Result<M, String> {
+    let model = load_ema::<B, M>(checkpoint, device)?;
     println!("checkpoint {} (step {})", checkpoint.dir.display(), checkpoint.state.step);
-    Ok((model, checkpoint))
+    Ok(model)
+}
+
+/// A checkpoint (or a run's newest one) and its EMA model of family `M`, on backend `B`.
+fn load<B: Backend, M: Family<B>>(path: &Path, device: &B::Device) -> Result<(M, Checkpoint), String> {
+    let checkpoint = open_checkpoint(path)?;
+    Ok((load_model(&checkpoint, device)?, checkpoint))
 }
 
 /// Creates `dir` for a command's output files, or accepts it if it exists and is empty: nothing

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use vdm_backends::model::Vdm;
 use vdm_backends::checkpoint::{describe_io, write_atomically};
 use vdm_backends::Cpu;
 use vdm_core::schedule::NoiseSchedule;
@@ -46,7 +47,7 @@ pub fn plot(runs: Vec<PathBuf>, out_dir: PathBuf) -> Result<(), String> {
         }
         time_steps = time_steps.or(t);
         bpd.push(Series { name: name(run), points });
-        let schedule = load::<Cpu>(run, &Default::default())?.0.schedule.to_host();
+        let schedule = load::<Cpu, Vdm<_>>(run, &Default::default())?.0.schedule.to_host();
         gamma.push(Series { name: name(run), points: (0..=200).map(|i| i as f64 / 200.0).map(|t| (t, schedule.gamma(t))).collect() });
     }
     let bound = match time_steps {

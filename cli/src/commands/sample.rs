@@ -1,12 +1,14 @@
-//! `vdm sample`: ancestral sampling to a PNG grid and, optionally, one PNG per image.
+//! `vdm sample`: ancestral or DDIM sampling (VDM or DDPM) to a PNG grid and, optionally, one PNG per image.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use vdm_backends::ops::TrainBackend;
-use vdm_backends::model::{Sampler, TimeMode};
+use vdm_backends::checkpoint::Checkpoint;
+use vdm_backends::model::ddpm::Ddpm;
+use vdm_backends::model::{Generative, Sampler, Vdm};
+use vdm_backends::ops::{FastOps, TrainBackend};
 
-use super::{check_output_file, create_empty_dir, load};
+use super::{check_output_file, create_empty_dir, load_model, open_checkpoint};
 use crate::device::{dispatch, BackendJob, Device};
 use crate::image::{check_grid, write_grid, write_image};
 use crate::progress::{clock, Progress};
@@ -31,12 +33,6 @@ pub fn sample(args: SampleArgs, device: Device) -> Result<(), String> {
             return Err(format!("{name} must be at least 1"));
         }
     }
-    TimeMode::from_steps(args.steps).map_err(|e| format!("--steps: {e}"))?;
-    if let Sampler::Ddim { eta } = args.sampler {
-        if !(0.0..=1.0).contains(&eta) {
-            return Err(format!("--eta must be between 0 and 1, got {eta}"));
-        }
-    }
     check_output_file(&args.out)?;
     if let Some(dir) = &args.out_dir {
         create_empty_dir(dir, "--out-dir")?;
@@ -50,18 +46,27 @@ impl BackendJob for SampleJob {
     type Output = ();
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
-        let args = self.0;
-        let (model, checkpoint) = load::<B::InnerBackend>(&args.checkpoint, &device)?;
+        let checkpoint = open_checkpoint(&self.0.checkpoint)?;
+        match checkpoint.state.run.model.family() {
+            "ddpm" => sample_family::<B::InnerBackend, Ddpm<_>>(self.0, &checkpoint, &device),
+            _ => sample_family::<B::InnerBackend, Vdm<_>>(self.0, &checkpoint, &device),
+        }
+    }
+}
+
+fn sample_family<B: FastOps, M: Generative<B>>(args: SampleArgs, checkpoint: &Checkpoint, device: &B::Device) -> Result<(), String> {
+        let model: M = load_model(checkpoint, device)?;
         let shape = checkpoint.state.image_shape;
         check_grid(args.n, shape, args.columns, args.scale)?;
         let batch = args.batch_size.min(args.n);
-        checkpoint.state.run.model.check_inference_memory::<B::InnerBackend>(shape, batch, &device)?;
+        checkpoint.state.run.model.check_inference_memory::<B>(shape, batch, device)?;
         let evaluations = args.n.div_ceil(batch) * args.steps;
         let mut progress = Progress::new(evaluations, "sample", 0);
         progress.set(0, format!("{} images, T={}", args.n, args.steps));
         let start = Instant::now();
-        let images = model.sample(args.n, [shape[1], shape[2]], args.steps, args.sampler, args.seed, batch, &device, || progress.advance(1));
+        let images = model.sample(args.n, [shape[1], shape[2]], args.steps, args.sampler, args.seed, batch, device, &mut || progress.advance(1));
         progress.finish();
+        let images = images?;
         write_grid(&images, args.columns, args.scale, &args.out)?;
         if let Some(dir) = &args.out_dir {
             for i in 0..images.len() {
@@ -78,5 +83,4 @@ impl BackendJob for SampleJob {
             args.out_dir.map(|d| format!(" and {}", d.display())).unwrap_or_default()
         );
         Ok(())
-    }
 }

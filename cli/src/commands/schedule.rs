@@ -6,6 +6,7 @@ use vdm_backends::checkpoint::{describe_io, write_atomically};
 
 use vdm_backends::ops::TrainBackend;
 use vdm_backends::config::RunConfig;
+use vdm_backends::model::Vdm;
 use vdm_core::process::{alpha, sigma};
 use vdm_core::schedule::NoiseSchedule;
 
@@ -47,8 +48,8 @@ impl BackendJob for ScheduleJob {
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
         let schedule = match self.source {
-            ScheduleSource::Checkpoint(path) => load::<B::InnerBackend>(&path, &device)?.0.schedule,
-            ScheduleSource::Config(run) => run.model.schedule.init::<B::InnerBackend>(&device),
+            ScheduleSource::Checkpoint(path) => load::<B::InnerBackend, Vdm<_>>(&path, &device)?.0.schedule,
+            ScheduleSource::Config(run) => run.model.vdm("vdm schedule")?.schedule.init::<B::InnerBackend>(&device),
         }
         .to_host();
         println!("{:>6} {:>10} {:>10} {:>12} {:>10} {:>10}", "t", "gamma", "gamma'", "log10 SNR", "alpha", "sigma");

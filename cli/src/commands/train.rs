@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::Module;
 use vdm_backends::ops::TrainBackend;
 use vdm_backends::checkpoint::{describe_existing_run, describe_io, write_atomically, Checkpoint};
 use vdm_backends::config::RunConfig;
-use vdm_backends::model::TimeMode;
+use vdm_backends::model::ddpm::Ddpm;
+use vdm_backends::model::{Generative, Trainable, Vdm};
 use vdm_backends::train::Trainer;
 
-use super::{baselines_line, eval_with_progress, load_data, read_config, report_line};
+use super::{baselines_line, load_data, read_config, report_line};
 use crate::device::{dispatch, BackendJob, Device};
 use crate::progress::Progress;
 use crate::Failure;
@@ -58,6 +58,29 @@ impl BackendJob for TrainJob {
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<Outcome, String> {
         let args = self.0;
+        let config = match (&args.config, args.resume) {
+            (_, true) => None,
+            (Some(path), false) => Some(read_config(path)?),
+            (None, false) => Some(RunConfig::digits()),
+        };
+        // The family of a resumed run is its checkpoint's; a run without a readable checkpoint
+        // fails with the reason in `train_family`.
+        let family = match &config {
+            Some(run) => run.model.family(),
+            None => Checkpoint::open(&args.run_dir).map_or("vdm", |c| c.state.run.model.family()),
+        };
+        match family {
+            "ddpm" => train_family::<B, Ddpm<B>>(args, config, device),
+            _ => train_family::<B, Vdm<B>>(args, config, device),
+        }
+    }
+}
+
+/// Trains a new run of `config`, or resumes `args.run_dir` when `config` is `None`.
+fn train_family<B: TrainBackend, M: Trainable<B>>(args: TrainArgs, config: Option<RunConfig>, device: B::Device) -> Result<Outcome, String>
+where
+    M::InnerModule: Generative<B::InnerBackend>,
+{
         let dir = args.run_dir;
         let (mut trainer, train, test, _lock) = if args.resume {
             if !dir.is_dir() {
@@ -76,7 +99,7 @@ impl BackendJob for TrainJob {
                     train.shape()
                 ));
             }
-            let mut trainer = Trainer::<B>::resume(&checkpoint, &device)?;
+            let mut trainer = Trainer::<B, M>::resume(&checkpoint, &device)?;
             println!("resuming {} at step {}", dir.display(), trainer.step);
             if let Some(steps) = args.steps {
                 trainer.extend_to(steps)?;
@@ -87,15 +110,12 @@ impl BackendJob for TrainJob {
             keep_metrics_up_to(&dir.join("metrics.jsonl"), trainer.step)?;
             (trainer, train, test, lock)
         } else {
-            let mut run = match &args.config {
-                Some(path) => read_config(path)?,
-                None => RunConfig::digits(),
-            };
+            let mut run = config.ok_or("no configuration to start a run from")?;
             if let Some(steps) = args.steps {
                 run.train.steps = steps;
             }
             let (train, test) = load_data(&run)?;
-            let trainer = Trainer::<B>::new(&run, train.shape(), &device)?;
+            let trainer = Trainer::<B, M>::new(&run, train.shape(), &device)?;
             fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))?;
             let lock = lock_run(&dir)?;
             if let Some(found) = describe_existing_run(&dir) {
@@ -106,7 +126,7 @@ impl BackendJob for TrainJob {
         let run = trainer.run_config().clone();
         let toml = toml::to_string_pretty(&run).map_err(|e| e.to_string())?;
         write_atomically(&dir.join("config.toml"), toml.as_bytes()).map_err(|e| format!("{}: {}", dir.join("config.toml").display(), describe_io(&e)))?;
-        println!("model: {} parameters; {} steps of {} images", trainer.model.num_params(), run.train.steps, run.train.batch_size);
+        println!("model: {} ({} parameters); {} steps of {} images", run.model.family().to_uppercase(), trainer.model.num_params(), run.train.steps, run.train.batch_size);
         println!("{}", baselines_line(&run, &train, &test));
         if let Some(limit) = run.eval.limit {
             println!("evaluating on the first {limit} test images (eval.limit)");
@@ -131,7 +151,7 @@ impl BackendJob for TrainJob {
             .map_err(|e| format!("{}: {}", metrics_path.display(), describe_io(&e)))?;
         let mut log = |line: serde_json::Value| writeln!(metrics, "{line}").map_err(|e| format!("{}: {}", metrics_path.display(), describe_io(&e)));
         let total = run.train.steps;
-        let eval_time = TimeMode::from_steps(run.eval.time_steps)?;
+        let unit = run.model.loss_unit();
         let test = match run.eval.limit {
             Some(limit) if limit < test.len() => test.select(&(0..limit).collect::<Vec<_>>()),
             _ => test,
@@ -152,25 +172,25 @@ impl BackendJob for TrainJob {
                 )));
             }
             let stats = trainer.train_step(&train)?;
-            if !stats.bpd.is_finite() {
+            if !stats.loss.is_finite() {
                 progress.finish();
                 let kept = match saved_step {
                     Some(step) => format!("the checkpoint of step {step} in {} is intact", dir.display()),
                     None => "no checkpoint had been written yet".to_string(),
                 };
-                return Err(format!("the loss became {} at step {}; {kept} (try a lower train.lr or set train.clip_grad_norm)", stats.bpd, trainer.step));
+                return Err(format!("the loss became {} at step {}; {kept} (try a lower train.lr or set train.clip_grad_norm)", stats.loss, trainer.step));
             }
-            let s = smoothed.map_or(stats.bpd, |s| 0.95 * s + 0.05 * stats.bpd);
+            let s = smoothed.map_or(stats.loss, |s| 0.95 * s + 0.05 * stats.loss);
             smoothed = Some(s);
             let rate = (trainer.step - first_step) as f64 * run.train.batch_size as f64 / start.elapsed().as_secs_f64();
-            progress.set(trainer.step, format!("loss {s:.3} bpd, {rate:.0} img/s"));
-            log(serde_json::json!({"step": trainer.step, "bpd": stats.bpd, "grad_norm": stats.grad_norm, "lr": stats.lr}))?;
+            progress.set(trainer.step, format!("loss {s:.3} {unit}, {rate:.0} img/s"));
+            log(serde_json::json!({"step": trainer.step, "loss": stats.loss, "grad_norm": stats.grad_norm, "lr": stats.lr}))?;
 
             let done = trainer.step == total;
             if run.eval.every > 0 && trainer.step % run.eval.every == 0 && !done {
-                let r = vdm_backends::model::evaluate(&trainer.ema, &test, eval_time, run.eval.batch_size, 1, run.eval.seed, &device, |_| {})?;
-                progress.println(format!("step {:>6}: {}", trainer.step, report_line(eval_time, &r)));
-                log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "time_steps": run.eval.time_steps}))?;
+                let (bound, r) = trainer.ema.training_bound(&test, &run.eval, &device)?;
+                progress.println(format!("step {:>6}: {}", trainer.step, report_line(&bound, &r)));
+                log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "bound": bound}))?;
             }
             if trainer.step % run.checkpoint_every == 0 || done {
                 trainer.save(&dir)?;
@@ -178,13 +198,12 @@ impl BackendJob for TrainJob {
             }
         }
         progress.finish();
-        let r = eval_with_progress(&trainer.ema, &test, eval_time, run.eval.batch_size, 1, run.eval.seed, &device)?;
-        println!("{}", report_line(eval_time, &r));
-        log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "time_steps": run.eval.time_steps}))?;
+        let (bound, r) = trainer.ema.training_bound(&test, &run.eval, &device)?;
+        println!("{}", report_line(&bound, &r));
+        log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "bound": bound}))?;
         println!("{}", baselines_line(&run, &train, &test));
         println!("checkpoint: {}", Checkpoint::open(&dir)?.dir.display());
         Ok(Outcome::Finished)
-    }
 }
 
 /// Takes the run directory's lock, so that two `vdm train` never write one run (the operating

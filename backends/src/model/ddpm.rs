@@ -1,0 +1,661 @@
+//! DDPM (Ho, Jain & Abbeel 2020): a `T`-step diffusion with a fixed β schedule, DDPM's U-Net,
+//! the losses `L_simple`, `L_vlb` and `L_simple + λ L_vlb`, the `T`-term bound in bits per
+//! dimension, and ancestral and DDIM sampling — all through [`vdm_core`]'s math in `γ` form.
+//!
+//! Indexing follows the paper: latents `x_1 … x_T`, `x_0` the data on the grid `x/127.5 − 1`,
+//! `γ_t = ln((1 − ᾱ_t)/ᾱ_t)` and `γ_0 = −∞` (`ᾱ_0 = 1`). The network sees the 0-based index
+//! `t − 1`, as DDPM's code does. Every per-step coefficient is computed in `f64` on the host.
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use vdm_core::ddpm::{self, BetaSchedule, DiscreteSchedule};
+use vdm_core::process::{self, DdpmVariance};
+use vdm_core::rng::{derive_seed, SplitMix64};
+use vdm_core::time::antithetic_times;
+use vdm_core::vlb::{self, VlbTerms};
+use vdm_core::BatchTensor;
+
+use super::{EvalReport, Estimate, Sampler, STREAM_SAMPLE};
+use crate::data::ImageSet;
+use crate::memory;
+use crate::nn::ddpm_unet::{UNet, UNetConfig};
+use crate::ops::{FastOps, TrainBackend};
+use crate::tensor::BurnBatch;
+
+/// Per-example values `[N, 1, 1, 1]` or images `[N, C, H, W]`.
+type Batch4<B> = BurnBatch<B, 4>;
+
+/// The largest `T` of a DDPM (DDPM uses 1000; every step is one network evaluation).
+pub const MAX_DDPM_STEPS: usize = 100_000;
+
+/// The random stream of an image's noise in [`evaluate_full_bound`].
+const STREAM_EVAL: u64 = 5;
+
+/// What the network predicts (DDPM §3.2 and Table 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    /// The noise `ε` (DDPM's choice).
+    Eps,
+    /// The data `x_0`.
+    X0,
+    /// The posterior mean `μ̃_t(x_t, x_0)` directly.
+    Mean,
+}
+
+/// The reverse process's fixed variance `σ_t²` (DDPM §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variance {
+    /// `σ_t² = β_t` (DDPM's "fixedlarge").
+    Beta,
+    /// `σ_t² = β̃_t = β_t (1 − ᾱ_{t−1})/(1 − ᾱ_t)` (DDPM's "fixedsmall").
+    BetaTilde,
+}
+
+impl From<Variance> for DdpmVariance {
+    fn from(v: Variance) -> Self {
+        match v {
+            Variance::Beta => DdpmVariance::Beta,
+            Variance::BetaTilde => DdpmVariance::BetaTilde,
+        }
+    }
+}
+
+/// The training objective.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// `L_simple` (DDPM eq. 14): the mean squared error of the prediction against its target
+    /// (`ε`, `x_0` or `μ̃`), unweighted, at a uniformly drawn `t`.
+    Simple,
+    /// The variational bound `L_vlb = L_T + Σ_{t>1} L_{t−1} + L_0` in bits per dimension,
+    /// estimated as `L_T + T · L_{t−1}` at a uniformly drawn `t` (unbiased).
+    Vlb,
+    /// `L_simple + λ L_vlb` (Nichol & Dhariwal 2021), `λ = hybrid_lambda`.
+    Hybrid,
+}
+
+/// A β schedule in a config file.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BetasConfig {
+    /// `β_t` linear from `start` to `end` (DDPM: `1e-4 … 0.02`).
+    Linear {
+        /// `β_1`.
+        start: f64,
+        /// `β_T`.
+        end: f64,
+    },
+    /// Nichol & Dhariwal's cosine schedule (`s = 0.008`, `max_beta = 0.999`).
+    Cosine {
+        /// Offset `s`.
+        s: f64,
+        /// Clip on `β`.
+        max_beta: f64,
+    },
+}
+
+impl From<BetasConfig> for BetaSchedule {
+    fn from(c: BetasConfig) -> Self {
+        match c {
+            BetasConfig::Linear { start, end } => BetaSchedule::Linear { start, end },
+            BetasConfig::Cosine { s, max_beta } => BetaSchedule::Cosine { s, max_beta },
+        }
+    }
+}
+
+/// The β schedules and the DDPM settings as documented `[model]` lines (`vdm config --family ddpm`
+/// prints them).
+pub const DDPM_EXAMPLES: &[&str] = &[
+    r#"
+# DDPM's linear schedule, beta_1 = 1e-4 ... beta_T = 0.02 (with T = model.time_steps = 1000)
+[model.betas]
+kind = "linear"
+start = 0.0001
+end = 0.02
+"#,
+    r#"
+# Nichol & Dhariwal's cosine schedule
+[model.betas]
+kind = "cosine"
+s = 0.008
+max_beta = 0.999
+"#,
+    r#"
+# [model] settings: prediction = "eps" | "x0" | "mean"; variance = "beta" | "beta_tilde";
+# loss = "simple" | "vlb" | "hybrid" (L_simple + hybrid_lambda * L_vlb)
+[model]
+family = "ddpm"
+prediction = "eps"
+variance = "beta"
+loss = "vlb"
+"#,
+];
+
+/// A DDPM: network, β schedule, parametrisation, variance and loss.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DdpmConfig {
+    /// The U-Net.
+    pub unet: UNetConfig,
+    /// The β schedule.
+    pub betas: BetasConfig,
+    /// Diffusion steps `T`.
+    pub time_steps: usize,
+    /// What the network predicts.
+    pub prediction: Prediction,
+    /// The reverse process's variance.
+    pub variance: Variance,
+    /// The training objective.
+    pub loss: Loss,
+    /// `λ` of the hybrid loss.
+    pub hybrid_lambda: f64,
+    /// Clip the predicted `x_0` to `[−1, 1]` when sampling and evaluating the bound (DDPM's
+    /// `clip_denoised`; never in training).
+    pub clip_denoised: bool,
+}
+
+impl Default for DdpmConfig {
+    /// DDPM's CIFAR-10 model: linear β `1e-4 … 0.02`, `T = 1000`, ε prediction, `σ² = β`, `L_simple`.
+    fn default() -> Self {
+        Self {
+            unet: UNetConfig::default(),
+            betas: BetasConfig::Linear { start: 1e-4, end: 0.02 },
+            time_steps: 1000,
+            prediction: Prediction::Eps,
+            variance: Variance::Beta,
+            loss: Loss::Simple,
+            hybrid_lambda: 0.001,
+            clip_denoised: true,
+        }
+    }
+}
+
+impl DdpmConfig {
+    /// Checks every setting, naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.unet.validate()?;
+        if !(2..=MAX_DDPM_STEPS).contains(&self.time_steps) {
+            return Err(format!("model.time_steps must be between 2 and {MAX_DDPM_STEPS}, got {}", self.time_steps));
+        }
+        match self.betas {
+            BetasConfig::Linear { start, end } => {
+                if !(start > 0.0 && start <= end && end < 1.0) {
+                    return Err(format!("model.betas needs 0 < start ≤ end < 1, got start = {start}, end = {end}"));
+                }
+            }
+            BetasConfig::Cosine { s, max_beta } => {
+                if !(s > 0.0 && s.is_finite() && max_beta > 0.0 && max_beta < 1.0) {
+                    return Err(format!("model.betas (cosine) needs s > 0 and 0 < max_beta < 1, got s = {s}, max_beta = {max_beta}"));
+                }
+            }
+        }
+        let betas = BetaSchedule::from(self.betas).betas(self.time_steps);
+        if let Some((i, b)) = betas.iter().enumerate().find(|(_, b)| !(**b > 0.0 && **b < 1.0)) {
+            return Err(format!("model.betas gives β_{} = {b}; every β must lie in (0, 1)", i + 1));
+        }
+        if !(self.hybrid_lambda >= 0.0 && self.hybrid_lambda.is_finite()) {
+            return Err(format!("model.hybrid_lambda must be non-negative and finite, got {}", self.hybrid_lambda));
+        }
+        Ok(())
+    }
+
+    /// The model with its parameters not yet allocated (burn initialises them lazily).
+    pub fn build<B: Backend>(&self, shape: [usize; 3], device: &B::Device) -> Result<Ddpm<B>, String> {
+        self.validate()?;
+        self.unet.check_image_shape(shape)?;
+        let process = Process::new(self);
+        Ok(Ddpm { net: self.unet.init(shape, device), process })
+    }
+
+    /// Refuses a training batch that cannot fit in memory (weights six times over, activations).
+    pub fn check_training_memory<B: Backend>(&self, shape: [usize; 3], batch_size: usize, device: &B::Device) -> Result<(), String> {
+        let params = self.build::<B>(shape, device)?.num_params() as u128;
+        let values = 6 * params + batch_size as u128 * self.unet.activations_per_image(shape);
+        memory::check(
+            &format!("training {params} parameters on batches of {batch_size} images of {}x{}x{}", shape[0], shape[1], shape[2]),
+            memory::f32s(values),
+            "lower train.batch_size or model.unet.ch",
+        )
+    }
+
+    /// Refuses an evaluation or sampling batch that cannot fit in memory.
+    pub fn check_inference_memory<B: Backend>(&self, shape: [usize; 3], batch_size: usize, device: &B::Device) -> Result<(), String> {
+        let params = self.build::<B>(shape, device)?.num_params() as u128;
+        let values = params + batch_size as u128 * self.unet.activations_per_image(shape) / 4;
+        memory::check(&format!("a batch of {batch_size} images through {params} parameters"), memory::f32s(values), "lower the batch size")
+    }
+}
+
+/// The host side of a DDPM: the schedule in `γ` form and the settings that turn the network's
+/// output into a reverse step.
+#[derive(Clone, Debug)]
+pub struct Process {
+    schedule: DiscreteSchedule,
+    prediction: Prediction,
+    variance: Variance,
+    loss: Loss,
+    hybrid_lambda: f64,
+    clip: bool,
+}
+
+/// The per-example coefficients of step `t` (`s = t − 1`), all from `f64` on the host.
+struct Coefficients {
+    /// The network's time input `t − 1`.
+    index: Vec<f64>,
+    alpha_t: Vec<f64>,
+    sigma_t: Vec<f64>,
+    /// `α_s`.
+    alpha_s: Vec<f64>,
+    /// `c = 1 − SNR_t/SNR_s` (1 at `t = 1`).
+    c: Vec<f64>,
+    /// The posterior variance `β̃_t` (for `t = 1`, where it is 0, the decoder's: see [`Process::reverse_variance`]).
+    var_q: Vec<f64>,
+    /// The reverse process's variance `σ_t²`.
+    var_p: Vec<f64>,
+    /// 1 where `t = 1` (the decoder term `L_0`), else 0.
+    decoder: Vec<f64>,
+}
+
+impl Process {
+    fn new(config: &DdpmConfig) -> Self {
+        Self {
+            schedule: DiscreteSchedule::new(config.betas.into(), config.time_steps),
+            prediction: config.prediction,
+            variance: config.variance,
+            loss: config.loss,
+            hybrid_lambda: config.hybrid_lambda,
+            clip: config.clip_denoised,
+        }
+    }
+
+    /// `T`.
+    pub fn steps(&self) -> usize {
+        self.schedule.steps()
+    }
+
+    /// `γ_t` for `t ∈ 0..=T`, with `γ_0 = −∞`.
+    pub fn gamma(&self, t: usize) -> f64 {
+        if t == 0 {
+            f64::NEG_INFINITY
+        } else {
+            self.schedule.gamma_at(t)
+        }
+    }
+
+    /// `c_t = 1 − SNR_t/SNR_{t−1} = β_t`… in `γ` form: `−expm1(γ_{t−1} − γ_t)`.
+    fn c(&self, t: usize) -> f64 {
+        -(self.gamma(t - 1) - self.gamma(t)).exp_m1()
+    }
+
+    /// The reverse step's variance `σ_t²`: `β_t = c σ_t²` or `β̃_t = c σ_{t−1}²`. At `t = 1`
+    /// both are replaced by `β̃_2`, as DDPM's code does (`posterior_log_variance_clipped`, and the
+    /// log-variance of "fixedlarge"): it is the decoder's variance, and `β̃_1 = 0`.
+    pub fn reverse_variance(&self, t: usize) -> f64 {
+        if t == 1 {
+            return self.posterior_variance(2);
+        }
+        match self.variance {
+            Variance::Beta => self.c(t) * process::sigma_sq(self.gamma(t)),
+            Variance::BetaTilde => self.posterior_variance(t),
+        }
+    }
+
+    /// `β̃_t = c_t σ_{t−1}²` for `t ≥ 2`.
+    fn posterior_variance(&self, t: usize) -> f64 {
+        self.c(t) * process::sigma_sq(self.gamma(t - 1))
+    }
+
+    fn coefficients(&self, times: &[usize]) -> Coefficients {
+        let each = |f: &dyn Fn(usize) -> f64| times.iter().map(|&t| f(t)).collect::<Vec<f64>>();
+        Coefficients {
+            index: each(&|t| (t - 1) as f64),
+            alpha_t: each(&|t| process::alpha(self.gamma(t))),
+            sigma_t: each(&|t| process::sigma(self.gamma(t))),
+            alpha_s: each(&|t| process::alpha(self.gamma(t - 1))),
+            c: each(&|t| self.c(t)),
+            var_q: each(&|t| if t == 1 { self.reverse_variance(1) } else { self.posterior_variance(t) }),
+            var_p: each(&|t| self.reverse_variance(t)),
+            decoder: each(&|t| f64::from(t == 1)),
+        }
+    }
+}
+
+/// A DDPM: the U-Net and its process.
+#[derive(Module, Debug)]
+pub struct Ddpm<B: Backend> {
+    /// The network.
+    pub net: UNet<B>,
+    /// The schedule and settings (not parameters).
+    #[module(skip)]
+    pub process: Process,
+}
+
+/// `values` as per-example `[N, 1, 1, 1]` values on `device`.
+fn per_example<B: Backend>(values: &[f64], device: &B::Device) -> Batch4<B> {
+    BurnBatch(Tensor::from_data(TensorData::new(values.to_vec(), [values.len(), 1, 1, 1]), device))
+}
+
+/// Standard normal noise of `shape`, image `i`'s from `rngs[i]` (one stream per image).
+fn normals<B: Backend>(rngs: &mut [SplitMix64], shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+    let d = shape[1] * shape[2] * shape[3];
+    let values: Vec<f32> = rngs.iter_mut().flat_map(|rng| (0..d).map(|_| rng.normal::<f32>()).collect::<Vec<_>>()).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Standard normal noise of `shape`, all from `rng`.
+fn normals_from<B: Backend>(rng: &mut SplitMix64, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+    let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.normal::<f32>()).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// One pass of the network at per-example times, with everything the losses need.
+struct Pass<B: Backend> {
+    x0: Batch4<B>,
+    eps: Batch4<B>,
+    z: Batch4<B>,
+    out: Batch4<B>,
+    k: PassCoefficients<B>,
+}
+
+/// [`Coefficients`] on the device.
+struct PassCoefficients<B: Backend> {
+    alpha_t: Batch4<B>,
+    sigma_t: Batch4<B>,
+    alpha_s: Batch4<B>,
+    c: Batch4<B>,
+    var_q: Batch4<B>,
+    var_p: Batch4<B>,
+    decoder: Batch4<B>,
+}
+
+impl<B: Backend> PassCoefficients<B> {
+    fn upload(k: &Coefficients, device: &B::Device) -> Self {
+        let on = |v: &[f64]| per_example::<B>(v, device);
+        Self { alpha_t: on(&k.alpha_t), sigma_t: on(&k.sigma_t), alpha_s: on(&k.alpha_s), c: on(&k.c), var_q: on(&k.var_q), var_p: on(&k.var_p), decoder: on(&k.decoder) }
+    }
+
+    /// The posterior mean `μ̃_t(z, x) = α_s((1 − c) z/α_t + c x)` (DDPM eq. 7 in `γ` form; see
+    /// [`process::posterior`]).
+    fn posterior_mean(&self, z: Batch4<B>, x: Batch4<B>) -> Batch4<B> {
+        let keep = self.c.clone().neg().add_scalar(1.0);
+        self.alpha_s.clone().mul(keep.mul(z).div(self.alpha_t.clone()).add(self.c.clone().mul(x)))
+    }
+}
+
+impl<B: Backend> Ddpm<B> {
+    /// Image channels.
+    pub fn channels(&self) -> usize {
+        self.net.channels()
+    }
+}
+
+impl<B: FastOps> Ddpm<B> {
+    /// The network at `x_t = α_t x_0 + σ_t ε` for each image's `t` in `times` (`1..=T`).
+    fn pass(&self, pixels: Tensor<B, 4>, eps: Tensor<B, 4>, times: &[usize]) -> Pass<B> {
+        let device = pixels.device();
+        let host = self.process.coefficients(times);
+        let k = PassCoefficients::upload(&host, &device);
+        let index = Tensor::from_data(TensorData::new(host.index, [times.len()]), &device);
+        let x0 = ddpm::encode(BurnBatch(pixels));
+        let eps = BurnBatch(eps);
+        let z = k.alpha_t.clone().mul(x0.clone()).add(k.sigma_t.clone().mul(eps.clone()));
+        let out = BurnBatch(self.net.forward(z.0.clone(), index));
+        Pass { x0, eps, z, out, k }
+    }
+
+    /// The prediction `x̂_0` from the network's output (clipped to `[−1, 1]` if `clip`), and the
+    /// noise prediction `ε̂ = (z − α_t x̂_0)/σ_t` consistent with it.
+    fn predict(&self, z: Batch4<B>, out: Batch4<B>, k: &PassCoefficients<B>, clip: bool) -> (Batch4<B>, Batch4<B>) {
+        let x_hat = match self.process.prediction {
+            Prediction::Eps => z.clone().sub(k.sigma_t.clone().mul(out.clone())).div(k.alpha_t.clone()),
+            Prediction::X0 => out.clone(),
+            // The inverse of PassCoefficients::posterior_mean: x̂ = (μ/α_s − (1 − c) z/α_t)/c.
+            Prediction::Mean => {
+                let keep = k.c.clone().neg().add_scalar(1.0);
+                out.clone().div(k.alpha_s.clone()).sub(keep.mul(z.clone()).div(k.alpha_t.clone())).div(k.c.clone())
+            }
+        };
+        if !clip && self.process.prediction == Prediction::Eps {
+            return (x_hat, out);
+        }
+        let x_hat = if clip { BurnBatch(x_hat.0.clamp(-1.0, 1.0)) } else { x_hat };
+        let eps_hat = z.sub(k.alpha_t.clone().mul(x_hat.clone())).div(k.sigma_t.clone());
+        (x_hat, eps_hat)
+    }
+
+    /// `L_simple` per example (DDPM eq. 14): the mean squared error of the output against the
+    /// target of the parametrisation.
+    fn simple_loss(&self, p: &Pass<B>) -> Batch4<B> {
+        let target = match self.process.prediction {
+            Prediction::Eps => p.eps.clone(),
+            Prediction::X0 => p.x0.clone(),
+            Prediction::Mean => p.k.posterior_mean(p.z.clone(), p.x0.clone()),
+        };
+        ddpm::l_simple(target, p.out.clone())
+    }
+
+    /// The bound's terms for each example at its own `t`, in nats: the prior `L_T`, and
+    /// `weight · L_0` (where `t = 1`) or `weight · L_{t−1}` (where `t > 1`).
+    fn vlb_terms(&self, p: &Pass<B>, clip: bool, weight: f64) -> VlbTerms<Batch4<B>> {
+        let k = &p.k;
+        let (x_hat, eps_hat) = self.predict(p.z.clone(), p.out.clone(), k, clip);
+        // x_0 − x̂_0, in ε form where that is exact: (σ_t/α_t)(ε̂ − ε).
+        let x_error = if !clip && self.process.prediction == Prediction::Eps {
+            k.sigma_t.clone().div(k.alpha_t.clone()).mul(eps_hat.sub(p.eps.clone()))
+        } else {
+            p.x0.clone().sub(x_hat.clone())
+        };
+        // μ̃ − μ_θ = α_s c (x_0 − x̂_0): both means are the posterior mean, at x_0 and at x̂_0.
+        let mean_diff = k.alpha_s.clone().mul(k.c.clone()).mul(x_error);
+        let kl = ddpm::gaussian_kl(mean_diff, k.var_q.clone(), k.var_p.clone());
+        let log_scale = k.var_p.clone().ln().mul_scalar(0.5);
+        let decoder = ddpm::discretized_gaussian_nll(p.x0.clone(), x_hat, log_scale);
+        let is_kl = k.decoder.clone().neg().add_scalar(1.0);
+        let gamma_1 = per_example::<B>(&vec![self.process.gamma(self.process.steps()); p.x0.0.dims()[0]], &p.x0.0.device());
+        VlbTerms {
+            prior: vlb::prior_kl(p.x0.clone(), gamma_1),
+            reconstruction: k.decoder.clone().mul(decoder).mul_scalar(weight),
+            diffusion: is_kl.mul(kl).mul_scalar(weight),
+        }
+    }
+
+    /// Sampling: `x_T ~ N(0, I)`, then `steps` reverse steps down the times
+    /// `τ_k = 1 + ⌊k T/steps⌋` (all `T` when `steps = T`), and finally `x̂_0` without noise
+    /// (DDPM Algorithm 2). `Sampler::Ancestral` is DDPM's step with the configured variance
+    /// (it needs `steps = T`); `Sampler::Ddim` is DDIM's (any number of steps, any `η`).
+    ///
+    /// Image `i`'s noise comes from its own stream `(seed, i)`: the result does not depend on the
+    /// batch size. `on_step` is called after every network evaluation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample(
+        &self,
+        n: usize,
+        [height, width]: [usize; 2],
+        steps: usize,
+        sampler: Sampler,
+        seed: u64,
+        batch_size: usize,
+        device: &B::Device,
+        mut on_step: impl FnMut(),
+    ) -> Result<ImageSet, String> {
+        let big_t = self.process.steps();
+        if sampler == Sampler::Ancestral && steps != big_t {
+            return Err(format!("DDPM's ancestral sampler takes all T = {big_t} steps (got {steps}); use the DDIM sampler for fewer"));
+        }
+        if steps == 0 || steps > big_t {
+            return Err(format!("a DDPM with T = {big_t} samples with 1 to {big_t} steps, got {steps}"));
+        }
+        let times: Vec<usize> = (0..steps).map(|k| 1 + k * big_t / steps).collect();
+        let channels = self.channels();
+        let mut pixels = Vec::with_capacity(n * channels * height * width);
+        for first in (0..n).step_by(batch_size.max(1)) {
+            let count = batch_size.min(n - first);
+            let shape = [count, channels, height, width];
+            let mut rngs: Vec<SplitMix64> = (first..first + count).map(|i| SplitMix64::new(derive_seed(seed, STREAM_SAMPLE, i as u64))).collect();
+            let mut z = BurnBatch(normals::<B>(&mut rngs, shape, device));
+            for k in (0..steps).rev() {
+                let (t, s) = (times[k], if k > 0 { times[k - 1] } else { 0 });
+                let k = PassCoefficients::upload(&self.process.coefficients(&vec![t; count]), device);
+                let out = BurnBatch(self.net.forward(z.0.clone(), Tensor::full([count], (t - 1) as f32, device)));
+                let (x_hat, eps_hat) = self.predict(z.clone(), out, &k, self.process.clip);
+                on_step();
+                if s == 0 {
+                    z = x_hat;
+                    break;
+                }
+                let (g_s, g_t) = (self.process.gamma(s), self.process.gamma(t));
+                let step = match sampler {
+                    Sampler::Ancestral => process::ddpm(g_s, g_t, self.process.variance.into()),
+                    Sampler::Ddim { eta } => process::ddim(g_s, g_t, eta),
+                };
+                let mut next = z.0.mul_scalar(step.z) + eps_hat.0.mul_scalar(step.eps_hat);
+                if step.noise > 0.0 {
+                    next = next + normals::<B>(&mut rngs, shape, device).mul_scalar(step.noise);
+                }
+                z = BurnBatch(next);
+            }
+            pixels.extend(z.0.into_data().iter::<f32>().map(ddpm::decode_nearest));
+        }
+        Ok(ImageSet::new(pixels, [channels, height, width]))
+    }
+}
+
+impl<B: TrainBackend> Ddpm<B> {
+    /// One training batch: the loss (`L_simple` as a mean squared error per value, `L_vlb` in
+    /// bits per dimension, or their hybrid) and the gradient of every parameter. Times are
+    /// antithetic over `1..=T` and the noise comes from `rng`.
+    pub fn loss_and_gradients(&self, pixels: Tensor<B, 4>, rng: &mut SplitMix64) -> (f64, GradientsParams) {
+        let [n, c, h, w] = pixels.dims();
+        let times = self.process.draw_times(rng, n);
+        let eps = normals_from::<B>(rng, [n, c, h, w], &pixels.device());
+        let p = self.pass(pixels, eps, &times);
+        let vlb_bpd = || vlb::nats_to_bpd(self.vlb_terms(&p, false, self.process.steps() as f64).total(), c * h * w).0.mean();
+        let loss = match self.process.loss {
+            Loss::Simple => self.simple_loss(&p).0.mean(),
+            Loss::Vlb => vlb_bpd(),
+            Loss::Hybrid => self.simple_loss(&p).0.mean() + vlb_bpd().mul_scalar(self.process.hybrid_lambda),
+        };
+        let value = loss.clone().into_scalar().elem::<f64>();
+        (value, GradientsParams::from_grads(loss.backward(), self))
+    }
+}
+
+impl Process {
+    /// `n` antithetic times in `1..=T`: `t_i = 1 + ⌊T u_i⌋` with `u_i = (u₀ + i/n) mod 1`.
+    fn draw_times(&self, rng: &mut SplitMix64, n: usize) -> Vec<usize> {
+        let big_t = self.steps();
+        antithetic_times(rng.uniform(), n).map(|u: f64| (1 + (u * big_t as f64) as usize).min(big_t)).collect()
+    }
+}
+
+/// The unit of a training loss's value.
+pub fn loss_unit(loss: Loss) -> &'static str {
+    match loss {
+        Loss::Simple => "mse",
+        Loss::Vlb => "bpd",
+        Loss::Hybrid => "mse + λ bpd",
+    }
+}
+
+/// How [`evaluate`] computes a DDPM's bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// Every one of the `T` terms for every image (DDPM's `calc_bpd_loop`): `T` network
+    /// evaluations per image; the only randomness is each term's `x_t`.
+    Full,
+    /// An unbiased estimate from `draws` uniformly drawn `t` per image: `L_T + T · L_{t−1}`.
+    Sampled {
+        /// Independent draws of `(t, ε)` per image.
+        draws: usize,
+    },
+}
+
+/// The negative variational bound of every image of `images` in bits per dimension, by term:
+/// `prior` is `L_T`, `reconstruction` is `L_0`, `diffusion` is `Σ_{t=2}^{T} L_{t−1}`. Network
+/// evaluations are made `batch_size` images at a time; `on_progress` receives the number of
+/// image evaluations done (`T` per image for the full bound, `draws` per image otherwise).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate<B: FastOps>(
+    model: &Ddpm<B>,
+    images: &ImageSet,
+    bound: Bound,
+    batch_size: usize,
+    seed: u64,
+    device: &B::Device,
+    mut on_progress: impl FnMut(usize),
+) -> Result<EvalReport, String> {
+    if images.is_empty() {
+        return Err("there are no images to evaluate".into());
+    }
+    let draws = match bound {
+        Bound::Full => 1,
+        Bound::Sampled { draws } => draws,
+    };
+    if batch_size == 0 || draws == 0 {
+        return Err("the evaluation batch size and the number of draws must be at least 1".into());
+    }
+    let [c, h, w] = images.shape();
+    let (d, big_t, clip) = (c * h * w, model.process.steps(), model.process.clip);
+    let host = |t: Batch4<B>| vlb::nats_to_bpd(t, d).0.into_data().iter::<f64>().collect::<Vec<f64>>();
+    let mut rng = SplitMix64::new(seed);
+    let (mut per_image, mut variances, mut terms) = (Vec::with_capacity(images.len()), Vec::new(), [0.0f64; 3]);
+    let indices: Vec<usize> = (0..images.len()).collect();
+    for chunk in indices.chunks(batch_size) {
+        let batch = images.select(chunk);
+        let shape = [chunk.len(), c, h, w];
+        let pixels = super::pixels_tensor::<B>(&batch, device);
+        // Per draw and image: the three terms in bpd.
+        let mut estimates: Vec<Vec<[f64; 3]>> = Vec::with_capacity(draws);
+        match bound {
+            Bound::Full => {
+                let mut rngs: Vec<SplitMix64> = chunk.iter().map(|&i| SplitMix64::new(derive_seed(seed, STREAM_EVAL, i as u64))).collect();
+                let mut sums = vec![[0.0; 3]; chunk.len()];
+                for t in 1..=big_t {
+                    let p = model.pass(pixels.clone(), normals::<B>(&mut rngs, shape, device), &vec![t; chunk.len()]);
+                    let terms = model.vlb_terms(&p, clip, 1.0);
+                    let (recon, diffusion) = (host(terms.reconstruction), host(terms.diffusion));
+                    if t == 1 {
+                        for (sum, prior) in sums.iter_mut().zip(host(terms.prior)) {
+                            sum[0] = prior;
+                        }
+                    }
+                    for ((sum, r), k) in sums.iter_mut().zip(recon).zip(diffusion) {
+                        sum[1] += r;
+                        sum[2] += k;
+                    }
+                    on_progress(chunk.len());
+                }
+                estimates.push(sums);
+            }
+            Bound::Sampled { .. } => {
+                for _ in 0..draws {
+                    let times = model.process.draw_times(&mut rng, chunk.len());
+                    let eps = normals_from::<B>(&mut rng, shape, device);
+                    let terms = model.vlb_terms(&model.pass(pixels.clone(), eps, &times), clip, big_t as f64);
+                    let [prior, recon, diffusion] = [terms.prior, terms.reconstruction, terms.diffusion].map(host);
+                    estimates.push((0..chunk.len()).map(|i| [prior[i], recon[i], diffusion[i]]).collect());
+                    on_progress(chunk.len());
+                }
+            }
+        }
+        for i in 0..chunk.len() {
+            let totals: Vec<f64> = estimates.iter().map(|draw| draw[i].iter().sum()).collect();
+            let Estimate { mean, se } = Estimate::of(&totals);
+            per_image.push(mean);
+            variances.push(se * se * draws as f64);
+            for draw in &estimates {
+                for (acc, v) in terms.iter_mut().zip(draw[i]) {
+                    *acc += v;
+                }
+            }
+        }
+    }
+    let n = (per_image.len() * draws) as f64;
+    let noise_sd = (draws > 1).then(|| (variances.iter().sum::<f64>() / variances.len() as f64).sqrt());
+    Ok(EvalReport { bpd: Estimate::of(&per_image), prior: terms[0] / n, reconstruction: terms[1] / n, diffusion: terms[2] / n, per_image, noise_sd })
+}

@@ -1,0 +1,152 @@
+//! `vdm classifier train` and `vdm fid`: sample quality measured on the features of a classifier
+//! trained on the dataset itself (no Inception network can be downloaded here, so this FID is
+//! specific to the dataset and classifier, and not comparable with published Inception FIDs).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use vdm_backends::checkpoint::{describe_io, write_atomically, Checkpoint, FileDigest};
+use vdm_backends::config::RunConfig;
+use vdm_backends::data::ImageSet;
+use vdm_backends::metrics::QualityReport;
+use vdm_backends::model::ddpm::Ddpm;
+use vdm_backends::model::{Generative, Sampler, Vdm};
+use vdm_backends::nn::classifier::{self, ClassifierConfig, ClassifierInfo};
+use vdm_backends::ops::{FastOps, TrainBackend};
+
+use super::{check_output_file, create_empty_dir, load_data, load_model, open_checkpoint, read_config};
+use crate::device::{dispatch, BackendJob, Device};
+use crate::image::write_grid;
+use crate::progress::{clock, Progress};
+
+/// What `vdm classifier train` was asked for.
+pub struct ClassifierArgs {
+    pub config: Option<PathBuf>,
+    pub out: PathBuf,
+    pub steps: Option<usize>,
+}
+
+pub fn train_classifier(args: ClassifierArgs, device: Device) -> Result<(), String> {
+    create_empty_dir(&args.out, "--out")?;
+    dispatch(device, ClassifierJob(args))
+}
+
+struct ClassifierJob(ClassifierArgs);
+
+impl BackendJob for ClassifierJob {
+    type Output = ();
+
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
+        let args = self.0;
+        let run = match &args.config {
+            Some(path) => read_config(path)?,
+            None => RunConfig::digits(),
+        };
+        let (train, test) = load_data(&run)?;
+        let config = ClassifierConfig { steps: args.steps.unwrap_or(ClassifierConfig::default().steps), ..ClassifierConfig::default() };
+        let mut progress = Progress::new(config.steps, "classifier", 0);
+        let start = Instant::now();
+        let (model, test_accuracy) = classifier::train::<B>(&config, &train, &test, &device, |step, loss| progress.set(step, format!("cross-entropy {loss:.4}")))?;
+        progress.finish();
+        let classes = train.num_classes().max(test.num_classes());
+        let info = ClassifierInfo { config, data: run.data.clone(), split_seed: run.train.seed, image_shape: train.shape(), classes, test_accuracy, weights: FileDigest::of(&[]) };
+        classifier::save(&args.out, &model, info)?;
+        println!(
+            "classifier: {classes} classes, test accuracy {:.2}% on {} images, trained in {}; saved to {}",
+            100.0 * test_accuracy,
+            test.len(),
+            clock(start.elapsed().as_secs_f64()),
+            args.out.display()
+        );
+        Ok(())
+    }
+}
+
+/// What `vdm fid` was asked for.
+pub struct FidArgs {
+    pub checkpoint: Option<PathBuf>,
+    pub classifier: PathBuf,
+    pub n: usize,
+    pub steps: usize,
+    pub sampler: Sampler,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub grid: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+}
+
+pub fn fid(args: FidArgs, device: Device) -> Result<(), String> {
+    if args.n < 2 || args.batch_size == 0 || args.steps == 0 {
+        return Err("--n must be at least 2, --batch-size and --steps at least 1".into());
+    }
+    for path in [&args.grid, &args.json].into_iter().flatten() {
+        check_output_file(path)?;
+    }
+    dispatch(device, FidJob(args))
+}
+
+struct FidJob(FidArgs);
+
+impl BackendJob for FidJob {
+    type Output = ();
+
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
+        let args = self.0;
+        let (classifier, info) = classifier::load::<B::InnerBackend>(&args.classifier, &device)?;
+        println!("classifier {} (test accuracy {:.2}%)", args.classifier.display(), 100.0 * info.test_accuracy);
+        let mut run = RunConfig::digits();
+        run.data = info.data.clone();
+        run.train.seed = info.split_seed;
+        let (train, test) = load_data(&run)?;
+        let start = Instant::now();
+        let (images, what) = match &args.checkpoint {
+            None => (train.select(&(0..args.n.min(train.len())).collect::<Vec<_>>()), format!("{} training images", args.n.min(train.len()))),
+            Some(path) => {
+                let checkpoint = open_checkpoint(path)?;
+                if checkpoint.state.image_shape != info.image_shape {
+                    return Err(format!("the model makes images of {:?}, the classifier takes {:?}", checkpoint.state.image_shape, info.image_shape));
+                }
+                let images = match checkpoint.state.run.model.family() {
+                    "ddpm" => draw::<B::InnerBackend, Ddpm<_>>(&args, &checkpoint, &device)?,
+                    _ => draw::<B::InnerBackend, Vdm<_>>(&args, &checkpoint, &device)?,
+                };
+                (images, format!("{} samples ({} steps of {:?})", args.n, args.steps, args.sampler))
+            }
+        };
+        if let Some(path) = &args.grid {
+            let shown = images.select(&(0..images.len().min(64)).collect::<Vec<_>>());
+            write_grid(&shown, 8, 4, path)?;
+        }
+        let samples = classifier.features_and_probabilities(&images, args.batch_size, &device);
+        let reference = classifier.features_and_probabilities(&test, args.batch_size, &device);
+        let r = QualityReport::new((&samples.0, &samples.1), (&reference.0, &reference.1))?;
+        println!("{what} against the {} test images, in {}:", test.len(), clock(start.elapsed().as_secs_f64()));
+        println!(
+            "FID (classifier features) {:.3}; IS analogue {:.3} (test images {:.3}); confident (p > 0.9) {:.1}% (test images {:.1}%)",
+            r.fid,
+            r.inception_score,
+            r.reference_inception_score,
+            100.0 * r.confident_share,
+            100.0 * r.reference_confident_share
+        );
+        if let Some(path) = &args.json {
+            let doc = serde_json::json!({"what": what, "checkpoint": args.checkpoint, "classifier": args.classifier, "n": images.len(),
+                "steps": args.steps, "sampler": format!("{:?}", args.sampler), "seed": args.seed, "metrics": r});
+            let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+            write_atomically(path, text.as_bytes()).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
+        }
+        Ok(())
+    }
+}
+
+/// `args.n` samples of the checkpoint's model, with progress.
+fn draw<B: FastOps, M: Generative<B>>(args: &FidArgs, checkpoint: &Checkpoint, device: &B::Device) -> Result<ImageSet, String> {
+    let model: M = load_model(checkpoint, device)?;
+    let shape = checkpoint.state.image_shape;
+    let batch = args.batch_size.min(args.n);
+    checkpoint.state.run.model.check_inference_memory::<B>(shape, batch, device)?;
+    let mut progress = Progress::new(args.n.div_ceil(batch) * args.steps, "sample", 0);
+    let images = model.sample(args.n, [shape[1], shape[2]], args.steps, args.sampler, args.seed, batch, device, &mut || progress.advance(1));
+    progress.finish();
+    images
+}
