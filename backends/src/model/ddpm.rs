@@ -548,8 +548,13 @@ impl<B: TrainBackend> Ddpm<B> {
 impl Process {
     /// `n` antithetic times in `1..=T`: `t_i = 1 + ⌊T u_i⌋` with `u_i = (u₀ + i/n) mod 1`.
     fn draw_times(&self, rng: &mut SplitMix64, n: usize) -> Vec<usize> {
-        let big_t = self.steps();
-        antithetic_times(rng.uniform(), n).map(|u: f64| (1 + (u * big_t as f64) as usize).min(big_t)).collect()
+        self.draw_times_from(rng, n, 1)
+    }
+
+    /// `n` antithetic times in `first..=T`.
+    fn draw_times_from(&self, rng: &mut SplitMix64, n: usize, first: usize) -> Vec<usize> {
+        let (big_t, span) = (self.steps(), (self.steps() + 1 - first) as f64);
+        antithetic_times(rng.uniform(), n).map(|u: f64| (first + (u * span) as usize).min(big_t)).collect()
     }
 }
 
@@ -568,7 +573,9 @@ pub enum Bound {
     /// Every one of the `T` terms for every image (DDPM's `calc_bpd_loop`): `T` network
     /// evaluations per image; the only randomness is each term's `x_t`.
     Full,
-    /// An unbiased estimate from `draws` uniformly drawn `t` per image: `L_T + T · L_{t−1}`.
+    /// An unbiased estimate: `L_T` and `L_0` exactly, and `Σ_{t≥2} L_{t−1}` estimated from
+    /// `draws` uniform draws of `t ∈ 2..=T` per image as `(T − 1) L_{t−1}` (two network
+    /// evaluations per image and draw).
     Sampled {
         /// Independent draws of `(t, ε)` per image.
         draws: usize,
@@ -633,11 +640,16 @@ pub fn evaluate<B: FastOps>(
                 estimates.push(sums);
             }
             Bound::Sampled { .. } => {
+                // L_0 is far larger than a typical L_{t−1}: drawn with probability 1/T and
+                // weighted by T it would dominate the estimate's variance. It is computed exactly
+                // instead (one pass at t = 1), and only Σ_{t≥2} L_{t−1} is estimated, as
+                // (T − 1) L_{t−1} with t uniform on 2..=T.
                 for _ in 0..draws {
-                    let times = model.process.draw_times(&mut rng, chunk.len());
+                    let first = model.vlb_terms(&model.pass(pixels.clone(), normals_from::<B>(&mut rng, shape, device), &vec![1; chunk.len()]), clip, 1.0);
+                    let times = model.process.draw_times_from(&mut rng, chunk.len(), 2);
                     let eps = normals_from::<B>(&mut rng, shape, device);
-                    let terms = model.vlb_terms(&model.pass(pixels.clone(), eps, &times), clip, big_t as f64);
-                    let [prior, recon, diffusion] = [terms.prior, terms.reconstruction, terms.diffusion].map(host);
+                    let rest = model.vlb_terms(&model.pass(pixels.clone(), eps, &times), clip, (big_t - 1) as f64);
+                    let [prior, recon, diffusion] = [first.prior, first.reconstruction, rest.diffusion].map(host);
                     estimates.push((0..chunk.len()).map(|i| [prior[i], recon[i], diffusion[i]]).collect());
                     on_progress(chunk.len());
                 }

@@ -1,0 +1,171 @@
+//! DDPM: the U-Net's size and shapes, the T-term bound against an independent closed form in
+//! DDPM's own β notation, the sampled estimate against the full bound, and the samplers.
+
+mod common;
+
+use burn::module::Module;
+use common::{tiny_run, B};
+use vdm_backends::config::RunConfig;
+use vdm_backends::data::ImageSet;
+use vdm_backends::model::ddpm::{evaluate, Bound, Ddpm, DdpmConfig, Prediction, Variance};
+use vdm_backends::model::{ModelConfig, Sampler};
+use vdm_backends::nn::ddpm_unet::UNetConfig;
+use vdm_backends::train::Trainer;
+use vdm_backends::Cpu;
+
+/// A DDPM with `T` steps and a U-Net small enough for 4×4 images.
+fn tiny_ddpm(time_steps: usize, variance: Variance) -> DdpmConfig {
+    let unet = UNetConfig { ch: 8, ch_mult: vec![1, 2], num_res_blocks: 1, attn_resolutions: vec![2], dropout: 0.0, groups: 4 };
+    DdpmConfig { unet, time_steps, variance, ..DdpmConfig::default() }
+}
+
+fn tiny_ddpm_run(steps: usize, variance: Variance) -> RunConfig {
+    RunConfig { model: ModelConfig::Ddpm(tiny_ddpm(20, variance)), ..tiny_run(steps) }
+}
+
+/// DDPM's CIFAR-10 network has 35.7M parameters (35,746,307 in the original code).
+#[test]
+fn unet_has_ddpm_cifar10_parameter_count() {
+    let net = UNetConfig::default().init::<Cpu>([3, 32, 32], &Default::default());
+    assert_eq!(net.num_params(), 35_746_307);
+}
+
+#[test]
+fn unet_keeps_the_image_shape_and_refuses_sizes_it_cannot_halve() {
+    let device = Default::default();
+    for (config, shape) in [(UNetConfig::digits(), [1, 8, 8]), (UNetConfig::mnist(), [1, 28, 28]), (tiny_ddpm(10, Variance::Beta).unet, [3, 4, 6])] {
+        let net = config.init::<Cpu>(shape, &device);
+        let x = burn::tensor::Tensor::<Cpu, 4>::ones([2, shape[0], shape[1], shape[2]], &device);
+        let t = burn::tensor::Tensor::<Cpu, 1>::from_floats([0.0, 999.0], &device);
+        assert_eq!(net.forward(x, t).dims(), [2, shape[0], shape[1], shape[2]]);
+    }
+    let err = UNetConfig::default().check_image_shape([3, 30, 30]).unwrap_err();
+    assert!(err.contains("multiples of 8"), "{err}");
+}
+
+/// `ᾱ_t` of DDPM's linear schedule, directly from the βs.
+fn alpha_bars(t: usize) -> Vec<f64> {
+    let betas: Vec<f64> = (0..t).map(|i| 1e-4 + (0.02 - 1e-4) * i as f64 / (t - 1) as f64).collect();
+    betas.iter().scan(1.0, |a, b| {
+        *a *= 1.0 - b;
+        Some(*a)
+    }).collect()
+}
+
+/// With a network that outputs zero (DDPM's zero-initialised `conv_out`, so `ε̂ = 0`), the
+/// expected `L_{t−1}` has a closed form. In DDPM's notation (eq. 7, 11):
+/// `μ̃ = √ᾱ_{t−1} β_t/(1−ᾱ_t) x_0 + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) x_t` and `μ_θ = x_t/√α_t`, so with
+/// `x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε` the difference is `k_t ε`, and
+/// `E L_{t−1} = D/2 [r − 1 − ln r + k_t²/σ_t²]`, `r = β̃_t/σ_t²`. The prior is exact per image.
+#[test]
+fn full_bound_of_a_zero_network_matches_the_closed_form_in_beta_notation() {
+    let device = Default::default();
+    let big_t = 20;
+    let (d, n) = (16usize, 96usize);
+    let images = ImageSet::new((0..n * d).map(|i| ((i * 37) % 256) as u8).collect(), [1, 4, 4]);
+    for variance in [Variance::Beta, Variance::BetaTilde] {
+        // Unclipped: clipping x̂_0 to [−1, 1] (DDPM's evaluation default) is a different model.
+        let config = DdpmConfig { clip_denoised: false, ..tiny_ddpm(big_t, variance) };
+        let model: Ddpm<Cpu> = config.build(images.shape(), &device).unwrap();
+        let report = evaluate(&model, &images, Bound::Full, 32, 7, &device, |_| {}).unwrap();
+        let ab = alpha_bars(big_t);
+        let mut expected = 0.0;
+        for t in 2..=big_t {
+            let (ab_t, ab_s) = (ab[t - 1], ab[t - 2]);
+            let beta = 1.0 - ab_t / ab_s;
+            let beta_tilde = beta * (1.0 - ab_s) / (1.0 - ab_t);
+            let var_p = if variance == Variance::Beta { beta } else { beta_tilde };
+            let (c0, c1) = (ab_s.sqrt() * beta / (1.0 - ab_t), (1.0 - beta).sqrt() * (1.0 - ab_s) / (1.0 - ab_t));
+            let c_x0 = c0 + (c1 - 1.0 / (1.0 - beta).sqrt()) * ab_t.sqrt();
+            assert!(c_x0.abs() < 1e-12, "x_0 cancels from μ̃ − μ_θ");
+            let k = (c1 - 1.0 / (1.0 - beta).sqrt()) * (1.0 - ab_t).sqrt();
+            let r = beta_tilde / var_p;
+            expected += 0.5 * d as f64 * (r - 1.0 - r.ln() + k * k / var_p);
+        }
+        let expected_bpd = expected / (d as f64 * std::f64::consts::LN_2);
+        let sd = (report.per_image.iter().map(|v| v * v).sum::<f64>() / n as f64 - report.bpd.mean.powi(2)).sqrt();
+        assert!(
+            (report.diffusion - expected_bpd).abs() < 4.0 * sd / (n as f64).sqrt() + 1e-4,
+            "{variance:?}: Σ L_(t−1) {} bpd vs closed form {expected_bpd}",
+            report.diffusion
+        );
+        let prior: f64 = (0..n)
+            .map(|i| {
+                images.image(i).iter().map(|&p| {
+                    let (x, a, s2) = (f64::from(p) / 127.5 - 1.0, ab[big_t - 1].sqrt(), 1.0 - ab[big_t - 1]);
+                    0.5 * (a * a * x * x + s2 - s2.ln() - 1.0)
+                }).sum::<f64>()
+            })
+            .sum::<f64>()
+            / (n * d) as f64
+            / std::f64::consts::LN_2;
+        assert!((report.prior - prior).abs() < 1e-6 * prior.max(1e-3), "prior {} vs {prior}", report.prior);
+    }
+}
+
+/// A briefly trained tiny DDPM and the 4×4 test images.
+fn trained(variance: Variance) -> (Ddpm<Cpu>, ImageSet) {
+    let device = Default::default();
+    let run = tiny_ddpm_run(30, variance);
+    let (train, test) = run.data.load(0).unwrap();
+    let mut trainer = Trainer::<B, Ddpm<B>>::new(&run, train.shape(), &device).unwrap();
+    for _ in 0..30 {
+        let stats = trainer.train_step(&train).unwrap();
+        assert!(stats.loss.is_finite());
+    }
+    (trainer.ema, test)
+}
+
+/// The sampled estimate (exact `L_0` and prior, `(T − 1) L_{t−1}` at random `t`) is unbiased:
+/// with many draws it agrees with the full `T`-term bound.
+#[test]
+fn sampled_estimate_agrees_with_the_full_bound() {
+    let device = Default::default();
+    let (model, test) = trained(Variance::Beta);
+    let full = evaluate(&model, &test, Bound::Full, 64, 3, &device, |_| {}).unwrap();
+    let sampled = evaluate(&model, &test, Bound::Sampled { draws: 40 }, 64, 4, &device, |_| {}).unwrap();
+    let paired: Vec<f64> = full.per_image.iter().zip(&sampled.per_image).map(|(a, b)| a - b).collect();
+    let diff = vdm_backends::model::Estimate::of(&paired);
+    assert!(diff.mean.abs() < 4.0 * diff.se + 1e-3, "full {} vs sampled {} bpd (difference {} ± {})", full.bpd.mean, sampled.bpd.mean, diff.mean, diff.se);
+    assert!((full.prior - sampled.prior).abs() < 1e-6 && (full.reconstruction - sampled.reconstruction).abs() < 0.05 * full.reconstruction.abs().max(0.01));
+}
+
+#[test]
+fn samplers_are_deterministic_and_ddim_at_eta_one_is_the_beta_tilde_step() {
+    let device = Default::default();
+    let (model, _) = trained(Variance::BetaTilde);
+    let draw = |sampler, steps, batch| model.sample(6, [4, 4], steps, sampler, 11, batch, &device, || {}).unwrap();
+    let ancestral = draw(Sampler::Ancestral, 20, 6);
+    assert_eq!(ancestral.pixels, draw(Sampler::Ancestral, 20, 4).pixels, "the batch size changes the samples");
+    let ddim_one = draw(Sampler::Ddim { eta: 1.0 }, 20, 6);
+    let off = ancestral.pixels.iter().zip(&ddim_one.pixels).map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs()).max().unwrap();
+    assert!(off <= 1, "DDIM with η = 1 differs from the β̃ ancestral step by {off} levels");
+    let ddim = draw(Sampler::Ddim { eta: 0.0 }, 5, 6);
+    assert_eq!(ddim.pixels, draw(Sampler::Ddim { eta: 0.0 }, 5, 2).pixels);
+    assert_ne!(ddim.pixels, ddim_one.pixels);
+    assert!(model.sample(2, [4, 4], 10, Sampler::Ancestral, 0, 2, &device, || {}).unwrap_err().contains("all T = 20 steps"));
+}
+
+/// Every parametrisation and loss trains without diverging and lowers its loss.
+#[test]
+fn every_prediction_and_loss_trains() {
+    let device = Default::default();
+    for (prediction, loss) in [(Prediction::Eps, "vlb"), (Prediction::X0, "simple"), (Prediction::Mean, "hybrid")] {
+        let mut run = tiny_ddpm_run(40, Variance::Beta);
+        let text = format!("[model]\nfamily = \"ddpm\"\nprediction = \"{}\"\nloss = \"{loss}\"\ntime_steps = 20\n[model.unet]\nch = 8\nch_mult = [1, 2]\nnum_res_blocks = 1\nattn_resolutions = []\ngroups = 4\n", match prediction {
+            Prediction::Eps => "eps",
+            Prediction::X0 => "x0",
+            Prediction::Mean => "mean",
+        });
+        #[derive(serde::Deserialize)]
+        struct Only {
+            model: ModelConfig,
+        }
+        run.model = toml::from_str::<Only>(&text).unwrap().model;
+        let (train, _) = run.data.load(0).unwrap();
+        let mut trainer = Trainer::<B, Ddpm<B>>::new(&run, train.shape(), &device).unwrap();
+        let losses: Vec<f64> = (0..40).map(|_| trainer.train_step(&train).unwrap().loss).collect();
+        let (first, last) = (losses[..10].iter().sum::<f64>(), losses[30..].iter().sum::<f64>());
+        assert!(losses.iter().all(|l| l.is_finite()) && last < first, "{prediction:?}/{loss}: {losses:?}");
+    }
+}
