@@ -143,3 +143,39 @@ fn compress_and_decompress_round_trip_and_refuse_bad_files() {
     assert!(vdm(&["train", "--config", &config, "--run", &s(&other)]).status.success());
     assert_fails_with(&vdm(&["decompress", &s(&file), "--checkpoint", &s(&other), "-o", &fresh("o")]), &["another model"]);
 }
+
+/// A DDPM run through every command: train, evaluate (estimate and full bound), sample with both
+/// samplers, and measure sample quality with a freshly trained classifier; VDM-only commands refuse it.
+#[test]
+fn ddpm_train_eval_sample_and_fid() {
+    let dir = tempfile::tempdir().unwrap();
+    let ddpm = TINY.replace(
+        "[model.score]\nn_embd = 8\nn_layer = 1\ngroups = 4\ndropout = 0.0\nfourier_exponents = [4]\n\n[model.schedule]\nkind = \"scalar\"\ngamma_min = -13.3\ngamma_max = 5.0\n",
+        "[model]\nfamily = \"ddpm\"\ntime_steps = 10\nloss = \"hybrid\"\n\n[model.unet]\nch = 8\nch_mult = [1, 2]\nnum_res_blocks = 1\nattn_resolutions = [4]\ngroups = 4\n",
+    );
+    assert!(ddpm.contains("family = \"ddpm\""));
+    let config = write_config(dir.path(), &ddpm);
+    let run = s(&dir.path().join("run"));
+    let out = vdm(&["train", "--config", &config, "--run", &run]);
+    assert!(out.status.success() && text(&out).contains("DDPM"), "{}", text(&out));
+    let json = s(&dir.path().join("eval.json"));
+    let out = vdm(&["eval", "--checkpoint", &run, "--draws", "2", "--full-bound", "--json", &json]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (estimate, full) = (report["bounds"][0]["bpd"].as_f64().unwrap(), report["bounds"][1]["bpd"].as_f64().unwrap());
+    assert!(estimate.is_finite() && full.is_finite() && full > 0.0, "{report}");
+    for args in [&["--steps", "10"][..], &["--sampler", "ddim", "--steps", "3"]] {
+        let out = vdm(&[&["sample", "--checkpoint", &run, "--n", "4", "--out", &s(&dir.path().join("s.png"))][..], args].concat());
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_fails_with(&vdm(&["sample", "--checkpoint", &run, "--steps", "5", "--out", &s(&dir.path().join("t.png"))]), &["all T = 10 steps"]);
+    assert_fails_with(&vdm(&["schedule", "--checkpoint", &run]), &["VDM models only"]);
+    let classifier = s(&dir.path().join("classifier"));
+    let out = vdm(&["classifier", "train", "--out", &classifier, "--steps", "20"]);
+    assert!(out.status.success() && text(&out).contains("test accuracy"), "{}", text(&out));
+    let fid_json = s(&dir.path().join("fid.json"));
+    let out = vdm(&["fid", "--checkpoint", &run, "--classifier", &classifier, "--n", "8", "--sampler", "ddim", "--steps", "3", "--json", &fid_json]);
+    assert!(out.status.success(), "{}", text(&out));
+    let fid: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&fid_json).unwrap()).unwrap();
+    assert!(fid["metrics"]["fid"].as_f64().is_some_and(|f| f.is_finite() && f >= 0.0), "{fid}");
+}

@@ -125,15 +125,6 @@ kind = "cosine"
 s = 0.008
 max_beta = 0.999
 "#,
-    r#"
-# [model] settings: prediction = "eps" | "x0" | "mean"; variance = "beta" | "beta_tilde";
-# loss = "simple" | "vlb" | "hybrid" (L_simple + hybrid_lambda * L_vlb)
-[model]
-family = "ddpm"
-prediction = "eps"
-variance = "beta"
-loss = "vlb"
-"#,
 ];
 
 /// A DDPM: network, β schedule, parametrisation, variance and loss.

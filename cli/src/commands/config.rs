@@ -18,7 +18,7 @@ pub enum FamilyKind {
 pub fn text(family: FamilyKind) -> Result<String, String> {
     let (run, header, examples) = match family {
         FamilyKind::Vdm => (RunConfig::digits(), "the default run (a small VDM on the bundled 8x8 digits)", vec![("noise schedules", "[model.schedule]", SCHEDULE_EXAMPLES)]),
-        FamilyKind::Ddpm => (RunConfig::ddpm_digits(), "a DDPM on the bundled 8x8 digits", vec![("β schedules", "[model.betas]", DDPM_EXAMPLES)]),
+        FamilyKind::Ddpm => (RunConfig::ddpm_digits(), "a DDPM on the bundled 8x8 digits.\n# [model]: prediction = \"eps\" | \"x0\" | \"mean\"; variance = \"beta\" | \"beta_tilde\";\n# loss = \"simple\" | \"vlb\" | \"hybrid\" (L_simple + hybrid_lambda * L_vlb)", vec![("β schedules", "[model.betas]", DDPM_EXAMPLES)]),
     };
     let defaults = toml::to_string_pretty(&run).map_err(|e| e.to_string())?;
     let mut out = format!(
