@@ -27,7 +27,7 @@ fn train_resume_eval_sample_and_schedule() {
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(text(&resumed).contains("resuming") && text(&resumed).contains("at step 4"), "{}", text(&resumed));
     assert_eq!(std::fs::read_to_string(run.join("latest")).unwrap(), "step-0000006");
-    let steps: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"bpd\"") && !l.contains("eval")).map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"loss\"") && !l.contains("eval")).map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, [1, 2, 3, 4, 5, 6], "every step logged once");
 
     let json = dir.path().join("eval.json");
