@@ -42,11 +42,11 @@ impl Default for ModelConfig {
 impl<'de> Deserialize<'de> for ModelConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let mut table = serde_json::Value::deserialize(deserializer)?;
-        let family = match table.as_object_mut().map(|t| t.remove("family")) {
+        let mut table = toml::Value::deserialize(deserializer)?;
+        let family = match table.as_table_mut().map(|t| t.remove("family")) {
             None => return Err(D::Error::custom("[model] must be a table")),
             Some(None) => "vdm".to_string(),
-            Some(Some(serde_json::Value::String(name))) => name,
+            Some(Some(toml::Value::String(name))) => name,
             Some(Some(other)) => return Err(D::Error::custom(format!("model.family must be \"vdm\" or \"ddpm\", got {other}"))),
         };
         match family.as_str() {
