@@ -18,7 +18,7 @@ use vdm_core::time::antithetic_times;
 use vdm_core::vlb::{self, VlbTerms};
 use vdm_core::BatchTensor;
 
-use super::{EvalReport, Estimate, Sampler, STREAM_SAMPLE};
+use super::{normals, EvalReport, Sampler, STREAM_SAMPLE};
 use crate::data::ImageSet;
 use crate::memory;
 use crate::nn::ddpm_unet::{UNet, UNetConfig};
@@ -278,7 +278,7 @@ impl Process {
         }
     }
 
-    /// `c_t = 1 − SNR_t/SNR_{t−1} = β_t`… in `γ` form: `−expm1(γ_{t−1} − γ_t)`.
+    /// `c_t = 1 − SNR_t/SNR_{t−1} = −expm1(γ_{t−1} − γ_t)` (so that `β_t = c_t σ_t²`).
     fn c(&self, t: usize) -> f64 {
         -(self.gamma(t - 1) - self.gamma(t)).exp_m1()
     }
@@ -329,13 +329,6 @@ pub struct Ddpm<B: Backend> {
 /// `values` as per-example `[N, 1, 1, 1]` values on `device`.
 fn per_example<B: Backend>(values: &[f64], device: &B::Device) -> Batch4<B> {
     BurnBatch(Tensor::from_data(TensorData::new(values.to_vec(), [values.len(), 1, 1, 1]), device))
-}
-
-/// Standard normal noise of `shape`, image `i`'s from `rngs[i]` (one stream per image).
-fn normals<B: Backend>(rngs: &mut [SplitMix64], shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
-    let d = shape[1] * shape[2] * shape[3];
-    let values: Vec<f32> = rngs.iter_mut().flat_map(|rng| (0..d).map(|_| rng.normal::<f32>()).collect::<Vec<_>>()).collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// Standard normal noise of `shape`, all from `rng`.
@@ -601,7 +594,7 @@ pub fn evaluate<B: FastOps>(
     let (d, big_t, clip) = (c * h * w, model.process.steps(), model.process.clip);
     let host = |t: Batch4<B>| vlb::nats_to_bpd(t, d).0.into_data().iter::<f64>().collect::<Vec<f64>>();
     let mut rng = SplitMix64::new(seed);
-    let (mut per_image, mut variances, mut terms) = (Vec::with_capacity(images.len()), Vec::new(), [0.0f64; 3]);
+    let (mut per_image, mut terms) = (Vec::with_capacity(images.len()), [0.0f64; 3]);
     let indices: Vec<usize> = (0..images.len()).collect();
     for chunk in indices.chunks(batch_size) {
         let batch = images.select(chunk);
@@ -647,10 +640,7 @@ pub fn evaluate<B: FastOps>(
             }
         }
         for i in 0..chunk.len() {
-            let totals: Vec<f64> = estimates.iter().map(|draw| draw[i].iter().sum()).collect();
-            let Estimate { mean, se } = Estimate::of(&totals);
-            per_image.push(mean);
-            variances.push(se * se * draws as f64);
+            per_image.push(estimates.iter().map(|draw| draw[i].iter().sum()).collect::<Vec<f64>>());
             for draw in &estimates {
                 for (acc, v) in terms.iter_mut().zip(draw[i]) {
                     *acc += v;
@@ -658,7 +648,5 @@ pub fn evaluate<B: FastOps>(
             }
         }
     }
-    let n = (per_image.len() * draws) as f64;
-    let noise_sd = (draws > 1).then(|| (variances.iter().sum::<f64>() / variances.len() as f64).sqrt());
-    Ok(EvalReport { bpd: Estimate::of(&per_image), prior: terms[0] / n, reconstruction: terms[1] / n, diffusion: terms[2] / n, per_image, noise_sd })
+    Ok(EvalReport::from_draws(&per_image, terms))
 }

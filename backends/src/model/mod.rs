@@ -12,7 +12,7 @@ pub use vdm::*;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Deserializer, Serialize};
 use vdm_core::rng::SplitMix64;
 
@@ -187,6 +187,13 @@ impl<B: FastOps> Generative<B> for Ddpm<B> {
         let report = ddpm::evaluate(self, images, ddpm::Bound::Sampled { draws: 1 }, eval.batch_size, eval.seed, device, |_| {})?;
         Ok((format!("T={} (sampled t)", self.process.steps()), report))
     }
+}
+
+/// Standard normal noise of `shape`, image `i`'s from `rngs[i]` (one stream per image).
+pub(crate) fn normals<B: Backend>(rngs: &mut [SplitMix64], shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+    let d = shape[1] * shape[2] * shape[3];
+    let values: Vec<f32> = rngs.iter_mut().flat_map(|rng| (0..d).map(|_| rng.normal::<f32>()).collect::<Vec<_>>()).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// `module` with every parameter allocated now, in visiting order: burn initialises parameters

@@ -288,8 +288,7 @@ impl<B: FastOps> Vdm<B> {
             let count = batch_size.min(n - first);
             let shape = [count, channels, height, width];
             let mut streams: Vec<SplitMix64> = (first..first + count).map(|i| SplitMix64::new(derive_seed(seed, STREAM_SAMPLE, i as u64))).collect();
-            let mut normals = || tensor4::<B>(streams.iter_mut().flat_map(|rng| (0..channels * height * width).map(|_| rng.normal::<f32>()).collect::<Vec<_>>()).collect(), shape, device);
-            let mut z = normals();
+            let mut z = super::normals::<B>(&mut streams, shape, device);
             for i in (1..=steps).rev() {
                 let (g_s, g_t) = (gammas[i - 1], gammas[i]);
                 let eps_hat = self.score.forward(z.clone(), Tensor::full([count], g_t as f32, device));
@@ -297,7 +296,7 @@ impl<B: FastOps> Vdm<B> {
                     Sampler::Ancestral => process::ancestral(g_s, g_t),
                     Sampler::Ddim { eta } => process::ddim(g_s, g_t, eta),
                 };
-                z = z.mul_scalar(step.z) + eps_hat.mul_scalar(step.eps_hat) + normals().mul_scalar(step.noise);
+                z = z.mul_scalar(step.z) + eps_hat.mul_scalar(step.eps_hat) + super::normals::<B>(&mut streams, shape, device).mul_scalar(step.noise);
                 on_step();
             }
             let x = z.div_scalar(process::alpha(gammas[0]));
@@ -437,6 +436,27 @@ pub struct EvalReport {
     pub noise_sd: Option<f64>,
 }
 
+impl EvalReport {
+    /// The report of images evaluated `draws` times each: `per_image[i]` holds image `i`'s
+    /// `draws` totals (bpd), `term_sums` the prior, reconstruction and diffusion terms summed over
+    /// all images and draws.
+    pub fn from_draws(per_image: &[Vec<f64>], term_sums: [f64; 3]) -> Self {
+        let draws = per_image.first().map_or(1, Vec::len);
+        let estimates: Vec<Estimate> = per_image.iter().map(|e| Estimate::of(e)).collect();
+        let means: Vec<f64> = estimates.iter().map(|e| e.mean).collect();
+        let n = (per_image.len() * draws) as f64;
+        let mean_variance = estimates.iter().map(|e| e.se * e.se * draws as f64).sum::<f64>() / estimates.len() as f64;
+        Self {
+            bpd: Estimate::of(&means),
+            prior: term_sums[0] / n,
+            reconstruction: term_sums[1] / n,
+            diffusion: term_sums[2] / n,
+            per_image: means,
+            noise_sd: (draws > 1).then(|| mean_variance.sqrt()),
+        }
+    }
+}
+
 /// Evaluates the VLB of every image of `images` `draws` times (independent times and noise), in
 /// batches of `batch_size`, with noise drawn from `seed`. The estimate is unbiased; its standard
 /// error covers data and noise.
@@ -459,7 +479,7 @@ pub fn evaluate<B: FastOps>(
     }
     let mut rng = SplitMix64::new(seed);
     let d = images.features();
-    let (mut per_image, mut variances, mut terms) = (Vec::with_capacity(images.len()), Vec::new(), [0.0f64; 3]);
+    let (mut per_image, mut terms) = (Vec::with_capacity(images.len()), [0.0f64; 3]);
     let indices: Vec<usize> = (0..images.len()).collect();
     for chunk in indices.chunks(batch_size) {
         let batch = images.select(chunk);
@@ -475,14 +495,8 @@ pub fn evaluate<B: FastOps>(
                 *acc += host(term).iter().sum::<f64>();
             }
         }
-        for e in estimates {
-            let Estimate { mean, se } = Estimate::of(&e);
-            per_image.push(mean);
-            variances.push(se * se * draws as f64);
-        }
+        per_image.extend(estimates);
         on_batch(chunk.len());
     }
-    let n = (per_image.len() * draws) as f64;
-    let noise_sd = (draws > 1).then(|| (variances.iter().sum::<f64>() / variances.len() as f64).sqrt());
-    Ok(EvalReport { bpd: Estimate::of(&per_image), prior: terms[0] / n, reconstruction: terms[1] / n, diffusion: terms[2] / n, per_image, noise_sd })
+    Ok(EvalReport::from_draws(&per_image, terms))
 }
