@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vdm_backends::model::TimeMode;
+use vdm_backends::model::{TimeMode, Vdm};
 
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
 use super::{eval_with_progress, load, load_data, report_line};
@@ -36,8 +36,8 @@ fn compare_cpu_and_cuda(checkpoint: &Path, images: usize, time: TimeMode, tolera
     let cpu = eval_with_progress(&cpu_model, &test, time, batch, 1, seed, &Default::default())?;
     let gpu = eval_with_progress(&gpu_model, &test, time, batch, 1, seed, &Default::default())?;
     let max_diff = cpu.per_image.iter().zip(&gpu.per_image).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    println!("cpu  (ndarray): {}", report_line(time, &cpu));
-    println!("cuda          : {}", report_line(time, &gpu));
+    println!("cpu  (ndarray): {}", report_line(&time.to_string(), &cpu));
+    println!("cuda          : {}", report_line(&time.to_string(), &gpu));
     println!(
         "|mean difference| {:.2e} bpd, largest per-image difference {max_diff:.2e} bpd (tolerance {tolerance:.0e})",
         (cpu.bpd.mean - gpu.bpd.mean).abs()
