@@ -46,9 +46,13 @@ pub enum ScheduleConfig {
         width: usize,
         /// Seed of the `N(0, 0.01²)` initialisation of `l₂`, `l₃`.
         seed: u64,
-        /// What trains the shape `γ̃` (the endpoints always follow the VLB).
+        /// What trains the shape `γ̃` (the endpoints, when learned, follow the VLB).
         #[serde(default)]
         shape_objective: ShapeObjective,
+        /// Whether `γ₀`, `γ₁` are trained (the default) or stay at `gamma_min`, `gamma_max`,
+        /// so that only the shape, and with it only the estimator's variance, is learned.
+        #[serde(default = "learned")]
+        learn_endpoints: bool,
     },
 }
 
@@ -79,8 +83,14 @@ gamma_max = 5.0
 width = 1024
 seed = 0
 shape_objective = "variance"
+## false keeps gamma(0) and gamma(1) at gamma_min and gamma_max: only the shape is learned.
+learn_endpoints = true
 "#,
 ];
+
+fn learned() -> bool {
+    true
+}
 
 /// The objective whose gradient trains a schedule's shape, the part of `γ` between its endpoints.
 ///
@@ -151,15 +161,15 @@ impl ScheduleConfig {
                     w: scalar(gamma_max - gamma_min, trainable),
                 })
             }
-            Self::Net { gamma_min, gamma_max, width, seed, .. } => {
+            Self::Net { gamma_min, gamma_max, width, seed, learn_endpoints, .. } => {
                 let net = MonotoneNet::<f64>::init_shape(width, seed);
                 let vector = |v: &[f64]| {
                     let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
                     Param::from_tensor(Tensor::from_floats(v.as_slice(), device))
                 };
                 LearnedSchedule::Net(NetSchedule {
-                    b: scalar(gamma_min, true),
-                    w: scalar(gamma_max - gamma_min, true),
+                    b: scalar(gamma_min, learn_endpoints),
+                    w: scalar(gamma_max - gamma_min, learn_endpoints),
                     l1_w: scalar(net.l1_w, true),
                     l2_w: vector(&net.l2_w),
                     l2_b: vector(&net.l2_b),

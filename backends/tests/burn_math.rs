@@ -112,7 +112,7 @@ fn schedule_modules_match_core() {
     let cases: Vec<(ScheduleConfig, Box<dyn NoiseSchedule<f64>>)> = vec![
         (ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 }, Box::new(LearnedScalar::init(-13.3, 5.0))),
         (ScheduleConfig::Fixed { gamma_min: -10.0, gamma_max: 8.0 }, Box::new(LearnedScalar::init(-10.0, 8.0))),
-        (ScheduleConfig::Net { gamma_min: -13.3, gamma_max: 5.0, width: 64, seed: 9, shape_objective: ShapeObjective::Vlb }, Box::new(MonotoneNet::init_shape(64, 9).with_endpoints(-13.3, 5.0))),
+        (ScheduleConfig::Net { gamma_min: -13.3, gamma_max: 5.0, width: 64, seed: 9, shape_objective: ShapeObjective::Vlb, learn_endpoints: true }, Box::new(MonotoneNet::init_shape(64, 9).with_endpoints(-13.3, 5.0))),
     ];
     for (config, reference) in cases {
         let (g, gp) = config.init::<B>(&device).gamma_and_prime(t.clone());
@@ -153,14 +153,15 @@ impl ModuleVisitor<Autodiff<B>> for NonZeroGrads<'_> {
 }
 
 /// Training signal reaches every parameter of the learned schedules, endpoints included, in
-/// continuous and in discrete time.
+/// continuous and in discrete time; frozen endpoints get none.
 #[test]
 fn vlb_gradients_reach_the_learned_schedules() {
     let device = Default::default();
     let images = vdm_backends::data::digits().select(&[0, 1, 2, 3]);
     let schedules = [
         ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
-        ScheduleConfig::Net { gamma_min: -13.3, gamma_max: 5.0, width: 16, seed: 1, shape_objective: ShapeObjective::Vlb },
+        ScheduleConfig::Net { gamma_min: -13.3, gamma_max: 5.0, width: 16, seed: 1, shape_objective: ShapeObjective::Vlb, learn_endpoints: true },
+        ScheduleConfig::Net { gamma_min: -13.3, gamma_max: 5.0, width: 16, seed: 1, shape_objective: ShapeObjective::Vlb, learn_endpoints: false },
     ];
     for (schedule, time) in schedules.iter().flat_map(|s| [(s, TimeMode::Continuous), (s, TimeMode::Discrete(10))]) {
         let model = vdm_backends::model::VdmConfig { score: tiny_score(), schedule: schedule.clone() }.init::<Autodiff<B>>(1, &device);
@@ -171,7 +172,8 @@ fn vlb_gradients_reach_the_learned_schedules() {
         let mut visitor = NonZeroGrads { grads: &grads, nonzero: Vec::new() };
         model.schedule.visit(&mut visitor);
         let want = match schedule {
-            ScheduleConfig::Net { .. } => vec![true; 6], // b, w, l1_w, l2_w, l2_b, l3_w
+            // b, w, l1_w, l2_w, l2_b, l3_w
+            ScheduleConfig::Net { learn_endpoints, .. } => [[*learn_endpoints; 2].as_slice(), &[true; 4]].concat(),
             _ => vec![true; 2],
         };
         assert_eq!(visitor.nonzero, want, "{schedule:?} {time}: which schedule parameters got a gradient");

@@ -59,3 +59,30 @@ fn the_variance_objective_needs_continuous_time() {
     assert!(err.contains("continuous-time") && err.contains("time_steps"), "{err}");
 }
 
+
+/// Frozen endpoints (`learn_endpoints = false`) take no gradient under the variance objective,
+/// and every other parameter's gradient is what it is with learned endpoints.
+#[test]
+fn frozen_endpoints_change_only_the_endpoints_gradients() {
+    type B = Autodiff<Cpu>;
+    let device = Default::default();
+    let images = vdm_backends::data::digits().select(&[0, 1, 2, 3]);
+    let noise = Noise::draw(&mut SplitMix64::new(2), images.len(), images.features());
+    let schedule = |learn_endpoints: bool| {
+        let ScheduleConfig::Net { gamma_min, gamma_max, width, seed, shape_objective, .. } = net_schedule(ShapeObjective::Variance) else { unreachable!() };
+        ScheduleConfig::Net { gamma_min, gamma_max, width, seed, shape_objective, learn_endpoints }
+    };
+    let learned: Vdm<B> = VdmConfig { score: tiny_score(), schedule: schedule(true) }.init(1, &device);
+    // The same score network (its initialisation is random) with frozen endpoints.
+    let frozen = Vdm { score: learned.score.clone(), schedule: schedule(false).init(&device) };
+    let grads = |model: &Vdm<B>| {
+        let (_, grads) = model.loss_and_gradients(pixels_tensor::<B>(&images, &device), &noise, TimeMode::Continuous, ShapeObjective::Variance).unwrap();
+        gradients(model, &grads)
+    };
+    let (learned, frozen) = (grads(&learned), grads(&frozen));
+    let endpoints = |g: &[Vec<f64>]| g.len() - 6..g.len() - 4; // the schedule's b, w come after the score network
+    assert!(learned[endpoints(&learned)].iter().all(|g| g.len() == 1 && g[0] != 0.0), "learned endpoints get a gradient");
+    assert!(frozen[endpoints(&frozen)].iter().all(Vec::is_empty), "frozen endpoints get none");
+    let rest = |g: &[Vec<f64>]| [&g[..g.len() - 6], &g[g.len() - 4..]].concat();
+    assert_all_close("the other parameters", &rest(&frozen), &rest(&learned), 1e-3);
+}

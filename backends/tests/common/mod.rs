@@ -59,7 +59,7 @@ pub fn tiny_score() -> ScoreNetConfig {
 
 /// A learned schedule of width 8 with `shape_objective`.
 pub fn net_schedule(shape_objective: ShapeObjective) -> ScheduleConfig {
-    ScheduleConfig::Net { gamma_min: -10.0, gamma_max: 6.0, width: 8, seed: 3, shape_objective }
+    ScheduleConfig::Net { gamma_min: -10.0, gamma_max: 6.0, width: 8, seed: 3, shape_objective, learn_endpoints: true }
 }
 
 /// Every parameter's gradient (empty where it has none), in visiting order.
