@@ -36,6 +36,7 @@ fn convolution_matches_burn_forward_and_backward() {
         ([2, 3, 8, 8], 6, 3, ConvSpec { stride: 2, padding: [0, 1, 0, 1] }), // DDPM's downsampling
         ([1, 2, 7, 6], 3, 3, ConvSpec { stride: 2, padding: [1, 1, 1, 1] }),
         ([2, 3, 5, 4], 2, 3, ConvSpec { stride: 1, padding: [0, 2, 1, 0] }),
+        ([9, 4, 6, 5], 5, 3, ConvSpec::same(3)), // more images than a gradient group
     ];
     for (i, (shape, o, k, spec)) in geometries.into_iter().enumerate() {
         let tag = format!("geometry {i}");

@@ -1,7 +1,8 @@
 //! [`FastOps`] kernels for burn-ndarray (`f32`): convolution as im2col and one matrix product per
-//! chunk of images, and group normalisation with swish in one pass over each group.
+//! image, in the tensors' own `[N, C, H, W]` layout, and group normalisation with swish in one
+//! pass over each group.
 //!
-//! Every loop is split across threads by output (images, rows, groups), and each output value is
+//! Every loop is split across threads by output (images, groups), and each output value is
 //! summed in a fixed order, so the results do not depend on the number of threads.
 
 use std::borrow::Cow;
@@ -13,9 +14,9 @@ use rayon::prelude::*;
 use super::{generic, ConvGrads, ConvSpec, DecoderGrads, FastOps, NormGrads, NormSpec};
 use crate::Cpu;
 
-/// At most this many `f32` values of im2col columns are held at once (32 MB): large batches are
-/// convolved a chunk of images at a time.
-const COLUMNS_LIMIT: usize = 1 << 23;
+/// Images whose weight gradients one task accumulates, in order, before the groups' sums are
+/// added in order: fixed, so that the result does not depend on the number of threads.
+const IMAGES_PER_GROUP: usize = 4;
 
 /// A tensor's `f32` values in row-major order, and its shape (`None` for another dtype).
 fn values(t: &NdArrayTensor) -> Option<(Cow<'_, [f32]>, Vec<usize>)> {
@@ -52,7 +53,8 @@ impl Geometry {
         let [ho, wo] = spec.output_size([h, w], k);
         Self { c, h, w, o, k, ho, wo, spec }
     }
-    /// Values under the kernel at one output pixel: `k·k·C`, ordered `(dy, dx, c)`.
+    /// Values under the kernel at one output pixel: `C·k·k`, ordered `(c, dy, dx)` like the
+    /// weight's `[O, C, k, k]`.
     fn rows(&self) -> usize {
         self.c * self.k * self.k
     }
@@ -62,27 +64,10 @@ impl Geometry {
     fn out_pixels(&self) -> usize {
         self.ho * self.wo
     }
-    /// A 1×1, stride-1, unpadded convolution: its im2col matrix is the input itself.
+    /// A 1×1, stride-1, unpadded convolution: its im2col matrix is the image itself.
     fn pointwise(&self) -> bool {
         self.k == 1 && self.spec == ConvSpec::same(1)
     }
-    /// Images per chunk so that the columns stay within [`COLUMNS_LIMIT`].
-    fn chunk(&self, n: usize) -> usize {
-        (COLUMNS_LIMIT / (self.rows() * self.out_pixels()).max(1)).clamp(1, n.max(1))
-    }
-}
-
-/// `[N, C, P] → [N, P, C]` (channels first to channels last), or back with `c` and `p` swapped.
-fn transpose_images(x: &[f32], n: usize, c: usize, p: usize) -> Vec<f32> {
-    let mut out = vec![0f32; n * c * p];
-    out.par_chunks_mut(c * p).zip(x.par_chunks(c * p)).take(n).for_each(|(dst, src)| {
-        for (ci, channel) in src.chunks_exact(p).enumerate() {
-            for (pi, &v) in channel.iter().enumerate() {
-                dst[pi * c + ci] = v;
-            }
-        }
-    });
-    out
 }
 
 /// The input position under output position `out` and kernel offset `tap`, if inside `0..size`.
@@ -90,145 +75,148 @@ fn source(out: usize, tap: usize, stride: usize, pad: usize, size: usize) -> Opt
     (out * stride + tap).checked_sub(pad).filter(|&i| i < size)
 }
 
-/// The input pixels under each kernel tap at output pixel `q` of an image, or `None` for padding:
-/// `(tap index, input pixel)`.
-fn taps(q: usize, g: &Geometry) -> impl Iterator<Item = (usize, Option<usize>)> + '_ {
-    let (oy, ox) = (q / g.wo, q % g.wo);
-    let [top, _, left, _] = g.spec.padding;
-    (0..g.k * g.k).map(move |t| {
-        let (dy, dx) = (t / g.k, t % g.k);
-        let pixel = source(oy, dy, g.spec.stride, top, g.h).zip(source(ox, dx, g.spec.stride, left, g.w)).map(|(iy, ix)| iy * g.w + ix);
-        (t, pixel)
-    })
+/// The output columns `lo..hi` whose input column under kernel column `dx` lies inside the
+/// image, and the input column of `lo`: `ix = ox·stride + dx − left`.
+fn inside(dx: usize, g: &Geometry) -> (usize, usize, usize) {
+    let (stride, left) = (g.spec.stride, g.spec.padding[2]);
+    let lo = left.saturating_sub(dx).div_ceil(stride).min(g.wo);
+    let hi = (g.w + left).saturating_sub(dx).div_ceil(stride).clamp(lo, g.wo);
+    (lo, hi, (lo * stride + dx).saturating_sub(left))
 }
 
-/// `cols[b·HoWo + q, (dy, dx, c)]` = the channels-last input `x` under kernel tap `(dy, dx)` at
-/// output pixel `q` of image `b` (zero in the padding): the im2col matrix of `nb` images.
-fn im2col(x: &[f32], nb: usize, g: &Geometry, cols: &mut [f32]) {
-    let (c, rows) = (g.c, g.rows());
-    cols[..nb * g.out_pixels() * rows].par_chunks_mut(rows).enumerate().for_each(|(j, row)| {
-        let (b, q) = (j / g.out_pixels(), j % g.out_pixels());
-        let image = &x[b * g.in_pixels() * c..];
-        for (t, pixel) in taps(q, g) {
-            let dst = &mut row[t * c..][..c];
-            match pixel {
-                Some(p) => dst.copy_from_slice(&image[p * c..][..c]),
-                None => dst.fill(0.0),
+/// `cols[(c, dy, dx), q]` = pixel `q`'s input under kernel tap `(dy, dx)` in channel `c` of one
+/// `[C, H, W]` image (zero in the padding): its im2col matrix `[C·k·k, Ho·Wo]`.
+fn im2col(image: &[f32], g: &Geometry, cols: &mut [f32]) {
+    let (top, stride) = (g.spec.padding[0], g.spec.stride);
+    for (r, row) in cols.chunks_exact_mut(g.out_pixels()).enumerate() {
+        let (ci, dy, dx) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
+        let channel = &image[ci * g.in_pixels()..][..g.in_pixels()];
+        let (lo, hi, first) = inside(dx, g);
+        for (oy, out) in row.chunks_exact_mut(g.wo).enumerate() {
+            let Some(iy) = source(oy, dy, stride, top, g.h) else {
+                out.fill(0.0);
+                continue;
+            };
+            let line = &channel[iy * g.w + first..];
+            out[..lo].fill(0.0);
+            out[hi..].fill(0.0);
+            if stride == 1 {
+                out[lo..hi].copy_from_slice(&line[..hi - lo]);
+            } else {
+                out[lo..hi].iter_mut().zip(line.iter().step_by(stride)).for_each(|(d, &v)| *d = v);
             }
         }
-    });
+    }
 }
 
-/// The adjoint of [`im2col`]: adds every column value back onto the channels-last pixel it came from.
-fn col2im(cols: &[f32], nb: usize, g: &Geometry, dx: &mut [f32]) {
-    let (c, rows) = (g.c, g.rows());
-    dx[..nb * g.in_pixels() * c].par_chunks_mut(g.in_pixels() * c).enumerate().for_each(|(b, image)| {
-        for q in 0..g.out_pixels() {
-            let row = &cols[(b * g.out_pixels() + q) * rows..][..rows];
-            for (t, pixel) in taps(q, g) {
-                if let Some(p) = pixel {
-                    for (d, v) in image[p * c..][..c].iter_mut().zip(&row[t * c..][..c]) {
-                        *d += v;
-                    }
-                }
-            }
+/// The adjoint of [`im2col`]: adds every column value onto the pixel of `image` it came from.
+fn col2im(cols: &[f32], g: &Geometry, image: &mut [f32]) {
+    let (top, stride) = (g.spec.padding[0], g.spec.stride);
+    for (r, row) in cols.chunks_exact(g.out_pixels()).enumerate() {
+        let (ci, dy, dx) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
+        let channel = &mut image[ci * g.in_pixels()..][..g.in_pixels()];
+        let (lo, hi, first) = inside(dx, g);
+        for (oy, out) in row.chunks_exact(g.wo).enumerate() {
+            let Some(iy) = source(oy, dy, stride, top, g.h) else { continue };
+            let line = &mut channel[iy * g.w + first..];
+            line.iter_mut().step_by(stride).zip(&out[lo..hi]).for_each(|(d, &v)| *d += v);
         }
-    });
+    }
 }
 
 /// `c = a b + β c` for `a` `[m, k]` (row and column strides `a_rs`, `a_cs`), `b` `[k, n]`, and
-/// row-major `c` `[m, n]`; `β` is 0 or 1.
+/// row-major `c` `[m, n]`; `β` is 0 or 1. Threaded only when `threaded` (the kernels thread over
+/// images instead when there are enough of them).
 #[allow(clippy::too_many_arguments)]
-fn gemm(m: usize, k: usize, n: usize, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize, beta: f32, c: &mut [f32]) {
+fn gemm(m: usize, k: usize, n: usize, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize, beta: f32, c: &mut [f32], threaded: bool) {
     assert!(a.len() >= (m - 1) * a_rs + (k - 1) * a_cs + 1 && b.len() >= (k - 1) * b_rs + (n - 1) * b_cs + 1 && c.len() >= m * n);
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
+    let parallelism = if threaded && threads > 1 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
     // SAFETY: the assertion above keeps every index the strides reach inside the slices.
     unsafe {
         ::gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, beta != 0.0, a.as_ptr(), a_cs as isize, a_rs as isize, b.as_ptr(), b_cs as isize, b_rs as isize, beta, 1.0, false, false, false, parallelism);
     }
 }
 
-/// The weight `[O, C, k, k]` as `[O, (dy, dx, c)]`, the order of the im2col rows.
-fn taps_last(weight: &[f32], g: &Geometry) -> Vec<f32> {
-    let (kk, rows) = (g.k * g.k, g.rows());
-    let mut out = vec![0f32; g.o * rows];
-    for (oc, dst) in out.chunks_exact_mut(rows).enumerate() {
-        for ci in 0..g.c {
-            for t in 0..kk {
-                dst[t * g.c + ci] = weight[(oc * g.c + ci) * kk + t];
+thread_local! {
+    /// Each thread's im2col buffer, kept between calls.
+    static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the im2col matrix of `image`: the image itself for a pointwise convolution,
+/// else built in this thread's buffer.
+fn with_columns<R>(image: &[f32], g: &Geometry, f: impl FnOnce(&[f32]) -> R) -> R {
+    if g.pointwise() {
+        return f(image);
+    }
+    COLUMNS.with_borrow_mut(|buffer| {
+        let len = g.rows() * g.out_pixels();
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        im2col(image, g, &mut buffer[..len]);
+        f(&buffer[..len])
+    })
+}
+
+/// Runs `each(index, item, threaded)` over `items`: across threads when there are at least as
+/// many items as threads (each then runs single-threaded matrix products), else one after
+/// another with `threaded` matrix products.
+fn for_each_image<T: Send>(items: Vec<T>, each: impl Fn(usize, T, bool) + Sync) {
+    if items.len() >= rayon::current_num_threads() {
+        items.into_par_iter().enumerate().for_each(|(i, item)| each(i, item, false));
+    } else {
+        items.into_iter().enumerate().for_each(|(i, item)| each(i, item, true));
+    }
+}
+
+/// `y = conv(x, W) + b`, image by image in `[C, H, W]` layout: `Y = W · cols` (`[O, Ho·Wo]`).
+fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
+    let (rows, op) = (g.rows(), g.out_pixels());
+    let mut out = vec![0f32; n * g.o * op];
+    let images: Vec<_> = out.chunks_mut(g.o * op).zip(x.chunks(g.c * g.in_pixels())).collect();
+    for_each_image(images, |_, (y, image), threaded| {
+        y.chunks_exact_mut(op).zip(bias).for_each(|(plane, &b)| plane.fill(b));
+        with_columns(image, g, |cols| gemm(g.o, rows, op, weight, rows, 1, cols, op, 1, 1.0, y, threaded));
+    });
+    out
+}
+
+/// The gradients of [`conv_forward`]: per image `dW += dY · colsᵀ`, `dcols = Wᵀ · dY`,
+/// `dx = col2im(dcols)`, the weight gradient summed by fixed groups of images.
+fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (rows, op) = (g.rows(), g.out_pixels());
+    let (in_image, out_image) = (g.c * g.in_pixels(), g.o * op);
+    let mut dx = vec![0f32; n * in_image];
+    let groups = n.div_ceil(IMAGES_PER_GROUP);
+    let mut dw_parts = vec![0f32; groups * g.o * rows];
+    let group_size = IMAGES_PER_GROUP * in_image;
+    let items: Vec<_> = dx.chunks_mut(group_size).zip(dw_parts.chunks_mut(g.o * rows)).collect();
+    for_each_image(items, |group, (dx_group, dw), threaded| {
+        let mut dcols = if g.pointwise() { Vec::new() } else { vec![0f32; rows * op] };
+        for (j, dx_image) in dx_group.chunks_mut(in_image).enumerate() {
+            let i = group * IMAGES_PER_GROUP + j;
+            let (image, dy) = (&x[i * in_image..][..in_image], &grad[i * out_image..][..out_image]);
+            with_columns(image, g, |cols| gemm(g.o, op, rows, dy, op, 1, cols, 1, op, 1.0, dw, threaded));
+            if g.pointwise() {
+                gemm(rows, g.o, op, weight, 1, rows, dy, op, 1, 0.0, dx_image, threaded);
+            } else {
+                gemm(rows, g.o, op, weight, 1, rows, dy, op, 1, 0.0, &mut dcols, threaded);
+                col2im(&dcols, g, dx_image);
             }
         }
-    }
-    out
-}
-
-/// The im2col matrix of images `start..start + nb` of the channels-last input: borrowed for a
-/// pointwise convolution, built into `buffer` otherwise.
-fn columns<'a>(x: &'a [f32], start: usize, nb: usize, g: &Geometry, buffer: &'a mut [f32]) -> &'a [f32] {
-    let image = g.in_pixels() * g.c;
-    if g.pointwise() {
-        &x[start * image..(start + nb) * image]
-    } else {
-        im2col(&x[start * image..], nb, g, buffer);
-        &buffer[..nb * g.out_pixels() * g.rows()]
-    }
-}
-
-/// `y = conv(x, W) + b` as `Z = cols · Wᵀ` (`[N·HoWo, O]`) per chunk of images.
-fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], g: &Geometry, chunk: usize) -> Vec<f32> {
-    let (rows, op) = (g.rows(), g.out_pixels());
-    let x = transpose_images(x, n, g.c, g.in_pixels());
-    let w = taps_last(weight, g);
-    let mut z = vec![0f32; n * op * g.o];
-    let mut buffer = vec![0f32; if g.pointwise() { 0 } else { chunk * op * rows }];
-    for start in (0..n).step_by(chunk) {
-        let nb = chunk.min(n - start);
-        let cols = columns(&x, start, nb, g, &mut buffer);
-        gemm(nb * op, rows, g.o, cols, rows, 1, &w, 1, rows, 0.0, &mut z[start * op * g.o..(start + nb) * op * g.o]);
-    }
-    let mut out = transpose_images(&z, n, op, g.o);
-    out.par_chunks_mut(op).enumerate().for_each(|(i, plane)| plane.iter_mut().for_each(|v| *v += bias[i % g.o]));
-    out
-}
-
-/// The gradients of [`conv_forward`]: `dWᵀ = colsᵀ · dZ`, `dcols = dZ · W`, `dx = col2im(dcols)`.
-fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry, chunk: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (rows, op, kk) = (g.rows(), g.out_pixels(), g.k * g.k);
-    let x = transpose_images(x, n, g.c, g.in_pixels());
-    let dz = transpose_images(grad, n, g.o, op);
-    let w = taps_last(weight, g);
-    let mut dx = vec![0f32; n * g.in_pixels() * g.c];
-    let mut dw_t = vec![0f32; rows * g.o];
-    let mut buffer = vec![0f32; if g.pointwise() { 0 } else { chunk * op * rows }];
-    let mut dcols = vec![0f32; chunk * op * rows];
-    for start in (0..n).step_by(chunk) {
-        let nb = chunk.min(n - start);
-        let np = nb * op;
-        let dz_chunk = &dz[start * op * g.o..(start + nb) * op * g.o];
-        let cols = columns(&x, start, nb, g, &mut buffer);
-        gemm(rows, np, g.o, cols, 1, rows, dz_chunk, g.o, 1, 1.0, &mut dw_t);
-        let image = g.in_pixels() * g.c;
-        if g.pointwise() {
-            gemm(np, g.o, rows, dz_chunk, g.o, 1, &w, rows, 1, 0.0, &mut dx[start * image..(start + nb) * image]);
-        } else {
-            gemm(np, g.o, rows, dz_chunk, g.o, 1, &w, rows, 1, 0.0, &mut dcols[..np * rows]);
-            col2im(&dcols, nb, g, &mut dx[start * image..]);
-        }
+    });
+    let mut dw = vec![0f32; g.o * rows];
+    for part in dw_parts.chunks_exact(g.o * rows) {
+        dw.iter_mut().zip(part).for_each(|(acc, v)| *acc += v);
     }
     let mut db = vec![0f64; g.o];
-    for row in dz.chunks_exact(g.o) {
-        db.iter_mut().zip(row).for_each(|(acc, &v)| *acc += f64::from(v));
-    }
-    let mut dw = vec![0f32; g.o * rows];
-    for oc in 0..g.o {
-        for ci in 0..g.c {
-            for t in 0..kk {
-                dw[(oc * g.c + ci) * kk + t] = dw_t[(t * g.c + ci) * g.o + oc];
-            }
+    for image in grad.chunks_exact(out_image) {
+        for (acc, plane) in db.iter_mut().zip(image.chunks_exact(op)) {
+            *acc += plane.iter().map(|&v| f64::from(v)).sum::<f64>();
         }
     }
-    (transpose_images(&dx, n, g.in_pixels(), g.c), dw, db.into_iter().map(|v| v as f32).collect())
+    (dx, dw, db.into_iter().map(|v| v as f32).collect())
 }
 
 fn swish(y: f32) -> f32 {
@@ -383,7 +371,7 @@ impl FastOps for Cpu {
             return generic::conv2d::<Self>(x, weight, bias, spec);
         };
         let g = Geometry::new(&xs, &ws, spec);
-        from_values(conv_forward(&xv, xs[0], &wv, &bv, &g, g.chunk(xs[0])), &[xs[0], g.o, g.ho, g.wo])
+        from_values(conv_forward(&xv, xs[0], &wv, &bv, &g), &[xs[0], g.o, g.ho, g.wo])
     }
 
     fn conv_backward(x: NdArrayTensor, weight: NdArrayTensor, grad: NdArrayTensor, spec: ConvSpec) -> ConvGrads<Self> {
@@ -391,7 +379,7 @@ impl FastOps for Cpu {
             return generic::conv2d_backward::<Self>(x, weight, grad, spec);
         };
         let g = Geometry::new(&xs, &ws, spec);
-        let (dx, dw, db) = conv_backward(&xv, xs[0], &wv, &gv, &g, g.chunk(xs[0]));
+        let (dx, dw, db) = conv_backward(&xv, xs[0], &wv, &gv, &g);
         (from_values(dx, &xs), from_values(dw, &ws), from_values(db, &[g.o]))
     }
 
@@ -415,25 +403,28 @@ impl FastOps for Cpu {
 mod tests {
     use super::*;
 
-    /// Chunking the batch changes nothing: forward and backward with one image per chunk equal
-    /// one chunk for all, for a strided, asymmetrically padded kernel.
+    /// The number of threads changes nothing, bit for bit: forward and backward of a strided,
+    /// asymmetrically padded kernel and of a pointwise one, on a batch of several image groups.
     #[test]
-    fn chunked_convolution_equals_one_chunk() {
-        let spec = ConvSpec { stride: 2, padding: [0, 1, 1, 0] };
-        let (n, c, h, w, o, k) = (5, 3, 7, 6, 4, 3);
+    fn convolution_does_not_depend_on_the_thread_count() {
+        let (n, c, h, w, o) = (11, 3, 7, 6, 4);
         let x: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
-        let weight: Vec<f32> = (0..o * c * k * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
         let bias = vec![0.5, -0.25, 0.0, 1.0];
-        let g = Geometry::new(&[n, c, h, w], &[o, c, k, k], spec);
-        let whole = conv_forward(&x, n, &weight, &bias, &g, n);
-        assert_eq!(whole, conv_forward(&x, n, &weight, &bias, &g, 1));
-        assert_eq!(whole, conv_forward(&x, n, &weight, &bias, &g, 2));
-        let grad: Vec<f32> = (0..whole.len()).map(|i| (i % 5) as f32 - 2.0).collect();
-        let (a, b) = (conv_backward(&x, n, &weight, &grad, &g, n), conv_backward(&x, n, &weight, &grad, &g, 2));
-        assert_eq!(a.0, b.0, "dx");
-        assert_eq!(a.2, b.2, "db");
-        for (u, v) in a.1.iter().zip(&b.1) {
-            assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "dW {u} vs {v}");
+        for (k, spec) in [(3, ConvSpec { stride: 2, padding: [0, 1, 1, 0] }), (1, ConvSpec::same(1))] {
+            let weight: Vec<f32> = (0..o * c * k * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+            let g = Geometry::new(&[n, c, h, w], &[o, c, k, k], spec);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    let y = conv_forward(&x, n, &weight, &bias, &g);
+                    let grad: Vec<f32> = (0..y.len()).map(|i| (i % 5) as f32 - 2.0).collect();
+                    (y, conv_backward(&x, n, &weight, &grad, &g))
+                })
+            };
+            let one = run(1);
+            for threads in [2, 3, 16] {
+                assert!(run(threads) == one, "k = {k}: {threads} threads differ from one");
+            }
         }
     }
 }
