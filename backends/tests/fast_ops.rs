@@ -37,6 +37,7 @@ fn convolution_matches_burn_forward_and_backward() {
         ([1, 2, 7, 6], 3, 3, ConvSpec { stride: 2, padding: [1, 1, 1, 1] }),
         ([2, 3, 5, 4], 2, 3, ConvSpec { stride: 1, padding: [0, 2, 1, 0] }),
         ([9, 4, 6, 5], 5, 3, ConvSpec::same(3)), // more images than a gradient group
+        ([2, 2, 1, 2], 3, 3, ConvSpec::same(3)), // taps entirely in the padding
     ];
     for (i, (shape, o, k, spec)) in geometries.into_iter().enumerate() {
         let tag = format!("geometry {i}");

@@ -34,8 +34,7 @@ fn from_values(data: Vec<f32>, shape: &[usize]) -> NdArrayTensor {
     NdArrayTensor::from(ArcArray::from(array))
 }
 
-/// The shape of one convolution.
-#[derive(Clone, Copy)]
+/// The shape of one convolution, and where each kernel tap reads the input.
 struct Geometry {
     c: usize,
     h: usize,
@@ -45,13 +44,37 @@ struct Geometry {
     ho: usize,
     wo: usize,
     spec: ConvSpec,
+    /// Tap `(dy, dx)` at index `dy·k + dx`.
+    taps: Vec<Tap>,
+}
+
+/// The output pixels at which one kernel tap reads inside the image (elsewhere it reads the
+/// zero padding): rows × columns, and the input pixel read at the first of them.
+struct Tap {
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    first: usize,
 }
 
 impl Geometry {
     fn new(x: &[usize], weight: &[usize], spec: ConvSpec) -> Self {
         let (c, h, w, o, k) = (x[1], x[2], x[3], weight[0], weight[2]);
         let [ho, wo] = spec.output_size([h, w], k);
-        Self { c, h, w, o, k, ho, wo, spec }
+        let [top, _, left, _] = spec.padding;
+        // The outputs `i` (of `n`) that read inside `0..size` under offset `d`: `i·stride + d − pad`.
+        let inside = |d: usize, pad: usize, size: usize, n: usize| {
+            let lo = pad.saturating_sub(d).div_ceil(spec.stride).min(n);
+            lo..(size + pad).saturating_sub(d).div_ceil(spec.stride).clamp(lo, n)
+        };
+        let taps = (0..k * k)
+            .map(|t| {
+                let (dy, dx) = (t / k, t % k);
+                let (rows, cols) = (inside(dy, top, h, ho), inside(dx, left, w, wo));
+                let first = if rows.is_empty() || cols.is_empty() { 0 } else { (rows.start * spec.stride + dy - top) * w + cols.start * spec.stride + dx - left };
+                Tap { rows, cols, first }
+            })
+            .collect();
+        Self { c, h, w, o, k, ho, wo, spec, taps }
     }
     /// Values under the kernel at one output pixel: `C·k·k`, ordered `(c, dy, dx)` like the
     /// weight's `[O, C, k, k]`.
@@ -70,40 +93,34 @@ impl Geometry {
     }
 }
 
-/// The input position under output position `out` and kernel offset `tap`, if inside `0..size`.
-fn source(out: usize, tap: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
-    (out * stride + tap).checked_sub(pad).filter(|&i| i < size)
-}
-
-/// The output columns `lo..hi` whose input column under kernel column `dx` lies inside the
-/// image, and the input column of `lo`: `ix = ox·stride + dx − left`.
-fn inside(dx: usize, g: &Geometry) -> (usize, usize, usize) {
-    let (stride, left) = (g.spec.stride, g.spec.padding[2]);
-    let lo = left.saturating_sub(dx).div_ceil(stride).min(g.wo);
-    let hi = (g.w + left).saturating_sub(dx).div_ceil(stride).clamp(lo, g.wo);
-    (lo, hi, (lo * stride + dx).saturating_sub(left))
-}
-
 /// `cols[(c, dy, dx), q]` = pixel `q`'s input under kernel tap `(dy, dx)` in channel `c` of one
 /// `[C, H, W]` image (zero in the padding): its im2col matrix `[C·k·k, Ho·Wo]`.
 fn im2col(image: &[f32], g: &Geometry, cols: &mut [f32]) {
-    let (top, stride) = (g.spec.padding[0], g.spec.stride);
-    for (r, row) in cols.chunks_exact_mut(g.out_pixels()).enumerate() {
-        let (ci, dy, dx) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
-        let channel = &image[ci * g.in_pixels()..][..g.in_pixels()];
-        let (lo, hi, first) = inside(dx, g);
-        for (oy, out) in row.chunks_exact_mut(g.wo).enumerate() {
-            let Some(iy) = source(oy, dy, stride, top, g.h) else {
-                out.fill(0.0);
+    let (stride, wo) = (g.spec.stride, g.wo);
+    for (channel, block) in image.chunks_exact(g.in_pixels()).zip(cols.chunks_exact_mut(g.k * g.k * g.out_pixels())) {
+        for (tap, row) in g.taps.iter().zip(block.chunks_exact_mut(g.out_pixels())) {
+            let Tap { rows, cols, first } = tap;
+            if rows.is_empty() || cols.is_empty() {
+                row.fill(0.0);
                 continue;
-            };
-            let line = &channel[iy * g.w + first..];
-            out[..lo].fill(0.0);
-            out[hi..].fill(0.0);
-            if stride == 1 {
-                out[lo..hi].copy_from_slice(&line[..hi - lo]);
+            }
+            row[..rows.start * wo].fill(0.0);
+            row[rows.end * wo..].fill(0.0);
+            let block = &mut row[rows.start * wo..rows.end * wo];
+            if stride == 1 && wo == g.w {
+                // Row by row the input is the output shifted by a constant: one block copy,
+                // then the few columns that wrapped around from the neighbouring rows are zeroed.
+                let len = block.len() - cols.start - (wo - cols.end);
+                block[cols.start..][..len].copy_from_slice(&channel[*first..][..len]);
+                for x in (0..cols.start).chain(cols.end..wo) {
+                    block[x..].iter_mut().step_by(wo).for_each(|v| *v = 0.0);
+                }
             } else {
-                out[lo..hi].iter_mut().zip(line.iter().step_by(stride)).for_each(|(d, &v)| *d = v);
+                for (out, line) in block.chunks_exact_mut(wo).zip(channel[*first..].chunks(stride * g.w)) {
+                    out[..cols.start].fill(0.0);
+                    out[cols.end..].fill(0.0);
+                    out[cols.clone()].iter_mut().zip(line.iter().step_by(stride)).for_each(|(d, &v)| *d = v);
+                }
             }
         }
     }
@@ -111,15 +128,17 @@ fn im2col(image: &[f32], g: &Geometry, cols: &mut [f32]) {
 
 /// The adjoint of [`im2col`]: adds every column value onto the pixel of `image` it came from.
 fn col2im(cols: &[f32], g: &Geometry, image: &mut [f32]) {
-    let (top, stride) = (g.spec.padding[0], g.spec.stride);
-    for (r, row) in cols.chunks_exact(g.out_pixels()).enumerate() {
-        let (ci, dy, dx) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
-        let channel = &mut image[ci * g.in_pixels()..][..g.in_pixels()];
-        let (lo, hi, first) = inside(dx, g);
-        for (oy, out) in row.chunks_exact(g.wo).enumerate() {
-            let Some(iy) = source(oy, dy, stride, top, g.h) else { continue };
-            let line = &mut channel[iy * g.w + first..];
-            line.iter_mut().step_by(stride).zip(&out[lo..hi]).for_each(|(d, &v)| *d += v);
+    let (stride, wo) = (g.spec.stride, g.wo);
+    let in_pixels = g.in_pixels();
+    for (channel, block) in image.chunks_exact_mut(in_pixels).zip(cols.chunks_exact(g.k * g.k * g.out_pixels())) {
+        for (tap, row) in g.taps.iter().zip(block.chunks_exact(g.out_pixels())) {
+            let Tap { rows, cols, first } = tap;
+            if rows.is_empty() || cols.is_empty() {
+                continue;
+            }
+            for (out, line) in row[rows.start * wo..rows.end * wo].chunks_exact(wo).zip(channel[*first..].chunks_mut(stride * g.w)) {
+                line.iter_mut().step_by(stride).zip(&out[cols.clone()]).for_each(|(d, &v)| *d += v);
+            }
         }
     }
 }
@@ -219,15 +238,42 @@ fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry
     (dx, dw, db.into_iter().map(|v| v as f32).collect())
 }
 
+/// `y σ(y)`, with [`exp`].
 fn swish(y: f32) -> f32 {
-    y / (1.0 + (-y).exp())
+    y / (1.0 + exp(-y))
+}
+
+/// `eˣ` in `f32` within 2 ulp (Cephes' `expf`: `x = n ln 2 + r`, a degree-6 polynomial in `r`,
+/// times `2ⁿ`), without branches or calls so that loops over it vectorise; the argument is
+/// clamped to `[−87.3, 88.3]`, where `eˣ` is a normal `f32`.
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.3);
+    // Round to nearest by adding and subtracting 1.5·2²³ (no call to `roundf`).
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4;
+    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `Σ f(v)` over `values` in `f64`, in eight interleaved partial sums (so it vectorises) added
+/// in a fixed order.
+fn sum(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = values.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&v| f(f64::from(v))).sum();
+    for chunk in chunks {
+        lanes.iter_mut().zip(chunk).for_each(|(acc, &v)| *acc += f(f64::from(v)));
+    }
+    lanes.iter().sum::<f64>() + rest
 }
 
 /// Mean and `1/√(var + ε)` of one group, accumulated in `f64`.
 fn group_stats(values: &[f32], epsilon: f64) -> (f64, f64) {
     let m = values.len() as f64;
-    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / m;
-    let var = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / m;
+    let mean = sum(values, |v| v) / m;
+    let var = sum(values, |v| (v - mean).powi(2)) / m;
     (mean, 1.0 / (var + epsilon).sqrt())
 }
 
@@ -402,6 +448,20 @@ impl FastOps for Cpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The polynomial `exp` stays within 2 ulp of the exact value over the whole clamped range,
+    /// and saturates outside it.
+    #[test]
+    fn exp_is_within_two_ulp() {
+        for i in 0..=200_000 {
+            let x = -87.3 + 175.6 * i as f32 / 200_000.0;
+            let (got, want) = (f64::from(exp(x)), f64::from(x).exp());
+            assert!(((got - want) / want).abs() <= 2.0 * f64::from(f32::EPSILON), "exp({x}) = {got}, want {want}");
+        }
+        assert_eq!(exp(-1000.0), exp(-87.3));
+        assert_eq!(exp(1000.0), exp(88.3));
+        assert!(exp(88.3).is_finite() && exp(-87.3) > 0.0);
+    }
 
     /// The number of threads changes nothing, bit for bit: forward and backward of a strided,
     /// asymmetrically padded kernel and of a pointwise one, on a batch of several image groups.

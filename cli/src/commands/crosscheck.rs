@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use vdm_backends::model::{TimeMode, Vdm};
+use vdm_backends::model::TimeMode;
+#[cfg(all(feature = "ndarray", feature = "cuda"))]
+use vdm_backends::model::Vdm;
 
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
 use super::{eval_with_progress, load, load_data, report_line};
