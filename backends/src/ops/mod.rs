@@ -3,8 +3,8 @@
 //! decoder (a softmax over 256 bins per pixel).
 //!
 //! Every backend gets them composed from burn's own operations ([`generic`]); the CPU reference
-//! backend (burn-ndarray) overrides them with kernels of its own ([`ndarray`]): one matrix product
-//! per convolution (im2col, in bounded chunks) and a single pass for normalisation and swish,
+//! backend (burn-ndarray) overrides them with kernels of its own ([`ndarray`]): one im2col and one
+//! matrix product per image and convolution, and a single pass for normalisation and swish,
 //! instead of dozens of small burn operations with their allocations and autodiff bookkeeping.
 //! [`autodiff`] gives every `FastOps` backend its backward pass through these operations.
 //!

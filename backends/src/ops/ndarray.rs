@@ -239,6 +239,7 @@ fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry
 }
 
 /// `y σ(y)`, with [`exp`].
+#[inline(always)]
 fn swish(y: f32) -> f32 {
     y / (1.0 + exp(-y))
 }
@@ -246,6 +247,7 @@ fn swish(y: f32) -> f32 {
 /// `eˣ` in `f32` within 2 ulp (Cephes' `expf`: `x = n ln 2 + r`, a degree-6 polynomial in `r`,
 /// times `2ⁿ`), without branches or calls so that loops over it vectorise; the argument is
 /// clamped to `[−87.3, 88.3]`, where `eˣ` is a normal `f32`.
+#[inline(always)]
 fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
     // Round to nearest by adding and subtracting 1.5·2²³ (no call to `roundf`).
@@ -254,7 +256,9 @@ fn exp(x: f32) -> f32 {
     let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4;
     let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2ⁿ from the bits of the float n + 127 + 1.5·2²³, whose last mantissa bits hold n + 127
+    // (integer operations only, so this vectorises too).
+    e * f32::from_bits(((n + 127.0 + ROUND).to_bits() - ROUND.to_bits()) << 23)
 }
 
 /// `Σ f(v)` over `values` in `f64`, in eight interleaved partial sums (so it vectorises) added
@@ -287,13 +291,35 @@ fn norm_forward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], spec: N
             let ch = (i % spec.groups) * per_group + cc;
             let scale = (f64::from(gamma[ch]) * inv_std) as f32;
             let shift = (f64::from(beta[ch]) - mean * f64::from(gamma[ch]) * inv_std) as f32;
-            for (d, &v) in dst[cc * hw..][..hw].iter_mut().zip(&src[cc * hw..][..hw]) {
-                let y = v * scale + shift;
-                *d = if spec.swish { swish(y) } else { y };
-            }
+            affine(&mut dst[cc * hw..][..hw], &src[cc * hw..][..hw], scale, shift, spec.swish);
         }
     });
     out
+}
+
+/// `dst = src·scale + shift`, then swish if `swish`: with 256-bit vectors where the CPU has them
+/// (the same operations, so the same values, as without).
+fn affine(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, swish: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { affine_avx2(dst, src, scale, shift, swish) };
+    }
+    affine_portable(dst, src, scale, shift, swish);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn affine_avx2(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, swish: bool) {
+    affine_portable(dst, src, scale, shift, swish);
+}
+
+#[inline(always)]
+fn affine_portable(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, swish: bool) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        let y = v * scale + shift;
+        *d = if swish { self::swish(y) } else { y };
+    }
 }
 
 fn norm_backward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], grad: &[f32], spec: NormSpec) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
