@@ -88,6 +88,7 @@ learn_endpoints = true
 "#,
 ];
 
+/// The default of `learn_endpoints`: VDM learns them.
 fn learned() -> bool {
     true
 }

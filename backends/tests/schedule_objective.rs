@@ -59,7 +59,6 @@ fn the_variance_objective_needs_continuous_time() {
     assert!(err.contains("continuous-time") && err.contains("time_steps"), "{err}");
 }
 
-
 /// Frozen endpoints (`learn_endpoints = false`) take no gradient under the variance objective,
 /// and every other parameter's gradient is what it is with learned endpoints.
 #[test]
@@ -68,13 +67,13 @@ fn frozen_endpoints_change_only_the_endpoints_gradients() {
     let device = Default::default();
     let images = vdm_backends::data::digits().select(&[0, 1, 2, 3]);
     let noise = Noise::draw(&mut SplitMix64::new(2), images.len(), images.features());
-    let schedule = |learn_endpoints: bool| {
-        let ScheduleConfig::Net { gamma_min, gamma_max, width, seed, shape_objective, .. } = net_schedule(ShapeObjective::Variance) else { unreachable!() };
-        ScheduleConfig::Net { gamma_min, gamma_max, width, seed, shape_objective, learn_endpoints }
-    };
-    let learned: Vdm<B> = VdmConfig { score: tiny_score(), schedule: schedule(true) }.init(1, &device);
+    let mut frozen_schedule = net_schedule(ShapeObjective::Variance);
+    if let ScheduleConfig::Net { learn_endpoints, .. } = &mut frozen_schedule {
+        *learn_endpoints = false;
+    }
+    let learned: Vdm<B> = VdmConfig { score: tiny_score(), schedule: net_schedule(ShapeObjective::Variance) }.init(1, &device);
     // The same score network (its initialisation is random) with frozen endpoints.
-    let frozen = Vdm { score: learned.score.clone(), schedule: schedule(false).init(&device) };
+    let frozen = Vdm { score: learned.score.clone(), schedule: frozen_schedule.init(&device) };
     let grads = |model: &Vdm<B>| {
         let (_, grads) = model.loss_and_gradients(pixels_tensor::<B>(&images, &device), &noise, TimeMode::Continuous, ShapeObjective::Variance).unwrap();
         gradients(model, &grads)

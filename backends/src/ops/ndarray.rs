@@ -181,7 +181,7 @@ fn with_columns<R>(image: &[f32], g: &Geometry, f: impl FnOnce(&[f32]) -> R) -> 
 /// Runs `each(index, item, threaded)` over `items`: across threads when there are at least as
 /// many items as threads (each then runs single-threaded matrix products), else one after
 /// another with `threaded` matrix products.
-fn for_each_image<T: Send>(items: Vec<T>, each: impl Fn(usize, T, bool) + Sync) {
+fn for_each_part<T: Send>(items: Vec<T>, each: impl Fn(usize, T, bool) + Sync) {
     if items.len() >= rayon::current_num_threads() {
         items.into_par_iter().enumerate().for_each(|(i, item)| each(i, item, false));
     } else {
@@ -194,7 +194,7 @@ fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], g: &Geometry)
     let (rows, op) = (g.rows(), g.out_pixels());
     let mut out = vec![0f32; n * g.o * op];
     let images: Vec<_> = out.chunks_mut(g.o * op).zip(x.chunks(g.c * g.in_pixels())).collect();
-    for_each_image(images, |_, (y, image), threaded| {
+    for_each_part(images, |_, (y, image), threaded| {
         y.chunks_exact_mut(op).zip(bias).for_each(|(plane, &b)| plane.fill(b));
         with_columns(image, g, |cols| gemm(g.o, rows, op, weight, rows, 1, cols, op, 1, 1.0, y, threaded));
     });
@@ -211,7 +211,7 @@ fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry
     let mut dw_parts = vec![0f32; groups * g.o * rows];
     let group_size = IMAGES_PER_GROUP * in_image;
     let items: Vec<_> = dx.chunks_mut(group_size).zip(dw_parts.chunks_mut(g.o * rows)).collect();
-    for_each_image(items, |group, (dx_group, dw), threaded| {
+    for_each_part(items, |group, (dx_group, dw), threaded| {
         let mut dcols = if g.pointwise() { Vec::new() } else { vec![0f32; rows * op] };
         for (j, dx_image) in dx_group.chunks_mut(in_image).enumerate() {
             let i = group * IMAGES_PER_GROUP + j;
