@@ -56,6 +56,13 @@ struct Tap {
     first: usize,
 }
 
+impl Tap {
+    /// Whether the tap reads only padding.
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() || self.cols.is_empty()
+    }
+}
+
 impl Geometry {
     fn new(x: &[usize], weight: &[usize], spec: ConvSpec) -> Self {
         let (c, h, w, o, k) = (x[1], x[2], x[3], weight[0], weight[2]);
@@ -69,9 +76,11 @@ impl Geometry {
         let taps = (0..k * k)
             .map(|t| {
                 let (dy, dx) = (t / k, t % k);
-                let (rows, cols) = (inside(dy, top, h, ho), inside(dx, left, w, wo));
-                let first = if rows.is_empty() || cols.is_empty() { 0 } else { (rows.start * spec.stride + dy - top) * w + cols.start * spec.stride + dx - left };
-                Tap { rows, cols, first }
+                let mut tap = Tap { rows: inside(dy, top, h, ho), cols: inside(dx, left, w, wo), first: 0 };
+                if !tap.is_empty() {
+                    tap.first = (tap.rows.start * spec.stride + dy - top) * w + tap.cols.start * spec.stride + dx - left;
+                }
+                tap
             })
             .collect();
         Self { c, h, w, o, k, ho, wo, spec, taps }
@@ -99,24 +108,24 @@ fn im2col(image: &[f32], g: &Geometry, cols: &mut [f32]) {
     let (stride, wo) = (g.spec.stride, g.wo);
     for (channel, block) in image.chunks_exact(g.in_pixels()).zip(cols.chunks_exact_mut(g.k * g.k * g.out_pixels())) {
         for (tap, row) in g.taps.iter().zip(block.chunks_exact_mut(g.out_pixels())) {
-            let Tap { rows, cols, first } = tap;
-            if rows.is_empty() || cols.is_empty() {
+            if tap.is_empty() {
                 row.fill(0.0);
                 continue;
             }
+            let Tap { rows, cols, first } = tap;
             row[..rows.start * wo].fill(0.0);
             row[rows.end * wo..].fill(0.0);
-            let block = &mut row[rows.start * wo..rows.end * wo];
+            let reading = &mut row[rows.start * wo..rows.end * wo];
             if stride == 1 && wo == g.w {
                 // Row by row the input is the output shifted by a constant: one block copy,
                 // then the few columns that wrapped around from the neighbouring rows are zeroed.
-                let len = block.len() - cols.start - (wo - cols.end);
-                block[cols.start..][..len].copy_from_slice(&channel[*first..][..len]);
+                let len = reading.len() - cols.start - (wo - cols.end);
+                reading[cols.start..][..len].copy_from_slice(&channel[*first..][..len]);
                 for x in (0..cols.start).chain(cols.end..wo) {
-                    block[x..].iter_mut().step_by(wo).for_each(|v| *v = 0.0);
+                    reading[x..].iter_mut().step_by(wo).for_each(|v| *v = 0.0);
                 }
             } else {
-                for (out, line) in block.chunks_exact_mut(wo).zip(channel[*first..].chunks(stride * g.w)) {
+                for (out, line) in reading.chunks_exact_mut(wo).zip(channel[*first..].chunks(stride * g.w)) {
                     out[..cols.start].fill(0.0);
                     out[cols.end..].fill(0.0);
                     out[cols.clone()].iter_mut().zip(line.iter().step_by(stride)).for_each(|(d, &v)| *d = v);
@@ -129,13 +138,12 @@ fn im2col(image: &[f32], g: &Geometry, cols: &mut [f32]) {
 /// The adjoint of [`im2col`]: adds every column value onto the pixel of `image` it came from.
 fn col2im(cols: &[f32], g: &Geometry, image: &mut [f32]) {
     let (stride, wo) = (g.spec.stride, g.wo);
-    let in_pixels = g.in_pixels();
-    for (channel, block) in image.chunks_exact_mut(in_pixels).zip(cols.chunks_exact(g.k * g.k * g.out_pixels())) {
+    for (channel, block) in image.chunks_exact_mut(g.in_pixels()).zip(cols.chunks_exact(g.k * g.k * g.out_pixels())) {
         for (tap, row) in g.taps.iter().zip(block.chunks_exact(g.out_pixels())) {
-            let Tap { rows, cols, first } = tap;
-            if rows.is_empty() || cols.is_empty() {
+            if tap.is_empty() {
                 continue;
             }
+            let Tap { rows, cols, first } = tap;
             for (out, line) in row[rows.start * wo..rows.end * wo].chunks_exact(wo).zip(channel[*first..].chunks_mut(stride * g.w)) {
                 line.iter_mut().step_by(stride).zip(&out[cols.clone()]).for_each(|(d, &v)| *d += v);
             }
