@@ -100,6 +100,30 @@ fn group_norm_matches_burn_forward_and_backward() {
     }
 }
 
+/// Attention over the positions: the kernel's output and gradients equal burn's autodiff through
+/// its definition, `v · softmax(qᵀk/√C)ᵀ`, with logits up to ±30 (the softmax must subtract its
+/// maximum), for batches split across threads and a single image (threaded matrix products).
+#[test]
+fn attention_matches_burn_forward_and_backward() {
+    use burn::tensor::activation::softmax;
+    for (i, (shape, spread)) in [([3, 4, 10], 1.0), ([1, 8, 33], 1.0), ([2, 5, 7], 4.0)].into_iter().enumerate() {
+        let tag = format!("{shape:?} spread {spread}");
+        let leaf = |t: Tensor<Cpu, 3>| Tensor::<A, 3>::from_data(t.into_data(), &Default::default()).require_grad();
+        let seed = 10 * i as u64;
+        let (q, k, v) = (leaf(random(shape, seed).mul_scalar(spread)), leaf(random(shape, seed + 1).mul_scalar(spread)), leaf(random(shape, seed + 2)));
+        let r = Tensor::<A, 3>::from_data(random::<3>(shape, seed + 3).into_data(), &Default::default());
+        let ours = ops::dot_product_attention(q.clone(), k.clone(), v.clone());
+        let weights = softmax(q.clone().swap_dims(1, 2).matmul(k.clone()).div_scalar((shape[1] as f64).sqrt()), 2);
+        let theirs = v.clone().matmul(weights.swap_dims(1, 2));
+        assert_close(&format!("{tag} forward"), &values(ours.clone()), &values(theirs.clone()), 1e-5);
+        let g_ours = (ours * r.clone()).sum().backward();
+        let g_theirs = (theirs * r).sum().backward();
+        for (name, t) in [("dq", &q), ("dk", &k), ("dv", &v)] {
+            assert_close(&format!("{tag} {name}"), &values(t.grad(&g_ours).unwrap()), &values(t.grad(&g_theirs).unwrap()), 1e-4);
+        }
+    }
+}
+
 /// The generic composition (what GPUs run) has the same backward as the kernels.
 #[test]
 fn generic_backward_passes_match_the_kernels() {
@@ -136,6 +160,15 @@ fn generic_backward_passes_match_the_kernels() {
     assert_close("decoder dz", &flat(fast.0), &flat(slow.0), 1e-4);
     assert_close("decoder df", &flat(fast.1), &flat(slow.1), 1e-4);
     assert_close("decoder dP", &flat(fast.2), &flat(slow.2), 1e-4);
+
+    let p3 = |t: Tensor<Cpu, 3>| ops::primitive(t);
+    let (q, k, v, grad) = (random::<3>([2, 4, 9], 51), random::<3>([2, 4, 9], 52), random::<3>([2, 4, 9], 53), random::<3>([2, 4, 9], 54));
+    let fast = Cpu::dot_product_attention_backward(p3(q.clone()), p3(k.clone()), p3(v.clone()), p3(grad.clone()));
+    let slow = generic::dot_product_attention_backward::<Cpu>(p3(q), p3(k), p3(v), p3(grad));
+    let flat3 = |t: FloatTensor<Cpu>| values(ops::tensor::<Cpu, 3>(t));
+    assert_close("attention dq", &flat3(fast.0), &flat3(slow.0), 1e-4);
+    assert_close("attention dk", &flat3(fast.1), &flat3(slow.1), 1e-4);
+    assert_close("attention dv", &flat3(fast.2), &flat3(slow.2), 1e-4);
 }
 
 /// A central difference in f64 of a scalar loss through the kernel confirms its gradient.

@@ -5,7 +5,6 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -181,16 +180,26 @@ impl<B: Backend> AttnBlock<B> {
 }
 
 impl<B: FastOps> AttnBlock<B> {
-    /// `[N, C, H, W] → [N, C, H, W]`.
+    /// `[N, C, H, W] → [N, C, H, W]`, in this layout throughout: the dense layers act on the
+    /// channels as the 1×1 convolutions they are.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, hgt, wid] = x.dims();
-        // [B, C, H, W] → [B, HW, C]
-        let h = self.norm.forward(x.clone()).reshape([b, c, hgt * wid]).swap_dims(1, 2);
-        let (q, k, v) = (self.q.forward(h.clone()), self.k.forward(h.clone()), self.v.forward(h));
-        let weights = softmax(q.matmul(k.swap_dims(1, 2)).div_scalar((c as f64).sqrt()), 2);
-        let h = self.proj_out.forward(weights.matmul(v));
-        x + h.swap_dims(1, 2).reshape([b, c, hgt, wid])
+        let h = self.norm.forward(x.clone());
+        let project = |layer: &Linear<B>| pointwise(layer, h.clone()).reshape([b, c, hgt * wid]);
+        let h = ops::dot_product_attention(project(&self.q), project(&self.k), project(&self.v));
+        x + pointwise(&self.proj_out, h.reshape([b, c, hgt, wid]))
     }
+}
+
+/// A dense layer over the channels of `x` `[N, C, H, W]`, as a 1×1 convolution.
+fn pointwise<B: FastOps>(layer: &Linear<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [d_in, d_out] = layer.weight.dims();
+    let weight = layer.weight.val().transpose().reshape([d_out, d_in, 1, 1]);
+    let bias = match &layer.bias {
+        Some(b) => b.val(),
+        None => Tensor::zeros([d_out], &x.device()),
+    };
+    ops::conv(x, weight, bias, ConvSpec::same(1))
 }
 
 #[cfg(all(test, feature = "ndarray"))]
@@ -229,6 +238,31 @@ mod tests {
 
     fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         t.into_data().convert::<f32>().to_vec().unwrap()
+    }
+
+    /// The attention block equals its definition with the dense layers acting on `[N, HW, C]`
+    /// (VDM's `AttnBlock`), for random weights everywhere (the output projection too).
+    #[test]
+    fn attention_block_matches_the_definition() {
+        use burn::module::Param;
+        use burn::tensor::activation::softmax;
+        let device = Default::default();
+        let (b, c, hgt, wid) = (2, 8, 3, 5);
+        let mut block = AttnBlock::<Cpu>::new(c, 4, &device);
+        let random = |shape: [usize; 2]| Param::from_tensor(Tensor::<Cpu, 2>::random(shape, Distribution::Normal(0.0, 0.5), &device));
+        for layer in [&mut block.q, &mut block.k, &mut block.v, &mut block.proj_out] {
+            layer.weight = random([c, c]);
+            layer.bias = Some(Param::from_tensor(Tensor::random([c], Distribution::Normal(0.0, 0.5), &device)));
+        }
+        let x = Tensor::<Cpu, 4>::random([b, c, hgt, wid], Distribution::Normal(0.0, 1.0), &device);
+        let h = block.norm.forward(x.clone()).reshape([b, c, hgt * wid]).swap_dims(1, 2);
+        let (q, k, v) = (block.q.forward(h.clone()), block.k.forward(h.clone()), block.v.forward(h));
+        let weights = softmax(q.matmul(k.swap_dims(1, 2)).div_scalar((c as f64).sqrt()), 2);
+        let h = block.proj_out.forward(weights.matmul(v));
+        let want = values(x.clone() + h.swap_dims(1, 2).reshape([b, c, hgt, wid]));
+        let got = values(block.forward(x));
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(err < 1e-5, "largest deviation from the definition {err}");
     }
 
     /// The convolution layer matches the definition, and its gradient matches finite differences.

@@ -93,7 +93,8 @@ impl ScoreNetConfig {
         let (pixels, n) = ((h * w) as u128, self.n_embd as u128);
         let blocks = 2 * self.n_layer as u128 + 3;
         // Per block about 12 tensors of n channels (norms, activations, convolutions, the
-        // concatenated skip); the input features; attention's scores, softmax and its gradient.
+        // concatenated skip); the input features; attention's scores, softmax and its gradient
+        // (where the backend has no fused attention and keeps them).
         blocks * 12 * n * pixels + (c * (1 + 2 * self.fourier_exponents.len())) as u128 * pixels + 3 * pixels * pixels
     }
 

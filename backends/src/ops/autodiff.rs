@@ -40,6 +40,20 @@ impl<B: FastOps> Backward<B, 3> for GroupNormBackward {
 }
 
 #[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: FastOps> Backward<B, 3> for AttentionBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (q, k, v) = ops.state;
+        let (dq, dk, dv) = B::dot_product_attention_backward(q, k, v, grad);
+        register_parents::<B>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dq, dk, dv]);
+    }
+}
+
+#[derive(Debug)]
 struct DecoderBackward(usize);
 
 impl<B: FastOps> Backward<B, 3> for DecoderBackward {
@@ -75,6 +89,14 @@ impl<B: FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         let output = B::conv(x.primitive.clone(), weight.primitive.clone(), bias.primitive.clone(), spec);
         match Conv2dBackward(spec).prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn dot_product_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
+        let output = B::dot_product_attention(q.primitive.clone(), k.primitive.clone(), v.primitive.clone());
+        match AttentionBackward.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((q.primitive, k.primitive, v.primitive), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         }
     }

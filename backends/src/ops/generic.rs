@@ -1,7 +1,7 @@
 //! [`FastOps`](super::FastOps) composed from burn's own operations: what every backend without
 //! kernels of its own runs, and the reference the kernels are tested against.
 
-use burn::tensor::activation::sigmoid;
+use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 
 use vdm_core::vlb;
 
-use super::{primitive, tensor, ConvGrads, ConvSpec, DecoderGrads, NormGrads, NormSpec};
+use super::{primitive, tensor, AttentionGrads, ConvGrads, ConvSpec, DecoderGrads, NormGrads, NormSpec};
 use crate::tensor::BurnBatch;
 
 /// burn's convolution options for `spec` when its padding is symmetric; otherwise the padding
@@ -93,6 +93,31 @@ pub fn group_norm_backward<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>,
     let (d_hat, x_hat) = (grouped(dy * gamma), grouped(x_hat));
     let dx = (d_hat.clone() - d_hat.clone().mean_dim(2) - x_hat.clone() * (d_hat * x_hat).mean_dim(2)) * inv_std;
     (primitive(dx.reshape([n, c, h, w])), primitive(d_gamma), primitive(d_beta))
+}
+
+/// The attention weights `p[n, i, j] = softmax_j(q_i · k_j / √C)` of `q`, `k` `[N, C, L]`.
+fn attention_weights<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 3> {
+    let c = q.dims()[1];
+    softmax(q.swap_dims(1, 2).matmul(k).div_scalar((c as f64).sqrt()), 2)
+}
+
+pub fn dot_product_attention<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>) -> FloatTensor<B> {
+    let p = attention_weights(tensor::<B, 3>(q), tensor(k));
+    primitive(tensor::<B, 3>(v).matmul(p.swap_dims(1, 2)))
+}
+
+/// With `o = v pᵀ` and `s = qᵀk/√C`: `dv = do p`, `dp = doᵀ v`, `ds_ij = p_ij (dp_ij − Σ_j' p_ij' dp_ij')`,
+/// `dq = k dsᵀ/√C`, `dk = q ds/√C`.
+pub fn dot_product_attention_backward<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, grad: FloatTensor<B>) -> AttentionGrads<B> {
+    let (q, k, v, grad) = (tensor::<B, 3>(q), tensor::<B, 3>(k), tensor::<B, 3>(v), tensor::<B, 3>(grad));
+    let c = q.dims()[1];
+    let p = attention_weights(q.clone(), k.clone());
+    let dv = grad.clone().matmul(p.clone());
+    let dp = grad.swap_dims(1, 2).matmul(v);
+    let ds = (p.clone() * (dp.clone() - (dp * p).sum_dim(2))).div_scalar((c as f64).sqrt());
+    let dq = k.matmul(ds.clone().swap_dims(1, 2));
+    let dk = q.matmul(ds);
+    (primitive(dq), primitive(dk), primitive(dv))
 }
 
 pub fn decoder_nll<B: Backend>(z: FloatTensor<B>, f: FloatTensor<B>, precision: FloatTensor<B>, vocab: usize) -> FloatTensor<B> {

@@ -1,11 +1,12 @@
 //! The few operations training spends its time in, as one backend extension ([`FastOps`]): a 2-D
-//! convolution, group normalisation fused with the swish that follows it, and VDM's discretised
-//! decoder (a softmax over 256 bins per pixel).
+//! convolution, group normalisation fused with the swish that follows it, single-head
+//! self-attention, and VDM's discretised decoder (a softmax over 256 bins per pixel).
 //!
 //! Every backend gets them composed from burn's own operations ([`generic`]); the CPU reference
 //! backend (burn-ndarray) overrides them with kernels of its own ([`ndarray`]): one im2col and one
-//! matrix product per image and convolution, and a single pass for normalisation and swish,
-//! instead of dozens of small burn operations with their allocations and autodiff bookkeeping.
+//! matrix product per image and convolution, a single pass for normalisation and swish, and
+//! attention whose `L × L` weights live only in a per-thread buffer (the backward pass recomputes
+//! them), instead of dozens of small burn operations with their allocations and autodiff bookkeeping.
 //! [`autodiff`] gives every `FastOps` backend its backward pass through these operations.
 //!
 //! The kernels are tested against the generic composition (values and gradients) and against
@@ -60,6 +61,9 @@ pub type ConvGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 /// The gradients of group normalisation with respect to its input, scale and shift.
 pub type NormGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
+/// The gradients of attention with respect to its queries, keys and values.
+pub type AttentionGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
 /// The gradients of the decoder's NLL with respect to `z`, the data and the precision.
 pub type DecoderGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
@@ -84,6 +88,17 @@ pub trait FastOps: Backend {
     /// The gradients of [`FastOps::group_norm`] given the gradient of its output.
     fn group_norm_backward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, grad: FloatTensor<Self>, spec: NormSpec) -> NormGrads<Self> {
         generic::group_norm_backward::<Self>(x, gamma, beta, grad, spec)
+    }
+
+    /// Single-head attention in channels-first layout: `q`, `k`, `v` `[N, C, L]` over `L`
+    /// positions → `[N, C, L]`, `out[:, i] = Σ_j p_ij v[:, j]` with `p_i = softmax_j(q_i · k_j / √C)`.
+    fn dot_product_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::dot_product_attention::<Self>(q, k, v)
+    }
+
+    /// The gradients of [`FastOps::dot_product_attention`] given the gradient of its output.
+    fn dot_product_attention_backward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, grad: FloatTensor<Self>) -> AttentionGrads<Self> {
+        generic::dot_product_attention_backward::<Self>(q, k, v, grad)
     }
 
     /// VDM's decoder NLL per value ([`vdm_core::vlb::decoder_nll`]): `z` and the encoded data `f`
@@ -122,6 +137,11 @@ pub fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
 /// [`FastOps::conv`] on tensors.
 pub fn conv<B: FastOps>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor<B, 1>, spec: ConvSpec) -> Tensor<B, 4> {
     tensor(B::conv(primitive(x), primitive(weight), primitive(bias), spec))
+}
+
+/// [`FastOps::dot_product_attention`] on tensors.
+pub fn dot_product_attention<B: FastOps>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>) -> Tensor<B, 3> {
+    tensor(B::dot_product_attention(primitive(q), primitive(k), primitive(v)))
 }
 
 /// [`FastOps::decoder_nll`] on tensors.

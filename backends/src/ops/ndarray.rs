@@ -1,6 +1,6 @@
 //! [`FastOps`] kernels for burn-ndarray (`f32`): convolution as im2col and one matrix product per
-//! image, in the tensors' own `[N, C, H, W]` layout, and group normalisation with swish in one
-//! pass over each group.
+//! image, in the tensors' own `[N, C, H, W]` layout, group normalisation with swish in one
+//! pass over each group, and attention as two matrix products per image around a softmax.
 //!
 //! Every loop is split across threads by output (images, groups), and each output value is
 //! summed in a fixed order, so the results do not depend on the number of threads.
@@ -11,7 +11,7 @@ use burn::backend::ndarray::NdArrayTensor;
 use ndarray::{ArcArray, IxDyn};
 use rayon::prelude::*;
 
-use super::{generic, ConvGrads, ConvSpec, DecoderGrads, FastOps, NormGrads, NormSpec};
+use super::{generic, AttentionGrads, ConvGrads, ConvSpec, DecoderGrads, FastOps, NormGrads, NormSpec};
 use crate::Cpu;
 
 /// Images whose weight gradients one task accumulates, in order, before the groups' sums are
@@ -246,6 +246,114 @@ fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry
     (dx, dw, db.into_iter().map(|v| v as f32).collect())
 }
 
+thread_local! {
+    /// Each thread's attention weights (and their gradient), kept between calls.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The shape of one attention: `C` channels over `L` positions per image.
+#[derive(Clone, Copy)]
+struct AttentionShape {
+    c: usize,
+    l: usize,
+}
+
+impl AttentionShape {
+    fn new(shape: &[usize]) -> Self {
+        Self { c: shape[1], l: shape[2] }
+    }
+
+    /// `p = softmax(qᵀk/√C)` row by row, `[L, L]`, for one image's `q`, `k` `[C, L]`.
+    fn weights(self, q: &[f32], k: &[f32], p: &mut [f32], threaded: bool) {
+        let Self { c, l } = self;
+        gemm(l, c, l, q, 1, l, k, l, 1, 0.0, p, threaded);
+        let scale = 1.0 / (c as f32).sqrt();
+        p.chunks_exact_mut(l).for_each(|row| softmax(row, scale));
+    }
+
+    /// Runs `f` with `count` scratch matrices `[L, L]` from this thread's buffer.
+    fn with_scores<R>(self, count: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        SCORES.with_borrow_mut(|buffer| {
+            let len = count * self.l * self.l;
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+            f(&mut buffer[..len])
+        })
+    }
+}
+
+/// `row = softmax(scale · row)` (`scale > 0`), with [`exp`] and the total summed in `f64`.
+fn softmax(row: &mut [f32], scale: f32) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    exp_shifted(row, max, scale);
+    let inv_total = (1.0 / sum(row, |v| v)) as f32;
+    row.iter_mut().for_each(|v| *v *= inv_total);
+}
+
+/// `row = exp(scale · (row − max))`: with 256-bit vectors where the CPU has them (the same
+/// operations, so the same values, as without).
+fn exp_shifted(row: &mut [f32], max: f32, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { exp_shifted_avx2(row, max, scale) };
+    }
+    exp_shifted_portable(row, max, scale);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn exp_shifted_avx2(row: &mut [f32], max: f32, scale: f32) {
+    exp_shifted_portable(row, max, scale);
+}
+
+#[inline(always)]
+fn exp_shifted_portable(row: &mut [f32], max: f32, scale: f32) {
+    row.iter_mut().for_each(|v| *v = exp(scale * (*v - max)));
+}
+
+/// Per image `o = v pᵀ` (`[C, L]`), the weights `p` in this thread's buffer.
+fn attention_forward(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape, n: usize) -> Vec<f32> {
+    let AttentionShape { c, l } = shape;
+    let mut out = vec![0f32; n * c * l];
+    for_each_part(out.chunks_mut(c * l).collect(), |i, o, threaded| {
+        let image = i * c * l..(i + 1) * c * l;
+        let (q, k, v) = (&q[image.clone()], &k[image.clone()], &v[image]);
+        shape.with_scores(1, |p| {
+            shape.weights(q, k, p, threaded);
+            gemm(c, l, l, v, l, 1, p, 1, l, 0.0, o, threaded);
+        });
+    });
+    out
+}
+
+/// The gradients of [`attention_forward`], per image with the weights recomputed (see
+/// [`generic::dot_product_attention_backward`] for the formulas).
+fn attention_backward(q: &[f32], k: &[f32], v: &[f32], grad: &[f32], shape: AttentionShape, n: usize) -> [Vec<f32>; 3] {
+    let AttentionShape { c, l } = shape;
+    let (mut dq, mut dk, mut dv) = (vec![0f32; n * c * l], vec![0f32; n * c * l], vec![0f32; n * c * l]);
+    let images: Vec<_> = dq.chunks_mut(c * l).zip(dk.chunks_mut(c * l)).zip(dv.chunks_mut(c * l)).collect();
+    for_each_part(images, |i, ((dq, dk), dv), threaded| {
+        let image = i * c * l..(i + 1) * c * l;
+        let (q, k, v, grad) = (&q[image.clone()], &k[image.clone()], &v[image.clone()], &grad[image]);
+        shape.with_scores(2, |scratch| {
+            let (p, ds) = scratch.split_at_mut(l * l);
+            shape.weights(q, k, p, threaded);
+            gemm(c, l, l, grad, l, 1, p, l, 1, 0.0, dv, threaded);
+            gemm(l, c, l, grad, 1, l, v, l, 1, 0.0, ds, threaded);
+            let scale = 1.0 / (c as f32).sqrt();
+            for (p, ds) in p.chunks_exact(l).zip(ds.chunks_exact_mut(l)) {
+                let mean = dot(p, ds) as f32;
+                ds.iter_mut().zip(p).for_each(|(d, &p)| *d = scale * p * (*d - mean));
+            }
+            gemm(c, l, l, k, l, 1, ds, 1, l, 0.0, dq, threaded);
+            gemm(c, l, l, q, l, 1, ds, l, 1, 0.0, dk, threaded);
+        });
+    });
+    [dq, dk, dv]
+}
+
 /// `y σ(y)`, with [`exp`].
 #[inline(always)]
 fn swish(y: f32) -> f32 {
@@ -277,6 +385,19 @@ fn sum(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     let rest: f64 = chunks.remainder().iter().map(|&v| f(f64::from(v))).sum();
     for chunk in chunks {
         lanes.iter_mut().zip(chunk).for_each(|(acc, &v)| *acc += f(f64::from(v)));
+    }
+    lanes.iter().sum::<f64>() + rest
+}
+
+/// `Σ a_i b_i` in `f64`, in eight interleaved partial sums like [`sum`].
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let (a, b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest: f64 = a.remainder().iter().zip(b.remainder()).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
+    for (x, y) in a.zip(b) {
+        for (acc, (&x, &y)) in lanes.iter_mut().zip(x.iter().zip(y)) {
+            *acc += f64::from(x) * f64::from(y);
+        }
     }
     lanes.iter().sum::<f64>() + rest
 }
@@ -463,6 +584,21 @@ impl FastOps for Cpu {
         (from_values(dx, &xs), from_values(dw, &ws), from_values(db, &[g.o]))
     }
 
+    fn dot_product_attention(q: NdArrayTensor, k: NdArrayTensor, v: NdArrayTensor) -> NdArrayTensor {
+        let (Some((qv, qs)), Some((kv, _)), Some((vv, _))) = (values(&q), values(&k), values(&v)) else {
+            return generic::dot_product_attention::<Self>(q, k, v);
+        };
+        from_values(attention_forward(&qv, &kv, &vv, AttentionShape::new(&qs), qs[0]), &qs)
+    }
+
+    fn dot_product_attention_backward(q: NdArrayTensor, k: NdArrayTensor, v: NdArrayTensor, grad: NdArrayTensor) -> AttentionGrads<Self> {
+        let (Some((qv, qs)), Some((kv, _)), Some((vv, _)), Some((gv, _))) = (values(&q), values(&k), values(&v), values(&grad)) else {
+            return generic::dot_product_attention_backward::<Self>(q, k, v, grad);
+        };
+        let [dq, dk, dv] = attention_backward(&qv, &kv, &vv, &gv, AttentionShape::new(&qs), qs[0]);
+        (from_values(dq, &qs), from_values(dk, &qs), from_values(dv, &qs))
+    }
+
     fn group_norm(x: NdArrayTensor, gamma: NdArrayTensor, beta: NdArrayTensor, spec: NormSpec) -> NdArrayTensor {
         let (Some((xv, xs)), Some((gv, _)), Some((bv, _))) = (values(&x), values(&gamma), values(&beta)) else {
             return generic::group_norm::<Self>(x, gamma, beta, spec);
@@ -518,6 +654,25 @@ mod tests {
             let one = run(1);
             for threads in [2, 3, 16] {
                 assert!(run(threads) == one, "k = {k}: {threads} threads differ from one");
+            }
+        }
+    }
+
+    /// The same for attention, forward and backward, with fewer and more images than threads.
+    #[test]
+    fn attention_does_not_depend_on_the_thread_count() {
+        let shape = AttentionShape { c: 3, l: 10 };
+        for n in [1, 5] {
+            let len = n * shape.c * shape.l;
+            let data = |seed: usize| -> Vec<f32> { (0..len).map(|i| (((i + seed) * 31 % 17) as f32 - 8.0) / 4.0).collect() };
+            let (q, k, v, grad) = (data(0), data(5), data(9), data(14));
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| (attention_forward(&q, &k, &v, shape, n), attention_backward(&q, &k, &v, &grad, shape, n)))
+            };
+            let one = run(1);
+            for threads in [2, 3, 16] {
+                assert!(run(threads) == one, "{n} images: {threads} threads differ from one");
             }
         }
     }
