@@ -26,8 +26,8 @@ fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Cpu, D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
 }
 
-/// Convolutions of every geometry the networks use (and odd ones): the kernel's output and
-/// gradients equal burn's conv2d and its autodiff.
+/// Convolutions of every geometry the networks use (and odd ones), with a bias per image and a
+/// residual: the kernel's output and gradients equal burn's conv2d plus both, and its autodiff.
 #[test]
 fn convolution_matches_burn_forward_and_backward() {
     let geometries = [
@@ -41,26 +41,33 @@ fn convolution_matches_burn_forward_and_backward() {
     ];
     for (i, (shape, o, k, spec)) in geometries.into_iter().enumerate() {
         let tag = format!("geometry {i}");
-        let (x, w, b) = (random(shape, 3 * i as u64), random([o, shape[1], k, k], 1 + 3 * i as u64), random([o], 2 + 3 * i as u64));
-        let fast = ops::conv(x.clone(), w.clone(), b.clone(), spec);
-        let reference = ops::tensor::<Cpu, 4>(generic::conv2d::<Cpu>(ops::primitive(x.clone()), ops::primitive(w.clone()), ops::primitive(b.clone()), spec));
+        let seed = 5 * i as u64;
+        let (x, w, b) = (random(shape, seed), random([o, shape[1], k, k], seed + 1), random([shape[0], o], seed + 2));
+        let [ho, wo] = spec.output_size([shape[2], shape[3]], k);
+        let residual = random([shape[0], o, ho, wo], seed + 3);
+        let fast = ops::conv_with(x.clone(), w.clone(), b.clone(), Some(residual.clone()), spec);
+        let p = |t: Tensor<Cpu, 4>| ops::primitive(t);
+        let reference = generic::conv2d::<Cpu>(p(x.clone()), p(w.clone()), ops::primitive(b.clone()), Some(p(residual.clone())), spec);
+        let reference = ops::tensor::<Cpu, 4>(reference);
         assert_eq!(fast.dims(), reference.dims(), "{tag}: shape");
         assert_close(&format!("{tag} forward"), &values(fast.clone()), &values(reference), 1e-5);
 
         // Gradients of Σ y·r for a random r, through our node and through burn's ops.
-        let r = random::<4>(fast.dims(), 99);
+        let r = random::<4>(fast.dims(), seed + 4);
         let leaf = |t: Tensor<Cpu, 4>| Tensor::<A, 4>::from_data(t.into_data(), &Default::default()).require_grad();
-        let (xa, wa) = (leaf(x.clone()), leaf(w.clone()));
-        let ba = Tensor::<A, 1>::from_data(b.clone().into_data(), &Default::default()).require_grad();
+        let (xa, wa, resa) = (leaf(x.clone()), leaf(w.clone()), leaf(residual));
+        let ba = Tensor::<A, 2>::from_data(b.clone().into_data(), &Default::default()).require_grad();
         let ra = Tensor::<A, 4>::from_data(r.into_data(), &Default::default());
-        let grads = (ops::conv(xa.clone(), wa.clone(), ba.clone(), spec) * ra.clone()).sum().backward();
+        let grads = (ops::conv_with(xa.clone(), wa.clone(), ba.clone(), Some(resa.clone()), spec) * ra.clone()).sum().backward();
         let [t, bot, l, rt] = spec.padding;
         let padded = xa.clone().pad((l, rt, t, bot), burn::tensor::ops::PadMode::Constant(0.0));
         let options = burn::tensor::ops::ConvOptions::new([spec.stride; 2], [0, 0], [1, 1], 1);
-        let reference = (module::conv2d(padded, wa.clone(), Some(ba.clone()), options) * ra).sum().backward();
+        let y = module::conv2d(padded, wa.clone(), None, options) + ba.clone().unsqueeze_dims::<4>(&[2, 3]) + resa.clone();
+        let reference = (y * ra).sum().backward();
         for (name, ours, theirs) in [
             ("dx", values(xa.grad(&grads).unwrap()), values(xa.grad(&reference).unwrap())),
             ("dw", values(wa.grad(&grads).unwrap()), values(wa.grad(&reference).unwrap())),
+            ("dresidual", values(resa.grad(&grads).unwrap()), values(resa.grad(&reference).unwrap())),
         ] {
             assert_close(&format!("{tag} {name}"), &ours, &theirs, 1e-4);
         }
@@ -179,9 +186,13 @@ fn convolution_gradient_matches_finite_differences() {
     let loss = |w: Tensor<Cpu, 4>| -> f64 { values(ops::conv(x.clone(), w, b.clone(), spec).powi_scalar(2)).iter().map(|&v| f64::from(v)).sum() };
     let wa = Tensor::<A, 4>::from_data(w.clone().into_data(), &Default::default()).require_grad();
     let xa = Tensor::<A, 4>::from_data(x.clone().into_data(), &Default::default());
-    let ba = Tensor::<A, 1>::from_data(b.clone().into_data(), &Default::default());
-    let grads = ops::conv(xa, wa.clone(), ba, spec).powi_scalar(2).sum().backward();
+    let ba = Tensor::<A, 1>::from_data(b.clone().into_data(), &Default::default()).require_grad();
+    let grads = ops::conv(xa, wa.clone(), ba.clone(), spec).powi_scalar(2).sum().backward();
     let g = values(wa.grad(&grads).unwrap());
+    // The bias shared by the images: ∂/∂b_o Σ y² = Σ_{n,h,w} 2 y[n, o, h, w].
+    let y = ops::conv(x.clone(), w.clone(), b.clone(), spec);
+    let want: Vec<f32> = values(y.mul_scalar(2.0).sum_dims(&[0, 2, 3]).reshape([3]));
+    assert_close("db", &values(ba.grad(&grads).unwrap()), &want, 1e-5);
     let mut wv = values(w.clone());
     for idx in [0, 7, 20, 53] {
         let h = 1e-2f32;

@@ -52,11 +52,22 @@ impl<B: Backend> Conv<B> {
 impl<B: FastOps> Conv<B> {
     /// `[N, C_in, H, W] → [N, C_out, H', W']`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_with(x, None, None)
+    }
+
+    /// The convolution with `shift` `[N, C_out]` added to each image's bias, and `residual`
+    /// `[N, C_out, H', W']` added to the output: both folded into the one operation.
+    pub fn forward_with(&self, x: Tensor<B, 4>, shift: Option<Tensor<B, 2>>, residual: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
+        let (n, o) = (x.dims()[0], self.out_channels());
         let bias = match &self.conv.bias {
-            Some(b) => b.val(),
-            None => Tensor::zeros([self.out_channels()], &x.device()),
+            Some(b) => b.val().unsqueeze_dim(0),
+            None => Tensor::zeros([1, o], &x.device()),
         };
-        ops::conv(x, self.conv.weight.val(), bias, self.spec)
+        let bias = match shift {
+            Some(shift) => shift + bias,
+            None => bias.expand([n, o]),
+        };
+        ops::conv_with(x, self.conv.weight.val(), bias, residual, self.spec)
     }
 }
 
@@ -145,14 +156,12 @@ impl<B: Backend> ResnetBlock<B> {
 impl<B: FastOps> ResnetBlock<B> {
     /// `x` `[N, C_in, H, W]` and `cond` `[N, D]` → `[N, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>, cond: Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(self.norm1.forward(x.clone()));
-        let h = h + self.cond_proj.forward(cond).unsqueeze_dims::<4>(&[2, 3]);
-        let h = self.conv2.forward(self.dropout.forward(self.norm2.forward(h)));
+        let h = self.conv1.forward_with(self.norm1.forward(x.clone()), Some(self.cond_proj.forward(cond)), None);
         let x = match &self.shortcut {
             Some(proj) => proj.forward(x),
             None => x,
         };
-        x + h
+        self.conv2.forward_with(self.dropout.forward(self.norm2.forward(h)), None, Some(x))
     }
 }
 
@@ -185,21 +194,22 @@ impl<B: FastOps> AttnBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, hgt, wid] = x.dims();
         let h = self.norm.forward(x.clone());
-        let project = |layer: &Linear<B>| pointwise(layer, h.clone()).reshape([b, c, hgt * wid]);
+        let project = |layer: &Linear<B>| pointwise(layer, h.clone(), None).reshape([b, c, hgt * wid]);
         let h = ops::dot_product_attention(project(&self.q), project(&self.k), project(&self.v));
-        x + pointwise(&self.proj_out, h.reshape([b, c, hgt, wid]))
+        pointwise(&self.proj_out, h.reshape([b, c, hgt, wid]), Some(x))
     }
 }
 
-/// A dense layer over the channels of `x` `[N, C, H, W]`, as a 1×1 convolution.
-fn pointwise<B: FastOps>(layer: &Linear<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+/// A dense layer over the channels of `x` `[N, C, H, W]`, as a 1×1 convolution, plus `residual`.
+fn pointwise<B: FastOps>(layer: &Linear<B>, x: Tensor<B, 4>, residual: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
+    let n = x.dims()[0];
     let [d_in, d_out] = layer.weight.dims();
     let weight = layer.weight.val().transpose().reshape([d_out, d_in, 1, 1]);
     let bias = match &layer.bias {
-        Some(b) => b.val(),
-        None => Tensor::zeros([d_out], &x.device()),
+        Some(b) => b.val().unsqueeze_dim::<2>(0).expand([n, d_out]),
+        None => Tensor::zeros([n, d_out], &x.device()),
     };
-    ops::conv(x, weight, bias, ConvSpec::same(1))
+    ops::conv_with(x, weight, bias, residual, ConvSpec::same(1))
 }
 
 #[cfg(all(test, feature = "ndarray"))]

@@ -21,7 +21,22 @@ impl<B: FastOps> Backward<B, 3> for Conv2dBackward {
         let grad = grads.consume::<B>(&ops.node);
         let (x, weight) = ops.state;
         let (dx, dw, db) = B::conv_backward(x, weight, grad, self.0);
-        register_parents::<B>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dx, dw, db]);
+        register_parents::<B, 3>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dx, dw, db]);
+    }
+}
+
+/// A convolution with a residual added: the residual's gradient is the output's.
+#[derive(Debug)]
+struct Conv2dResidualBackward(ConvSpec);
+
+impl<B: FastOps> Backward<B, 4> for Conv2dResidualBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight) = ops.state;
+        let (dx, dw, db) = B::conv_backward(x, weight, grad.clone(), self.0);
+        register_parents::<B, 4>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dx, dw, db, grad]);
     }
 }
 
@@ -35,7 +50,7 @@ impl<B: FastOps> Backward<B, 3> for GroupNormBackward {
         let grad = grads.consume::<B>(&ops.node);
         let (x, gamma, beta) = ops.state;
         let (dx, d_gamma, d_beta) = B::group_norm_backward(x, gamma, beta, grad, self.0);
-        register_parents::<B>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dx, d_gamma, d_beta]);
+        register_parents::<B, 3>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dx, d_gamma, d_beta]);
     }
 }
 
@@ -49,7 +64,7 @@ impl<B: FastOps> Backward<B, 3> for AttentionBackward {
         let grad = grads.consume::<B>(&ops.node);
         let (q, k, v) = ops.state;
         let (dq, dk, dv) = B::dot_product_attention_backward(q, k, v, grad);
-        register_parents::<B>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dq, dk, dv]);
+        register_parents::<B, 3>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dq, dk, dv]);
     }
 }
 
@@ -63,12 +78,12 @@ impl<B: FastOps> Backward<B, 3> for DecoderBackward {
         let grad = grads.consume::<B>(&ops.node);
         let (z, f, precision) = ops.state;
         let (dz, df, dp) = B::decoder_nll_backward(z, f, precision, grad, self.0);
-        register_parents::<B>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dz, df, dp]);
+        register_parents::<B, 3>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dz, df, dp]);
     }
 }
 
 /// Hands each tracked parent its gradient (untracked parents, `None`, get none).
-fn register_parents<B: FastOps>(grads: &mut Gradients, parents: [Option<NodeId>; 3], values: [FloatTensor<B>; 3]) {
+fn register_parents<B: FastOps, const N: usize>(grads: &mut Gradients, parents: [Option<NodeId>; N], values: [FloatTensor<B>; N]) {
     for (parent, value) in parents.into_iter().zip(values) {
         if let Some(id) = parent {
             grads.register::<B>(id, value);
@@ -85,11 +100,19 @@ impl<B: FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         }
     }
 
-    fn conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, spec: ConvSpec) -> FloatTensor<Self> {
-        let output = B::conv(x.primitive.clone(), weight.primitive.clone(), bias.primitive.clone(), spec);
-        match Conv2dBackward(spec).prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive), output),
-            OpsKind::UnTracked(prep) => prep.finish(output),
+    fn conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: Option<FloatTensor<Self>>, spec: ConvSpec) -> FloatTensor<Self> {
+        let output = B::conv(x.primitive.clone(), weight.primitive.clone(), bias.primitive, residual.as_ref().map(|r| r.primitive.clone()), spec);
+        let state = (x.primitive, weight.primitive);
+        let (x, weight, bias) = (x.node, weight.node, bias.node);
+        match residual {
+            None => match Conv2dBackward(spec).prepare::<C>([x, weight, bias]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, output),
+                OpsKind::UnTracked(prep) => prep.finish(output),
+            },
+            Some(r) => match Conv2dResidualBackward(spec).prepare::<C>([x, weight, bias, r.node]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, output),
+                OpsKind::UnTracked(prep) => prep.finish(output),
+            },
         }
     }
 

@@ -29,10 +29,14 @@ fn pad<B: Backend>(x: Tensor<B, 4>, explicit: Option<[usize; 4]>) -> Tensor<B, 4
     }
 }
 
-pub fn conv2d<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>, spec: ConvSpec) -> FloatTensor<B> {
+pub fn conv2d<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>, residual: Option<FloatTensor<B>>, spec: ConvSpec) -> FloatTensor<B> {
     let (explicit, options) = options(spec);
     let x = pad(tensor::<B, 4>(x), explicit);
-    primitive(module::conv2d(x, tensor(weight), Some(tensor(bias)), options))
+    let y = module::conv2d(x, tensor(weight), None, options) + tensor::<B, 2>(bias).unsqueeze_dims::<4>(&[2, 3]);
+    primitive(match residual {
+        Some(r) => y + tensor(r),
+        None => y,
+    })
 }
 
 pub fn conv2d_backward<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, grad: FloatTensor<B>, spec: ConvSpec) -> ConvGrads<B> {
@@ -49,7 +53,7 @@ pub fn conv2d_backward<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, gr
         None => dx,
     };
     let dw = B::conv2d_weight_backward(padded, weight, grad.clone(), options);
-    let db = tensor::<B, 4>(grad).sum_dims(&[0, 2, 3]).flatten::<1>(0, 3);
+    let db = tensor::<B, 4>(grad).sum_dims(&[2, 3]).flatten::<2>(1, 3);
     (primitive(dx), dw, primitive(db))
 }
 

@@ -55,7 +55,7 @@ pub struct NormSpec {
     pub swish: bool,
 }
 
-/// The gradients of a convolution with respect to its input, weight and bias.
+/// The gradients of a convolution with respect to its input, weight and per-image bias.
 pub type ConvGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
 /// The gradients of group normalisation with respect to its input, scale and shift.
@@ -69,12 +69,15 @@ pub type DecoderGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
 /// A backend with the fused operations of the networks (see the module docs).
 pub trait FastOps: Backend {
-    /// `y = conv(x, weight) + bias`: `x` `[N, C, H, W]`, `weight` `[O, C, k, k]`, `bias` `[O]`.
-    fn conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, spec: ConvSpec) -> FloatTensor<Self> {
-        generic::conv2d::<Self>(x, weight, bias, spec)
+    /// `y = conv(x, weight) + bias (+ residual)`: `x` `[N, C, H, W]`, `weight` `[O, C, k, k]`,
+    /// `bias` `[N, O]` (one per image and output channel: a ResNet block's conditioning folds in
+    /// here), `residual` `[N, O, H', W']` (a ResNet block's skip connection).
+    fn conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: Option<FloatTensor<Self>>, spec: ConvSpec) -> FloatTensor<Self> {
+        generic::conv2d::<Self>(x, weight, bias, residual, spec)
     }
 
-    /// The gradients of [`FastOps::conv`] given the gradient of its output.
+    /// The gradients of [`FastOps::conv`] given the gradient of its output, the bias's `[N, O]`
+    /// (the residual's is the output's own).
     fn conv_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, spec: ConvSpec) -> ConvGrads<Self> {
         generic::conv2d_backward::<Self>(x, weight, grad, spec)
     }
@@ -134,9 +137,15 @@ pub fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
-/// [`FastOps::conv`] on tensors.
+/// `conv(x, weight) + bias` with one bias per output channel `[O]` ([`FastOps::conv`]).
 pub fn conv<B: FastOps>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor<B, 1>, spec: ConvSpec) -> Tensor<B, 4> {
-    tensor(B::conv(primitive(x), primitive(weight), primitive(bias), spec))
+    let [n, o] = [x.dims()[0], bias.dims()[0]];
+    conv_with(x, weight, bias.unsqueeze_dim::<2>(0).expand([n, o]), None, spec)
+}
+
+/// [`FastOps::conv`] on tensors: a bias per image and output channel `[N, O]`, and a residual.
+pub fn conv_with<B: FastOps>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor<B, 2>, residual: Option<Tensor<B, 4>>, spec: ConvSpec) -> Tensor<B, 4> {
+    tensor(B::conv(primitive(x), primitive(weight), primitive(bias), residual.map(primitive), spec))
 }
 
 /// [`FastOps::dot_product_attention`] on tensors.

@@ -197,20 +197,25 @@ fn for_each_part<T: Send>(items: Vec<T>, each: impl Fn(usize, T, bool) + Sync) {
     }
 }
 
-/// `y = conv(x, W) + b`, image by image in `[C, H, W]` layout: `Y = W · cols` (`[O, Ho·Wo]`).
-fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
+/// `y = conv(x, W) + b (+ r)`, image by image in `[C, H, W]` layout: `Y = W · cols` (`[O, Ho·Wo]`)
+/// added onto the bias `b` `[N, O]` and the residual `r`, if any.
+fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], residual: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
     let (rows, op) = (g.rows(), g.out_pixels());
     let mut out = vec![0f32; n * g.o * op];
-    let images: Vec<_> = out.chunks_mut(g.o * op).zip(x.chunks(g.c * g.in_pixels())).collect();
-    for_each_part(images, |_, (y, image), threaded| {
-        y.chunks_exact_mut(op).zip(bias).for_each(|(plane, &b)| plane.fill(b));
+    let images: Vec<_> = out.chunks_mut(g.o * op).zip(x.chunks(g.c * g.in_pixels())).zip(bias.chunks(g.o)).collect();
+    for_each_part(images, |i, ((y, image), bias), threaded| {
+        let planes = y.chunks_exact_mut(op).zip(bias);
+        match residual {
+            Some(r) => planes.zip(r[i * g.o * op..].chunks_exact(op)).for_each(|((plane, &b), r)| plane.iter_mut().zip(r).for_each(|(y, &r)| *y = r + b)),
+            None => planes.for_each(|(plane, &b)| plane.fill(b)),
+        }
         with_columns(image, g, |cols| gemm(g.o, rows, op, weight, rows, 1, cols, op, 1, 1.0, y, threaded));
     });
     out
 }
 
 /// The gradients of [`conv_forward`]: per image `dW += dY · colsᵀ`, `dcols = Wᵀ · dY`,
-/// `dx = col2im(dcols)`, the weight gradient summed by fixed groups of images.
+/// `dx = col2im(dcols)`, the weight gradient summed by fixed groups of images; the bias's per image.
 fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (rows, op) = (g.rows(), g.out_pixels());
     let (in_image, out_image) = (g.c * g.in_pixels(), g.o * op);
@@ -237,13 +242,8 @@ fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry
     for part in dw_parts.chunks_exact(g.o * rows) {
         dw.iter_mut().zip(part).for_each(|(acc, v)| *acc += v);
     }
-    let mut db = vec![0f64; g.o];
-    for image in grad.chunks_exact(out_image) {
-        for (acc, plane) in db.iter_mut().zip(image.chunks_exact(op)) {
-            *acc += plane.iter().map(|&v| f64::from(v)).sum::<f64>();
-        }
-    }
-    (dx, dw, db.into_iter().map(|v| v as f32).collect())
+    let db = grad.chunks_exact(op).map(|plane| sum(plane, |v| v) as f32).collect();
+    (dx, dw, db)
 }
 
 thread_local! {
@@ -567,12 +567,17 @@ impl FastOps for Cpu {
         (from_values(dz, &zs), from_values(df, &zs), from_values(dp.into_iter().map(|v| v as f32).collect(), &ps))
     }
 
-    fn conv(x: NdArrayTensor, weight: NdArrayTensor, bias: NdArrayTensor, spec: ConvSpec) -> NdArrayTensor {
-        let (Some((xv, xs)), Some((wv, ws)), Some((bv, _))) = (values(&x), values(&weight), values(&bias)) else {
-            return generic::conv2d::<Self>(x, weight, bias, spec);
+    fn conv(x: NdArrayTensor, weight: NdArrayTensor, bias: NdArrayTensor, residual: Option<NdArrayTensor>, spec: ConvSpec) -> NdArrayTensor {
+        // `Some(None)`: no residual; `None`: a residual of another dtype.
+        let rv = match &residual {
+            Some(r) => values(r).map(|(v, _)| Some(v)),
+            None => Some(None),
+        };
+        let (Some((xv, xs)), Some((wv, ws)), Some((bv, _)), Some(rv)) = (values(&x), values(&weight), values(&bias), rv) else {
+            return generic::conv2d::<Self>(x, weight, bias, residual, spec);
         };
         let g = Geometry::new(&xs, &ws, spec);
-        from_values(conv_forward(&xv, xs[0], &wv, &bv, &g), &[xs[0], g.o, g.ho, g.wo])
+        from_values(conv_forward(&xv, xs[0], &wv, &bv, rv.as_deref(), &g), &[xs[0], g.o, g.ho, g.wo])
     }
 
     fn conv_backward(x: NdArrayTensor, weight: NdArrayTensor, grad: NdArrayTensor, spec: ConvSpec) -> ConvGrads<Self> {
@@ -581,7 +586,7 @@ impl FastOps for Cpu {
         };
         let g = Geometry::new(&xs, &ws, spec);
         let (dx, dw, db) = conv_backward(&xv, xs[0], &wv, &gv, &g);
-        (from_values(dx, &xs), from_values(dw, &ws), from_values(db, &[g.o]))
+        (from_values(dx, &xs), from_values(dw, &ws), from_values(db, &[xs[0], g.o]))
     }
 
     fn dot_product_attention(q: NdArrayTensor, k: NdArrayTensor, v: NdArrayTensor) -> NdArrayTensor {
@@ -639,14 +644,16 @@ mod tests {
     fn convolution_does_not_depend_on_the_thread_count() {
         let (n, c, h, w, o) = (11, 3, 7, 6, 4);
         let x: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
-        let bias = vec![0.5, -0.25, 0.0, 1.0];
+        let bias: Vec<f32> = (0..n * o).map(|i| ((i * 5 % 7) as f32 - 3.0) / 4.0).collect();
+        let residual: Vec<f32> = (0..n * o * h * w).map(|i| ((i * 3 % 11) as f32 - 5.0) / 5.0).collect();
         for (k, spec) in [(3, ConvSpec { stride: 2, padding: [0, 1, 1, 0] }), (1, ConvSpec::same(1))] {
             let weight: Vec<f32> = (0..o * c * k * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
             let g = Geometry::new(&[n, c, h, w], &[o, c, k, k], spec);
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 pool.install(|| {
-                    let y = conv_forward(&x, n, &weight, &bias, &g);
+                    let r = (k == 1).then_some(&residual[..]);
+                    let y = conv_forward(&x, n, &weight, &bias, r, &g);
                     let grad: Vec<f32> = (0..y.len()).map(|i| (i % 5) as f32 - 2.0).collect();
                     (y, conv_backward(&x, n, &weight, &grad, &g))
                 })
