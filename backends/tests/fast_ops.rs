@@ -131,6 +131,23 @@ fn attention_matches_burn_forward_and_backward() {
     }
 }
 
+/// The skip connections' channel concatenation equals burn's `cat`, and its backward hands each
+/// input its own channels of the gradient.
+#[test]
+fn channel_concatenation_matches_burn_forward_and_backward() {
+    let leaf = |t: Tensor<Cpu, 4>| Tensor::<A, 4>::from_data(t.into_data(), &Default::default()).require_grad();
+    let (a, b) = (leaf(random([3, 2, 4, 5], 61)), leaf(random([3, 5, 4, 5], 62)));
+    let r = Tensor::<A, 4>::from_data(random::<4>([3, 7, 4, 5], 63).into_data(), &Default::default());
+    let ours = ops::concat_channels(a.clone(), b.clone());
+    let theirs = Tensor::cat(vec![a.clone(), b.clone()], 1);
+    assert_eq!(values(ours.clone()), values(theirs.clone()), "forward");
+    let g_ours = (ours * r.clone()).sum().backward();
+    let g_theirs = (theirs * r).sum().backward();
+    for (name, t) in [("da", &a), ("db", &b)] {
+        assert_eq!(values(t.grad(&g_ours).unwrap()), values(t.grad(&g_theirs).unwrap()), "{name}");
+    }
+}
+
 /// The generic composition (what GPUs run) has the same backward as the kernels.
 #[test]
 fn generic_backward_passes_match_the_kernels() {

@@ -16,7 +16,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::blocks::{timestep_embedding, AttnBlock, CondProjection, Conv, Init, Norm, ResnetBlock};
-use crate::ops::{ConvSpec, FastOps};
+use crate::ops::{self, ConvSpec, FastOps};
 
 /// The largest accepted `ch` (DDPM's largest model, LSUN 256×256, has 128).
 pub const MAX_CHANNELS: usize = 4096;
@@ -241,7 +241,7 @@ impl<B: FastOps> UNet<B> {
         for level in &self.up {
             for i in 0..level.blocks.len() {
                 let skip = hs.pop().expect("one skip per up block");
-                h = level.block(i, Tensor::cat(vec![h, skip], 1), cond.clone());
+                h = level.block(i, ops::concat_channels(h, skip), cond.clone());
             }
             if let Some(conv) = &level.resample {
                 h = conv.forward(upsample_nearest(h));

@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::blocks::{timestep_embedding, AttnBlock, CondProjection, Conv, Init, Norm, ResnetBlock};
-use crate::ops::FastOps;
+use crate::ops::{self, FastOps};
 
 /// The largest accepted `n_embd` (VDM's CIFAR-10 model has 128).
 pub const MAX_WIDTH: usize = 8192;
@@ -172,7 +172,7 @@ impl<B: FastOps> ScoreNet<B> {
         h = self.mid2.forward(h, cond.clone());
         for block in &self.up {
             let skip = skips.pop().expect("one skip per up block");
-            h = block.forward(Tensor::cat(vec![h, skip], 1), cond.clone());
+            h = block.forward(ops::concat_channels(h, skip), cond.clone());
         }
         let out = self.conv_out.forward(self.norm_out.forward(h));
         out + z

@@ -8,6 +8,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::tensor::ops::FloatTensor;
+use burn::tensor::TensorMetadata;
 
 use super::{ConvSpec, FastOps, NormSpec};
 
@@ -37,6 +38,20 @@ impl<B: FastOps> Backward<B, 4> for Conv2dResidualBackward {
         let (x, weight) = ops.state;
         let (dx, dw, db) = B::conv_backward(x, weight, grad.clone(), self.0);
         register_parents::<B, 4>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dx, dw, db, grad]);
+    }
+}
+
+/// The split point: the first input's channels.
+#[derive(Debug)]
+struct ConcatBackward(usize);
+
+impl<B: FastOps> Backward<B, 2> for ConcatBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (da, db) = B::split_channels(grad, self.0);
+        register_parents::<B, 2>(grads, ops.parents.map(|p| p.map(|node| node.id)), [da, db]);
     }
 }
 
@@ -122,6 +137,12 @@ impl<B: FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
             OpsKind::Tracked(prep) => prep.finish((q.primitive, k.primitive, v.primitive), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         }
+    }
+
+    fn concat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let channels = a.primitive.shape()[1];
+        let output = B::concat_channels(a.primitive, b.primitive);
+        ConcatBackward(channels).prepare::<C>([a.node, b.node]).compute_bound().stateless(output)
     }
 
     fn group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, spec: NormSpec) -> FloatTensor<Self> {

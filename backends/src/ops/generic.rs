@@ -57,6 +57,16 @@ pub fn conv2d_backward<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, gr
     (primitive(dx), dw, primitive(db))
 }
 
+pub fn concat_channels<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
+    primitive(Tensor::cat(vec![tensor::<B, 4>(a), tensor(b)], 1))
+}
+
+pub fn split_channels<B: Backend>(x: FloatTensor<B>, channels: usize) -> (FloatTensor<B>, FloatTensor<B>) {
+    let x = tensor::<B, 4>(x);
+    let [n, c, h, w] = x.dims();
+    (primitive(x.clone().slice([0..n, 0..channels, 0..h, 0..w])), primitive(x.slice([0..n, channels..c, 0..h, 0..w])))
+}
+
 /// `x` normalised per group: `(x̂ [N, C, H, W], 1/σ per group [N, G, 1])`.
 fn normalise<B: Backend>(x: Tensor<B, 4>, spec: NormSpec) -> (Tensor<B, 4>, Tensor<B, 3>) {
     let [n, c, h, w] = x.dims();

@@ -82,6 +82,17 @@ pub trait FastOps: Backend {
         generic::conv2d_backward::<Self>(x, weight, grad, spec)
     }
 
+    /// `[a, b]` along the channels: `a` `[N, C_a, H, W]`, `b` `[N, C_b, H, W]` → `[N, C_a + C_b, H, W]`
+    /// (a U-Net's skip connection).
+    fn concat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::concat_channels::<Self>(a, b)
+    }
+
+    /// The inverse of [`FastOps::concat_channels`]: `x` split after its first `channels` channels.
+    fn split_channels(x: FloatTensor<Self>, channels: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        generic::split_channels::<Self>(x, channels)
+    }
+
     /// Group normalisation of `x` `[N, C, H, W]` with per-channel `gamma`, `beta`, optionally
     /// followed by swish.
     fn group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, spec: NormSpec) -> FloatTensor<Self> {
@@ -151,6 +162,11 @@ pub fn conv_with<B: FastOps>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor
 /// [`FastOps::dot_product_attention`] on tensors.
 pub fn dot_product_attention<B: FastOps>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>) -> Tensor<B, 3> {
     tensor(B::dot_product_attention(primitive(q), primitive(k), primitive(v)))
+}
+
+/// [`FastOps::concat_channels`] on tensors.
+pub fn concat_channels<B: FastOps>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> Tensor<B, 4> {
+    tensor(B::concat_channels(primitive(a), primitive(b)))
 }
 
 /// [`FastOps::decoder_nll`] on tensors.

@@ -354,6 +354,27 @@ fn attention_backward(q: &[f32], k: &[f32], v: &[f32], grad: &[f32], shape: Atte
     [dq, dk, dv]
 }
 
+/// `[a, b]` along the channels, image by image: `a` has `a_len` values per image, `b` `b_len`.
+fn concat_images(a: &[f32], a_len: usize, b: &[f32], b_len: usize) -> Vec<f32> {
+    let mut out = vec![0f32; a.len() + b.len()];
+    out.par_chunks_mut(a_len + b_len).zip(a.par_chunks(a_len).zip(b.par_chunks(b_len))).for_each(|(out, (a, b))| {
+        out[..a_len].copy_from_slice(a);
+        out[a_len..].copy_from_slice(b);
+    });
+    out
+}
+
+/// The inverse of [`concat_images`]: each image's first `a_len` values, and the rest.
+fn split_images(x: &[f32], image: usize, a_len: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = x.len() / image;
+    let (mut a, mut b) = (vec![0f32; n * a_len], vec![0f32; n * (image - a_len)]);
+    a.par_chunks_mut(a_len).zip(b.par_chunks_mut(image - a_len)).zip(x.par_chunks(image)).for_each(|((a, b), x)| {
+        a.copy_from_slice(&x[..a_len]);
+        b.copy_from_slice(&x[a_len..]);
+    });
+    (a, b)
+}
+
 /// `y σ(y)`, with [`exp`].
 #[inline(always)]
 fn swish(y: f32) -> f32 {
@@ -602,6 +623,23 @@ impl FastOps for Cpu {
         };
         let [dq, dk, dv] = attention_backward(&qv, &kv, &vv, &gv, AttentionShape::new(&qs), qs[0]);
         (from_values(dq, &qs), from_values(dk, &qs), from_values(dv, &qs))
+    }
+
+    fn concat_channels(a: NdArrayTensor, b: NdArrayTensor) -> NdArrayTensor {
+        let (Some((av, as_)), Some((bv, bs))) = (values(&a), values(&b)) else {
+            return generic::concat_channels::<Self>(a, b);
+        };
+        let plane = as_[2] * as_[3];
+        from_values(concat_images(&av, as_[1] * plane, &bv, bs[1] * plane), &[as_[0], as_[1] + bs[1], as_[2], as_[3]])
+    }
+
+    fn split_channels(x: NdArrayTensor, channels: usize) -> (NdArrayTensor, NdArrayTensor) {
+        let Some((xv, xs)) = values(&x) else {
+            return generic::split_channels::<Self>(x, channels);
+        };
+        let plane = xs[2] * xs[3];
+        let (a, b) = split_images(&xv, xs[1] * plane, channels * plane);
+        (from_values(a, &[xs[0], channels, xs[2], xs[3]]), from_values(b, &[xs[0], xs[1] - channels, xs[2], xs[3]]))
     }
 
     fn group_norm(x: NdArrayTensor, gamma: NdArrayTensor, beta: NdArrayTensor, spec: NormSpec) -> NdArrayTensor {
