@@ -145,7 +145,11 @@ fn col2im(cols: &[f32], g: &Geometry, image: &mut [f32]) {
             }
             let Tap { rows, cols, first } = tap;
             for (out, line) in row[rows.start * wo..rows.end * wo].chunks_exact(wo).zip(channel[*first..].chunks_mut(stride * g.w)) {
-                line.iter_mut().step_by(stride).zip(&out[cols.clone()]).for_each(|(d, &v)| *d += v);
+                if stride == 1 {
+                    line.iter_mut().zip(&out[cols.clone()]).for_each(|(d, &v)| *d += v); // vectorises
+                } else {
+                    line.iter_mut().step_by(stride).zip(&out[cols.clone()]).for_each(|(d, &v)| *d += v);
+                }
             }
         }
     }
