@@ -29,6 +29,18 @@ fn values(t: &NdArrayTensor) -> Option<(Cow<'_, [f32]>, Vec<usize>)> {
     })
 }
 
+/// `len` zeros, written across threads: for the kernels' outputs, whose serial zeroing (and the
+/// page faults of fresh memory) would otherwise hold up the other threads.
+fn zeros(len: usize) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    values.spare_capacity_mut().par_chunks_mut(1 << 16).for_each(|part| part.iter_mut().for_each(|v| {
+        v.write(0.0);
+    }));
+    // SAFETY: every element of the first `len` was just initialised.
+    unsafe { values.set_len(len) };
+    values
+}
+
 fn from_values(data: Vec<f32>, shape: &[usize]) -> NdArrayTensor {
     let array = ndarray::Array::from_shape_vec(IxDyn(shape), data).expect("a kernel's output matches its shape");
     NdArrayTensor::from(ArcArray::from(array))
@@ -205,7 +217,7 @@ fn for_each_part<T: Send>(items: Vec<T>, each: impl Fn(usize, T, bool) + Sync) {
 /// added onto the bias `b` `[N, O]` and the residual `r`, if any.
 fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], residual: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
     let (rows, op) = (g.rows(), g.out_pixels());
-    let mut out = vec![0f32; n * g.o * op];
+    let mut out = zeros(n * g.o * op);
     let images: Vec<_> = out.chunks_mut(g.o * op).zip(x.chunks(g.c * g.in_pixels())).zip(bias.chunks(g.o)).collect();
     for_each_part(images, |i, ((y, image), bias), threaded| {
         let planes = y.chunks_exact_mut(op).zip(bias);
@@ -223,7 +235,7 @@ fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], residual: Opt
 fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (rows, op) = (g.rows(), g.out_pixels());
     let (in_image, out_image) = (g.c * g.in_pixels(), g.o * op);
-    let mut dx = vec![0f32; n * in_image];
+    let mut dx = zeros(n * in_image);
     let groups = n.div_ceil(IMAGES_PER_GROUP);
     let mut dw_parts = vec![0f32; groups * g.o * rows];
     let group_size = IMAGES_PER_GROUP * in_image;
@@ -320,7 +332,7 @@ fn exp_shifted_portable(row: &mut [f32], max: f32, scale: f32) {
 /// Per image `o = v pᵀ` (`[C, L]`), the weights `p` in this thread's buffer.
 fn attention_forward(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape, n: usize) -> Vec<f32> {
     let AttentionShape { c, l } = shape;
-    let mut out = vec![0f32; n * c * l];
+    let mut out = zeros(n * c * l);
     for_each_part(out.chunks_mut(c * l).collect(), |i, o, threaded| {
         let image = i * c * l..(i + 1) * c * l;
         let (q, k, v) = (&q[image.clone()], &k[image.clone()], &v[image]);
@@ -336,7 +348,7 @@ fn attention_forward(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape, n: 
 /// [`generic::dot_product_attention_backward`] for the formulas).
 fn attention_backward(q: &[f32], k: &[f32], v: &[f32], grad: &[f32], shape: AttentionShape, n: usize) -> [Vec<f32>; 3] {
     let AttentionShape { c, l } = shape;
-    let (mut dq, mut dk, mut dv) = (vec![0f32; n * c * l], vec![0f32; n * c * l], vec![0f32; n * c * l]);
+    let (mut dq, mut dk, mut dv) = (zeros(n * c * l), zeros(n * c * l), zeros(n * c * l));
     let images: Vec<_> = dq.chunks_mut(c * l).zip(dk.chunks_mut(c * l)).zip(dv.chunks_mut(c * l)).collect();
     for_each_part(images, |i, ((dq, dk), dv), threaded| {
         let image = i * c * l..(i + 1) * c * l;
@@ -360,7 +372,7 @@ fn attention_backward(q: &[f32], k: &[f32], v: &[f32], grad: &[f32], shape: Atte
 
 /// `[a, b]` along the channels, image by image: `a` has `a_len` values per image, `b` `b_len`.
 fn concat_images(a: &[f32], a_len: usize, b: &[f32], b_len: usize) -> Vec<f32> {
-    let mut out = vec![0f32; a.len() + b.len()];
+    let mut out = zeros(a.len() + b.len());
     out.par_chunks_mut(a_len + b_len).zip(a.par_chunks(a_len).zip(b.par_chunks(b_len))).for_each(|(out, (a, b))| {
         out[..a_len].copy_from_slice(a);
         out[a_len..].copy_from_slice(b);
@@ -371,7 +383,7 @@ fn concat_images(a: &[f32], a_len: usize, b: &[f32], b_len: usize) -> Vec<f32> {
 /// The inverse of [`concat_images`]: each image's first `a_len` values, and the rest.
 fn split_images(x: &[f32], image: usize, a_len: usize) -> (Vec<f32>, Vec<f32>) {
     let n = x.len() / image;
-    let (mut a, mut b) = (vec![0f32; n * a_len], vec![0f32; n * (image - a_len)]);
+    let (mut a, mut b) = (zeros(n * a_len), zeros(n * (image - a_len)));
     a.par_chunks_mut(a_len).zip(b.par_chunks_mut(image - a_len)).zip(x.par_chunks(image)).for_each(|((a, b), x)| {
         a.copy_from_slice(&x[..a_len]);
         b.copy_from_slice(&x[a_len..]);
@@ -438,7 +450,7 @@ fn group_stats(values: &[f32], epsilon: f64) -> (f64, f64) {
 fn norm_forward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], spec: NormSpec) -> Vec<f32> {
     let (c, hw) = (shape[1], shape[2] * shape[3]);
     let per_group = c / spec.groups;
-    let mut out = vec![0f32; x.len()];
+    let mut out = zeros(x.len());
     out.par_chunks_mut(per_group * hw).zip(x.par_chunks(per_group * hw)).enumerate().for_each(|(i, (dst, src))| {
         let (mean, inv_std) = group_stats(src, spec.epsilon);
         for cc in 0..per_group {
@@ -479,7 +491,7 @@ fn affine_portable(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, swish: 
 fn norm_backward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], grad: &[f32], spec: NormSpec) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (c, hw) = (shape[1], shape[2] * shape[3]);
     let per_group = c / spec.groups;
-    let mut dx = vec![0f32; x.len()];
+    let mut dx = zeros(x.len());
     // Per image and channel: Σ dy x̂ and Σ dy, summed over images afterwards in order.
     let mut partial = vec![(0f64, 0f64); shape[0] * c];
     dx.par_chunks_mut(per_group * hw)
