@@ -1,6 +1,7 @@
 //! Building blocks shared by the networks: convolution, group normalisation (with swish), the
-//! ResNet block, self-attention and the sinusoidal timestep embedding. The convolution and the
-//! normalisation run as [`crate::ops`]' fused operations.
+//! ResNet block, self-attention and the sinusoidal timestep embedding. The convolution (with a
+//! ResNet block's conditioning and skip folded in), the normalisation and the attention run as
+//! [`crate::ops`]' fused operations.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

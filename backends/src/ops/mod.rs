@@ -1,6 +1,8 @@
 //! The few operations training spends its time in, as one backend extension ([`FastOps`]): a 2-D
-//! convolution, group normalisation fused with the swish that follows it, single-head
-//! self-attention, and VDM's discretised decoder (a softmax over 256 bins per pixel).
+//! convolution (with a bias per image and a residual, so that a ResNet block's conditioning and
+//! skip cost no pass of their own), group normalisation fused with the swish that follows it,
+//! single-head attention, the channel concatenation of a U-Net's skips, and VDM's discretised
+//! decoder (a softmax over 256 bins per pixel).
 //!
 //! Every backend gets them composed from burn's own operations ([`generic`]); the CPU reference
 //! backend (burn-ndarray) overrides them with kernels of its own ([`ndarray`]): one im2col and one

@@ -1,11 +1,13 @@
 //! [`FastOps`] kernels for burn-ndarray (`f32`): convolution as im2col and one matrix product per
 //! image, in the tensors' own `[N, C, H, W]` layout, group normalisation with swish in one
-//! pass over each group, and attention as two matrix products per image around a softmax.
+//! pass over each group, attention as two matrix products per image around a softmax, and the
+//! skips' channel concatenation as one copy per image.
 //!
 //! Every loop is split across threads by output (images, groups), and each output value is
 //! summed in a fixed order, so the results do not depend on the number of threads.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use burn::backend::ndarray::NdArrayTensor;
 use ndarray::{ArcArray, IxDyn};
@@ -33,9 +35,7 @@ fn values(t: &NdArrayTensor) -> Option<(Cow<'_, [f32]>, Vec<usize>)> {
 /// page faults of fresh memory) would otherwise hold up the other threads.
 fn zeros(len: usize) -> Vec<f32> {
     let mut values = Vec::with_capacity(len);
-    values.spare_capacity_mut().par_chunks_mut(1 << 16).for_each(|part| part.iter_mut().for_each(|v| {
-        v.write(0.0);
-    }));
+    values.spare_capacity_mut().par_chunks_mut(1 << 16).for_each(|part| part.fill(MaybeUninit::new(0.0)));
     // SAFETY: every element of the first `len` was just initialised.
     unsafe { values.set_len(len) };
     values
@@ -222,7 +222,9 @@ fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], residual: Opt
     for_each_part(images, |i, ((y, image), bias), threaded| {
         let planes = y.chunks_exact_mut(op).zip(bias);
         match residual {
-            Some(r) => planes.zip(r[i * g.o * op..].chunks_exact(op)).for_each(|((plane, &b), r)| plane.iter_mut().zip(r).for_each(|(y, &r)| *y = r + b)),
+            Some(r) => planes.zip(r[i * g.o * op..].chunks_exact(op)).for_each(|((plane, &b), r)| {
+                plane.iter_mut().zip(r).for_each(|(y, &r)| *y = r + b);
+            }),
             None => planes.for_each(|(plane, &b)| plane.fill(b)),
         }
         with_columns(image, g, |cols| gemm(g.o, rows, op, weight, rows, 1, cols, op, 1, 1.0, y, threaded));
