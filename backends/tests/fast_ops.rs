@@ -148,6 +148,28 @@ fn channel_concatenation_matches_burn_forward_and_backward() {
     }
 }
 
+/// Dropout while training: the gradient of `Σ dropout(x)` is the mask the forward pass applied,
+/// the same seed gives the same mask, and without autodiff (evaluation, sampling) it is the identity.
+#[test]
+fn dropout_applies_one_mask_forward_and_backward() {
+    let x = random::<4>([4, 3, 8, 8], 71).add_scalar(5.0); // away from zero: y = 0 only where dropped
+    let run = || {
+        Cpu::seed(&Default::default(), 7);
+        let xa = Tensor::<A, 4>::from_data(x.clone().into_data(), &Default::default()).require_grad();
+        let y = ops::dropout(xa.clone(), 0.25);
+        let grads = y.clone().sum().backward();
+        (values(y), values(xa.grad(&grads).unwrap()))
+    };
+    let (y, mask) = run();
+    for ((&y, &m), &x) in y.iter().zip(&mask).zip(&values(x.clone())) {
+        assert!(m == 0.0 || (m - 1.0 / 0.75).abs() < 1e-6, "mask value {m}");
+        assert!((y - x * m).abs() < 1e-5, "y = {y} for x = {x}, mask {m}");
+    }
+    assert!(mask.contains(&0.0) && mask.iter().any(|&m| m > 0.0));
+    assert_eq!(run(), (y, mask), "the same seed, another mask");
+    assert_eq!(values(ops::dropout(x.clone(), 0.25)), values(x), "dropout without autodiff");
+}
+
 /// The generic composition (what GPUs run) has the same backward as the kernels.
 #[test]
 fn generic_backward_passes_match_the_kernels() {

@@ -162,7 +162,7 @@ impl<B: FastOps> ResnetBlock<B> {
             Some(proj) => proj.forward(x),
             None => x,
         };
-        self.conv2.forward_with(self.dropout.forward(self.norm2.forward(h)), None, Some(x))
+        self.conv2.forward_with(ops::dropout(self.norm2.forward(h), self.dropout.prob), None, Some(x))
     }
 }
 

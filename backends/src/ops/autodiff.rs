@@ -7,8 +7,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::TensorMetadata;
+use burn::tensor::{Shape, TensorMetadata};
 
 use super::{ConvSpec, FastOps, NormSpec};
 
@@ -143,6 +144,10 @@ impl<B: FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         let channels = a.primitive.shape()[1];
         let output = B::concat_channels(a.primitive, b.primitive);
         ConcatBackward(channels).prepare::<C>([a.node, b.node]).compute_bound().stateless(output)
+    }
+
+    fn dropout_mask(shape: Shape, keep: f64, device: &Self::Device) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::dropout_mask(shape, keep, device))
     }
 
     fn group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, spec: NormSpec) -> FloatTensor<Self> {

@@ -5,7 +5,7 @@ use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
-use burn::tensor::Tensor;
+use burn::tensor::{Distribution, Shape, Tensor};
 
 use vdm_core::vlb;
 
@@ -65,6 +65,11 @@ pub fn split_channels<B: Backend>(x: FloatTensor<B>, channels: usize) -> (FloatT
     let x = tensor::<B, 4>(x);
     let [n, c, h, w] = x.dims();
     (primitive(x.clone().slice([0..n, 0..channels, 0..h, 0..w])), primitive(x.slice([0..n, channels..c, 0..h, 0..w])))
+}
+
+pub fn dropout_mask<B: Backend>(shape: Shape, keep: f64, device: &B::Device) -> FloatTensor<B> {
+    let mask = Tensor::<B, 1>::random([shape.num_elements()], Distribution::Bernoulli(keep), device).div_scalar(keep);
+    B::float_reshape(primitive(mask), shape)
 }
 
 /// `x` normalised per group: `(x̂ [N, C, H, W], 1/σ per group [N, G, 1])`.

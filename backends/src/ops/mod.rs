@@ -21,7 +21,7 @@ pub mod ndarray;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{Shape, Tensor, TensorPrimitive};
 
 /// The geometry of a convolution: stride and zero padding `[top, bottom, left, right]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +93,12 @@ pub trait FastOps: Backend {
     /// The inverse of [`FastOps::concat_channels`]: `x` split after its first `channels` channels.
     fn split_channels(x: FloatTensor<Self>, channels: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
         generic::split_channels::<Self>(x, channels)
+    }
+
+    /// Inverted dropout's mask for a tensor of `shape`: each value independently `1/keep` with
+    /// probability `keep`, else zero. Not tracked by autodiff (a constant of the graph).
+    fn dropout_mask(shape: Shape, keep: f64, device: &Self::Device) -> FloatTensor<Self> {
+        generic::dropout_mask::<Self>(shape, keep, device)
     }
 
     /// Group normalisation of `x` `[N, C, H, W]` with per-channel `gamma`, `beta`, optionally
@@ -169,6 +175,16 @@ pub fn dot_product_attention<B: FastOps>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Te
 /// [`FastOps::concat_channels`] on tensors.
 pub fn concat_channels<B: FastOps>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> Tensor<B, 4> {
     tensor(B::concat_channels(primitive(a), primitive(b)))
+}
+
+/// Inverted dropout while training (on an autodiff backend, as burn's `Dropout`): `x` times a
+/// [`FastOps::dropout_mask`] that zeroes each value with probability `prob`.
+pub fn dropout<B: FastOps, const D: usize>(x: Tensor<B, D>, prob: f64) -> Tensor<B, D> {
+    if prob == 0.0 || !B::ad_enabled(&x.device()) {
+        return x;
+    }
+    let mask = tensor(B::dropout_mask(x.shape(), 1.0 - prob, &x.device()));
+    x * mask
 }
 
 /// [`FastOps::decoder_nll`] on tensors.

@@ -9,7 +9,8 @@
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
-use burn::backend::ndarray::NdArrayTensor;
+use burn::backend::ndarray::{NdArrayDevice, NdArrayTensor};
+use burn::tensor::{Distribution, Int, Shape, Tensor};
 use ndarray::{ArcArray, IxDyn};
 use rayon::prelude::*;
 
@@ -393,6 +394,29 @@ fn split_images(x: &[f32], image: usize, a_len: usize) -> (Vec<f32>, Vec<f32>) {
     (a, b)
 }
 
+/// SplitMix64's output for the `i`-th state after `seed`: a counter-based generator, each value
+/// computed on its own, so that any split across threads gives the same values.
+fn splitmix64(seed: u64, i: u64) -> u64 {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `len` values, each `1/keep` with probability `keep` (its top 32 bits below `keep·2³²`), else 0.
+fn dropout_mask(len: usize, keep: f64, seed: u64) -> Vec<f32> {
+    const PART: usize = 1 << 16;
+    let threshold = (keep * 2f64.powi(32)) as u64;
+    let scale = (1.0 / keep) as f32;
+    let mut mask = zeros(len);
+    mask.par_chunks_mut(PART).enumerate().for_each(|(p, part)| {
+        for (j, v) in part.iter_mut().enumerate() {
+            *v = if splitmix64(seed, (p * PART + j) as u64) >> 32 < threshold { scale } else { 0.0 };
+        }
+    });
+    mask
+}
+
 /// `y σ(y)`, with [`exp`].
 #[inline(always)]
 fn swish(y: f32) -> f32 {
@@ -660,6 +684,13 @@ impl FastOps for Cpu {
         (from_values(a, &[xs[0], channels, xs[2], xs[3]]), from_values(b, &[xs[0], xs[1] - channels, xs[2], xs[3]]))
     }
 
+    fn dropout_mask(shape: Shape, keep: f64, device: &NdArrayDevice) -> NdArrayTensor {
+        // The seed from burn's generator, so that `Backend::seed` makes training reproducible.
+        let draws = Tensor::<Self, 1, Int>::random([2], Distribution::Uniform(0.0, 2f64.powi(32)), device).into_data();
+        let seed = draws.iter::<i64>().fold(0u64, |acc, v| (acc << 32) ^ v as u64);
+        from_values(dropout_mask(shape.num_elements(), keep, seed), shape.as_slice())
+    }
+
     fn group_norm(x: NdArrayTensor, gamma: NdArrayTensor, beta: NdArrayTensor, spec: NormSpec) -> NdArrayTensor {
         let (Some((xv, xs)), Some((gv, _)), Some((bv, _))) = (values(&x), values(&gamma), values(&beta)) else {
             return generic::group_norm::<Self>(x, gamma, beta, spec);
@@ -719,6 +750,25 @@ mod tests {
                 assert!(run(threads) == one, "k = {k}: {threads} threads differ from one");
             }
         }
+    }
+
+    /// The dropout mask takes only the values 0 and 1/keep, zero at the rate 1 − keep (within five
+    /// standard errors over 2²⁰ values), without correlation between neighbours, and is the same
+    /// under any number of threads.
+    #[test]
+    fn dropout_mask_has_the_rate_and_does_not_depend_on_the_thread_count() {
+        let (len, keep) = (1 << 20, 0.9);
+        let run = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| dropout_mask(len, keep, 42));
+        let mask = run(1);
+        let scale = (1.0 / keep) as f32;
+        assert!(mask.iter().all(|&v| v == 0.0 || v == scale), "values other than 0 and 1/keep");
+        let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / len as f64;
+        let se = (keep * (1.0 - keep) / len as f64).sqrt();
+        assert!((dropped - (1.0 - keep)).abs() < 5.0 * se, "dropped {dropped}, want {}", 1.0 - keep);
+        let both = mask.windows(2).filter(|w| w[0] == 0.0 && w[1] == 0.0).count() as f64 / (len - 1) as f64;
+        assert!((both - (1.0 - keep).powi(2)).abs() < 5.0 * (0.01f64 * 0.99 / len as f64).sqrt(), "neighbours dropped together at {both}");
+        assert!(run(3) == mask, "3 threads differ from one");
+        assert!(dropout_mask(len, keep, 43) != mask, "another seed gives the same mask");
     }
 
     /// The same for attention, forward and backward, with fewer and more images than threads.
