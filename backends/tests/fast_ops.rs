@@ -38,6 +38,10 @@ fn convolution_matches_burn_forward_and_backward() {
         ([2, 3, 5, 4], 2, 3, ConvSpec { stride: 1, padding: [0, 2, 1, 0] }),
         ([9, 4, 6, 5], 5, 3, ConvSpec::same(3)), // more images than a gradient group
         ([2, 2, 1, 2], 3, 3, ConvSpec::same(3)), // taps entirely in the padding
+        // Wide enough that the forward pass builds its im2col matrix a few output rows at a time.
+        ([1, 64, 24, 32], 4, 3, ConvSpec::same(3)),
+        ([1, 64, 40, 32], 3, 3, ConvSpec { stride: 2, padding: [0, 1, 0, 1] }),
+        ([1, 64, 30, 32], 2, 3, ConvSpec { stride: 1, padding: [0, 2, 1, 0] }),
     ];
     for (i, (shape, o, k, spec)) in geometries.into_iter().enumerate() {
         let tag = format!("geometry {i}");

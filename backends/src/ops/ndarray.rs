@@ -113,19 +113,32 @@ impl Geometry {
     fn pointwise(&self) -> bool {
         self.k == 1 && self.spec == ConvSpec::same(1)
     }
+
+    /// The output rows in chunks whose im2col matrix stays in a core's cache (about 512 KB)
+    /// between its writing and the matrix product reading it; one chunk when pointwise.
+    fn row_chunks(&self) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let per_chunk = if self.pointwise() { self.ho } else { ((1 << 17) / (self.rows() * self.wo)).clamp(1, self.ho) };
+        let ho = self.ho;
+        (0..ho).step_by(per_chunk).map(move |start| start..(start + per_chunk).min(ho))
+    }
 }
 
 /// `cols[(c, dy, dx), q]` = pixel `q`'s input under kernel tap `(dy, dx)` in channel `c` of one
-/// `[C, H, W]` image (zero in the padding): its im2col matrix `[C·k·k, Ho·Wo]`.
-fn im2col(image: &[f32], g: &Geometry, cols: &mut [f32]) {
+/// `[C, H, W]` image (zero in the padding), for the output pixels `q` of the rows `out_rows`: its
+/// im2col matrix `[C·k·k, |out_rows|·Wo]`.
+fn im2col(image: &[f32], g: &Geometry, out_rows: std::ops::Range<usize>, cols: &mut [f32]) {
     let (stride, wo) = (g.spec.stride, g.wo);
-    for (channel, block) in image.chunks_exact(g.in_pixels()).zip(cols.chunks_exact_mut(g.k * g.k * g.out_pixels())) {
-        for (tap, row) in g.taps.iter().zip(block.chunks_exact_mut(g.out_pixels())) {
-            if tap.is_empty() {
+    let pixels = out_rows.len() * wo;
+    for (channel, block) in image.chunks_exact(g.in_pixels()).zip(cols.chunks_exact_mut(g.k * g.k * pixels)) {
+        for (tap, row) in g.taps.iter().zip(block.chunks_exact_mut(pixels)) {
+            // The rows of this chunk at which the tap reads inside the image.
+            let (lo, hi) = (tap.rows.start.max(out_rows.start), tap.rows.end.min(out_rows.end));
+            if lo >= hi {
                 row.fill(0.0);
                 continue;
             }
-            let Tap { rows, cols, first } = tap;
+            let (rows, cols) = ((lo - out_rows.start)..(hi - out_rows.start), &tap.cols);
+            let first = tap.first + (lo - tap.rows.start) * stride * g.w;
             row[..rows.start * wo].fill(0.0);
             row[rows.end * wo..].fill(0.0);
             let reading = &mut row[rows.start * wo..rows.end * wo];
@@ -133,12 +146,12 @@ fn im2col(image: &[f32], g: &Geometry, cols: &mut [f32]) {
                 // Row by row the input is the output shifted by a constant: one block copy,
                 // then the few columns that wrapped around from the neighbouring rows are zeroed.
                 let len = reading.len() - cols.start - (wo - cols.end);
-                reading[cols.start..][..len].copy_from_slice(&channel[*first..][..len]);
+                reading[cols.start..][..len].copy_from_slice(&channel[first..][..len]);
                 for x in (0..cols.start).chain(cols.end..wo) {
                     reading[x..].iter_mut().step_by(wo).for_each(|v| *v = 0.0);
                 }
             } else {
-                for (out, line) in reading.chunks_exact_mut(wo).zip(channel[*first..].chunks(stride * g.w)) {
+                for (out, line) in reading.chunks_exact_mut(wo).zip(channel[first..].chunks(stride * g.w)) {
                     out[..cols.start].fill(0.0);
                     out[cols.end..].fill(0.0);
                     out[cols.clone()].iter_mut().zip(line.iter().step_by(stride)).for_each(|(d, &v)| *d = v);
@@ -173,12 +186,18 @@ fn col2im(cols: &[f32], g: &Geometry, image: &mut [f32]) {
 /// images instead when there are enough of them).
 #[allow(clippy::too_many_arguments)]
 fn gemm(m: usize, k: usize, n: usize, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize, beta: f32, c: &mut [f32], threaded: bool) {
-    assert!(a.len() >= (m - 1) * a_rs + (k - 1) * a_cs + 1 && b.len() >= (k - 1) * b_rs + (n - 1) * b_cs + 1 && c.len() >= m * n);
+    gemm_into(m, k, n, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, n, threaded);
+}
+
+/// [`gemm`] into the columns `..n` of a row-major `c` with rows of `c_rs` values.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(m: usize, k: usize, n: usize, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize, beta: f32, c: &mut [f32], c_rs: usize, threaded: bool) {
+    assert!(a.len() >= (m - 1) * a_rs + (k - 1) * a_cs + 1 && b.len() >= (k - 1) * b_rs + (n - 1) * b_cs + 1 && c.len() >= (m - 1) * c_rs + n);
     let threads = rayon::current_num_threads();
     let parallelism = if threaded && threads > 1 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
     // SAFETY: the assertion above keeps every index the strides reach inside the slices.
     unsafe {
-        ::gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, beta != 0.0, a.as_ptr(), a_cs as isize, a_rs as isize, b.as_ptr(), b_cs as isize, b_rs as isize, beta, 1.0, false, false, false, parallelism);
+        ::gemm::gemm(m, n, k, c.as_mut_ptr(), 1, c_rs as isize, beta != 0.0, a.as_ptr(), a_cs as isize, a_rs as isize, b.as_ptr(), b_cs as isize, b_rs as isize, beta, 1.0, false, false, false, parallelism);
     }
 }
 
@@ -187,18 +206,18 @@ thread_local! {
     static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with the im2col matrix of `image`: the image itself for a pointwise convolution,
-/// else built in this thread's buffer.
-fn with_columns<R>(image: &[f32], g: &Geometry, f: impl FnOnce(&[f32]) -> R) -> R {
+/// Runs `f` with the im2col matrix of `image` for the output rows `out_rows`: the image itself
+/// for a pointwise convolution (all rows), else built in this thread's buffer.
+fn with_columns<R>(image: &[f32], g: &Geometry, out_rows: std::ops::Range<usize>, f: impl FnOnce(&[f32]) -> R) -> R {
     if g.pointwise() {
         return f(image);
     }
     COLUMNS.with_borrow_mut(|buffer| {
-        let len = g.rows() * g.out_pixels();
+        let len = g.rows() * out_rows.len() * g.wo;
         if buffer.len() < len {
             buffer.resize(len, 0.0);
         }
-        im2col(image, g, &mut buffer[..len]);
+        im2col(image, g, out_rows, &mut buffer[..len]);
         f(&buffer[..len])
     })
 }
@@ -228,7 +247,10 @@ fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], residual: Opt
             }),
             None => planes.for_each(|(plane, &b)| plane.fill(b)),
         }
-        with_columns(image, g, |cols| gemm(g.o, rows, op, weight, rows, 1, cols, op, 1, 1.0, y, threaded));
+        for out_rows in g.row_chunks() {
+            let (first, pixels) = (out_rows.start * g.wo, out_rows.len() * g.wo);
+            with_columns(image, g, out_rows, |cols| gemm_into(g.o, rows, pixels, weight, rows, 1, cols, pixels, 1, 1.0, &mut y[first..], op, threaded));
+        }
     });
     out
 }
@@ -248,7 +270,7 @@ fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry
         for (j, dx_image) in dx_group.chunks_mut(in_image).enumerate() {
             let i = group * IMAGES_PER_GROUP + j;
             let (image, dy) = (&x[i * in_image..][..in_image], &grad[i * out_image..][..out_image]);
-            with_columns(image, g, |cols| gemm(g.o, op, rows, dy, op, 1, cols, 1, op, 1.0, dw, threaded));
+            with_columns(image, g, 0..g.ho, |cols| gemm(g.o, op, rows, dy, op, 1, cols, 1, op, 1.0, dw, threaded));
             if g.pointwise() {
                 gemm(rows, g.o, op, weight, 1, rows, dy, op, 1, 0.0, dx_image, threaded);
             } else {
