@@ -14,6 +14,7 @@ use burn::backend::ndarray::{NdArrayDevice, NdArrayTensor};
 use burn::tensor::{Distribution, Int, Shape, Tensor};
 use ndarray::{ArcArray, IxDyn};
 use rayon::prelude::*;
+use vdm_core::rng::derive_seed;
 
 use super::{generic, AttentionGrads, ConvGrads, ConvSpec, DecoderGrads, FastOps, NormGrads, NormSpec};
 use crate::Cpu;
@@ -427,16 +428,9 @@ fn split_images(x: &[f32], image: usize, a_len: usize) -> (Vec<f32>, Vec<f32>) {
     (a, b)
 }
 
-/// SplitMix64's output for the `i`-th state after `seed`: a counter-based generator, each value
-/// computed on its own, so that any split across threads gives the same values.
-fn splitmix64(seed: u64, i: u64) -> u64 {
-    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// `len` values, each `1/keep` with probability `keep` (its top 32 bits below `keep·2³²`), else 0.
+/// `len` values, each `1/keep` with probability `keep`, else 0: value `i` from the random bits
+/// [`derive_seed`]`(seed, 0, i)` (below `keep·2³²` in their top 32), each computed on its own so
+/// that any split across threads gives the same mask.
 fn dropout_mask(len: usize, keep: f64, seed: u64) -> Vec<f32> {
     const PART: usize = 1 << 16;
     let threshold = (keep * 2f64.powi(32)) as u64;
@@ -444,7 +438,7 @@ fn dropout_mask(len: usize, keep: f64, seed: u64) -> Vec<f32> {
     let mut mask = zeros(len);
     mask.par_chunks_mut(PART).enumerate().for_each(|(p, part)| {
         for (j, v) in part.iter_mut().enumerate() {
-            *v = if splitmix64(seed, (p * PART + j) as u64) >> 32 < threshold { scale } else { 0.0 };
+            *v = if derive_seed(seed, 0, (p * PART + j) as u64) >> 32 < threshold { scale } else { 0.0 };
         }
     });
     mask
