@@ -1,12 +1,12 @@
 //! The few operations training spends its time in, as one backend extension ([`FastOps`]): a 2-D
 //! convolution (with a bias per image and a residual, so that a ResNet block's conditioning and
 //! skip cost no pass of their own), group normalisation fused with the swish that follows it,
-//! single-head attention, the channel concatenation of a U-Net's skips, and VDM's discretised
-//! decoder (a softmax over 256 bins per pixel).
+//! single-head attention, the channel concatenation of a U-Net's skips, dropout's mask, and VDM's
+//! discretised decoder (a softmax over 256 bins per pixel).
 //!
 //! Every backend gets them composed from burn's own operations ([`generic`]); the CPU reference
-//! backend (burn-ndarray) overrides them with kernels of its own ([`ndarray`]): one im2col and one
-//! matrix product per image and convolution, a single pass for normalisation and swish, and
+//! backend (burn-ndarray) overrides them with kernels of its own ([`ndarray`]): an im2col and a
+//! matrix product per image and chunk of output rows, a single pass for normalisation and swish, and
 //! attention whose `L × L` weights live only in a per-thread buffer (the backward pass recomputes
 //! them), instead of dozens of small burn operations with their allocations and autodiff bookkeeping.
 //! [`autodiff`] gives every `FastOps` backend its backward pass through these operations.

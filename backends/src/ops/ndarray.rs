@@ -1,7 +1,8 @@
-//! [`FastOps`] kernels for burn-ndarray (`f32`): convolution as im2col and one matrix product per
-//! image, in the tensors' own `[N, C, H, W]` layout, group normalisation with swish in one
-//! pass over each group, attention as two matrix products per image around a softmax, and the
-//! skips' channel concatenation as one copy per image.
+//! [`FastOps`] kernels for burn-ndarray (`f32`): convolution as im2col and a matrix product per
+//! image and chunk of output rows, in the tensors' own `[N, C, H, W]` layout; group normalisation
+//! with swish in one pass over each group; attention as two matrix products per image around a
+//! softmax; the skips' channel concatenation as one copy per image; dropout's mask from a
+//! counter-based generator.
 //!
 //! Every loop is split across threads by output (images, groups), and each output value is
 //! summed in a fixed order, so the results do not depend on the number of threads.
