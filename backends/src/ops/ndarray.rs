@@ -95,11 +95,9 @@ impl Geometry {
         let taps = (0..k * k)
             .map(|t| {
                 let (dy, dx) = (t / k, t % k);
-                let mut tap = Tap { rows: inside(dy, top, h, ho), cols: inside(dx, left, w, wo), first: 0 };
-                if !tap.rows.is_empty() && !tap.cols.is_empty() {
-                    tap.first = (tap.rows.start * spec.stride + dy - top) * w + tap.cols.start * spec.stride + dx - left;
-                }
-                tap
+                let (rows, cols) = (inside(dy, top, h, ho), inside(dx, left, w, wo));
+                let first = if rows.is_empty() || cols.is_empty() { 0 } else { (rows.start * spec.stride + dy - top) * w + cols.start * spec.stride + dx - left };
+                Tap { rows, cols, first }
             })
             .collect();
         Self { c, h, w, o, k, ho, wo, spec, taps }
@@ -121,8 +119,8 @@ impl Geometry {
     }
 
     /// Output rows per chunk: few enough that a chunk's im2col matrix stays in a core's cache
-    /// (about 512 KB) between its writing and the matrix product reading it (1.13× faster
-    /// sampling of the small model than whole images); all of them when pointwise.
+    /// (about 512 KB) between its writing and the matrix product reading it (12% less sampling
+    /// time for the small model than whole images); all of them when pointwise.
     fn chunk_rows(&self) -> usize {
         if self.pointwise() { self.ho } else { ((1 << 17) / (self.rows() * self.wo)).clamp(1, self.ho) }
     }
@@ -208,9 +206,23 @@ fn gemm_into(m: usize, k: usize, n: usize, a: &[f32], a_rs: usize, a_cs: usize, 
     }
 }
 
+type Scratch = std::cell::RefCell<Vec<f32>>;
+
 thread_local! {
     /// Each thread's im2col buffer, kept between calls.
-    static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static COLUMNS: Scratch = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's attention weights (and their gradient), kept between calls.
+    static SCORES: Scratch = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the first `len` values of this thread's buffer `scratch`, grown as needed.
+fn with_scratch<R>(scratch: &'static std::thread::LocalKey<Scratch>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    scratch.with_borrow_mut(|buffer| {
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        f(&mut buffer[..len])
+    })
 }
 
 /// Runs `f` with the im2col matrix of `image` for the output rows `out_rows`: the image itself
@@ -219,13 +231,9 @@ fn with_columns<R>(image: &[f32], g: &Geometry, out_rows: Range<usize>, f: impl 
     if g.pointwise() {
         return f(image);
     }
-    COLUMNS.with_borrow_mut(|buffer| {
-        let len = g.rows() * out_rows.len() * g.wo;
-        if buffer.len() < len {
-            buffer.resize(len, 0.0);
-        }
-        im2col(image, g, out_rows, &mut buffer[..len]);
-        f(&buffer[..len])
+    with_scratch(&COLUMNS, g.rows() * out_rows.len() * g.wo, |cols| {
+        im2col(image, g, out_rows, cols);
+        f(cols)
     })
 }
 
@@ -300,11 +308,6 @@ fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry
     (dx, dw, db)
 }
 
-thread_local! {
-    /// Each thread's attention weights (and their gradient), kept between calls.
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// The shape of one attention: `C` channels over `L` positions per image.
 #[derive(Clone, Copy)]
 struct AttentionShape {
@@ -327,13 +330,7 @@ impl AttentionShape {
 
     /// Runs `f` with `count` scratch matrices `[L, L]` from this thread's buffer.
     fn with_scores<R>(self, count: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-        SCORES.with_borrow_mut(|buffer| {
-            let len = count * self.l * self.l;
-            if buffer.len() < len {
-                buffer.resize(len, 0.0);
-            }
-            f(&mut buffer[..len])
-        })
+        with_scratch(&SCORES, count * self.l * self.l, f)
     }
 }
 
