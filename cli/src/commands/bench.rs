@@ -78,8 +78,11 @@ impl BackendJob for BenchJob {
             trainer.train_step(&train)?; // reads the loss back, so each step is synchronised
         }
         let train_secs = start.elapsed().as_secs_f64();
+        // Two warm-up evaluations, as the PyTorch script does, then the timed sampler.
+        let sample = |steps| trainer.ema.sample(batch, [train.height, train.width], steps, Sampler::Ancestral, 0, batch, &device, || {});
+        sample(2);
         let start = Instant::now();
-        trainer.ema.sample(batch, [train.height, train.width], self.sample_steps, Sampler::Ancestral, 0, batch, &device, || {});
+        sample(self.sample_steps);
         let sample_secs = start.elapsed().as_secs_f64();
 
         let peak = vdm_backends::memory::peak_resident(); // of training and sampling, as PyTorch's
