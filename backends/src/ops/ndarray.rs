@@ -499,6 +499,7 @@ fn sum(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
 }
 
 /// `Σ a_i b_i` in `f64`, in eight interleaved partial sums like [`sum`].
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     let mut lanes = [0f64; 8];
     let (a, b) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -545,45 +546,57 @@ fn norm_forward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], spec: N
     out
 }
 
+/// The gradients of [`norm_forward`]. Per group of `m` values, with `u` the gradient at the
+/// normalisation's output `γ x̂ + β` (through the swish, if any): `dx = (γ u − Σ γu / m −
+/// x̂ Σ γu x̂ / m) / σ`, and per channel `dγ = Σ u x̂`, `dβ = Σ u`. Element-wise in `f32`, the
+/// sums in `f64`.
 fn norm_backward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], grad: &[f32], spec: NormSpec) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (c, hw) = (shape[1], shape[2] * shape[3]);
     let per_group = c / spec.groups;
-    let mut dx = zeros(x.len());
-    // Per image and channel: Σ dy x̂ and Σ dy, summed over images afterwards in order.
+    let mut dx = Vec::with_capacity(x.len());
+    // Per image and channel: Σ u x̂ and Σ u, summed over images afterwards in order.
     let mut partial = vec![(0f64, 0f64); shape[0] * c];
-    dx.par_chunks_mut(per_group * hw)
-        .zip(partial.par_chunks_mut(per_group))
-        .enumerate()
-        .for_each(|(i, (d, sums))| {
-            let base = i * per_group * hw;
-            let (src, up) = (&x[base..][..per_group * hw], &grad[base..][..per_group * hw]);
+    let groups = dx.spare_capacity_mut()[..x.len()].par_chunks_mut(per_group * hw);
+    groups.zip(partial.par_chunks_mut(per_group)).enumerate().for_each(|(i, (d, sums))| {
+        let base = i * per_group * hw;
+        let (src, up) = (&x[base..][..per_group * hw], &grad[base..][..per_group * hw]);
+        let channels = (i % spec.groups) * per_group..;
+        wide(#[inline(always)]
+        || {
             let (mean, inv_std) = group_stats(src, spec.epsilon);
-            let (mut s1, mut s2) = (0f64, 0f64);
-            for cc in 0..per_group {
-                let ch = (i % spec.groups) * per_group + cc;
-                let (gm, bt) = (f64::from(gamma[ch]), f64::from(beta[ch]));
-                for p in cc * hw..(cc + 1) * hw {
-                    let x_hat = (f64::from(src[p]) - mean) * inv_std;
-                    let mut dy = f64::from(up[p]);
-                    if spec.swish {
-                        let y = x_hat * gm + bt;
-                        let s = 1.0 / (1.0 + (-y).exp());
-                        dy *= s * (1.0 + y * (1.0 - s));
-                    }
-                    sums[cc].0 += dy * x_hat;
-                    sums[cc].1 += dy;
-                    let d_hat = dy * gm;
-                    s1 += d_hat;
-                    s2 += d_hat * x_hat;
-                    d[p] = d_hat as f32;
+            let x_hat = |v: f32| (v - mean as f32) * inv_std as f32;
+            for ((d, src), (up, ch)) in d.chunks_exact_mut(hw).zip(src.chunks_exact(hw)).zip(up.chunks_exact(hw).zip(channels.clone())) {
+                let (gm, bt) = (gamma[ch], beta[ch]);
+                for ((d, &v), &dy) in d.iter_mut().zip(src).zip(up) {
+                    d.write(if spec.swish {
+                        let y = x_hat(v) * gm + bt;
+                        let s = 1.0 / (1.0 + exp(-y));
+                        dy * (s * (1.0 + y * (1.0 - s)))
+                    } else {
+                        dy
+                    });
                 }
             }
-            let m = (per_group * hw) as f64;
-            for (v, &xv) in d.iter_mut().zip(src) {
-                let x_hat = (f64::from(xv) - mean) * inv_std;
-                *v = (inv_std * (f64::from(*v) - s1 / m - x_hat * s2 / m)) as f32;
+            // SAFETY: every value of the group was just written.
+            let u = unsafe { d.assume_init_mut() };
+            let (mut s1, mut s2) = (0f64, 0f64); // Σ γu and Σ γu x̂ over the group
+            for ((u, src), (sums, ch)) in u.chunks_exact(hw).zip(src.chunks_exact(hw)).zip(sums.iter_mut().zip(channels.clone())) {
+                let sum_u = sum(u, |v| v);
+                let sum_u_x_hat = (dot(u, src) - mean * sum_u) * inv_std;
+                *sums = (sum_u_x_hat, sum_u);
+                s1 += f64::from(gamma[ch]) * sum_u;
+                s2 += f64::from(gamma[ch]) * sum_u_x_hat;
             }
-        });
+            let m = (per_group * hw) as f64;
+            let (c1, c2) = ((inv_std * s1 / m) as f32, (inv_std * s2 / m) as f32);
+            for ((u, src), ch) in u.chunks_exact_mut(hw).zip(src.chunks_exact(hw)).zip(channels) {
+                let scale = (f64::from(gamma[ch]) * inv_std) as f32;
+                u.iter_mut().zip(src).for_each(|(u, &v)| *u = scale * *u - c1 - c2 * x_hat(v));
+            }
+        })
+    });
+    // SAFETY: every group was written in full above.
+    unsafe { dx.set_len(x.len()) };
     let mut d_gamma = vec![0f64; c];
     let mut d_beta = vec![0f64; c];
     for image in partial.chunks(c) {
