@@ -168,14 +168,26 @@ fn im2col(image: &[f32], g: &Geometry, out_rows: Range<usize>, cols: &mut [f32])
 }
 
 /// The adjoint of [`im2col`]: adds every column value onto the pixel of `image` it came from.
-fn col2im(cols: &[f32], g: &Geometry, out_rows: Range<usize>, image: &mut [f32]) {
+/// The values at padding are dropped; `cols` is left with them zeroed.
+fn col2im(cols: &mut [f32], g: &Geometry, out_rows: Range<usize>, image: &mut [f32]) {
     let (stride, wo) = (g.spec.stride, g.wo);
     let pixels = out_rows.len() * wo;
-    for (channel, block) in image.chunks_exact_mut(g.in_pixels()).zip(cols.chunks_exact(g.k * g.k * pixels)) {
-        for (tap, row) in g.taps.iter().zip(block.chunks_exact(pixels)) {
+    for (channel, block) in image.chunks_exact_mut(g.in_pixels()).zip(cols.chunks_exact_mut(g.k * g.k * pixels)) {
+        for (tap, row) in g.taps.iter().zip(block.chunks_exact_mut(pixels)) {
             let Some((rows, first)) = tap.within(&out_rows, g) else { continue };
             let cols = &tap.cols;
-            for (out, line) in row[rows.start * wo..rows.end * wo].chunks_exact(wo).zip(channel[first..].chunks_mut(stride * g.w)) {
+            let reading = &mut row[rows.start * wo..rows.end * wo];
+            if stride == 1 && wo == g.w {
+                // As in `im2col`: one block, once the columns that wrap around onto the
+                // neighbouring rows are zeroed (adding zero leaves a pixel exactly as it was).
+                for x in (0..cols.start).chain(cols.end..wo) {
+                    reading[x..].iter_mut().step_by(wo).for_each(|v| *v = 0.0);
+                }
+                let len = reading.len() - cols.start - (wo - cols.end);
+                channel[first..][..len].iter_mut().zip(&reading[cols.start..]).for_each(|(d, &v)| *d += v); // vectorises
+                continue;
+            }
+            for (out, line) in reading.chunks_exact(wo).zip(channel[first..].chunks_mut(stride * g.w)) {
                 if stride == 1 {
                     line.iter_mut().zip(&out[cols.clone()]).for_each(|(d, &v)| *d += v); // vectorises
                 } else {
