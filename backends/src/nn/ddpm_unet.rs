@@ -218,6 +218,12 @@ impl<B: FastOps> UNet<B> {
     /// The network's output for `x_t` of shape `[B, C, H, W]` at timesteps `t` of shape `[B]`
     /// (DDPM's 0-based index `0..T`, as a float).
     pub fn forward(&self, x: Tensor<B, 4>, t: Tensor<B, 1>) -> Tensor<B, 4> {
+        let [_, _, h, w] = x.dims();
+        let activation_bytes = self.ch * h * w * std::mem::size_of::<B::FloatElem>();
+        ops::evaluate_in_parts(x, t, activation_bytes, |x, t| self.evaluate(x, t))
+    }
+
+    fn evaluate(&self, x: Tensor<B, 4>, t: Tensor<B, 1>) -> Tensor<B, 4> {
         let temb = timestep_embedding(t, self.ch);
         // DDPM applies swish to the embedding inside every block (`dense(nonlinearity(temb))`);
         // doing it once here is the same function.

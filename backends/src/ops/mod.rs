@@ -123,6 +123,14 @@ pub trait FastOps: Backend {
         generic::dot_product_attention_backward::<Self>(q, k, v, grad)
     }
 
+    /// How many images of a batch a network evaluation without gradients takes at a time, given
+    /// the bytes of one image's activation (one `[C, H, W]` feature map): all of them unless a
+    /// backend runs faster on fewer (see [`evaluate_in_parts`]).
+    fn evaluation_batch(activation_bytes: usize) -> usize {
+        let _ = activation_bytes;
+        usize::MAX
+    }
+
     /// VDM's decoder NLL per value ([`vdm_core::vlb::decoder_nll`]): `z` and the encoded data `f`
     /// `[N, C, H, W]`, the precision `e^{−γ₀}` per image `[N, 1, 1, 1]`, `vocab` bins.
     fn decoder_nll(z: FloatTensor<Self>, f: FloatTensor<Self>, precision: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self> {
@@ -165,6 +173,22 @@ pub fn conv<B: FastOps>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor<B, 1
 /// [`FastOps::conv`] on tensors: a bias per image and output channel `[N, O]`, and a residual.
 pub fn conv_with<B: FastOps>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor<B, 2>, residual: Option<Tensor<B, 4>>, spec: ConvSpec) -> Tensor<B, 4> {
     tensor(B::conv(primitive(x), primitive(weight), primitive(bias), residual.map(primitive), spec))
+}
+
+/// `net(x, t)` for a batch `x` `[N, C, H, W]` with one `t` per image, evaluated
+/// [`FastOps::evaluation_batch`] images at a time, the outputs concatenated: the same values as
+/// one evaluation (every operation of the networks treats each image on its own), with each
+/// part's activations small enough to stay in cache on the CPU backend.
+pub fn evaluate_in_parts<B: FastOps>(x: Tensor<B, 4>, t: Tensor<B, 1>, activation_bytes: usize, net: impl Fn(Tensor<B, 4>, Tensor<B, 1>) -> Tensor<B, 4>) -> Tensor<B, 4> {
+    let (n, part) = (x.dims()[0], B::evaluation_batch(activation_bytes).max(1));
+    if n <= part {
+        return net(x, t);
+    }
+    let parts = (0..n).step_by(part).map(|first| {
+        let images = first..(first + part).min(n);
+        net(x.clone().slice(images.clone()), t.clone().slice(images))
+    });
+    Tensor::cat(parts.collect(), 0)
 }
 
 /// [`FastOps::dot_product_attention`] on tensors.

@@ -747,6 +747,12 @@ impl FastOps for Cpu {
         from_values(dropout_mask(shape.num_elements(), keep, seed), shape.as_slice())
     }
 
+    fn evaluation_batch(activation_bytes: usize) -> usize {
+        // About 1 MiB of each activation per thread, half a core's L2 cache here: for the small
+        // model (256 KB per image) 4 images per thread, which samples 9% faster than 32.
+        rayon::current_num_threads() * ((1 << 20) / activation_bytes.max(1)).max(1)
+    }
+
     fn group_norm(x: NdArrayTensor, gamma: NdArrayTensor, beta: NdArrayTensor, spec: NormSpec) -> NdArrayTensor {
         let (Some((xv, xs)), Some((gv, _)), Some((bv, _))) = (values(&x), values(&gamma), values(&beta)) else {
             return generic::group_norm::<Self>(x, gamma, beta, spec);
