@@ -9,7 +9,9 @@
 //! matrix product per image and chunk of output rows, a single pass for normalisation and swish, and
 //! attention whose `L × L` weights live only in a per-thread buffer (the backward pass recomputes
 //! them), instead of dozens of small burn operations with their allocations and autodiff bookkeeping.
-//! [`autodiff`] gives every `FastOps` backend its backward pass through these operations.
+//! [`autodiff`] gives every `FastOps` backend its backward pass through these operations. A
+//! backend also says how many images a network evaluation without gradients should take at a
+//! time ([`FastOps::evaluation_batch`]; see [`evaluate_in_parts`]).
 //!
 //! The kernels are tested against the generic composition (values and gradients) and against
 //! finite differences.
