@@ -275,6 +275,8 @@ fn for_each_part<T: Send>(items: Vec<T>, each: impl Fn(usize, T, bool) + Sync) {
 /// added onto the bias `b` `[N, O]` and the residual `r`, if any.
 fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], residual: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
     let (rows, op) = (g.rows(), g.out_pixels());
+    // Every output value is written below only if the shapes agree.
+    assert!(bias.len() == n * g.o && residual.is_none_or(|r| r.len() == n * g.o * op), "conv: bias or residual of the wrong shape");
     let mut out = Vec::with_capacity(n * g.o * op);
     let images: Vec<_> = out.spare_capacity_mut().chunks_mut(g.o * op).zip(x.chunks(g.c * g.in_pixels())).zip(bias.chunks(g.o)).collect();
     for_each_part(images, |i, ((y, image), bias), threaded| {
@@ -364,8 +366,7 @@ impl AttentionShape {
 /// `row = softmax(scale · row)` (`scale > 0`), with [`exp`] and the total summed in `f64`.
 fn softmax(row: &mut [f32], scale: f32) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    wide(#[inline(always)]
-    || row.iter_mut().for_each(|v| *v = exp(scale * (*v - max))));
+    wide(#[inline(always)] || row.iter_mut().for_each(|v| *v = exp(scale * (*v - max))));
     let inv_total = (1.0 / sum(row, |v| v)) as f32;
     row.iter_mut().for_each(|v| *v *= inv_total);
 }
@@ -431,6 +432,7 @@ fn attention_backward(q: &[f32], k: &[f32], v: &[f32], grad: &[f32], shape: Atte
 /// `[a, b]` along the channels, image by image: `a` has `a_len` values per image, `b` `b_len`.
 fn concat_images(a: &[f32], a_len: usize, b: &[f32], b_len: usize) -> Vec<f32> {
     let len = a.len() + b.len();
+    assert!(a.len() / a_len == b.len() / b_len, "concatenation of batches of different sizes");
     let mut out = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len].par_chunks_mut(a_len + b_len).zip(a.par_chunks(a_len).zip(b.par_chunks(b_len))).for_each(|(out, (a, b))| {
         out[..a_len].write_copy_of_slice(a);
@@ -539,8 +541,7 @@ fn norm_forward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], spec: N
     let mut out = Vec::with_capacity(x.len());
     let groups = out.spare_capacity_mut()[..x.len()].par_chunks_mut(per_group * hw);
     groups.zip(x.par_chunks(per_group * hw)).enumerate().for_each(|(i, (dst, src))| {
-        wide(#[inline(always)]
-        || {
+        wide(#[inline(always)] || {
             let (mean, inv_std) = group_stats(src, spec.epsilon);
             for (cc, (dst, src)) in dst.chunks_exact_mut(hw).zip(src.chunks_exact(hw)).enumerate() {
                 let ch = (i % spec.groups) * per_group + cc;
@@ -573,8 +574,7 @@ fn norm_backward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], grad: 
         let base = i * per_group * hw;
         let (src, up) = (&x[base..][..per_group * hw], &grad[base..][..per_group * hw]);
         let channels = (i % spec.groups) * per_group..;
-        wide(#[inline(always)]
-        || {
+        wide(#[inline(always)] || {
             let (mean, inv_std) = group_stats(src, spec.epsilon);
             let x_hat = |v: f32| (v - mean as f32) * inv_std as f32;
             for ((d, src), (up, ch)) in d.chunks_exact_mut(hw).zip(src.chunks_exact(hw)).zip(up.chunks_exact(hw).zip(channels.clone())) {
