@@ -223,6 +223,7 @@ impl<B: FastOps> UNet<B> {
         ops::evaluate_in_parts(x, t, activation_bytes, |x, t| self.evaluate(x, t))
     }
 
+    /// [`UNet::forward`] on one part of the batch ([`ops::evaluate_in_parts`]).
     fn evaluate(&self, x: Tensor<B, 4>, t: Tensor<B, 1>) -> Tensor<B, 4> {
         let temb = timestep_embedding(t, self.ch);
         // DDPM applies swish to the embedding inside every block (`dense(nonlinearity(temb))`);

@@ -161,6 +161,7 @@ impl<B: FastOps> ScoreNet<B> {
         ops::evaluate_in_parts(z, gamma, activation_bytes, |z, gamma| self.evaluate(z, gamma))
     }
 
+    /// [`ScoreNet::forward`] on one part of the batch ([`ops::evaluate_in_parts`]).
     fn evaluate(&self, z: Tensor<B, 4>, gamma: Tensor<B, 1>) -> Tensor<B, 4> {
         let t = gamma.sub_scalar(self.gamma_min).div_scalar(self.gamma_max - self.gamma_min);
         let temb = timestep_embedding(t.mul_scalar(1000.0), self.n_embd);
@@ -196,7 +197,6 @@ fn fourier_features<B: Backend>(z: Tensor<B, 4>, exponents: &[i32]) -> Tensor<B,
     }
     Tensor::cat(parts, 1)
 }
-
 
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
