@@ -371,19 +371,29 @@ fn softmax(row: &mut [f32], scale: f32) {
     row.iter_mut().for_each(|v| *v *= inv_total);
 }
 
-/// Runs `f` compiled for AVX-512 where the CPU has it, so that the loops in it that vectorise
-/// use 512-bit vectors: the same operations lane by lane (Rust contracts nothing into FMAs), so
-/// the same values as without.
+/// Runs `f` compiled for AVX-512 where the CPU has it, else for AVX2, so that the loops in it
+/// that vectorise use 512- or 256-bit vectors: the same operations lane by lane (Rust contracts
+/// nothing into FMAs), so the same values as without.
 #[inline(always)]
 fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    {
         #[target_feature(enable = "avx512f")]
         fn avx512<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        // SAFETY: the CPU supports AVX-512F, checked just above.
-        return unsafe { avx512(f) };
+        #[target_feature(enable = "avx2")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { avx2(f) };
+        }
     }
     f()
 }
