@@ -13,32 +13,21 @@ use burn::tensor::{Shape, TensorMetadata};
 
 use super::{ConvSpec, FastOps, NormSpec};
 
+/// A convolution over the parents `[x, weight, bias]`, or `[x, weight, bias, residual]` with a
+/// residual added, whose gradient is the output's own.
 #[derive(Debug)]
 struct Conv2dBackward(ConvSpec);
 
-impl<B: FastOps> Backward<B, 3> for Conv2dBackward {
+impl<B: FastOps, const N: usize> Backward<B, N> for Conv2dBackward {
     type State = (FloatTensor<B>, FloatTensor<B>);
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = grads.consume::<B>(&ops.node);
-        let (x, weight) = ops.state;
-        let (dx, dw, db) = B::conv_backward(x, weight, grad, self.0);
-        register_parents::<B, 3>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dx, dw, db]);
-    }
-}
-
-/// A convolution with a residual added: the residual's gradient is the output's.
-#[derive(Debug)]
-struct Conv2dResidualBackward(ConvSpec);
-
-impl<B: FastOps> Backward<B, 4> for Conv2dResidualBackward {
-    type State = (FloatTensor<B>, FloatTensor<B>);
-
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
         let (x, weight) = ops.state;
         let (dx, dw, db) = B::conv_backward(x, weight, grad.clone(), self.0);
-        register_parents::<B, 4>(grads, ops.parents.map(|p| p.map(|node| node.id)), [dx, dw, db, grad]);
+        let mut values = [dx, dw, db, grad].into_iter();
+        let values = std::array::from_fn(|_| values.next().expect("a convolution has 3 or 4 parents"));
+        register_parents::<B, N>(grads, ops.parents.map(|p| p.map(|node| node.id)), values);
     }
 }
 
@@ -125,7 +114,7 @@ impl<B: FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
                 OpsKind::Tracked(prep) => prep.finish(state, output),
                 OpsKind::UnTracked(prep) => prep.finish(output),
             },
-            Some(r) => match Conv2dResidualBackward(spec).prepare::<C>([x, weight, bias, r.node]).compute_bound().stateful() {
+            Some(r) => match Conv2dBackward(spec).prepare::<C>([x, weight, bias, r.node]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => prep.finish(state, output),
                 OpsKind::UnTracked(prep) => prep.finish(output),
             },
