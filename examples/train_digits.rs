@@ -4,7 +4,8 @@
 //! `cargo run --release --example train_digits -- 300`
 
 use vdm::backends::config::RunConfig;
-use vdm::backends::model::{evaluate, Sampler, TimeMode};
+use vdm::backends::model::{evaluate, TimeMode};
+use vdm::backends::sample::{sample, SampleOptions};
 use vdm::backends::train::Trainer;
 use vdm::backends::{Autodiff, Cpu};
 
@@ -24,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1, 1234, &device, |_| {})?;
     println!("test VLB {:.3} ± {:.3} bpd", report.bpd.mean, report.bpd.se);
 
-    let samples = trainer.ema.sample(4, [8, 8], 200, Sampler::Ancestral, 0, 4, &device, || {});
+    let samples = sample(&trainer.ema, [8, 8], &SampleOptions { n: 4, steps: 200, ..SampleOptions::default() }, &device, &mut || {})?;
     let shades = [' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
     for row in 0..8 {
         let line: Vec<String> = (0..samples.len())

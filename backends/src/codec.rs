@@ -34,13 +34,13 @@ use sha2::{Digest, Sha256};
 use vdm_core::bits_back::{bin_value, BinPosterior};
 use vdm_core::process::{self, alpha, sigma};
 use vdm_core::rng::SplitMix64;
-use vdm_core::schedule::NoiseSchedule;
 use vdm_core::vlb::{self, PIXEL_VALUES};
 
 use crate::data::ImageSet;
 use crate::memory;
 use crate::model::{Vdm, MAX_TIME_STEPS};
 use crate::ops::FastOps;
+use crate::sample::Denoiser;
 
 /// The version of the compressed format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -111,16 +111,15 @@ impl Inverse for Bins {
     }
 }
 
-/// The schedule's `γ(i/T)`, `i = 0 … T`, and what each step needs.
+/// The `γ` of the sampling grid ([`Denoiser::grid`]: `γ(i/T)`, `i = 0 … T`), and what each step needs.
 struct Chain {
     gammas: Vec<f64>,
     bins: usize,
 }
 
 impl Chain {
-    fn new<B: FastOps>(model: &Vdm<B>, steps: usize, latent_bits: u32) -> Self {
-        let host = model.schedule.to_host();
-        Self { gammas: (0..=steps).map(|i| host.gamma(i as f64 / steps as f64)).collect(), bins: 1 << latent_bits }
+    fn new<B: FastOps>(model: &Vdm<B>, steps: usize, latent_bits: u32) -> Result<Self, String> {
+        Ok(Self { gammas: model.grid(steps)?.iter().map(|point| point.gamma).collect(), bins: 1 << latent_bits })
     }
 
     fn steps(&self) -> usize {
@@ -226,7 +225,7 @@ pub fn compress<B: FastOps>(
     if images.is_empty() {
         return Err("there are no images to compress".into());
     }
-    let chain = Chain::new(model, steps, latent_bits);
+    let chain = Chain::new(model, steps, latent_bits)?;
     let shape = images.shape();
     let f: Vec<f64> = images.pixels.iter().map(|&p| vlb::encode(f64::from(p), PIXEL_VALUES)).collect();
     let m = f.len();
@@ -334,7 +333,7 @@ pub fn decompress<B: FastOps>(
     words.extend_from_slice(&stored);
     let mut coder = DefaultAnsCoder::from_compressed(words).map_err(|_| "the compressed data is malformed (its last word is zero)".to_string())?;
 
-    let chain = Chain::new(model, steps, header.latent_bits);
+    let chain = Chain::new(model, steps, header.latent_bits)?;
     let quantizer = DefaultLeakyQuantizer::new(0..=(chain.bins as i32 - 1));
     let uniform = DefaultUniformModel::new(chain.bins);
     let err = |e| format!("the compressed data is malformed: {e:?}");

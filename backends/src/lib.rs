@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod ops;
+pub mod sample;
 pub mod schedule;
 pub mod tensor;
 pub mod train;

@@ -11,7 +11,8 @@
 //! - `erfc(x) = 1 − erf(x)`, which loses relative accuracy in the far right tail (only the
 //!   DDPM decoder uses it, and it floors bin masses at `1e-12`).
 
-use burn::tensor::{activation, backend::Backend, Tensor};
+use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
+use vdm_core::rng::SplitMix64;
 use vdm_core::BatchTensor;
 
 /// A burn tensor seen as a batch of examples along axis 0 (see the module docs).
@@ -108,4 +109,11 @@ impl<B: Backend, const D: usize> BatchTensor for BurnBatch<B, D> {
 pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let tail = x.clone().abs().neg().exp().log1p();
     activation::relu(x) + tail
+}
+
+/// Standard normal noise of `shape`, image `i`'s from `streams[i]` (one stream per image).
+pub(crate) fn normals<B: Backend>(streams: &mut [SplitMix64], shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+    let d = shape[1] * shape[2] * shape[3];
+    let values: Vec<f32> = streams.iter_mut().flat_map(|rng| (0..d).map(|_| rng.normal::<f32>()).collect::<Vec<_>>()).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
 }

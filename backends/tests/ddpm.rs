@@ -8,7 +8,8 @@ use common::{tiny_run, B};
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::ImageSet;
 use vdm_backends::model::ddpm::{evaluate, Bound, Ddpm, DdpmConfig, Prediction, Variance};
-use vdm_backends::model::{ModelConfig, Sampler};
+use vdm_backends::model::ModelConfig;
+use vdm_backends::sample::{sample, SampleOptions, SamplerKind};
 use vdm_backends::nn::ddpm_unet::UNetConfig;
 use vdm_backends::train::Trainer;
 use vdm_backends::Cpu;
@@ -134,16 +135,16 @@ fn sampled_estimate_agrees_with_the_full_bound() {
 fn samplers_are_deterministic_and_ddim_at_eta_one_is_the_beta_tilde_step() {
     let device = Default::default();
     let (model, _) = trained(Variance::BetaTilde);
-    let draw = |sampler, steps, batch| model.sample(6, [4, 4], steps, sampler, 11, batch, &device, || {}).unwrap();
-    let ancestral = draw(Sampler::Ancestral, 20, 6);
-    assert_eq!(ancestral.pixels, draw(Sampler::Ancestral, 20, 4).pixels, "the batch size changes the samples");
-    let ddim_one = draw(Sampler::Ddim { eta: 1.0 }, 20, 6);
+    let draw = |sampler, steps, batch_size| sample(&model, [4, 4], &SampleOptions { n: 6, steps, sampler, seed: 11, batch_size }, &device, &mut || {}).unwrap();
+    let ancestral = draw(SamplerKind::Ancestral, 20, 6);
+    assert_eq!(ancestral.pixels, draw(SamplerKind::Ancestral, 20, 4).pixels, "the batch size changes the samples");
+    let ddim_one = draw(SamplerKind::Ddim { eta: 1.0 }, 20, 6);
     let off = ancestral.pixels.iter().zip(&ddim_one.pixels).map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs()).max().unwrap();
     assert!(off <= 1, "DDIM with η = 1 differs from the β̃ ancestral step by {off} levels");
-    let ddim = draw(Sampler::Ddim { eta: 0.0 }, 5, 6);
-    assert_eq!(ddim.pixels, draw(Sampler::Ddim { eta: 0.0 }, 5, 2).pixels);
+    let ddim = draw(SamplerKind::Ddim { eta: 0.0 }, 5, 6);
+    assert_eq!(ddim.pixels, draw(SamplerKind::Ddim { eta: 0.0 }, 5, 2).pixels);
     assert_ne!(ddim.pixels, ddim_one.pixels);
-    assert!(model.sample(2, [4, 4], 10, Sampler::Ancestral, 0, 2, &device, || {}).unwrap_err().contains("all T = 20 steps"));
+    assert!(sample(&model, [4, 4], &SampleOptions { n: 2, steps: 10, ..SampleOptions::default() }, &device, &mut || {}).unwrap_err().contains("all T = 20 steps"));
 }
 
 /// Every parametrisation and loss trains without diverging and lowers its loss.

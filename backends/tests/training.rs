@@ -4,7 +4,8 @@ mod common;
 
 use common::{parameters, tiny_run, vdm_of, B};
 use vdm_backends::checkpoint::Checkpoint;
-use vdm_backends::model::{evaluate, Sampler, TimeMode};
+use vdm_backends::model::{evaluate, TimeMode};
+use vdm_backends::sample::{sample, SampleOptions, SamplerKind};
 use vdm_backends::train::Trainer;
 use vdm_backends::Cpu;
 
@@ -77,11 +78,11 @@ fn sampling_produces_images_of_the_requested_shape_independently_of_the_batch_si
     let device = Default::default();
     let mut run = tiny_run(1);
     let model = vdm_of(&mut run).init::<Cpu>(1, &device);
-    let images = model.sample(5, [5, 6], 4, Sampler::Ancestral, 0, 5, &device, || {});
+    let images = sample(&model, [5, 6], &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, seed: 0, batch_size: 5 }, &device, &mut || {}).unwrap();
     assert_eq!((images.len(), images.channels, images.height, images.width), (5, 1, 5, 6));
-    let again = model.sample(5, [5, 6], 4, Sampler::Ancestral, 0, 2, &device, || {});
+    let again = sample(&model, [5, 6], &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, seed: 0, batch_size: 2 }, &device, &mut || {}).unwrap();
     assert_eq!(images, again, "image i's noise depends only on the seed and i, not on the batch");
-    let other = model.sample(5, [5, 6], 4, Sampler::Ancestral, 1, 5, &device, || {});
+    let other = sample(&model, [5, 6], &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, seed: 1, batch_size: 5 }, &device, &mut || {}).unwrap();
     assert_ne!(images, other, "another seed gives other images");
 }
 
@@ -92,9 +93,9 @@ fn ddim_with_eta_one_samples_like_the_ancestral_sampler() {
     let device = Default::default();
     let mut run = tiny_run(1);
     let model = vdm_of(&mut run).init::<Cpu>(1, &device);
-    let ancestral = model.sample(8, [4, 4], 6, Sampler::Ancestral, 3, 8, &device, || {});
-    let ddim_1 = model.sample(8, [4, 4], 6, Sampler::Ddim { eta: 1.0 }, 3, 8, &device, || {});
-    let ddim_0 = model.sample(8, [4, 4], 6, Sampler::Ddim { eta: 0.0 }, 3, 8, &device, || {});
+    let ancestral = sample(&model, [4, 4], &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ancestral, seed: 3, batch_size: 8 }, &device, &mut || {}).unwrap();
+    let ddim_1 = sample(&model, [4, 4], &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ddim { eta: 1.0 }, seed: 3, batch_size: 8 }, &device, &mut || {}).unwrap();
+    let ddim_0 = sample(&model, [4, 4], &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ddim { eta: 0.0 }, seed: 3, batch_size: 8 }, &device, &mut || {}).unwrap();
     let differ = |a: &[u8], b: &[u8]| a.iter().zip(b).filter(|(x, y)| x != y).count();
     let near = ancestral.pixels.iter().zip(&ddim_1.pixels).all(|(a, b)| a.abs_diff(*b) <= 1);
     assert!(near && differ(&ancestral.pixels, &ddim_1.pixels) <= 2, "η = 1 must be the ancestral step");

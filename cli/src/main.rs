@@ -15,7 +15,7 @@ use commands::eval::EvalArgs;
 use commands::sample::SampleArgs;
 use commands::train::TrainArgs;
 use device::Device;
-use vdm_backends::model::Sampler;
+use vdm_backends::sample::{SampleOptions, SamplerKind};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -110,21 +110,8 @@ enum Command {
         /// Number of images.
         #[arg(long, default_value_t = 64)]
         n: usize,
-        /// Sampling steps T.
-        #[arg(long, default_value_t = 1000)]
-        steps: usize,
-        /// The reverse step: `ancestral` (VDM's, a draw from p(z_s | z_t)) or `ddim`.
-        #[arg(long, value_enum, default_value = "ancestral")]
-        sampler: SamplerKind,
-        /// DDIM's stochasticity η in [0, 1] (0: deterministic; 1: the ancestral step).
-        #[arg(long, default_value_t = 0.0)]
-        eta: f64,
-        /// Seed of the sampling noise (image i's noise depends only on the seed and i).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Images per network evaluation.
-        #[arg(long, default_value_t = 256)]
-        batch_size: usize,
+        #[command(flatten)]
+        sampling: SamplingArgs,
         /// Output PNG grid.
         #[arg(long, default_value = "samples.png")]
         out: PathBuf,
@@ -270,21 +257,8 @@ enum Command {
         /// Number of samples.
         #[arg(long, default_value_t = 1000)]
         n: usize,
-        /// Sampling steps (a DDPM's ancestral sampler takes all of its T).
-        #[arg(long, default_value_t = 1000)]
-        steps: usize,
-        /// The reverse step: `ancestral` or `ddim`.
-        #[arg(long, value_enum, default_value = "ancestral")]
-        sampler: SamplerKind,
-        /// DDIM's stochasticity η in [0, 1].
-        #[arg(long, default_value_t = 0.0)]
-        eta: f64,
-        /// Seed of the sampling noise.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Images per network evaluation.
-        #[arg(long, default_value_t = 256)]
-        batch_size: usize,
+        #[command(flatten)]
+        sampling: SamplingArgs,
         /// Also write a grid of the first 64 images here (PNG).
         #[arg(long)]
         grid: Option<PathBuf>,
@@ -329,23 +303,44 @@ enum ClassifierCommand {
     },
 }
 
-/// The reverse step of `vdm sample`.
+/// How to sample: the options `vdm sample` and `vdm fid` share.
+#[derive(clap::Args)]
+struct SamplingArgs {
+    /// Sampling steps: network evaluations per image (a DDPM's ancestral sampler takes all of its T).
+    #[arg(long, default_value_t = 1000)]
+    steps: usize,
+    /// The reverse step: `ancestral` (the family's draw from p(z_s | z_t)) or `ddim`.
+    #[arg(long, value_enum, default_value = "ancestral")]
+    sampler: SamplerArg,
+    /// DDIM's stochasticity η in [0, 1] (default 0: deterministic; 1: the posterior step).
+    #[arg(long, allow_negative_numbers = true)]
+    eta: Option<f64>,
+    /// Seed of the sampling noise (image i's noise depends only on the seed and i).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images per network evaluation (the images do not depend on it).
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+}
+
+/// The sampler's name on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum SamplerKind {
+enum SamplerArg {
     /// The ancestral step: VDM's, or DDPM's with the run's variance (all T steps).
     Ancestral,
     /// DDIM, with --eta.
     Ddim,
 }
 
-impl SamplerKind {
-    /// The sampler, with DDIM's `η` checked to lie in `[0, 1]`.
-    fn with_eta(self, eta: f64) -> Result<Sampler, String> {
-        match self {
-            Self::Ancestral => Ok(Sampler::Ancestral),
-            Self::Ddim if (0.0..=1.0).contains(&eta) => Ok(Sampler::Ddim { eta }),
-            Self::Ddim => Err(format!("--eta must be between 0 and 1, got {eta}")),
-        }
+impl SamplingArgs {
+    /// The library's options for `n` images; `--eta` belongs to DDIM and is refused elsewhere.
+    fn options(self, n: usize) -> Result<SampleOptions, String> {
+        let sampler = match (self.sampler, self.eta) {
+            (SamplerArg::Ancestral, None) => SamplerKind::Ancestral,
+            (SamplerArg::Ancestral, Some(_)) => return Err("--eta is DDIM's; the ancestral sampler takes none (use --sampler ddim)".into()),
+            (SamplerArg::Ddim, eta) => SamplerKind::Ddim { eta: eta.unwrap_or(0.0) },
+        };
+        Ok(SampleOptions { n, steps: self.steps, sampler, seed: self.seed, batch_size: self.batch_size })
     }
 }
 
@@ -369,9 +364,9 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Eval { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json, full_bound, device } => {
             Ok(commands::eval::eval(EvalArgs { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json, full_bound }, device)?)
         }
-        Command::Sample { checkpoint, n, steps, sampler, eta, seed, batch_size, out, out_dir, columns, scale, device } => {
-            let sampler = sampler.with_eta(eta)?;
-            Ok(commands::sample::sample(SampleArgs { checkpoint, n, steps, sampler, seed, batch_size, out, out_dir, columns, scale }, device)?)
+        Command::Sample { checkpoint, n, sampling, out, out_dir, columns, scale, device } => {
+            let options = sampling.options(n)?;
+            Ok(commands::sample::sample(SampleArgs { checkpoint, options, out, out_dir, columns, scale }, device)?)
         }
         Command::Schedule { checkpoint, config, points, plot } => Ok(commands::schedule::schedule(checkpoint, config, points, plot)?),
         Command::Crosscheck { checkpoint, images, time_steps, tolerance, seed } => {
@@ -391,9 +386,9 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Classifier { command: ClassifierCommand::Train { config, out, steps, device } } => {
             Ok(commands::quality::train_classifier(commands::quality::ClassifierArgs { config, out, steps }, device)?)
         }
-        Command::Fid { checkpoint, classifier, n, steps, sampler, eta, seed, batch_size, grid, json, device } => {
-            let sampler = sampler.with_eta(eta)?;
-            Ok(commands::quality::fid(commands::quality::FidArgs { checkpoint, classifier, n, steps, sampler, seed, batch_size, grid, json }, device)?)
+        Command::Fid { checkpoint, classifier, n, sampling, grid, json, device } => {
+            let options = sampling.options(n)?;
+            Ok(commands::quality::fid(commands::quality::FidArgs { checkpoint, classifier, options, grid, json }, device)?)
         }
         Command::Config { family } => Ok(commands::config::print(family)?),
         Command::Data { config } => Ok(commands::data::describe(config)?),

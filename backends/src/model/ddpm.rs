@@ -1,6 +1,6 @@
 //! DDPM (Ho, Jain & Abbeel 2020): a `T`-step diffusion with a fixed β schedule, DDPM's U-Net,
 //! the losses `L_simple`, `L_vlb` and `L_simple + λ L_vlb`, the `T`-term bound in bits per
-//! dimension, and ancestral and DDIM sampling — all through [`vdm_core`]'s math in `γ` form.
+//! dimension, and what its samplers need ([`Denoiser`]) — all through [`vdm_core`]'s math in `γ` form.
 //!
 //! Indexing follows the paper: latents `x_1 … x_T`, `x_0` the data on the grid `x/127.5 − 1`,
 //! `γ_t = ln((1 − ᾱ_t)/ᾱ_t)` and `γ_0 = −∞` (`ᾱ_0 = 1`). The network sees the 0-based index
@@ -18,12 +18,13 @@ use vdm_core::time::antithetic_times;
 use vdm_core::vlb::{self, VlbTerms};
 use vdm_core::BatchTensor;
 
-use super::{normals, EvalReport, Sampler, STREAM_SAMPLE};
+use super::EvalReport;
+use crate::sample::{Denoised, Denoiser, GridPoint};
 use crate::data::ImageSet;
 use crate::memory;
 use crate::nn::ddpm_unet::{UNet, UNetConfig};
 use crate::ops::{FastOps, TrainBackend};
-use crate::tensor::BurnBatch;
+use crate::tensor::{normals, BurnBatch};
 
 /// Per-example values `[N, 1, 1, 1]` or images `[N, C, H, W]`.
 type Batch4<B> = BurnBatch<B, 4>;
@@ -447,65 +448,46 @@ impl<B: FastOps> Ddpm<B> {
             diffusion: is_kl.mul(kl).mul_scalar(weight),
         }
     }
+}
 
-    /// Sampling: `x_T ~ N(0, I)`, then `steps` reverse steps down the times
-    /// `τ_k = 1 + ⌊k T/steps⌋` (all `T` when `steps = T`), and finally `x̂_0` without noise
-    /// (DDPM Algorithm 2). `Sampler::Ancestral` is DDPM's step with the configured variance
-    /// (it needs `steps = T`); `Sampler::Ddim` is DDIM's (any number of steps, any `η`).
-    ///
-    /// Image `i`'s noise comes from its own stream `(seed, i)`: the result does not depend on the
-    /// batch size. `on_step` is called after every network evaluation.
-    #[allow(clippy::too_many_arguments)]
-    pub fn sample(
-        &self,
-        n: usize,
-        [height, width]: [usize; 2],
-        steps: usize,
-        sampler: Sampler,
-        seed: u64,
-        batch_size: usize,
-        device: &B::Device,
-        mut on_step: impl FnMut(),
-    ) -> Result<ImageSet, String> {
+impl<B: FastOps> Denoiser<B> for Ddpm<B> {
+    fn channels(&self) -> usize {
+        self.net.channels()
+    }
+
+    /// The data end, then the times `τ_k = 1 + ⌊k T/steps⌋` for `k = 0..steps` (all `T` when
+    /// `steps = T`; DDIM's strided schedule otherwise).
+    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>, String> {
         let big_t = self.process.steps();
-        if sampler == Sampler::Ancestral && steps != big_t {
-            return Err(format!("DDPM's ancestral sampler takes all T = {big_t} steps (got {steps}); use the DDIM sampler for fewer"));
-        }
         if steps == 0 || steps > big_t {
             return Err(format!("a DDPM with T = {big_t} samples with 1 to {big_t} steps, got {steps}"));
         }
-        let times: Vec<usize> = (0..steps).map(|k| 1 + k * big_t / steps).collect();
-        let channels = self.channels();
-        let mut pixels = Vec::with_capacity(n * channels * height * width);
-        for first in (0..n).step_by(batch_size.max(1)) {
-            let count = batch_size.min(n - first);
-            let shape = [count, channels, height, width];
-            let mut rngs: Vec<SplitMix64> = (first..first + count).map(|i| SplitMix64::new(derive_seed(seed, STREAM_SAMPLE, i as u64))).collect();
-            let mut z = BurnBatch(normals::<B>(&mut rngs, shape, device));
-            for k in (0..steps).rev() {
-                let (t, s) = (times[k], if k > 0 { times[k - 1] } else { 0 });
-                let k = PassCoefficients::upload(&self.process.coefficients(&vec![t; count]), device);
-                let out = BurnBatch(self.net.forward(z.0.clone(), Tensor::full([count], (t - 1) as f32, device)));
-                let (x_hat, eps_hat) = self.predict(z.clone(), out, &k, self.process.clip);
-                on_step();
-                if s == 0 {
-                    z = x_hat;
-                    break;
-                }
-                let (g_s, g_t) = (self.process.gamma(s), self.process.gamma(t));
-                let step = match sampler {
-                    Sampler::Ancestral => process::ddpm(g_s, g_t, self.process.variance.into()),
-                    Sampler::Ddim { eta } => process::ddim(g_s, g_t, eta),
-                };
-                let mut next = z.0.mul_scalar(step.z) + eps_hat.0.mul_scalar(step.eps_hat);
-                if step.noise > 0.0 {
-                    next = next + normals::<B>(&mut rngs, shape, device).mul_scalar(step.noise);
-                }
-                z = BurnBatch(next);
-            }
-            pixels.extend(z.0.into_data().iter::<f32>().map(ddpm::decode_nearest));
+        let times = (0..steps).map(|k| 1 + k * big_t / steps);
+        Ok(std::iter::once(GridPoint::DATA).chain(times.map(|t| GridPoint { gamma: self.process.gamma(t), net_input: (t - 1) as f64 })).collect())
+    }
+
+    /// The network at step `t` (input `t − 1`), turned into `x̂` (clipped to `[−1, 1]` with
+    /// `clip_denoised`) and the `ε̂` consistent with it.
+    fn predict(&self, z: Tensor<B, 4>, at: GridPoint) -> Denoised<B> {
+        let (count, device) = (z.dims()[0], z.device());
+        let t = at.net_input as usize + 1;
+        let k = PassCoefficients::upload(&self.process.coefficients(&vec![t; count]), &device);
+        let out = BurnBatch(self.net.forward(z.clone(), Tensor::full([count], at.net_input as f32, &device)));
+        let (x, eps) = self.predict(BurnBatch(z), out, &k, self.process.clip);
+        Denoised { eps: eps.0, x: x.0 }
+    }
+
+    /// `x̂` at the data end, rounded to the nearest of the 256 levels.
+    fn decode(&self, z: Tensor<B, 4>) -> Vec<u8> {
+        z.into_data().iter::<f32>().map(ddpm::decode_nearest).collect()
+    }
+
+    fn ancestral_variance(&self, steps: usize) -> Result<DdpmVariance, String> {
+        let big_t = self.process.steps();
+        if steps != big_t {
+            return Err(format!("DDPM's ancestral sampler takes all T = {big_t} steps (got {steps}); use the DDIM sampler for fewer"));
         }
-        Ok(ImageSet::new(pixels, [channels, height, width]))
+        Ok(self.process.variance.into())
     }
 }
 

@@ -12,13 +12,14 @@ pub use vdm::*;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Deserializer, Serialize};
 use vdm_core::rng::SplitMix64;
 
 use crate::config::{EvalConfig, RunConfig};
 use crate::data::ImageSet;
 use crate::ops::{FastOps, TrainBackend};
+use crate::sample::Denoiser;
 use ddpm::{Ddpm, DdpmConfig};
 
 /// A run's model: its family and that family's settings.
@@ -153,25 +154,15 @@ impl<B: TrainBackend> Trainable<B> for Ddpm<B> {
     }
 }
 
-/// What every family offers once trained: sampling and the bound the trainer reports.
-pub trait Generative<B: FastOps>: Family<B> {
-    /// `n` images of `[height, width]` drawn with `steps` steps of `sampler`, `batch_size` at a
-    /// time; image `i`'s noise depends only on `seed` and `i`. `on_step` follows every network
-    /// evaluation.
-    #[allow(clippy::too_many_arguments)]
-    fn sample(&self, n: usize, size: [usize; 2], steps: usize, sampler: Sampler, seed: u64, batch_size: usize, device: &B::Device, on_step: &mut dyn FnMut()) -> Result<ImageSet, String>;
-
+/// What every family offers once trained: a [`Denoiser`] for the samplers, and the bound the
+/// trainer reports.
+pub trait Generative<B: FastOps>: Family<B> + Denoiser<B> {
     /// The test bound reported during training (`eval` of the run), with its name: VDM's bound
     /// at `eval.time_steps`, DDPM's one-draw estimate of its `T`-term bound.
     fn training_bound(&self, images: &ImageSet, eval: &EvalConfig, device: &B::Device) -> Result<(String, EvalReport), String>;
 }
 
 impl<B: FastOps> Generative<B> for Vdm<B> {
-    fn sample(&self, n: usize, size: [usize; 2], steps: usize, sampler: Sampler, seed: u64, batch_size: usize, device: &B::Device, on_step: &mut dyn FnMut()) -> Result<ImageSet, String> {
-        TimeMode::from_steps(steps)?;
-        Ok(Vdm::sample(self, n, size, steps, sampler, seed, batch_size, device, on_step))
-    }
-
     fn training_bound(&self, images: &ImageSet, eval: &EvalConfig, device: &B::Device) -> Result<(String, EvalReport), String> {
         let time = TimeMode::from_steps(eval.time_steps)?;
         Ok((time.to_string(), evaluate(self, images, time, eval.batch_size, 1, eval.seed, device, |_| {})?))
@@ -179,21 +170,10 @@ impl<B: FastOps> Generative<B> for Vdm<B> {
 }
 
 impl<B: FastOps> Generative<B> for Ddpm<B> {
-    fn sample(&self, n: usize, size: [usize; 2], steps: usize, sampler: Sampler, seed: u64, batch_size: usize, device: &B::Device, on_step: &mut dyn FnMut()) -> Result<ImageSet, String> {
-        Ddpm::sample(self, n, size, steps, sampler, seed, batch_size, device, on_step)
-    }
-
     fn training_bound(&self, images: &ImageSet, eval: &EvalConfig, device: &B::Device) -> Result<(String, EvalReport), String> {
         let report = ddpm::evaluate(self, images, ddpm::Bound::Sampled { draws: 1 }, eval.batch_size, eval.seed, device, |_| {})?;
         Ok((format!("T={} (sampled t)", self.process.steps()), report))
     }
-}
-
-/// Standard normal noise of `shape`, image `i`'s from `rngs[i]` (one stream per image).
-pub(crate) fn normals<B: Backend>(rngs: &mut [SplitMix64], shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
-    let d = shape[1] * shape[2] * shape[3];
-    let values: Vec<f32> = rngs.iter_mut().flat_map(|rng| (0..d).map(|_| rng.normal::<f32>()).collect::<Vec<_>>()).collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// `module` with every parameter allocated now, in visiting order: burn initialises parameters

@@ -1,5 +1,5 @@
 //! The variational diffusion model: score network + noise schedule, its VLB, evaluation and
-//! ancestral sampling, all through [`vdm_core`]'s generic math on [`BurnBatch`] tensors.
+//! what its samplers need ([`Denoiser`]), all through [`vdm_core`]'s generic math on [`BurnBatch`] tensors.
 //!
 //! All randomness (times, noise, data order) is drawn on the host from [`SplitMix64`] and
 //! uploaded, so a seed gives the same numbers on every backend: this is what makes CPU and GPU
@@ -11,7 +11,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ElementConversion;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use vdm_core::rng::{derive_seed, SplitMix64};
+use vdm_core::process::DdpmVariance;
+use vdm_core::rng::SplitMix64;
 use vdm_core::schedule::NoiseSchedule;
 use vdm_core::time::{antithetic_times, discretize};
 use vdm_core::vlb::{self, VlbTerms, PIXEL_VALUES};
@@ -21,6 +22,7 @@ use crate::data::ImageSet;
 use crate::memory;
 use crate::nn::score_unet::{ScoreNet, ScoreNetConfig};
 use crate::ops::{self, FastOps, TrainBackend};
+use crate::sample::{Denoised, Denoiser, GridPoint};
 use crate::schedule::{LearnedSchedule, Part, ScheduleConfig, ShapeObjective};
 use crate::tensor::BurnBatch;
 
@@ -261,48 +263,40 @@ impl<B: FastOps> Vdm<B> {
         let diffusion = vlb::diffusion_loss(eps, eps_hat, per_example(weight));
         VlbTerms { prior, reconstruction, diffusion }
     }
+}
 
-    /// Sampling with `steps` steps: `z_1 ~ N(0, I)`, then `z_t → z_s` for `t = i/T`,
-    /// `s = (i−1)/T` by `sampler`, and finally the decoder's mode at `z_0/α_0`.
-    ///
-    /// Images are drawn `batch_size` at a time; image `i`'s noise comes from its own stream
-    /// `(seed, i)`, so the result does not depend on the batch size. `on_step` is called after
-    /// every network evaluation.
-    #[allow(clippy::too_many_arguments)]
-    pub fn sample(
-        &self,
-        n: usize,
-        [height, width]: [usize; 2],
-        steps: usize,
-        sampler: Sampler,
-        seed: u64,
-        batch_size: usize,
-        device: &B::Device,
-        mut on_step: impl FnMut(),
-    ) -> ImageSet {
-        let channels = self.channels();
-        let host = self.schedule.to_host();
-        let gammas: Vec<f64> = (0..=steps).map(|i| host.gamma(i as f64 / steps as f64)).collect();
-        let mut pixels = Vec::with_capacity(n * channels * height * width);
-        for first in (0..n).step_by(batch_size.max(1)) {
-            let count = batch_size.min(n - first);
-            let shape = [count, channels, height, width];
-            let mut streams: Vec<SplitMix64> = (first..first + count).map(|i| SplitMix64::new(derive_seed(seed, STREAM_SAMPLE, i as u64))).collect();
-            let mut z = super::normals::<B>(&mut streams, shape, device);
-            for i in (1..=steps).rev() {
-                let (g_s, g_t) = (gammas[i - 1], gammas[i]);
-                let eps_hat = self.score.forward(z.clone(), Tensor::full([count], g_t as f32, device));
-                let step = match sampler {
-                    Sampler::Ancestral => process::ancestral(g_s, g_t),
-                    Sampler::Ddim { eta } => process::ddim(g_s, g_t, eta),
-                };
-                z = z.mul_scalar(step.z) + eps_hat.mul_scalar(step.eps_hat) + super::normals::<B>(&mut streams, shape, device).mul_scalar(step.noise);
-                on_step();
-            }
-            let x = z.div_scalar(process::alpha(gammas[0]));
-            pixels.extend(x.into_data().iter::<f32>().map(|v| vlb::decode_nearest(v, PIXEL_VALUES) as u8));
+impl<B: FastOps> Denoiser<B> for Vdm<B> {
+    fn channels(&self) -> usize {
+        self.score.channels()
+    }
+
+    /// `t_i = i/T` for `i = 0..=T` with the learned `γ(t_i)`, computed in `f64` on the host; the
+    /// chain ends at `z_0`, not at the data.
+    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>, String> {
+        if steps == 0 {
+            return Err("sampling needs at least 1 step, got 0".into());
         }
-        ImageSet::new(pixels, [channels, height, width])
+        TimeMode::from_steps(steps)?;
+        let host = self.schedule.to_host();
+        Ok((0..=steps).map(|i| host.gamma(i as f64 / steps as f64)).map(|gamma| GridPoint { gamma, net_input: gamma }).collect())
+    }
+
+    /// `ε̂(z_t; γ_t)` from the score network and `x̂ = (z_t − σ_t ε̂)/α_t` (VDM eq. 12).
+    fn predict(&self, z: Tensor<B, 4>, at: GridPoint) -> Denoised<B> {
+        let count = z.dims()[0];
+        let eps = self.score.forward(z.clone(), Tensor::full([count], at.net_input as f32, &z.device()));
+        let x = (z - eps.clone().mul_scalar(process::sigma(at.gamma))).div_scalar(process::alpha(at.gamma));
+        Denoised { eps, x }
+    }
+
+    /// The decoder's mode at `z_0/α_0`: the nearest of the 256 levels.
+    fn decode(&self, z: Tensor<B, 4>) -> Vec<u8> {
+        let x = z.div_scalar(process::alpha(self.schedule.to_host().gamma_0()));
+        x.into_data().iter::<f32>().map(|v| vlb::decode_nearest(v, PIXEL_VALUES) as u8).collect()
+    }
+
+    fn ancestral_variance(&self, _steps: usize) -> Result<DdpmVariance, String> {
+        Ok(DdpmVariance::BetaTilde)
     }
 }
 
@@ -381,22 +375,6 @@ fn add_gradients<B: AutodiffBackend, M: Module<B>>(module: &M, into: &mut Gradie
     }
     module.visit(&mut Add { into, extra: &mut extra });
 }
-
-/// How a sampler steps from `z_t` to `z_s`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Sampler {
-    /// VDM's ancestral step, a draw from `p(z_s | z_t)` (VDM Appendix A.4).
-    Ancestral,
-    /// DDIM (Song, Meng & Ermon 2021) in `γ` form with stochasticity `eta ∈ [0, 1]`: `0` is the
-    /// deterministic sampler, `1` the ancestral step.
-    Ddim {
-        /// `η`.
-        eta: f64,
-    },
-}
-
-/// The random stream of an image's sampling noise.
-pub(crate) const STREAM_SAMPLE: u64 = 3;
 
 /// Mean and standard error of a sample.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,8 @@ use burn::module::Module;
 use vdm_backends::ops::TrainBackend;
 use clap::ValueEnum;
 use vdm_backends::codec;
-use vdm_backends::model::{ModelConfig, Sampler, VdmConfig};
+use vdm_backends::model::{ModelConfig, VdmConfig};
+use vdm_backends::sample::{self as sampling, SampleOptions};
 use vdm_backends::config::{DataConfig, RunConfig};
 use vdm_backends::data::GaussianSource;
 use vdm_backends::nn::score_unet::ScoreNetConfig;
@@ -79,10 +80,13 @@ impl BackendJob for BenchJob {
         }
         let train_secs = start.elapsed().as_secs_f64();
         // Two warm-up evaluations, as the PyTorch script does, then the timed sampler.
-        let sample = |steps| trainer.ema.sample(batch, [train.height, train.width], steps, Sampler::Ancestral, 0, batch, &device, || {});
-        sample(2);
+        let sample = |steps| {
+            let options = SampleOptions { n: batch, steps, batch_size: batch, ..SampleOptions::default() };
+            sampling::sample(&trainer.ema, [train.height, train.width], &options, &device, &mut || {})
+        };
+        sample(2)?;
         let start = Instant::now();
-        sample(self.sample_steps);
+        sample(self.sample_steps)?;
         let sample_secs = start.elapsed().as_secs_f64();
 
         let peak = vdm_backends::memory::peak_resident(); // of training and sampling, as PyTorch's

@@ -10,7 +10,8 @@ use vdm_backends::config::RunConfig;
 use vdm_backends::data::ImageSet;
 use vdm_backends::metrics::QualityReport;
 use vdm_backends::model::ddpm::Ddpm;
-use vdm_backends::model::{Generative, Sampler, Vdm};
+use vdm_backends::model::{Generative, Vdm};
+use vdm_backends::sample::{self as sampling, SampleOptions};
 use vdm_backends::nn::classifier::{self, ClassifierConfig, ClassifierInfo};
 use vdm_backends::ops::{FastOps, TrainBackend};
 
@@ -66,17 +67,14 @@ impl BackendJob for ClassifierJob {
 pub struct FidArgs {
     pub checkpoint: Option<PathBuf>,
     pub classifier: PathBuf,
-    pub n: usize,
-    pub steps: usize,
-    pub sampler: Sampler,
-    pub seed: u64,
-    pub batch_size: usize,
+    pub options: SampleOptions,
     pub grid: Option<PathBuf>,
     pub json: Option<PathBuf>,
 }
 
 pub fn fid(args: FidArgs, device: Device) -> Result<(), String> {
-    if args.n < 2 || args.batch_size == 0 || args.steps == 0 {
+    let o = &args.options;
+    if o.n < 2 || o.batch_size == 0 || o.steps == 0 {
         return Err("--n must be at least 2, --batch-size and --steps at least 1".into());
     }
     for path in [&args.grid, &args.json].into_iter().flatten() {
@@ -100,7 +98,7 @@ impl BackendJob for FidJob {
         let (train, test) = load_data(&run)?;
         let start = Instant::now();
         let (images, what) = match &args.checkpoint {
-            None => (train.select(&(0..args.n.min(train.len())).collect::<Vec<_>>()), format!("{} training images", args.n.min(train.len()))),
+            None => (train.select(&(0..args.options.n.min(train.len())).collect::<Vec<_>>()), format!("{} training images", args.options.n.min(train.len()))),
             Some(path) => {
                 let checkpoint = open_checkpoint(path)?;
                 if checkpoint.state.image_shape != info.image_shape {
@@ -110,15 +108,15 @@ impl BackendJob for FidJob {
                     "ddpm" => draw::<B::InnerBackend, Ddpm<_>>(&args, &checkpoint, &device)?,
                     _ => draw::<B::InnerBackend, Vdm<_>>(&args, &checkpoint, &device)?,
                 };
-                (images, format!("{} samples ({} steps of {:?})", args.n, args.steps, args.sampler))
+                (images, format!("{} samples ({} steps of {})", args.options.n, args.options.steps, args.options.sampler))
             }
         };
         if let Some(path) = &args.grid {
             let shown = images.select(&(0..images.len().min(64)).collect::<Vec<_>>());
             write_grid(&shown, 8, 4, path)?;
         }
-        let samples = classifier.features_and_probabilities(&images, args.batch_size, &device);
-        let reference = classifier.features_and_probabilities(&test, args.batch_size, &device);
+        let samples = classifier.features_and_probabilities(&images, args.options.batch_size, &device);
+        let reference = classifier.features_and_probabilities(&test, args.options.batch_size, &device);
         let r = QualityReport::new((&samples.0, &samples.1), (&reference.0, &reference.1))?;
         println!("{what} against the {} test images, in {}:", test.len(), clock(start.elapsed().as_secs_f64()));
         println!(
@@ -131,7 +129,7 @@ impl BackendJob for FidJob {
         );
         if let Some(path) = &args.json {
             let doc = serde_json::json!({"what": what, "checkpoint": args.checkpoint, "classifier": args.classifier, "n": images.len(),
-                "steps": args.steps, "sampler": format!("{:?}", args.sampler), "seed": args.seed, "metrics": r});
+                "steps": args.options.steps, "sampler": args.options.sampler, "seed": args.options.seed, "metrics": r});
             let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
             write_atomically(path, text.as_bytes()).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
         }
@@ -139,14 +137,14 @@ impl BackendJob for FidJob {
     }
 }
 
-/// `args.n` samples of the checkpoint's model, with progress.
+/// The samples of the checkpoint's model that `args` asks for, with progress.
 fn draw<B: FastOps, M: Generative<B>>(args: &FidArgs, checkpoint: &Checkpoint, device: &B::Device) -> Result<ImageSet, String> {
     let model: M = load_model(checkpoint, device)?;
     let shape = checkpoint.state.image_shape;
-    let batch = args.batch_size.min(args.n);
-    checkpoint.state.run.model.check_inference_memory::<B>(shape, batch, device)?;
-    let mut progress = Progress::new(args.n.div_ceil(batch) * args.steps, "sample", 0);
-    let images = model.sample(args.n, [shape[1], shape[2]], args.steps, args.sampler, args.seed, batch, device, &mut || progress.advance(1));
+    let options = SampleOptions { batch_size: args.options.batch_size.min(args.options.n), ..args.options };
+    checkpoint.state.run.model.check_inference_memory::<B>(shape, options.batch_size, device)?;
+    let mut progress = Progress::new(options.n.div_ceil(options.batch_size) * options.steps, "sample", 0);
+    let images = sampling::sample(&model, [shape[1], shape[2]], &options, device, &mut || progress.advance(1));
     progress.finish();
     images
 }

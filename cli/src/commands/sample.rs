@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use vdm_backends::checkpoint::Checkpoint;
 use vdm_backends::model::ddpm::Ddpm;
-use vdm_backends::model::{Generative, Sampler, Vdm};
+use vdm_backends::model::{Generative, Vdm};
+use vdm_backends::sample::{self as sampling, SampleOptions};
 use vdm_backends::ops::{FastOps, TrainBackend};
 
 use super::{check_output_file, create_empty_dir, load_model, open_checkpoint};
@@ -16,11 +17,7 @@ use crate::progress::{clock, Progress};
 /// What `vdm sample` was asked for.
 pub struct SampleArgs {
     pub checkpoint: PathBuf,
-    pub n: usize,
-    pub steps: usize,
-    pub sampler: Sampler,
-    pub seed: u64,
-    pub batch_size: usize,
+    pub options: SampleOptions,
     pub out: PathBuf,
     pub out_dir: Option<PathBuf>,
     pub columns: usize,
@@ -28,7 +25,8 @@ pub struct SampleArgs {
 }
 
 pub fn sample(args: SampleArgs, device: Device) -> Result<(), String> {
-    for (name, v) in [("--n", args.n), ("--steps", args.steps), ("--scale", args.scale), ("--batch-size", args.batch_size), ("--columns", args.columns)] {
+    let o = &args.options;
+    for (name, v) in [("--n", o.n), ("--steps", o.steps), ("--scale", args.scale), ("--batch-size", o.batch_size), ("--columns", args.columns)] {
         if v == 0 {
             return Err(format!("{name} must be at least 1"));
         }
@@ -55,32 +53,32 @@ impl BackendJob for SampleJob {
 }
 
 fn sample_family<B: FastOps, M: Generative<B>>(args: SampleArgs, checkpoint: &Checkpoint, device: &B::Device) -> Result<(), String> {
-        let model: M = load_model(checkpoint, device)?;
-        let shape = checkpoint.state.image_shape;
-        check_grid(args.n, shape, args.columns, args.scale)?;
-        let batch = args.batch_size.min(args.n);
-        checkpoint.state.run.model.check_inference_memory::<B>(shape, batch, device)?;
-        let evaluations = args.n.div_ceil(batch) * args.steps;
-        let mut progress = Progress::new(evaluations, "sample", 0);
-        progress.set(0, format!("{} images, T={}", args.n, args.steps));
-        let start = Instant::now();
-        let images = model.sample(args.n, [shape[1], shape[2]], args.steps, args.sampler, args.seed, batch, device, &mut || progress.advance(1));
-        progress.finish();
-        let images = images?;
-        write_grid(&images, args.columns, args.scale, &args.out)?;
-        if let Some(dir) = &args.out_dir {
-            for i in 0..images.len() {
-                write_image(images.image(i), shape, &dir.join(format!("sample-{i:06}.png")))?;
-            }
+    let model: M = load_model(checkpoint, device)?;
+    let shape = checkpoint.state.image_shape;
+    let options = SampleOptions { batch_size: args.options.batch_size.min(args.options.n), ..args.options };
+    check_grid(options.n, shape, args.columns, args.scale)?;
+    checkpoint.state.run.model.check_inference_memory::<B>(shape, options.batch_size, device)?;
+    let evaluations = options.n.div_ceil(options.batch_size) * options.steps;
+    let mut progress = Progress::new(evaluations, "sample", 0);
+    progress.set(0, format!("{} images, {} steps of {}", options.n, options.steps, options.sampler));
+    let start = Instant::now();
+    let images = sampling::sample(&model, [shape[1], shape[2]], &options, device, &mut || progress.advance(1));
+    progress.finish();
+    let images = images?;
+    write_grid(&images, args.columns, args.scale, &args.out)?;
+    if let Some(dir) = &args.out_dir {
+        for i in 0..images.len() {
+            write_image(images.image(i), shape, &dir.join(format!("sample-{i:06}.png")))?;
         }
-        println!(
-            "wrote {} samples ({} steps of {:?}, {}) to {}{}",
-            args.n,
-            args.steps,
-            args.sampler,
-            clock(start.elapsed().as_secs_f64()),
-            args.out.display(),
-            args.out_dir.map(|d| format!(" and {}", d.display())).unwrap_or_default()
-        );
-        Ok(())
+    }
+    println!(
+        "wrote {} samples ({} steps of {}, {}) to {}{}",
+        options.n,
+        options.steps,
+        options.sampler,
+        clock(start.elapsed().as_secs_f64()),
+        args.out.display(),
+        args.out_dir.map(|d| format!(" and {}", d.display())).unwrap_or_default()
+    );
+    Ok(())
 }
