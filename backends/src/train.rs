@@ -203,6 +203,25 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         Ok(())
     }
 
+    /// The batch of the next step: consecutive slices of a per-epoch permutation of `train`, each
+    /// image mirrored left to right with probability ½ when `train.hflip` is set (from the stream
+    /// `(seed, flip, step)`).
+    pub fn next_batch(&self, train: &ImageSet) -> Result<ImageSet, String> {
+        if train.shape() != self.image_shape || train.is_empty() {
+            return Err(format!("the model takes images of {:?}; the training set holds {} of {:?}", self.image_shape, train.len(), train.shape()));
+        }
+        let mut batch = train.select(&self.batch_indices(self.step, train.len()));
+        if self.run.train.hflip {
+            let mut coin = SplitMix64::new(derive_seed(self.run.train.seed, STREAM_FLIP, self.step as u64));
+            for i in 0..batch.len() {
+                if coin.next_u64() & 1 == 1 {
+                    batch.flip_horizontally(i);
+                }
+            }
+        }
+        Ok(batch)
+    }
+
     /// The image indices of step `step`'s batch: consecutive slices of a per-epoch permutation.
     fn batch_indices(&self, step: usize, n: usize) -> Vec<usize> {
         let b = self.run.train.batch_size;
@@ -219,24 +238,22 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
             .collect()
     }
 
-    /// One optimisation step on a batch drawn from `train`.
+    /// One optimisation step on the next batch drawn from `train` ([`Trainer::next_batch`]).
     pub fn train_step(&mut self, train: &ImageSet) -> Result<StepStats, String> {
-        if train.shape() != self.image_shape || train.is_empty() {
-            return Err(format!("the model takes images of {:?}; the training set holds {} of {:?}", self.image_shape, train.len(), train.shape()));
-        }
+        let batch = self.next_batch(train)?;
         let step_seed = derive_seed(self.run.train.seed, STREAM_STEP, self.step as u64);
         B::seed(&self.device, step_seed);
         let mut rng = SplitMix64::new(step_seed);
-        let mut batch = train.select(&self.batch_indices(self.step, train.len()));
-        if self.run.train.hflip {
-            let mut coin = SplitMix64::new(derive_seed(self.run.train.seed, STREAM_FLIP, self.step as u64));
-            for i in 0..batch.len() {
-                if coin.next_u64() & 1 == 1 {
-                    batch.flip_horizontally(i);
-                }
-            }
-        }
-        let (loss, mut grads) = self.model.loss_and_gradients(pixels_tensor::<B>(&batch, &self.device), &mut rng, &self.run)?;
+        let (loss, grads) = self.model.loss_and_gradients(pixels_tensor::<B>(&batch, &self.device), &mut rng, &self.run)?;
+        let (grad_norm, lr) = self.apply_gradients(grads);
+        Ok(StepStats { loss, grad_norm, lr })
+    }
+
+    /// The optimiser's share of a step, given the gradients of the model's parameters: they are
+    /// scaled to the global norm `clip_grad_norm` where it is exceeded, AdamW (decoupled weight
+    /// decay) steps at `lr_at(step)`, the EMA follows with `ema_decay_at(step)`, and the step count
+    /// advances. Returns the gradients' global norm before clipping and the learning rate.
+    pub fn apply_gradients(&mut self, mut grads: GradientsParams) -> (f64, f64) {
         let grad_norm = global_grad_norm(&self.model, &grads);
         if let Some(max) = self.run.train.clip_grad_norm {
             if grad_norm > max {
@@ -248,7 +265,7 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         let decay = self.run.train.ema_decay_at(self.step);
         self.ema = ema_update(self.ema.clone(), &self.model.valid(), decay);
         self.step += 1;
-        Ok(StepStats { loss, grad_norm, lr })
+        (grad_norm, lr)
     }
 
     /// Writes a checkpoint of the current state into the run directory `run_dir`, crash-safely
