@@ -116,13 +116,18 @@ fn cifar_batches_read_any_record_count_and_report_partial_records() {
 
 /// The real CIFAR-10 subset in `../shared/data` (761 records per file): counts and the test
 /// set's class counts from its README.
+///
+/// That folder is the project's, beside its checkout, not part of the repository: where it is
+/// absent the test says so and passes, unless `VDM_REQUIRE_SHARED_DATA=1` (set by `.ci/run`, whose
+/// machine has it) makes its absence a failure.
 #[test]
 fn the_shared_cifar10_subset_loads_with_its_documented_counts() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cifar10-subset");
-    if !dir.is_dir() && std::env::var_os("VDM_SKIP_SHARED_DATA").is_some() {
+    if !dir.is_dir() {
+        assert!(std::env::var_os("VDM_REQUIRE_SHARED_DATA").is_none(), "{} is missing and VDM_REQUIRE_SHARED_DATA is set", dir.display());
+        eprintln!("skipped: {} is absent (the project's data beside its checkout; set VDM_REQUIRE_SHARED_DATA=1 to require it)", dir.display());
         return;
     }
-    assert!(dir.is_dir(), "{} is missing (set VDM_SKIP_SHARED_DATA=1 to skip this test outside the project's machines)", dir.display());
     let (train, test) = cifar::load_dir(&dir).unwrap();
     assert_eq!((train.len(), test.len()), (3805, 761));
     let mut counts = [0; 10];
