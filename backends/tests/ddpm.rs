@@ -170,3 +170,95 @@ fn every_prediction_and_loss_trains() {
         assert!(losses.iter().all(|l| l.is_finite()) && last < first, "{prediction:?}/{loss}: {losses:?}");
     }
 }
+
+/// `Φ(u)` from `erfc`, independently of the crate's decoder.
+fn normal_cdf(u: f64) -> f64 {
+    0.5 * libm::erfc(-u / std::f64::consts::SQRT_2)
+}
+
+/// Zero x₀- and μ-predicting networks (`conv_out` starts at zero) have closed-form bounds, with
+/// clipping on and off, and so does a zero ε-network with clipping (`Σ L_{t−1}`), written here in DDPM's β notation (eq. 7):
+/// - x₀: `x̂_0 = 0`, so `μ̃ − μ_θ = c₀ x_0` (`c₀ = √ᾱ_{t−1} β_t/(1−ᾱ_t)`), the same for every `ε`;
+/// - μ: `μ_θ = 0` is the network's output (DDPM keeps it; `clip_denoised` only touches `x̂_0`), so
+///   `μ̃ − μ_θ = c₀ x_0 + c₁ x_t` and `E(μ̃ − μ_θ)² = (c₀ + c₁√ᾱ_t)² x_0² + c₁²(1−ᾱ_t)`;
+/// - `L_0` in both: the discretised Gaussian around `0` with `σ_1² = β̃_2`, by `Φ` from `erfc`.
+///
+/// Before clipping kept the μ-network's mean, clipping on changed its bound.
+///
+/// A zero ε-network with clipping (the evaluation default) has `x̂_0 = clip(x_0 + k ε)`,
+/// `k = √((1−ᾱ_t)/ᾱ_t)`, and `E(x_0 − x̂_0)²` in closed form with `y = x_0 + kε`:
+/// `k²[Φ(u) − uφ(u)]_{u_−}^{u_+} + (x_0+1)² Φ(u_−) + (x_0−1)² (1 − Φ(u_+))`, `u_± = (±1 − x_0)/k`;
+/// `μ̃ − μ_θ = c₀ (x_0 − x̂_0)`.
+#[test]
+fn zero_networks_of_every_prediction_have_closed_form_bounds_with_clipping() {
+    let device = Default::default();
+    let big_t = 20;
+    let (d, n) = (16usize, 64usize);
+    // Grey levels within 2.5 σ_1 of the middle: L_0's bins around 0 hold mass that f32 resolves
+    // (the backend's erfc is 1 − erf, inexact in the far tail).
+    let images = ImageSet::new((0..n * d).map(|i| (125 + (i * 7) % 6) as u8).collect(), [1, 4, 4]);
+    let ab = alpha_bars(big_t);
+    let x0 = |p: u8| f64::from(p) / 127.5 - 1.0;
+    let var_p = |t: usize| 1.0 - ab[t - 1] / ab[t - 2]; // σ_t² = β_t
+    let beta_tilde = |t: usize| var_p(t) * (1.0 - ab[t - 2]) / (1.0 - ab[t - 1]);
+    let sigma_1 = beta_tilde(2).sqrt();
+    let l0: f64 = images.pixels.iter().map(|&p| {
+        let (x, h) = (x0(p), 1.0 / 255.0);
+        let mass = if x < -0.999 { normal_cdf((x + h) / sigma_1) } else if x > 0.999 { 1.0 - normal_cdf((x - h) / sigma_1) } else { normal_cdf((x + h) / sigma_1) - normal_cdf((x - h) / sigma_1) };
+        -mass.ln()
+    }).sum::<f64>() / (n * d) as f64 / std::f64::consts::LN_2;
+    let clipped_error_sq = |x: f64, k: f64| {
+        let (lo, hi) = ((-1.0 - x) / k, (1.0 - x) / k);
+        let partial = |u: f64| normal_cdf(u) - u * (-0.5 * u * u).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        k * k * (partial(hi) - partial(lo)) + (x + 1.0).powi(2) * normal_cdf(lo) + (x - 1.0).powi(2) * (1.0 - normal_cdf(hi))
+    };
+    for prediction in [Prediction::X0, Prediction::Mean, Prediction::Eps] {
+        let mut expected = 0.0;
+        for t in 2..=big_t {
+            let (ab_t, ab_s, beta) = (ab[t - 1], ab[t - 2], var_p(t));
+            let (c0, c1) = (ab_s.sqrt() * beta / (1.0 - ab_t), (1.0 - beta).sqrt() * (1.0 - ab_s) / (1.0 - ab_t));
+            let r = beta_tilde(t) / beta;
+            for &p in &images.pixels {
+                let diff_sq = match prediction {
+                    Prediction::X0 => (c0 * x0(p)).powi(2),
+                    Prediction::Mean => (c0 + c1 * ab_t.sqrt()).powi(2) * x0(p).powi(2) + c1 * c1 * (1.0 - ab_t),
+                    Prediction::Eps => c0 * c0 * clipped_error_sq(x0(p), ((1.0 - ab_t) / ab_t).sqrt()),
+                };
+                expected += 0.5 * (r - 1.0 - r.ln() + diff_sq / beta);
+            }
+        }
+        let expected_bpd = expected / (n * d) as f64 / std::f64::consts::LN_2;
+        // The unclipped ε-network is the test above; its L_0 here is random (x̂_0 = x_0 + k ε).
+        let clips: &[bool] = if prediction == Prediction::Eps { &[true] } else { &[false, true] };
+        for &clip in clips {
+            let config = DdpmConfig { prediction, clip_denoised: clip, ..tiny_ddpm(big_t, Variance::Beta) };
+            let model: Ddpm<Cpu> = config.build(images.shape(), &device).unwrap();
+            let report = evaluate(&model, &images, Bound::Full, 32, 7, &device, |_| {}).unwrap();
+            let sd = (report.per_image.iter().map(|v| v * v).sum::<f64>() / n as f64 - report.bpd.mean.powi(2)).sqrt();
+            let tolerance = if prediction == Prediction::X0 { 1e-3 * expected_bpd } else { 4.0 * sd / (n as f64).sqrt() + 1e-3 * expected_bpd };
+            let what = format!("{prediction:?}, clip {clip}");
+            assert!((report.diffusion - expected_bpd).abs() < tolerance, "{what}: Σ L_(t−1) {} bpd vs closed form {expected_bpd}", report.diffusion);
+            if prediction != Prediction::Eps {
+                assert!((report.reconstruction - l0).abs() < 1e-3 * l0, "{what}: L_0 {} bpd vs closed form {l0}", report.reconstruction);
+            }
+        }
+    }
+}
+
+/// A μ-predicting DDPM's ancestral step draws around the network's output with clipping on (a
+/// zero network: `z_s = 0 + σ ε`), where the posterior mean at the clipped `x̂_0` would not be 0.
+#[test]
+fn the_ancestral_step_of_a_mean_network_keeps_its_mean_under_clipping() {
+    use vdm_backends::sample::Denoiser;
+    let device = Default::default();
+    let model: Ddpm<Cpu> = DdpmConfig { prediction: Prediction::Mean, clip_denoised: true, ..tiny_ddpm(20, Variance::Beta) }.build([1, 4, 4], &device).unwrap();
+    let grid = model.grid(20).unwrap();
+    let z = burn::tensor::Tensor::<Cpu, 4>::from_floats([[[[3.0, -2.5, 0.5, 1.0]; 4]]], &device);
+    let mut sampler = SamplerKind::Ancestral.build(&model, 20).unwrap();
+    let zeros = z.zeros_like();
+    let mut no_noise = || zeros.clone();
+    let next: Vec<f32> = sampler.step(z.clone(), model.predict(z.clone(), grid[15]), grid[15], grid[14], &mut no_noise).into_data().to_vec().unwrap();
+    assert!(next.iter().all(|v| v.abs() < 1e-4), "the zero network's mean is 0, the step gave {next:?}");
+    let ddim: Vec<f32> = SamplerKind::Ddim { eta: 0.0 }.build(&model, 20).unwrap().step(z.clone(), model.predict(z, grid[15]), grid[15], grid[14], &mut no_noise).into_data().to_vec().unwrap();
+    assert!(ddim.iter().any(|v| v.abs() > 0.1), "DDIM uses the clipped x̂_0, which is not the network's mean");
+}

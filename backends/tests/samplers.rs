@@ -67,7 +67,7 @@ impl Denoiser<B> for Gaussian {
         let eps = optimal_eps(BurnBatch(z.clone()), full(self.mean), full(self.var), full(at.gamma)).0;
         let (a, s) = (alpha_bar(at.gamma).sqrt(), sigmoid(at.gamma).sqrt());
         let x = (z - eps.clone().mul_scalar(s)).div_scalar(a);
-        Denoised { eps, x }
+        Denoised { eps, x, reverse_mean_eps: None }
     }
 
     fn decode(&self, z: Tensor<B, 4>) -> Vec<u8> {

@@ -170,6 +170,49 @@ pub fn discretized_gaussian_nll<T: BatchTensor>(x: T, mean: T, log_scale: T) -> 
     twice_mass.mul_scalar(of(0.5)).clamp_min(of(1e-12)).ln().neg().sum_example()
 }
 
+/// The standard normal CDF `Φ` that the decoder's bin masses (`L_0`) are computed with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NormalCdf {
+    /// `Φ` itself, through `erfc`: [`discretized_gaussian_nll`] (vdm-rs's default).
+    #[default]
+    Exact,
+    /// The approximation `Φ(u) ≈ ½(1 + tanh(√(2/π)(u + 0.044715 u³)))` of DDPM's and
+    /// improved-diffusion's code (`approx_standard_normal_cdf`), to reproduce their published
+    /// bounds: [`discretized_gaussian_nll_tanh`].
+    Tanh,
+}
+
+/// [`discretized_gaussian_nll`] with `cdf`.
+pub fn discretized_gaussian_nll_with<T: BatchTensor>(x: T, mean: T, log_scale: T, cdf: NormalCdf) -> T {
+    match cdf {
+        NormalCdf::Exact => discretized_gaussian_nll(x, mean, log_scale),
+        NormalCdf::Tanh => discretized_gaussian_nll_tanh(x, mean, log_scale),
+    }
+}
+
+/// DDPM's decoder as DDPM's code computes it (`discretized_gaussian_log_likelihood` in
+/// `diffusion_utils_2.py`): bin masses from the tanh approximation of `Φ` ([`NormalCdf::Tanh`]),
+/// `Φ(b) − Φ(a)` subtracted directly, open-ended bins at `x = ±1`, floored at `1e-12`.
+///
+/// `½(1 + tanh v)` is written as `sigmoid(2v)`, the same function, which keeps the far tails
+/// from rounding to zero before the floor.
+pub fn discretized_gaussian_nll_tanh<T: BatchTensor>(x: T, mean: T, log_scale: T) -> T {
+    let of = <T::Scalar as Real>::of;
+    let half_bin = of(1.0 / 255.0);
+    let inv_scale = log_scale.neg().exp();
+    let centred = x.clone().sub(mean);
+    let plus = centred.clone().add_scalar(half_bin).mul(inv_scale.clone());
+    let minus = centred.add_scalar(-half_bin).mul(inv_scale);
+    // 2v = 2√(2/π)(u + 0.044715 u³), so that Φ(u) ≈ sigmoid(2v).
+    let twice_v = |u: T| u.clone().add(u.clone().square().mul(u).mul_scalar(of(0.044715))).mul_scalar(of(2.0 * libm::sqrt(2.0 / core::f64::consts::PI)));
+    let cdf_plus = twice_v(plus).sigmoid();
+    let v_minus = twice_v(minus);
+    let (cdf_minus, above_minus) = (v_minus.clone().sigmoid(), v_minus.neg().sigmoid());
+    let mid = cdf_plus.clone().sub(cdf_minus);
+    let mass = x.clone().where_lt(of(-0.999), cdf_plus, x.where_lt(of(0.999), mid, above_minus));
+    mass.clamp_min(of(1e-12)).ln().neg().sum_example()
+}
+
 /// `KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²))` per example, summed over features, for diagonal Gaussians
 /// with per-example variances: `½ Σ [r − 1 − ln r + (μ_q − μ_p)²/σ_p²]`, `r = σ_q²/σ_p²`.
 ///
@@ -183,8 +226,13 @@ pub fn gaussian_kl<T: BatchTensor>(mean_diff: T, var_q: T, var_p: T) -> T {
     per_feature.sum_example().mul_scalar(of(0.5))
 }
 
-/// DDPM's pixel decoding: `x ∈ [−1, 1]` to the nearest of the 256 levels `x/127.5 − 1`
-/// (the inverse of [`encode`]), values outside clamped.
+/// A sample's pixel values: `x ∈ [−1, 1]` to the nearest of the 256 levels `k/127.5 − 1` (the
+/// inverse of [`encode`]), values outside clamped.
+///
+/// DDPM's own image dumps truncate instead (`uint8` cast of `(x + 1) · 127.5`), which moves every
+/// value down by half a level on average and maps only `x = 1` itself to 255. Rounding picks the
+/// level whose bin of the decoder (`[x − 1/255, x + 1/255]`, DDPM eq. 13) holds `x`, so a sample is
+/// read out on the same grid the bound is computed on; the two differ by at most one level.
 pub fn decode_nearest<F: Real>(x: F) -> u8 {
     let level = libm::round((x.as_f64() + 1.0) * 127.5);
     if level.is_nan() {

@@ -11,7 +11,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use vdm_core::ddpm::{self, BetaSchedule, DiscreteSchedule};
+use vdm_core::ddpm::{self, BetaSchedule, DiscreteSchedule, NormalCdf};
 use vdm_core::process::{self, DdpmVariance};
 use vdm_core::rng::{derive_seed, SplitMix64};
 use vdm_core::time::antithetic_times;
@@ -62,6 +62,28 @@ impl From<Variance> for DdpmVariance {
         match v {
             Variance::Beta => DdpmVariance::Beta,
             Variance::BetaTilde => DdpmVariance::BetaTilde,
+        }
+    }
+}
+
+/// The normal CDF of the decoder term `L_0` (its bin masses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum L0Cdf {
+    /// The exact `Φ` (through `erfc`): the default.
+    #[default]
+    Exact,
+    /// The tanh approximation of DDPM's and improved-diffusion's code, to reproduce the bounds they
+    /// publish (they differ from the exact ones in the 2nd–3rd decimal when the `t = 1` predictions
+    /// are poor).
+    Tanh,
+}
+
+impl From<L0Cdf> for NormalCdf {
+    fn from(c: L0Cdf) -> Self {
+        match c {
+            L0Cdf::Exact => NormalCdf::Exact,
+            L0Cdf::Tanh => NormalCdf::Tanh,
         }
     }
 }
@@ -147,8 +169,11 @@ pub struct DdpmConfig {
     /// `λ` of the hybrid loss.
     pub hybrid_lambda: f64,
     /// Clip the predicted `x_0` to `[−1, 1]` when sampling and evaluating the bound (DDPM's
-    /// `clip_denoised`; never in training).
+    /// `clip_denoised`; never in training). As in DDPM's code it touches `x̂_0` only: a
+    /// μ-predicting network's output is its reverse mean, clipped or not.
     pub clip_denoised: bool,
+    /// The normal CDF of `L_0`'s bin masses: `exact` (default) or DDPM's `tanh` approximation.
+    pub l0_cdf: L0Cdf,
 }
 
 impl Default for DdpmConfig {
@@ -163,6 +188,7 @@ impl Default for DdpmConfig {
             loss: Loss::Simple,
             hybrid_lambda: 0.001,
             clip_denoised: true,
+            l0_cdf: L0Cdf::Exact,
         }
     }
 }
@@ -233,6 +259,7 @@ pub struct Process {
     loss: Loss,
     hybrid_lambda: f64,
     clip: bool,
+    l0_cdf: NormalCdf,
 }
 
 /// The per-example coefficients of step `t` (`s = t − 1`), all from `f64` on the host.
@@ -262,12 +289,18 @@ impl Process {
             loss: config.loss,
             hybrid_lambda: config.hybrid_lambda,
             clip: config.clip_denoised,
+            l0_cdf: config.l0_cdf.into(),
         }
     }
 
     /// `T`.
     pub fn steps(&self) -> usize {
         self.schedule.steps()
+    }
+
+    /// The normal CDF of `L_0`'s bin masses.
+    pub fn l0_cdf(&self) -> NormalCdf {
+        self.l0_cdf
     }
 
     /// `γ_t` for `t ∈ 0..=T`, with `γ_0 = −∞`.
@@ -426,20 +459,28 @@ impl<B: FastOps> Ddpm<B> {
 
     /// The bound's terms for each example at its own `t`, in nats: the prior `L_T`, and
     /// `weight · L_0` (where `t = 1`) or `weight · L_{t−1}` (where `t > 1`).
+    ///
+    /// The reverse mean `μ_θ` and the decoder's mean are DDPM's (`p_mean_variance`): a
+    /// μ-predicting network's output itself, never clipped; otherwise the posterior mean at `x̂_0`
+    /// (clipped with `clip`), which at `t = 1` is `x̂_0`.
     fn vlb_terms(&self, p: &Pass<B>, clip: bool, weight: f64) -> VlbTerms<Batch4<B>> {
         let k = &p.k;
-        let (x_hat, eps_hat) = self.predict(p.z.clone(), p.out.clone(), k, clip);
-        // x_0 − x̂_0, in ε form where that is exact: (σ_t/α_t)(ε̂ − ε).
-        let x_error = if !clip && self.process.prediction == Prediction::Eps {
-            k.sigma_t.clone().div(k.alpha_t.clone()).mul(eps_hat.sub(p.eps.clone()))
+        let (mean_diff, decoder_mean) = if self.process.prediction == Prediction::Mean {
+            (k.posterior_mean(p.z.clone(), p.x0.clone()).sub(p.out.clone()), p.out.clone())
         } else {
-            p.x0.clone().sub(x_hat.clone())
+            let (x_hat, eps_hat) = self.predict(p.z.clone(), p.out.clone(), k, clip);
+            // x_0 − x̂_0, in ε form where that is exact: (σ_t/α_t)(ε̂ − ε).
+            let x_error = if !clip && self.process.prediction == Prediction::Eps {
+                k.sigma_t.clone().div(k.alpha_t.clone()).mul(eps_hat.sub(p.eps.clone()))
+            } else {
+                p.x0.clone().sub(x_hat.clone())
+            };
+            // μ̃ − μ_θ = α_s c (x_0 − x̂_0): both means are the posterior mean, at x_0 and at x̂_0.
+            (k.alpha_s.clone().mul(k.c.clone()).mul(x_error), x_hat)
         };
-        // μ̃ − μ_θ = α_s c (x_0 − x̂_0): both means are the posterior mean, at x_0 and at x̂_0.
-        let mean_diff = k.alpha_s.clone().mul(k.c.clone()).mul(x_error);
         let kl = ddpm::gaussian_kl(mean_diff, k.var_q.clone(), k.var_p.clone());
         let log_scale = k.var_p.clone().ln().mul_scalar(0.5);
-        let decoder = ddpm::discretized_gaussian_nll(p.x0.clone(), x_hat, log_scale);
+        let decoder = ddpm::discretized_gaussian_nll_with(p.x0.clone(), decoder_mean, log_scale, self.process.l0_cdf);
         let is_kl = k.decoder.clone().neg().add_scalar(1.0);
         let gamma_1 = per_example::<B>(&vec![self.process.gamma(self.process.steps()); p.x0.0.dims()[0]], &p.x0.0.device());
         VlbTerms {
@@ -467,14 +508,17 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
     }
 
     /// The network at step `t` (input `t − 1`), turned into `x̂` (clipped to `[−1, 1]` with
-    /// `clip_denoised`) and the `ε̂` consistent with it.
+    /// `clip_denoised`) and the `ε̂` consistent with it; a μ-predicting network's unclipped mean
+    /// for the ancestral step.
     fn predict(&self, z: Tensor<B, 4>, at: GridPoint) -> Denoised<B> {
         let (count, device) = (z.dims()[0], z.device());
         let t = at.net_input as usize + 1;
         let k = PassCoefficients::upload(&self.process.coefficients(&vec![t; count]), &device);
         let out = BurnBatch(self.net.forward(z.clone(), Tensor::full([count], at.net_input as f32, &device)));
-        let (x, eps) = self.predict(BurnBatch(z), out, &k, self.process.clip);
-        Denoised { eps: eps.0, x: x.0 }
+        let (x, eps) = self.predict(BurnBatch(z.clone()), out.clone(), &k, self.process.clip);
+        // A μ-predicting network's output is the reverse mean whether or not x̂ is clipped.
+        let reverse_mean_eps = (self.process.clip && self.process.prediction == Prediction::Mean).then(|| self.predict(BurnBatch(z), out, &k, false).1 .0);
+        Denoised { eps: eps.0, x: x.0, reverse_mean_eps }
     }
 
     /// `x̂` at the data end, rounded to the nearest of the 256 levels.

@@ -286,7 +286,7 @@ impl<B: FastOps> Denoiser<B> for Vdm<B> {
         let count = z.dims()[0];
         let eps = self.score.forward(z.clone(), Tensor::full([count], at.net_input as f32, &z.device()));
         let x = (z - eps.clone().mul_scalar(process::sigma(at.gamma))).div_scalar(process::alpha(at.gamma));
-        Denoised { eps, x }
+        Denoised { eps, x, reverse_mean_eps: None }
     }
 
     /// The decoder's mode at `z_0/α_0`: the nearest of the 256 levels.

@@ -7,8 +7,9 @@ use vdm_core::process::{self, DdpmVariance};
 
 use super::{linear_step, GridPoint, Denoised, Sampler};
 
-/// `z_s = (α_s/α_t)(z_t − σ_t c ε̂) + σ ε` ([`process::ddpm`]) with `σ² = β̃ = c σ_s²` (VDM's
-/// step, [`process::ancestral`]) or `β = c σ_t²`; at the data end, `x̂`.
+/// `z_s = (α_s/α_t)(z_t − σ_t c ε̂) + σ ε` ([`process::ddpm`]), the model's reverse mean `μ_θ`
+/// plus noise, with `σ² = β̃ = c σ_s²` (VDM's step, [`process::ancestral`]) or `β = c σ_t²`; at
+/// the data end, `x̂`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ancestral {
     variance: DdpmVariance,
@@ -26,6 +27,7 @@ impl<B: Backend> Sampler<B> for Ancestral {
         if s.is_data() {
             return prediction.x;
         }
-        linear_step(process::ddpm(s.gamma, t.gamma, self.variance), z, prediction.eps, true, noise)
+        let eps = prediction.reverse_mean_eps.unwrap_or(prediction.eps);
+        linear_step(process::ddpm(s.gamma, t.gamma, self.variance), z, eps, true, noise)
     }
 }

@@ -54,6 +54,10 @@ pub struct Denoised<B: Backend> {
     /// The data prediction `x̂ = (z_t − σ_t ε̂)/α_t` (clipped where the model clips, with `ε̂`
     /// made consistent with it).
     pub x: Tensor<B, 4>,
+    /// Where the model's reverse mean `μ_θ` is not the posterior mean at `x̂`, the noise
+    /// prediction it implies: a μ-predicting DDPM's mean is its output, which clipping does not
+    /// touch (DDPM's `p_mean_variance`). The ancestral step draws around it.
+    pub reverse_mean_eps: Option<Tensor<B, 4>>,
 }
 
 /// What a model offers its samplers (either family implements it).

@@ -7,6 +7,7 @@ use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
 use vdm_backends::model::ddpm::{self, Ddpm};
 use vdm_backends::model::{EvalReport, TimeMode, Vdm};
 use vdm_backends::ops::{FastOps, TrainBackend};
+use vdm_core::ddpm::NormalCdf;
 
 use super::{baselines_line, check_output_file, eval_with_progress, load_data, load_model, open_checkpoint, report_line};
 use crate::progress::Progress;
@@ -124,9 +125,14 @@ impl EvalJob {
         let args = &self.args;
         let model: Ddpm<B> = load_model(checkpoint, device)?;
         let big_t = model.process.steps();
-        let mut kinds = vec![(format!("T={big_t}, estimate from {} sampled t per image", args.draws), ddpm::Bound::Sampled { draws: args.draws })];
+        // The convention of L_0's bin masses, beside the bound (published DDPM numbers use tanh).
+        let cdf = match model.process.l0_cdf() {
+            NormalCdf::Exact => "L_0 with the exact normal CDF",
+            NormalCdf::Tanh => "L_0 with DDPM's tanh approximation of the normal CDF",
+        };
+        let mut kinds = vec![(format!("T={big_t}, estimate from {} sampled t per image; {cdf}", args.draws), ddpm::Bound::Sampled { draws: args.draws })];
         if args.full_bound {
-            kinds.push((format!("T={big_t}, all {big_t} terms"), ddpm::Bound::Full));
+            kinds.push((format!("T={big_t}, all {big_t} terms; {cdf}"), ddpm::Bound::Full));
         }
         let mut bounds = Vec::new();
         for (name, bound) in kinds {
