@@ -221,6 +221,47 @@ fn generic_backward_passes_match_the_kernels() {
     assert_close("attention dv", &flat3(fast.2), &flat3(slow.2), 1e-4);
 }
 
+/// The forward passes the GPU backends run (the generic compositions of burn operations) equal
+/// the CPU kernels: group norm with and without swish, attention with large logits, the decoder
+/// from sharp to flat, and the channel concatenation and split.
+#[test]
+fn generic_forward_passes_match_the_kernels() {
+    use burn::tensor::ops::FloatTensor;
+    use vdm_backends::ops::FastOps;
+    let p = |t: Tensor<Cpu, 4>| ops::primitive(t);
+    let p1 = |t: Tensor<Cpu, 1>| ops::primitive(t);
+    let flat = |t: FloatTensor<Cpu>| values(ops::tensor::<Cpu, 4>(t));
+    for (shape, groups, swish) in [([2, 8, 3, 4], 4, true), ([3, 6, 5, 5], 3, false), ([1, 32, 8, 8], 8, true)] {
+        let spec = NormSpec { groups, epsilon: 1e-5, swish };
+        let (x, g, b) = (random(shape, 61).mul_scalar(3.0).add_scalar(1.5), random([shape[1]], 62), random([shape[1]], 63));
+        let fast = Cpu::group_norm(p(x.clone()), p1(g.clone()), p1(b.clone()), spec);
+        let slow = generic::group_norm::<Cpu>(p(x), p1(g), p1(b), spec);
+        assert_close(&format!("norm {shape:?} swish {swish}"), &flat(fast), &flat(slow), 1e-5);
+    }
+    let p3 = |t: Tensor<Cpu, 3>| ops::primitive(t);
+    let flat3 = |t: FloatTensor<Cpu>| values(ops::tensor::<Cpu, 3>(t));
+    for (shape, spread) in [([2, 4, 9], 1.0), ([1, 16, 64], 1.0), ([3, 5, 7], 4.0)] {
+        let (q, k, v) = (random::<3>(shape, 71).mul_scalar(spread), random::<3>(shape, 72).mul_scalar(spread), random::<3>(shape, 73));
+        let fast = Cpu::dot_product_attention(p3(q.clone()), p3(k.clone()), p3(v.clone()));
+        let slow = generic::dot_product_attention::<Cpu>(p3(q), p3(k), p3(v));
+        assert_close(&format!("attention {shape:?} spread {spread}"), &flat3(fast), &flat3(slow), 1e-5);
+    }
+    let pixels: Vec<f32> = (0..2 * 3 * 4 * 4).map(|i| ((i * 53) % 256) as f32).collect();
+    let f = vdm_core::vlb::encode(vdm_backends::tensor::BurnBatch(Tensor::<Cpu, 1>::from_floats(pixels.as_slice(), &Default::default()).reshape([2, 3, 4, 4])), 256).0;
+    for gammas in [[-25.0f32, -13.3], [-6.0, 0.5], [4.0, 6.0]] {
+        let z = f.clone() + random::<4>([2, 3, 4, 4], 81).mul_scalar(0.02);
+        let precision = Tensor::<Cpu, 1>::from_floats(gammas.map(|g| (-g).exp()).as_slice(), &Default::default()).reshape([2, 1, 1, 1]);
+        let fast = Cpu::decoder_nll(p(z.clone()), p(f.clone()), p(precision.clone()), 256);
+        let slow = generic::decoder_nll::<Cpu>(p(z), p(f.clone()), p(precision), 256);
+        assert_close(&format!("decoder γ {gammas:?}"), &flat(fast), &flat(slow), 2e-5);
+    }
+    let (a, b) = (random::<4>([2, 3, 4, 5], 91), random::<4>([2, 2, 4, 5], 92));
+    let joined = Cpu::concat_channels(p(a.clone()), p(b.clone()));
+    assert_eq!(flat(joined.clone()), flat(generic::concat_channels::<Cpu>(p(a.clone()), p(b.clone()))));
+    let (left, right) = Cpu::split_channels(joined, 3);
+    assert_eq!((flat(left), flat(right)), (values(a), values(b)));
+}
+
 /// A central difference in f64 of a scalar loss through the kernel confirms its gradient.
 #[test]
 fn convolution_gradient_matches_finite_differences() {

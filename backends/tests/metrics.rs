@@ -1,9 +1,12 @@
 //! Sample-quality metrics: the Fréchet distance against closed forms, the IS analogue at its
-//! extremes, and the classifier (training, accuracy, verified save and load).
+//! extremes and on a case by hand, the classifier (training, accuracy, verified save and load),
+//! and the FID pipeline on its features (the test set against itself, training images against
+//! noise).
 
 use nalgebra::{DMatrix, DVector};
 use vdm_backends::config::RunConfig;
-use vdm_backends::metrics::{confident_share, frechet_distance, inception_score, Gaussian};
+use vdm_backends::data::ImageSet;
+use vdm_backends::metrics::{confident_share, frechet_distance, inception_score, Gaussian, QualityReport};
 use vdm_backends::nn::classifier::{self, ClassifierConfig, ClassifierInfo};
 use vdm_backends::{Autodiff, Cpu};
 use vdm_core::rng::SplitMix64;
@@ -56,6 +59,17 @@ fn inception_score_and_confident_share_at_their_extremes() {
     assert_eq!(confident_share(&uniform, 0.9), 0.0);
 }
 
+/// An unbalanced, soft case by hand: rows `[1, 0]` ×2, `[0.5, 0.5]`, `[0.2, 0.8]` have the
+/// marginal `p(y) = [0.675, 0.325]`, and `IS = exp(¼ Σ_x Σ_y p(y|x) ln(p(y|x)/p(y)))`.
+#[test]
+fn inception_score_of_an_unbalanced_case_by_hand() {
+    let rows = vec![vec![1.0, 0.0], vec![1.0, 0.0], vec![0.5, 0.5], vec![0.2, 0.8]];
+    let (m0, m1) = (0.675, 0.325);
+    let kl = 2.0 * (1.0f64 / m0).ln() + 0.5 * (0.5f64 / m0).ln() + 0.5 * (0.5f64 / m1).ln() + 0.2 * (0.2f64 / m0).ln() + 0.8 * (0.8f64 / m1).ln();
+    assert!((inception_score(&rows) - (kl / 4.0).exp()).abs() < 1e-12, "{} vs {}", inception_score(&rows), (kl / 4.0).exp());
+    assert_eq!(confident_share(&rows, 0.9), 0.5);
+}
+
 /// The digits classifier learns (over 90% test accuracy in 300 steps), and its saved weights
 /// load back to the same outputs; a corrupted weight file is refused.
 #[test]
@@ -72,6 +86,24 @@ fn classifier_trains_saves_and_loads() {
     let (loaded, info) = classifier::load::<Cpu>(dir.path(), &device).unwrap();
     assert!((info.test_accuracy - accuracy).abs() < 1e-12);
     assert_eq!(loaded.features_and_probabilities(&test, 64, &device), model.features_and_probabilities(&test, 64, &device));
+
+    // The FID pipeline on its features: the test set against itself is 0; training images score
+    // far below uniform noise images against the test set.
+    let of = |images: &ImageSet| model.features_and_probabilities(images, 64, &device);
+    let reference = of(&test);
+    let report = |images: &ImageSet| {
+        let (f, p) = of(images);
+        QualityReport::new((&f, &p), (&reference.0, &reference.1)).unwrap()
+    };
+    let itself = report(&test);
+    assert!(itself.fid.abs() < 1e-6 * reference.0.len() as f64, "FID of the test set against itself: {}", itself.fid);
+    assert_eq!((itself.inception_score, itself.confident_share), (itself.reference_inception_score, itself.reference_confident_share));
+    let training = report(&train.select(&(0..300).collect::<Vec<_>>()));
+    let mut rng = SplitMix64::new(5);
+    let noise = ImageSet::new((0..300 * test.features()).map(|_| (rng.next_u64() % 17 * 255 / 16) as u8).collect(), test.shape());
+    let noise = report(&noise);
+    assert!(noise.fid > 3.0 * training.fid, "noise FID {} against training-image FID {}", noise.fid, training.fid);
+    assert!(training.confident_share > noise.confident_share && training.inception_score > noise.inception_score);
     let weights = dir.path().join("weights.mpk");
     let mut bytes = std::fs::read(&weights).unwrap();
     let last = bytes.len() - 1;

@@ -15,7 +15,7 @@ use commands::eval::EvalArgs;
 use commands::sample::SampleArgs;
 use commands::train::TrainArgs;
 use device::Device;
-use vdm_backends::sample::{SampleOptions, SamplerKind};
+use vdm_backends::sample::{Ddim, SampleOptions, SamplerKind};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -333,12 +333,17 @@ enum SamplerArg {
 }
 
 impl SamplingArgs {
-    /// The library's options for `n` images; `--eta` belongs to DDIM and is refused elsewhere.
+    /// The library's options for `n` images, checked before any work; `--eta` belongs to DDIM and
+    /// is refused elsewhere.
     fn options(self, n: usize) -> Result<SampleOptions, String> {
         let sampler = match (self.sampler, self.eta) {
             (SamplerArg::Ancestral, None) => SamplerKind::Ancestral,
             (SamplerArg::Ancestral, Some(_)) => return Err("--eta is DDIM's; the ancestral sampler takes none (use --sampler ddim)".into()),
-            (SamplerArg::Ddim, eta) => SamplerKind::Ddim { eta: eta.unwrap_or(0.0) },
+            (SamplerArg::Ddim, eta) => {
+                let eta = eta.unwrap_or(0.0);
+                Ddim::new(eta).map_err(|e| format!("--eta: {e}"))?;
+                SamplerKind::Ddim { eta }
+            }
         };
         Ok(SampleOptions { n, steps: self.steps, sampler, seed: self.seed, batch_size: self.batch_size })
     }

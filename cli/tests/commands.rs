@@ -1,0 +1,76 @@
+//! The documented exit codes (README, "What is guaranteed": 0 success, 1 an error, 2 a usage
+//! error, 130 after Ctrl-C, tested in `hardening.rs`), and the commands no other test runs:
+//! `vdm data`, `vdm plot`, `vdm bench`.
+
+mod common;
+
+use common::{s, text, trained_run, vdm};
+
+/// Asserts the exit status and that no panic was reported.
+fn assert_exit(out: &std::process::Output, code: i32, expected: &str) {
+    let t = text(out);
+    assert_eq!(out.status.code(), Some(code), "expected exit status {code}:\n{t}");
+    assert!(!t.contains("panicked"), "a panic:\n{t}");
+    assert!(t.contains(expected), "expected `{expected}` in:\n{t}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_failures_exit_1() {
+    // Usage errors, found by the argument parser before any work.
+    assert_exit(&vdm(&["train", "--no-such-flag"]), 2, "unexpected argument");
+    assert_exit(&vdm(&["sample", "--steps", "many"]), 2, "invalid value");
+    assert_exit(&vdm(&["sample", "--sampler", "euler"]), 2, "invalid value");
+    assert_exit(&vdm(&["no-such-command"]), 2, "unrecognized subcommand");
+    // Failures of a well-formed command.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = s(&dir.path().join("nothing-here"));
+    assert_exit(&vdm(&["eval", "--checkpoint", &missing]), 1, "error: ");
+    assert_exit(&vdm(&["sample", "--checkpoint", &missing, "--sampler", "ddim", "--eta", "-0.5"]), 1, "between 0 and 1");
+    assert_exit(&vdm(&["sample", "--checkpoint", &missing, "--eta", "0.5"]), 1, "--eta is DDIM's");
+    assert_exit(&vdm(&["sample", "--checkpoint", &missing, "--steps", "0"]), 1, "--steps must be at least 1");
+    assert_exit(&vdm(&["data", "--config", &missing]), 1, "nothing-here");
+    // Help and version succeed.
+    assert_exit(&vdm(&["--help"]), 0, "Usage");
+    assert_exit(&vdm(&["--version"]), 0, "vdm");
+}
+
+/// `vdm data` describes the bundled digits: sizes, memory, labels, the baseline.
+#[test]
+fn data_describes_the_default_dataset() {
+    let out = vdm(&["data"]);
+    assert_exit(&out, 0, "images: 1x8x8, 1500 train, 297 test");
+    for expected in ["in memory:", "labels:", "per-pixel categorical baseline", "2.5161 bpd on test"] {
+        assert!(text(&out).contains(expected), "`{expected}` missing:\n{}", text(&out));
+    }
+}
+
+/// `vdm plot` draws the test bound and γ of a run as SVG, and refuses a missing run.
+#[test]
+fn plot_draws_a_runs_curves() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = s(&trained_run(dir.path()));
+    let out_dir = dir.path().join("plots");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = vdm(&["plot", "--run", &run, "--out-dir", &s(&out_dir)]);
+    assert_exit(&out, 0, "wrote");
+    for name in ["test_bpd.svg", "gamma.svg"] {
+        let svg = std::fs::read_to_string(out_dir.join(name)).unwrap();
+        assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{name}: {}", &svg[..svg.len().min(80)]);
+        assert!(svg.contains("<polyline") || svg.contains("<path"), "{name} has no curve");
+    }
+    assert_exit(&vdm(&["plot", "--run", &s(&dir.path().join("absent")), "--out-dir", &s(&out_dir)]), 1, "absent");
+}
+
+/// `vdm bench --json` prints one object with every figure, finite and positive.
+#[test]
+fn bench_reports_its_figures_as_json() {
+    let out = vdm(&["bench", "--size", "tiny", "--steps", "2", "--sample-steps", "2", "--json"]);
+    assert_exit(&out, 0, "\"impl\":\"vdm-rs\"");
+    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().to_string();
+    let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
+    for field in ["parameters", "batch", "train_images_per_s", "sample_ms_per_eval", "encode_images_per_s", "decode_images_per_s"] {
+        let v = doc[field].as_f64().unwrap_or_else(|| panic!("{field} missing in {line}"));
+        assert!(v.is_finite() && v > 0.0, "{field} = {v}");
+    }
+    assert_eq!(doc["size"], "tiny");
+}
