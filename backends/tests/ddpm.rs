@@ -7,7 +7,7 @@ use burn::module::Module;
 use common::{tiny_run, B};
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::ImageSet;
-use vdm_backends::model::ddpm::{evaluate, Bound, Ddpm, DdpmConfig, Prediction, Variance};
+use vdm_backends::model::ddpm::{evaluate, BetasConfig, Bound, Ddpm, DdpmConfig, Prediction, Variance};
 use vdm_backends::model::ModelConfig;
 use vdm_backends::sample::{sample, SampleOptions, SamplerKind};
 use vdm_backends::nn::ddpm_unet::UNetConfig;
@@ -47,6 +47,17 @@ fn unet_keeps_the_image_shape_and_refuses_sizes_it_cannot_halve() {
 /// `ᾱ_t` of DDPM's linear schedule, directly from the βs.
 fn alpha_bars(t: usize) -> Vec<f64> {
     let betas: Vec<f64> = (0..t).map(|i| 1e-4 + (0.02 - 1e-4) * i as f64 / (t - 1) as f64).collect();
+    products(&betas)
+}
+
+/// `ᾱ_t` of Nichol & Dhariwal's cosine schedule (their eq. 17, `s = 0.008`, `β ≤ 0.999`).
+fn cosine_alpha_bars(t: usize) -> Vec<f64> {
+    let f = |i: usize| (((i as f64 / t as f64) + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+    products(&(1..=t).map(|i| (1.0 - f(i) / f(i - 1)).min(0.999)).collect::<Vec<f64>>())
+}
+
+/// `ᾱ_t = Π_{i ≤ t} (1 − β_i)`.
+fn products(betas: &[f64]) -> Vec<f64> {
     betas.iter().scan(1.0, |a, b| {
         *a *= 1.0 - b;
         Some(*a)
@@ -57,19 +68,23 @@ fn alpha_bars(t: usize) -> Vec<f64> {
 /// expected `L_{t−1}` has a closed form. In DDPM's notation (eq. 7, 11):
 /// `μ̃ = √ᾱ_{t−1} β_t/(1−ᾱ_t) x_0 + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) x_t` and `μ_θ = x_t/√α_t`, so with
 /// `x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε` the difference is `k_t ε`, and
-/// `E L_{t−1} = D/2 [r − 1 − ln r + k_t²/σ_t²]`, `r = β̃_t/σ_t²`. The prior is exact per image.
+/// `E L_{t−1} = D/2 [r − 1 − ln r + k_t²/σ_t²]`, `r = β̃_t/σ_t²`, for the linear and the cosine β.
+/// The prior is exact per image.
 #[test]
 fn full_bound_of_a_zero_network_matches_the_closed_form_in_beta_notation() {
     let device = Default::default();
     let big_t = 20;
     let (d, n) = (16usize, 96usize);
     let images = ImageSet::new((0..n * d).map(|i| ((i * 37) % 256) as u8).collect(), [1, 4, 4]);
-    for variance in [Variance::Beta, Variance::BetaTilde] {
+    let cosine = BetasConfig::Cosine { s: 0.008, max_beta: 0.999 };
+    for (betas, variance) in [(None, Variance::Beta), (None, Variance::BetaTilde), (Some(cosine), Variance::Beta), (Some(cosine), Variance::BetaTilde)] {
         // Unclipped: clipping x̂_0 to [−1, 1] (DDPM's evaluation default) is a different model.
-        let config = DdpmConfig { clip_denoised: false, ..tiny_ddpm(big_t, variance) };
+        let tiny = tiny_ddpm(big_t, variance);
+        let config = DdpmConfig { clip_denoised: false, betas: betas.unwrap_or(tiny.betas), ..tiny };
         let model: Ddpm<Cpu> = config.build(images.shape(), &device).unwrap();
         let report = evaluate(&model, &images, Bound::Full, 32, 7, &device, |_| {}).unwrap();
-        let ab = alpha_bars(big_t);
+        let ab = if betas.is_some() { cosine_alpha_bars(big_t) } else { alpha_bars(big_t) };
+        let label = format!("{variance:?}{}", if betas.is_some() { ", cosine β" } else { "" });
         let mut expected = 0.0;
         for t in 2..=big_t {
             let (ab_t, ab_s) = (ab[t - 1], ab[t - 2]);
@@ -87,7 +102,7 @@ fn full_bound_of_a_zero_network_matches_the_closed_form_in_beta_notation() {
         let sd = (report.per_image.iter().map(|v| v * v).sum::<f64>() / n as f64 - report.bpd.mean.powi(2)).sqrt();
         assert!(
             (report.diffusion - expected_bpd).abs() < 4.0 * sd / (n as f64).sqrt() + 1e-4,
-            "{variance:?}: Σ L_(t−1) {} bpd vs closed form {expected_bpd}",
+            "{label}: Σ L_(t−1) {} bpd vs closed form {expected_bpd}",
             report.diffusion
         );
         let prior: f64 = (0..n)
