@@ -21,7 +21,12 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
+/// Held while a test seeds burn's process-wide generator and draws from it: the tests of this
+/// file run in parallel, and one seeding between another's seed and draw would change its numbers.
+static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Cpu, D> {
+    let _generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
     Cpu::seed(&Default::default(), seed);
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
 }
@@ -158,6 +163,7 @@ fn channel_concatenation_matches_burn_forward_and_backward() {
 fn dropout_applies_one_mask_forward_and_backward() {
     let x = random::<4>([4, 3, 8, 8], 71).add_scalar(5.0); // away from zero: y = 0 only where dropped
     let run = || {
+        let _generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
         Cpu::seed(&Default::default(), 7);
         let xa = Tensor::<A, 4>::from_data(x.clone().into_data(), &Default::default()).require_grad();
         let y = ops::dropout(xa.clone(), 0.25);
