@@ -54,7 +54,8 @@ fn the_net_rate_is_the_bound_within_its_standard_error() {
     for steps in [20, 100] {
         let rates: Vec<f64> = (0..8)
             .map(|k| {
-                // Another seed of the initial bits for each message: their latents differ.
+                // The same images in another order: the same initial bits meet other images, so
+                // every message draws other latents.
                 let mut copies = message.clone();
                 copies.pixels.rotate_left(k * message.features());
                 compress(&model, HASH, &copies, steps, 16, 128, &device, || {}).unwrap().1.effective_bpd()

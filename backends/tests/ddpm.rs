@@ -4,7 +4,7 @@
 mod common;
 
 use burn::module::Module;
-use common::{tiny_run, B};
+use common::{alpha_bar_products, linear_alpha_bars, tiny_run, B};
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::ImageSet;
 use vdm_backends::model::ddpm::{evaluate, BetasConfig, Bound, Ddpm, DdpmConfig, Prediction, Variance};
@@ -44,24 +44,10 @@ fn unet_keeps_the_image_shape_and_refuses_sizes_it_cannot_halve() {
     assert!(err.contains("multiples of 8"), "{err}");
 }
 
-/// `ᾱ_t` of DDPM's linear schedule, directly from the βs.
-fn alpha_bars(t: usize) -> Vec<f64> {
-    let betas: Vec<f64> = (0..t).map(|i| 1e-4 + (0.02 - 1e-4) * i as f64 / (t - 1) as f64).collect();
-    products(&betas)
-}
-
 /// `ᾱ_t` of Nichol & Dhariwal's cosine schedule (their eq. 17, `s = 0.008`, `β ≤ 0.999`).
 fn cosine_alpha_bars(t: usize) -> Vec<f64> {
     let f = |i: usize| (((i as f64 / t as f64) + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
-    products(&(1..=t).map(|i| (1.0 - f(i) / f(i - 1)).min(0.999)).collect::<Vec<f64>>())
-}
-
-/// `ᾱ_t = Π_{i ≤ t} (1 − β_i)`.
-fn products(betas: &[f64]) -> Vec<f64> {
-    betas.iter().scan(1.0, |a, b| {
-        *a *= 1.0 - b;
-        Some(*a)
-    }).collect()
+    alpha_bar_products(&(1..=t).map(|i| (1.0 - f(i) / f(i - 1)).min(0.999)).collect::<Vec<f64>>())
 }
 
 /// With a network that outputs zero (DDPM's zero-initialised `conv_out`, so `ε̂ = 0`), the
@@ -83,7 +69,7 @@ fn full_bound_of_a_zero_network_matches_the_closed_form_in_beta_notation() {
         let config = DdpmConfig { clip_denoised: false, betas: betas.unwrap_or(tiny.betas), ..tiny };
         let model: Ddpm<Cpu> = config.build(images.shape(), &device).unwrap();
         let report = evaluate(&model, &images, Bound::Full, 32, 7, &device, |_| {}).unwrap();
-        let ab = if betas.is_some() { cosine_alpha_bars(big_t) } else { alpha_bars(big_t) };
+        let ab = if betas.is_some() { cosine_alpha_bars(big_t) } else { linear_alpha_bars(big_t) };
         let label = format!("{variance:?}{}", if betas.is_some() { ", cosine β" } else { "" });
         let mut expected = 0.0;
         for t in 2..=big_t {
@@ -212,7 +198,7 @@ fn zero_networks_of_every_prediction_have_closed_form_bounds_with_clipping() {
     // Grey levels within 2.5 σ_1 of the middle: L_0's bins around 0 hold mass that f32 resolves
     // (the backend's erfc is 1 − erf, inexact in the far tail).
     let images = ImageSet::new((0..n * d).map(|i| (125 + (i * 7) % 6) as u8).collect(), [1, 4, 4]);
-    let ab = alpha_bars(big_t);
+    let ab = linear_alpha_bars(big_t);
     let x0 = |p: u8| f64::from(p) / 127.5 - 1.0;
     let var_p = |t: usize| 1.0 - ab[t - 1] / ab[t - 2]; // σ_t² = β_t
     let beta_tilde = |t: usize| var_p(t) * (1.0 - ab[t - 2]) / (1.0 - ab[t - 1]);

@@ -8,7 +8,7 @@
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
-use common::{tiny_run, vdm_of};
+use common::{linear_alpha_bars, tiny_run, vdm_of};
 use vdm_backends::model::ddpm::{DdpmConfig, Variance};
 use vdm_backends::model::ModelConfig;
 use vdm_backends::nn::ddpm_unet::UNetConfig;
@@ -229,11 +229,7 @@ fn tiny_ddpm() -> vdm_backends::model::ddpm::Ddpm<B> {
 #[test]
 fn the_grids_are_ddim_strided_times_and_vdm_uniform_times() {
     let model = tiny_ddpm();
-    let betas: Vec<f64> = (0..20).map(|i| 1e-4 + (0.02 - 1e-4) * i as f64 / 19.0).collect();
-    let mut alpha_bars = Vec::new();
-    for beta in &betas {
-        alpha_bars.push(alpha_bars.last().unwrap_or(&1.0) * (1.0 - beta));
-    }
+    let alpha_bars = linear_alpha_bars(20);
     for steps in [1, 4, 5, 10, 20] {
         let grid = model.grid(steps).unwrap();
         assert_eq!(grid.len(), steps + 1);

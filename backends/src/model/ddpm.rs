@@ -428,7 +428,7 @@ impl<B: FastOps> Ddpm<B> {
 
     /// The prediction `x̂_0` from the network's output (clipped to `[−1, 1]` if `clip`), and the
     /// noise prediction `ε̂ = (z − α_t x̂_0)/σ_t` consistent with it.
-    fn predict(&self, z: Batch4<B>, out: Batch4<B>, k: &PassCoefficients<B>, clip: bool) -> (Batch4<B>, Batch4<B>) {
+    fn x0_and_eps(&self, z: Batch4<B>, out: Batch4<B>, k: &PassCoefficients<B>, clip: bool) -> (Batch4<B>, Batch4<B>) {
         let x_hat = match self.process.prediction {
             Prediction::Eps => z.clone().sub(k.sigma_t.clone().mul(out.clone())).div(k.alpha_t.clone()),
             Prediction::X0 => out.clone(),
@@ -468,7 +468,7 @@ impl<B: FastOps> Ddpm<B> {
         let (mean_diff, decoder_mean) = if self.process.prediction == Prediction::Mean {
             (k.posterior_mean(p.z.clone(), p.x0.clone()).sub(p.out.clone()), p.out.clone())
         } else {
-            let (x_hat, eps_hat) = self.predict(p.z.clone(), p.out.clone(), k, clip);
+            let (x_hat, eps_hat) = self.x0_and_eps(p.z.clone(), p.out.clone(), k, clip);
             // x_0 − x̂_0, in ε form where that is exact: (σ_t/α_t)(ε̂ − ε).
             let x_error = if !clip && self.process.prediction == Prediction::Eps {
                 k.sigma_t.clone().div(k.alpha_t.clone()).mul(eps_hat.sub(p.eps.clone()))
@@ -515,9 +515,9 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
         let t = at.net_input as usize + 1;
         let k = PassCoefficients::upload(&self.process.coefficients(&vec![t; count]), &device);
         let out = BurnBatch(self.net.forward(z.clone(), Tensor::full([count], at.net_input as f32, &device)));
-        let (x, eps) = self.predict(BurnBatch(z.clone()), out.clone(), &k, self.process.clip);
+        let (x, eps) = self.x0_and_eps(BurnBatch(z.clone()), out.clone(), &k, self.process.clip);
         // A μ-predicting network's output is the reverse mean whether or not x̂ is clipped.
-        let reverse_mean_eps = (self.process.clip && self.process.prediction == Prediction::Mean).then(|| self.predict(BurnBatch(z), out, &k, false).1 .0);
+        let reverse_mean_eps = (self.process.clip && self.process.prediction == Prediction::Mean).then(|| self.x0_and_eps(BurnBatch(z), out, &k, false).1 .0);
         Denoised { eps: eps.0, x: x.0, reverse_mean_eps }
     }
 

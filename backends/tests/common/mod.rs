@@ -83,3 +83,17 @@ pub fn vdm_of(run: &mut RunConfig) -> &mut VdmConfig {
         ModelConfig::Ddpm(_) => panic!("the test needs a VDM run"),
     }
 }
+
+/// `ᾱ_t = Π_{i ≤ t} (1 − β_i)` of DDPM's linear schedule (`β` from `1e-4` to `0.02` over `T`
+/// steps), directly from the βs, for `t = 1..=T`.
+pub fn linear_alpha_bars(big_t: usize) -> Vec<f64> {
+    alpha_bar_products(&(0..big_t).map(|i| 1e-4 + (0.02 - 1e-4) * i as f64 / (big_t - 1) as f64).collect::<Vec<f64>>())
+}
+
+/// `ᾱ_t = Π_{i ≤ t} (1 − β_i)`.
+pub fn alpha_bar_products(betas: &[f64]) -> Vec<f64> {
+    betas.iter().scan(1.0, |a, b| {
+        *a *= 1.0 - b;
+        Some(*a)
+    }).collect()
+}
