@@ -1,6 +1,6 @@
 //! The default CPU run on the bundled digits beats both baselines.
 //!
-//! It runs by default: about 65 s on 2 cores in the test profile.
+//! It runs by default: 73–80 s on 2 cores in the test profile (measured here).
 
 use vdm::backends::config::RunConfig;
 use vdm::backends::data::categorical_baseline_bpd;
@@ -25,7 +25,7 @@ fn trains_past_the_baselines(run: &RunConfig) -> EvalReport {
     report
 }
 
-/// The shipped default (`vdm train`'s config, 1500 steps; about 65 s in the test profile on 2
+/// The shipped default (`vdm train`'s config, 1500 steps; 73–80 s in the test profile on 2
 /// cores) beats the categorical baseline and reaches its documented bound, 2.026 bpd, within
 /// 0.1. Fails when the default config, the data, the trainer or the bound regress.
 #[test]
