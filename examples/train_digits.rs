@@ -25,7 +25,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1, 1234, &device, |_| {})?;
     println!("test VLB {:.3} ± {:.3} bpd", report.bpd.mean, report.bpd.se);
 
-    let samples = sample(&trainer.ema, [8, 8], &SampleOptions { n: 4, steps: 200, ..SampleOptions::default() }, &device, &mut || {})?;
+    let samples = sample(
+        &trainer.ema,
+        [8, 8],
+        &SampleOptions { n: 4, steps: 200, ..SampleOptions::default() },
+        &device,
+        &mut || {},
+    )?;
     let shades = [' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
     for row in 0..8 {
         let line: Vec<String> = (0..samples.len())

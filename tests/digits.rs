@@ -20,7 +20,12 @@ fn trains_past_the_baselines(run: &RunConfig) -> EvalReport {
     let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1, 1234, &device, |_| {}).unwrap();
     let categorical = categorical_baseline_bpd(&train, &test, 0.5);
     let bound = report.bpd.mean + 2.0 * report.bpd.se;
-    assert!(bound < categorical, "test VLB {:.3} ± {:.3} bpd does not beat the categorical baseline {categorical:.3}", report.bpd.mean, report.bpd.se);
+    assert!(
+        bound < categorical,
+        "test VLB {:.3} ± {:.3} bpd does not beat the categorical baseline {categorical:.3}",
+        report.bpd.mean,
+        report.bpd.se
+    );
     assert!(bound < 8.0);
     report
 }
@@ -31,5 +36,9 @@ fn trains_past_the_baselines(run: &RunConfig) -> EvalReport {
 #[test]
 fn the_default_run_reaches_its_documented_bound() {
     let report = trains_past_the_baselines(&RunConfig::digits());
-    assert!((report.bpd.mean - 2.026).abs() < 0.1, "the default run ends at {:.3} bpd; the README documents 2.026", report.bpd.mean);
+    assert!(
+        (report.bpd.mean - 2.026).abs() < 0.1,
+        "the default run ends at {:.3} bpd; the README documents 2.026",
+        report.bpd.mean
+    );
 }

@@ -125,12 +125,18 @@ impl Checkpoint {
         struct Format {
             format: Option<u32>,
         }
-        let format = serde_json::from_str::<Format>(&text).map_err(|e| format!("{}: not a checkpoint state file: {e}", file.display()))?.format;
+        let format = serde_json::from_str::<Format>(&text)
+            .map_err(|e| format!("{}: not a checkpoint state file: {e}", file.display()))?
+            .format;
         if format != Some(FORMAT) {
             let found = format.map_or("an earlier vdm (no format number)".to_string(), |f| format!("format {f}"));
-            return Err(format!("{} was written by {found}; this vdm reads checkpoint format {FORMAT}", file.display()));
+            return Err(format!(
+                "{} was written by {found}; this vdm reads checkpoint format {FORMAT}",
+                file.display()
+            ));
         }
-        let state: CheckpointState = serde_json::from_str(&text).map_err(|e| format!("{}: malformed checkpoint state: {e}", file.display()))?;
+        let state: CheckpointState =
+            serde_json::from_str(&text).map_err(|e| format!("{}: malformed checkpoint state: {e}", file.display()))?;
         state.run.validate().map_err(|e| format!("{}: {e}", file.display()))?;
         for name in state.files.keys() {
             if !is_plain_name(name) {
@@ -143,21 +149,38 @@ impl Checkpoint {
     /// The bytes of weight file `name`, checked against its size and digest in `state.json`.
     pub fn read_file(&self, name: &str) -> Result<Vec<u8>, String> {
         let path = self.dir.join(name);
-        let expected = self.state.files.get(name).ok_or_else(|| format!("{}: state.json lists no file `{name}`", self.dir.display()))?;
+        let expected = self
+            .state
+            .files
+            .get(name)
+            .ok_or_else(|| format!("{}: state.json lists no file `{name}`", self.dir.display()))?;
         let data = fs::read(&path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
         let found = FileDigest::of(&data);
         if found.bytes != expected.bytes {
-            return Err(format!("{}: {} bytes, but state.json records {}: the file is truncated or was replaced", path.display(), found.bytes, expected.bytes));
+            return Err(format!(
+                "{}: {} bytes, but state.json records {}: the file is truncated or was replaced",
+                path.display(),
+                found.bytes,
+                expected.bytes
+            ));
         }
         if found.sha256 != expected.sha256 {
-            return Err(format!("{}: contents differ from the SHA-256 in state.json: the file is corrupt or was replaced", path.display()));
+            return Err(format!(
+                "{}: contents differ from the SHA-256 in state.json: the file is corrupt or was replaced",
+                path.display()
+            ));
         }
         Ok(data)
     }
 
     /// Loads weight file `name` into `template`, a freshly initialised module of the architecture
     /// in `state.json`, after checking that the file holds exactly that architecture's parameters.
-    pub fn load_module<B: Backend, M: Module<B>>(&self, name: &str, template: M, device: &B::Device) -> Result<M, String> {
+    pub fn load_module<B: Backend, M: Module<B>>(
+        &self,
+        name: &str,
+        template: M,
+        device: &B::Device,
+    ) -> Result<M, String> {
         let path = self.dir.join(name);
         let data = self.read_file(name)?;
         // burn's loader panics or silently drops parameters when the record and the module
@@ -169,14 +192,20 @@ impl Checkpoint {
         if let Some(problem) = structure_mismatch(&expected_tree, &found_tree, &mut Vec::new()) {
             return Err(format!("{}: does not hold the weights of the model in state.json: {problem}", path.display()));
         }
-        let record: M::Record = Recorder::<B>::load(&Recording::new(), data, device).map_err(|e| format!("{}: cannot be decoded ({e})", path.display()))?;
+        let record: M::Record = Recorder::<B>::load(&Recording::new(), data, device)
+            .map_err(|e| format!("{}: cannot be decoded ({e})", path.display()))?;
         Ok(template.load_record(record))
     }
 
     /// Decodes weight file `name` as a record of another kind (the optimiser's state).
-    pub fn load_record<B: Backend, R: burn::record::Record<B>>(&self, name: &str, device: &B::Device) -> Result<R, String> {
+    pub fn load_record<B: Backend, R: burn::record::Record<B>>(
+        &self,
+        name: &str,
+        device: &B::Device,
+    ) -> Result<R, String> {
         let data = self.read_file(name)?;
-        Recorder::<B>::load(&Recording::new(), data, device).map_err(|e| format!("{}: cannot be decoded ({e})", self.dir.join(name).display()))
+        Recorder::<B>::load(&Recording::new(), data, device)
+            .map_err(|e| format!("{}: cannot be decoded ({e})", self.dir.join(name).display()))
     }
 }
 
@@ -196,8 +225,16 @@ fn structure_mismatch(expected: &rmpv::Value, found: &rmpv::Value, path: &mut Ve
     use rmpv::Value;
     // The module path of the parameter, without the record's own wrapping (`item`, `param`, ...).
     let here = |path: &[String]| {
-        let named: Vec<&str> = path.iter().map(String::as_str).filter(|p| !matches!(*p, "item" | "param" | "bytes" | "shape" | "dtype" | "id")).collect();
-        if named.is_empty() { "the top level".to_string() } else { format!("`{}`", named.join(".")) }
+        let named: Vec<&str> = path
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !matches!(*p, "item" | "param" | "bytes" | "shape" | "dtype" | "id"))
+            .collect();
+        if named.is_empty() {
+            "the top level".to_string()
+        } else {
+            format!("`{}`", named.join("."))
+        }
     };
     match (expected, found) {
         (Value::Map(a), Value::Map(b)) => {
@@ -216,7 +253,9 @@ fn structure_mismatch(expected: &rmpv::Value, found: &rmpv::Value, path: &mut Ve
                     return problem;
                 }
             }
-            b.iter().find(|(k, _)| !a.iter().any(|(ka, _)| ka == k)).map(|(k, _)| format!("{} has `{}`, which the model lacks", here(path), key(k)))
+            b.iter()
+                .find(|(k, _)| !a.iter().any(|(ka, _)| ka == k))
+                .map(|(k, _)| format!("{} has `{}`, which the model lacks", here(path), key(k)))
         }
         (Value::Array(a), Value::Array(b)) if path.last().is_some_and(|p| p == "shape") => {
             (a != b).then(|| format!("parameter {} has shape {}, but the model needs {}", here(path), found, expected))
@@ -233,9 +272,12 @@ fn structure_mismatch(expected: &rmpv::Value, found: &rmpv::Value, path: &mut Ve
                 problem
             })
         }
-        (Value::Binary(a), Value::Binary(b)) => (a.len() != b.len()).then(|| format!("{} holds {} bytes, but the model needs {}", here(path), b.len(), a.len())),
+        (Value::Binary(a), Value::Binary(b)) => (a.len() != b.len())
+            .then(|| format!("{} holds {} bytes, but the model needs {}", here(path), b.len(), a.len())),
         (Value::String(_), Value::String(_)) | (Value::F32(_), Value::F32(_)) | (Value::F64(_), Value::F64(_)) => None,
-        (a, b) if std::mem::discriminant(a) == std::mem::discriminant(b) => (a != b).then(|| format!("{} is {b}, but the model has {a}", here(path))),
+        (a, b) if std::mem::discriminant(a) == std::mem::discriminant(b) => {
+            (a != b).then(|| format!("{} is {b}, but the model has {a}", here(path)))
+        }
         _ => Some(format!("{} is {found}, where the model has {expected}", here(path))),
     }
 }
@@ -287,7 +329,9 @@ pub fn describe_existing_run(run_dir: &Path) -> Option<String> {
     let mut found: Vec<String> = entries
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name == LATEST || name == "config.toml" || name == "metrics.jsonl" || parse_checkpoint_name(name).is_some())
+        .filter(|name| {
+            name == LATEST || name == "config.toml" || name == "metrics.jsonl" || parse_checkpoint_name(name).is_some()
+        })
         .collect();
     found.sort();
     (!found.is_empty()).then(|| found.join(", "))
@@ -296,7 +340,14 @@ pub fn describe_existing_run(run_dir: &Path) -> Option<String> {
 /// Writes a new checkpoint of `step` into `run_dir` crash-safely (see the module docs), points
 /// `latest` at it and then removes all but the newest `keep` checkpoints. `files` are the weight
 /// files by name; their digests go into `state.json`. Returns the new checkpoint's directory.
-pub fn save(run_dir: &Path, step: usize, image_shape: [usize; 3], run: &RunConfig, files: &[(&str, Vec<u8>)], keep: usize) -> Result<PathBuf, String> {
+pub fn save(
+    run_dir: &Path,
+    step: usize,
+    image_shape: [usize; 3],
+    run: &RunConfig,
+    files: &[(&str, Vec<u8>)],
+    keep: usize,
+) -> Result<PathBuf, String> {
     fs::create_dir_all(run_dir).map_err(|e| format!("creating {}: {}", run_dir.display(), describe_io(&e)))?;
     let existing = checkpoint_dirs(run_dir)?;
     let copy = existing.iter().filter(|((s, _), _)| *s == step).map(|((_, k), _)| k + 1).max().unwrap_or(1);
@@ -325,7 +376,10 @@ pub fn save(run_dir: &Path, step: usize, image_shape: [usize; 3], run: &RunConfi
     })();
     if let Err(e) = written {
         let _ = fs::remove_dir_all(&tmp_dir);
-        let intact = existing.iter().max_by_key(|(key, _)| *key).map_or("no earlier checkpoint exists".to_string(), |(_, d)| format!("{} is intact", d.display()));
+        let intact = existing
+            .iter()
+            .max_by_key(|(key, _)| *key)
+            .map_or("no earlier checkpoint exists".to_string(), |(_, d)| format!("{} is intact", d.display()));
         let needed: u64 = state.files.values().map(|f| f.bytes).sum();
         return Err(format!(
             "writing checkpoint {} ({:.1} MB): {}; nothing was left behind, and {intact}",
@@ -334,12 +388,14 @@ pub fn save(run_dir: &Path, step: usize, image_shape: [usize; 3], run: &RunConfi
             describe_io(&e)
         ));
     }
-    write_atomically(&run_dir.join(LATEST), name.as_bytes()).map_err(|e| format!("updating {}: {}", run_dir.join(LATEST).display(), describe_io(&e)))?;
+    write_atomically(&run_dir.join(LATEST), name.as_bytes())
+        .map_err(|e| format!("updating {}: {}", run_dir.join(LATEST).display(), describe_io(&e)))?;
     let mut older: Vec<_> = checkpoint_dirs(run_dir)?.into_iter().filter(|(_, dir)| *dir != final_dir).collect();
     older.sort();
     let surplus = (older.len() + 1).saturating_sub(keep.max(1));
     for (_, dir) in older.into_iter().take(surplus) {
-        fs::remove_dir_all(&dir).map_err(|e| format!("removing the older checkpoint {}: {}", dir.display(), describe_io(&e)))?;
+        fs::remove_dir_all(&dir)
+            .map_err(|e| format!("removing the older checkpoint {}: {}", dir.display(), describe_io(&e)))?;
     }
     Ok(final_dir)
 }

@@ -26,7 +26,9 @@
 //! or backend) reports it instead of returning wrong images.
 
 use burn::tensor::{Tensor, TensorData};
-use constriction::stream::model::{DefaultContiguousCategoricalEntropyModel, DefaultLeakyQuantizer, DefaultUniformModel};
+use constriction::stream::model::{
+    DefaultContiguousCategoricalEntropyModel, DefaultLeakyQuantizer, DefaultUniformModel,
+};
 use constriction::stream::stack::DefaultAnsCoder;
 use constriction::stream::{Decode, Encode};
 use probability::distribution::{Distribution, Inverse};
@@ -148,7 +150,8 @@ impl Chain {
     fn decoder(&self, z_0: f64) -> Vec<f64> {
         let g0 = self.gammas[0];
         let (x, precision) = (z_0 / alpha(g0), (-g0).exp());
-        let logits: Vec<f64> = (0..PIXEL_VALUES).map(|k| -0.5 * precision * (x - vlb::encode(k as f64, PIXEL_VALUES)).powi(2)).collect();
+        let logits: Vec<f64> =
+            (0..PIXEL_VALUES).map(|k| -0.5 * precision * (x - vlb::encode(k as f64, PIXEL_VALUES)).powi(2)).collect();
         let top = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let weights: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
         let total: f64 = weights.iter().sum();
@@ -162,7 +165,14 @@ fn decoder_model(probabilities: &[f64]) -> Result<DefaultContiguousCategoricalEn
 }
 
 /// `ε̂(z_t)` for all images at step `i`, in batches of `batch_size`.
-fn eps_hat<B: FastOps>(model: &Vdm<B>, z: &[f64], shape: [usize; 3], gamma: f64, batch_size: usize, device: &B::Device) -> Vec<f32> {
+fn eps_hat<B: FastOps>(
+    model: &Vdm<B>,
+    z: &[f64],
+    shape: [usize; 3],
+    gamma: f64,
+    batch_size: usize,
+    device: &B::Device,
+) -> Vec<f32> {
     let d = shape.iter().product::<usize>();
     let mut out = Vec::with_capacity(z.len());
     for chunk in z.chunks(batch_size * d) {
@@ -186,8 +196,13 @@ fn seed_len(values: usize, steps: usize) -> Option<usize> {
 /// symbol (both sides), the latent and the network's prediction (the decoder keeps them).
 fn check_memory(values: usize, steps: usize, seed_words: usize) -> Result<(), String> {
     let per_value_step = 4 + 8 + 4;
-    let need = (values as u128 * (steps as u128 + 1) * per_value_step + 4 * seed_words as u128).min(u64::MAX as u128) as u64;
-    memory::check(&format!("coding {values} values over T = {steps} steps"), need, "code fewer images per message or use fewer steps")
+    let need =
+        (values as u128 * (steps as u128 + 1) * per_value_step + 4 * seed_words as u128).min(u64::MAX as u128) as u64;
+    memory::check(
+        &format!("coding {values} values over T = {steps} steps"),
+        need,
+        "code fewer images per message or use fewer steps",
+    )
 }
 
 fn seed_words(count: usize) -> Vec<u32> {
@@ -200,7 +215,11 @@ fn check_settings(steps: usize, latent_bits: u32, batch_size: usize) -> Result<(
         return Err(format!("the number of steps T must be between 1 and {MAX_TIME_STEPS}, got {steps}"));
     }
     if !LATENT_BITS.contains(&latent_bits) {
-        return Err(format!("latent bits must be between {} and {}, got {latent_bits}", LATENT_BITS.start(), LATENT_BITS.end()));
+        return Err(format!(
+            "latent bits must be between {} and {}, got {latent_bits}",
+            LATENT_BITS.start(),
+            LATENT_BITS.end()
+        ));
     }
     if batch_size == 0 {
         return Err("the batch size must be at least 1".into());
@@ -232,7 +251,9 @@ pub fn compress<B: FastOps>(
     let quantizer = DefaultLeakyQuantizer::new(0..=(chain.bins as i32 - 1));
     let uniform = DefaultUniformModel::new(chain.bins);
 
-    let seed_len = seed_len(m, steps).ok_or_else(|| format!("{} images over T = {steps} steps are too many for one message; compress fewer at a time", images.len()))?;
+    let seed_len = seed_len(m, steps).ok_or_else(|| {
+        format!("{} images over T = {steps} steps are too many for one message; compress fewer at a time", images.len())
+    })?;
     check_memory(m, steps, seed_len)?;
     let seed = seed_words(seed_len);
     let mut coder = DefaultAnsCoder::from_binary(seed.clone()).map_err(|e| format!("{e:?}"))?;
@@ -291,7 +312,12 @@ pub fn compress<B: FastOps>(
         images_sha256: Sha256::digest(&images.pixels).into(),
     };
     let bytes = write_file(&header, untouched as u64, &words[untouched..]);
-    let stats = CodecStats { net_bits, seed_bits: 32.0 * consumed_seed_words as f64, file_bits: 8.0 * bytes.len() as f64, dims: m };
+    let stats = CodecStats {
+        net_bits,
+        seed_bits: 32.0 * consumed_seed_words as f64,
+        file_bits: 8.0 * bytes.len() as f64,
+        dims: m,
+    };
     Ok((bytes, stats))
 }
 
@@ -318,7 +344,8 @@ pub fn decompress<B: FastOps>(
         ));
     }
     let steps = usize::try_from(header.steps).map_err(|_| "the file's T does not fit this machine".to_string())?;
-    let batch_size = usize::try_from(header.batch_size).map_err(|_| "the file's batch size does not fit this machine".to_string())?;
+    let batch_size = usize::try_from(header.batch_size)
+        .map_err(|_| "the file's batch size does not fit this machine".to_string())?;
     check_settings(steps, header.latent_bits, batch_size).map_err(|e| format!("the file's header is invalid: {e}"))?;
     let shape = header.shape.map(|v| v as usize);
     crate::data::check_image_shape(shape).map_err(|e| format!("the file's header is invalid: {e}"))?;
@@ -326,12 +353,16 @@ pub fn decompress<B: FastOps>(
         return Err(format!("the file holds {}-channel images; this model takes {}", shape[0], model.channels()));
     }
     let d = shape.iter().product::<usize>();
-    let m = usize::try_from(header.count).ok().and_then(|n| n.checked_mul(d)).ok_or("the file's image count is invalid")?;
-    let seed_len = seed_len(m, steps).filter(|&n| untouched <= n as u64).ok_or("the file's header is corrupt (image count, steps or seed length)")?;
+    let m =
+        usize::try_from(header.count).ok().and_then(|n| n.checked_mul(d)).ok_or("the file's image count is invalid")?;
+    let seed_len = seed_len(m, steps)
+        .filter(|&n| untouched <= n as u64)
+        .ok_or("the file's header is corrupt (image count, steps or seed length)")?;
     check_memory(m, steps, seed_len)?;
     let mut words = seed_words(untouched as usize);
     words.extend_from_slice(&stored);
-    let mut coder = DefaultAnsCoder::from_compressed(words).map_err(|_| "the compressed data is malformed (its last word is zero)".to_string())?;
+    let mut coder = DefaultAnsCoder::from_compressed(words)
+        .map_err(|_| "the compressed data is malformed (its last word is zero)".to_string())?;
 
     let chain = Chain::new(model, steps, header.latent_bits)?;
     let quantizer = DefaultLeakyQuantizer::new(0..=(chain.bins as i32 - 1));
@@ -369,7 +400,9 @@ pub fn decompress<B: FastOps>(
 
     // Push the latents back under the posterior, z_0 first, in the reverse of the encoder's pops.
     let f: Vec<f64> = pixels.iter().map(|&p| vlb::encode(f64::from(p), PIXEL_VALUES)).collect();
-    let push = |coder: &mut DefaultAnsCoder, s: u32, q: BinPosterior| coder.encode_symbol(s as i32, quantizer.quantize(Bins(q))).map_err(|e| format!("{e:?}"));
+    let push = |coder: &mut DefaultAnsCoder, s: u32, q: BinPosterior| {
+        coder.encode_symbol(s as i32, quantizer.quantize(Bins(q))).map_err(|e| format!("{e:?}"))
+    };
     for i in 1..=steps {
         for j in (0..m).rev() {
             let (mean_p, sd_p) = chain.prior(i, latents[i][j], predictions[i][j]);
@@ -419,7 +452,9 @@ pub fn read_file(bytes: &[u8]) -> Result<(Header, u64, Vec<u32>), String> {
     }
     let mut at = MAGIC.len();
     let mut take = |n: usize| -> Result<&[u8], String> {
-        let part = bytes.get(at..at + n).ok_or_else(|| format!("the file is truncated: {} bytes, ends inside its header at byte {at}", bytes.len()))?;
+        let part = bytes.get(at..at + n).ok_or_else(|| {
+            format!("the file is truncated: {} bytes, ends inside its header at byte {at}", bytes.len())
+        })?;
         at += n;
         Ok(part)
     };
@@ -433,7 +468,8 @@ pub fn read_file(bytes: &[u8]) -> Result<(Header, u64, Vec<u32>), String> {
     if hash_len > 128 {
         return Err("the file's header is corrupt (model hash length)".into());
     }
-    let model = String::from_utf8(take(hash_len)?.to_vec()).map_err(|_| "the file's header is corrupt (model hash)".to_string())?;
+    let model = String::from_utf8(take(hash_len)?.to_vec())
+        .map_err(|_| "the file's header is corrupt (model hash)".to_string())?;
     let [steps, count, batch_size, untouched, word_count] = [(); 5].map(|()| take(8).map(u64_at));
     let (steps, count, batch_size, untouched, word_count) = (steps?, count?, batch_size?, untouched?, word_count?);
     let [c, h, w, latent_bits] = [(); 4].map(|()| take(4).map(u32_at));
@@ -443,7 +479,10 @@ pub fn read_file(bytes: &[u8]) -> Result<(Header, u64, Vec<u32>), String> {
     let header_end = at;
     let expected = (word_count as u128) * 4 + 32 + header_end as u128;
     if bytes.len() as u128 != expected {
-        return Err(format!("the file is truncated or has trailing data: {} bytes, its header says {expected}", bytes.len()));
+        return Err(format!(
+            "the file is truncated or has trailing data: {} bytes, its header says {expected}",
+            bytes.len()
+        ));
     }
     let body_end = bytes.len() - 32;
     if Sha256::digest(&bytes[..body_end])[..] != bytes[body_end..] {

@@ -19,7 +19,10 @@ impl EvalConfig {
             return Err("eval.limit must be at least 1".into());
         }
         if self.time_steps > MAX_TIME_STEPS {
-            return Err(format!("eval.time_steps must be at most {MAX_TIME_STEPS} (0 is continuous time), got {}", self.time_steps));
+            return Err(format!(
+                "eval.time_steps must be at most {MAX_TIME_STEPS} (0 is continuous time), got {}",
+                self.time_steps
+            ));
         }
         Ok(())
     }
@@ -84,7 +87,15 @@ impl RunConfig {
         Self {
             data: DataConfig::Digits { test_size: 297 },
             model: ModelConfig::Vdm(VdmConfig::digits()),
-            train: TrainConfig { batch_size: 32, steps: 1500, lr: 2e-3, warmup_steps: 100, ema_decay: 0.999, clip_grad_norm: Some(1.0), ..TrainConfig::default() },
+            train: TrainConfig {
+                batch_size: 32,
+                steps: 1500,
+                lr: 2e-3,
+                warmup_steps: 100,
+                ema_decay: 0.999,
+                clip_grad_norm: Some(1.0),
+                ..TrainConfig::default()
+            },
             eval: EvalConfig { every: 500, ..EvalConfig::default() },
             checkpoint_every: 500,
             keep_checkpoints: 1,
@@ -114,7 +125,8 @@ impl RunConfig {
         if self.keep_checkpoints == 0 {
             return Err("keep_checkpoints must be at least 1".into());
         }
-        let variance_objective = matches!(&self.model, ModelConfig::Vdm(m) if m.schedule.shape_objective() == ShapeObjective::Variance);
+        let variance_objective =
+            matches!(&self.model, ModelConfig::Vdm(m) if m.schedule.shape_objective() == ShapeObjective::Variance);
         if variance_objective && self.train.time_steps != 0 {
             return Err(format!(
                 "model.schedule.shape_objective = \"variance\" needs continuous-time training (train.time_steps = 0, got {}): with T steps the bound depends on the shape",

@@ -74,7 +74,8 @@ mod tests {
 
     #[test]
     fn refusals_state_the_estimate_and_what_is_available() {
-        let err = check_against("training", 40_000_000_000, Some(20_000_000_000), "lower train.batch_size").unwrap_err();
+        let err =
+            check_against("training", 40_000_000_000, Some(20_000_000_000), "lower train.batch_size").unwrap_err();
         assert!(err.contains("40.0 GB") && err.contains("20.0 GB") && err.contains("train.batch_size"), "{err}");
         assert!(check_against("training", 1, Some(2), "").is_ok());
         assert!(check_against("training", u64::MAX, None, "").is_ok(), "unknown availability refuses nothing");

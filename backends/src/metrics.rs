@@ -50,7 +50,8 @@ fn sqrt_psd(a: &DMatrix<f64>) -> DMatrix<f64> {
 pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> f64 {
     let root_a = sqrt_psd(&a.covariance);
     let middle = &root_a * &b.covariance * &root_a;
-    let cross: f64 = SymmetricEigen::new((&middle + middle.transpose()) / 2.0).eigenvalues.iter().map(|l| l.max(0.0).sqrt()).sum();
+    let cross: f64 =
+        SymmetricEigen::new((&middle + middle.transpose()) / 2.0).eigenvalues.iter().map(|l| l.max(0.0).sqrt()).sum();
     (&a.mean - &b.mean).norm_squared() + a.covariance.trace() + b.covariance.trace() - 2.0 * cross
 }
 
@@ -60,7 +61,9 @@ pub fn inception_score(probabilities: &[Vec<f64>]) -> f64 {
     let n = probabilities.len().max(1) as f64;
     let k = probabilities.first().map_or(0, Vec::len);
     let marginal: Vec<f64> = (0..k).map(|j| probabilities.iter().map(|p| p[j]).sum::<f64>() / n).collect();
-    let kl = |p: &Vec<f64>| p.iter().zip(&marginal).filter(|(&pj, _)| pj > 0.0).map(|(&pj, &mj)| pj * (pj / mj).ln()).sum::<f64>();
+    let kl = |p: &Vec<f64>| {
+        p.iter().zip(&marginal).filter(|(&pj, _)| pj > 0.0).map(|(&pj, &mj)| pj * (pj / mj).ln()).sum::<f64>()
+    };
     (probabilities.iter().map(kl).sum::<f64>() / n).exp()
 }
 

@@ -219,7 +219,8 @@ impl<B: Backend> LearnedSchedule<B> {
             Self::Net(s) => s.shape(t),
         };
         let (b, w) = if part == Part::Shape { (b.detach(), w.detach()) } else { (b, w) };
-        let (shape, shape_prime) = if part == Part::Endpoints { (shape.detach(), shape_prime.detach()) } else { (shape, shape_prime) };
+        let (shape, shape_prime) =
+            if part == Part::Endpoints { (shape.detach(), shape_prime.detach()) } else { (shape, shape_prime) };
         let span = w.abs();
         (shape * span.clone() + b, shape_prime * span)
     }
@@ -263,8 +264,15 @@ impl<B: Backend> LearnedSchedule<B> {
             Self::Net(s) => {
                 let (b, w) = (scalar(&s.b), scalar(&s.w));
                 HostSchedule::Net(
-                    MonotoneNet { l1_w: scalar(&s.l1_w), l1_b: 0.0, l2_w: values(&s.l2_w), l2_b: values(&s.l2_b), l3_w: values(&s.l3_w), endpoints: None }
-                        .with_endpoints(b, b + w.abs()),
+                    MonotoneNet {
+                        l1_w: scalar(&s.l1_w),
+                        l1_b: 0.0,
+                        l2_w: values(&s.l2_w),
+                        l2_b: values(&s.l2_b),
+                        l3_w: values(&s.l3_w),
+                        endpoints: None,
+                    }
+                    .with_endpoints(b, b + w.abs()),
                 )
             }
         }

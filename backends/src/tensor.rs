@@ -114,6 +114,7 @@ pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// Standard normal noise of `shape`, image `i`'s from `streams[i]` (one stream per image).
 pub(crate) fn normals<B: Backend>(streams: &mut [SplitMix64], shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
     let d = shape[1] * shape[2] * shape[3];
-    let values: Vec<f32> = streams.iter_mut().flat_map(|rng| (0..d).map(|_| rng.normal::<f32>()).collect::<Vec<_>>()).collect();
+    let values: Vec<f32> =
+        streams.iter_mut().flat_map(|rng| (0..d).map(|_| rng.normal::<f32>()).collect::<Vec<_>>()).collect();
     Tensor::from_data(TensorData::new(values, shape), device)
 }

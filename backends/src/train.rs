@@ -81,7 +81,9 @@ impl TrainConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("train.{name} must be at least 1"));
         }
-        let positive = [("lr", self.lr), ("epsilon", self.epsilon)].into_iter().chain(self.clip_grad_norm.map(|c| ("clip_grad_norm", c)));
+        let positive = [("lr", self.lr), ("epsilon", self.epsilon)]
+            .into_iter()
+            .chain(self.clip_grad_norm.map(|c| ("clip_grad_norm", c)));
         for (name, v) in positive {
             if !(v > 0.0 && v.is_finite()) {
                 return Err(format!("train.{name} must be positive and finite, got {v}"));
@@ -96,7 +98,10 @@ impl TrainConfig {
             }
         }
         if self.time_steps > MAX_TIME_STEPS {
-            return Err(format!("train.time_steps must be at most {MAX_TIME_STEPS} (0 is continuous time), got {}", self.time_steps));
+            return Err(format!(
+                "train.time_steps must be at most {MAX_TIME_STEPS} (0 is continuous time), got {}",
+                self.time_steps
+            ));
         }
         Ok(())
     }
@@ -170,7 +175,15 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         B::seed(device, derive_seed(run.train.seed, 0, 0));
         let model = materialise(M::build(&run.model, image_shape, device)?);
         let ema = model.valid();
-        Ok(Self { model, ema, optim: run.train.optimizer(), step: 0, run: run.clone(), image_shape, device: device.clone() })
+        Ok(Self {
+            model,
+            ema,
+            optim: run.train.optimizer(),
+            step: 0,
+            run: run.clone(),
+            image_shape,
+            device: device.clone(),
+        })
     }
 
     /// Continues from `checkpoint` with the run configuration saved in it.
@@ -208,7 +221,12 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
     /// `(seed, flip, step)`).
     pub fn next_batch(&self, train: &ImageSet) -> Result<ImageSet, String> {
         if train.shape() != self.image_shape || train.is_empty() {
-            return Err(format!("the model takes images of {:?}; the training set holds {} of {:?}", self.image_shape, train.len(), train.shape()));
+            return Err(format!(
+                "the model takes images of {:?}; the training set holds {} of {:?}",
+                self.image_shape,
+                train.len(),
+                train.shape()
+            ));
         }
         let mut batch = train.select(&self.batch_indices(self.step, train.len()));
         if self.run.train.hflip {
@@ -231,7 +249,14 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
                 let (epoch, offset) = (position / n, position % n);
                 let permuted = match &order {
                     Some((e, p)) if *e == epoch => p,
-                    _ => &order.insert((epoch, permutation(n, derive_seed(self.run.train.seed, STREAM_EPOCH, epoch as u64)))).1,
+                    _ => {
+                        &order
+                            .insert((
+                                epoch,
+                                permutation(n, derive_seed(self.run.train.seed, STREAM_EPOCH, epoch as u64)),
+                            ))
+                            .1
+                    }
                 };
                 permuted[offset]
             })
@@ -244,7 +269,8 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         let step_seed = derive_seed(self.run.train.seed, STREAM_STEP, self.step as u64);
         B::seed(&self.device, step_seed);
         let mut rng = SplitMix64::new(step_seed);
-        let (loss, grads) = self.model.loss_and_gradients(pixels_tensor::<B>(&batch, &self.device), &mut rng, &self.run)?;
+        let (loss, grads) =
+            self.model.loss_and_gradients(pixels_tensor::<B>(&batch, &self.device), &mut rng, &self.run)?;
         let (grad_norm, lr) = self.apply_gradients(grads);
         Ok(StepStats { loss, grad_norm, lr })
     }

@@ -4,8 +4,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use vdm_backends::model::{pixels_tensor, Noise, TimeMode};
-use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
 use vdm_backends::nn::score_unet::ScoreNetConfig;
+use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
 use vdm_backends::tensor::BurnBatch;
 use vdm_backends::{Autodiff, Cpu};
 use vdm_core::ddpm::discretized_gaussian_nll;
@@ -55,7 +55,8 @@ fn vlb_terms_match_the_reference_implementation() {
 
         let prior = (prior_kl(x_b.clone(), hi_b.clone()), prior_kl(x_ref.clone(), hi_ref.clone()));
         assert_close(&tag("prior"), &host(prior.0), prior.1.as_slice(), 1e-4);
-        let z0 = (diffuse(x_b.clone(), e_b.clone(), lo_b.clone()), diffuse(x_ref.clone(), e_ref.clone(), lo_ref.clone()));
+        let z0 =
+            (diffuse(x_b.clone(), e_b.clone(), lo_b.clone()), diffuse(x_ref.clone(), e_ref.clone(), lo_ref.clone()));
         let recon = (
             reconstruction_nll(x_b.clone(), z0.0.clone(), lo_b.clone(), PIXEL_VALUES),
             reconstruction_nll(x_ref.clone(), z0.1.clone(), lo_ref.clone(), PIXEL_VALUES),
@@ -71,7 +72,10 @@ fn vlb_terms_match_the_reference_implementation() {
             diffusion_loss_discrete(e_ref.clone(), h_ref.clone(), lo_ref.clone(), hi_ref.clone(), 1000),
         );
         assert_close(&tag("discrete loss"), &host(disc.0), disc.1.as_slice(), 1e-4);
-        let q = (posterior(x_b.clone(), z0.0.clone(), lo_b.clone(), hi_b.clone()), posterior(x_ref.clone(), z0.1.clone(), lo_ref.clone(), hi_ref.clone()));
+        let q = (
+            posterior(x_b.clone(), z0.0.clone(), lo_b.clone(), hi_b.clone()),
+            posterior(x_ref.clone(), z0.1.clone(), lo_ref.clone(), hi_ref.clone()),
+        );
         assert_close(&tag("posterior mean"), &host(q.0.mean), q.1.mean.as_slice(), 1e-4);
         assert_close(&tag("posterior variance"), &host(q.0.variance), q.1.variance.as_slice(), 1e-4);
         let step = (
@@ -81,8 +85,16 @@ fn vlb_terms_match_the_reference_implementation() {
         assert_close(&tag("ancestral step"), &host(step.0), step.1.as_slice(), 1e-4);
         // The DDPM decoder near its mean (burn's f32 `1 − erf` tail is documented as inexact).
         let ddpm = (
-            discretized_gaussian_nll(x_b.clone(), x_b.clone().add(h_b.clone().mul_scalar(0.01)), hi_b.clone().mul_scalar(0.0).add_scalar(-4.0)),
-            discretized_gaussian_nll(x_ref.clone(), x_ref.clone().add(h_ref.clone().mul_scalar(0.01)), hi_ref.clone().mul_scalar(0.0).add_scalar(-4.0)),
+            discretized_gaussian_nll(
+                x_b.clone(),
+                x_b.clone().add(h_b.clone().mul_scalar(0.01)),
+                hi_b.clone().mul_scalar(0.0).add_scalar(-4.0),
+            ),
+            discretized_gaussian_nll(
+                x_ref.clone(),
+                x_ref.clone().add(h_ref.clone().mul_scalar(0.01)),
+                hi_ref.clone().mul_scalar(0.0).add_scalar(-4.0),
+            ),
         );
         assert_close(&tag("DDPM decoder"), &host(ddpm.0), ddpm.1.as_slice(), 2e-3);
     }
@@ -112,7 +124,17 @@ fn schedule_modules_match_core() {
     let cases: Vec<(ScheduleConfig, Box<dyn NoiseSchedule<f64>>)> = vec![
         (ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 }, Box::new(LearnedScalar::init(-13.3, 5.0))),
         (ScheduleConfig::Fixed { gamma_min: -10.0, gamma_max: 8.0 }, Box::new(LearnedScalar::init(-10.0, 8.0))),
-        (ScheduleConfig::Net { gamma_min: -13.3, gamma_max: 5.0, width: 64, seed: 9, shape_objective: ShapeObjective::Vlb, learn_endpoints: true }, Box::new(MonotoneNet::init_shape(64, 9).with_endpoints(-13.3, 5.0))),
+        (
+            ScheduleConfig::Net {
+                gamma_min: -13.3,
+                gamma_max: 5.0,
+                width: 64,
+                seed: 9,
+                shape_objective: ShapeObjective::Vlb,
+                learn_endpoints: true,
+            },
+            Box::new(MonotoneNet::init_shape(64, 9).with_endpoints(-13.3, 5.0)),
+        ),
     ];
     for (config, reference) in cases {
         let (g, gp) = config.init::<B>(&device).gamma_and_prime(t.clone());
@@ -126,7 +148,14 @@ fn schedule_modules_match_core() {
 }
 
 fn tiny_score() -> ScoreNetConfig {
-    ScoreNetConfig { n_embd: 8, n_layer: 1, groups: 4, dropout: 0.0, fourier_exponents: vec![4], ..ScoreNetConfig::default() }
+    ScoreNetConfig {
+        n_embd: 8,
+        n_layer: 1,
+        groups: 4,
+        dropout: 0.0,
+        fourier_exponents: vec![4],
+        ..ScoreNetConfig::default()
+    }
 }
 
 #[test]
@@ -160,11 +189,26 @@ fn vlb_gradients_reach_the_learned_schedules() {
     let images = vdm_backends::data::digits().select(&[0, 1, 2, 3]);
     let schedules = [
         ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
-        ScheduleConfig::Net { gamma_min: -13.3, gamma_max: 5.0, width: 16, seed: 1, shape_objective: ShapeObjective::Vlb, learn_endpoints: true },
-        ScheduleConfig::Net { gamma_min: -13.3, gamma_max: 5.0, width: 16, seed: 1, shape_objective: ShapeObjective::Vlb, learn_endpoints: false },
+        ScheduleConfig::Net {
+            gamma_min: -13.3,
+            gamma_max: 5.0,
+            width: 16,
+            seed: 1,
+            shape_objective: ShapeObjective::Vlb,
+            learn_endpoints: true,
+        },
+        ScheduleConfig::Net {
+            gamma_min: -13.3,
+            gamma_max: 5.0,
+            width: 16,
+            seed: 1,
+            shape_objective: ShapeObjective::Vlb,
+            learn_endpoints: false,
+        },
     ];
     for (schedule, time) in schedules.iter().flat_map(|s| [(s, TimeMode::Continuous), (s, TimeMode::Discrete(10))]) {
-        let model = vdm_backends::model::VdmConfig { score: tiny_score(), schedule: schedule.clone() }.init::<Autodiff<B>>(1, &device);
+        let model = vdm_backends::model::VdmConfig { score: tiny_score(), schedule: schedule.clone() }
+            .init::<Autodiff<B>>(1, &device);
         let noise = Noise::draw(&mut SplitMix64::new(0), images.len(), images.features());
         let terms = model.vlb_terms(pixels_tensor(&images, &device), &noise, time);
         let loss = terms.total().0.mean();

@@ -13,7 +13,8 @@ use vdm_backends::train::{load_ema, Trainer};
 use vdm_backends::Cpu;
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -71,7 +72,8 @@ fn a_missing_empty_or_stale_latest_never_hides_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     saved_run(dir.path(), 2);
     let latest = dir.path().join("latest");
-    for (content, problem) in [(None, "latest"), (Some(""), "is empty"), (Some("step-0000001"), "names `step-0000001`")] {
+    for (content, problem) in [(None, "latest"), (Some(""), "is empty"), (Some("step-0000001"), "names `step-0000001`")]
+    {
         match content {
             None => fs::remove_file(&latest).unwrap_or(()),
             Some(text) => fs::write(&latest, text).unwrap(),
@@ -131,7 +133,8 @@ fn damaged_checkpoints_are_reported_by_file() {
         }
         (dir, to)
     };
-    let load = |dir: &Path| Checkpoint::open(dir).and_then(|c| load_ema::<Cpu, Vdm<Cpu>>(&c, &Default::default()).map(|_| ()));
+    let load =
+        |dir: &Path| Checkpoint::open(dir).and_then(|c| load_ema::<Cpu, Vdm<Cpu>>(&c, &Default::default()).map(|_| ()));
     let state_of = |ckpt: &Path| fs::read_to_string(ckpt.join("state.json")).unwrap();
 
     let (dir, ckpt) = fresh();
@@ -155,7 +158,11 @@ fn damaged_checkpoints_are_reported_by_file() {
 
     // state.json edited to another architecture: a wider network, a deeper one, a shallower one.
     for (from, to, expected) in [
-        ("\"n_embd\": 8", "\"n_embd\": 12", "parameter `score.dense0.weight` has shape [8, 32], but the model needs [12, 48]"),
+        (
+            "\"n_embd\": 8",
+            "\"n_embd\": 12",
+            "parameter `score.dense0.weight` has shape [8, 32], but the model needs [12, 48]",
+        ),
         ("\"n_layer\": 1", "\"n_layer\": 2", "`score.down` has 1 entry, but the model has 2"),
         ("\"n_layer\": 1", "\"n_layer\": 0", "`score.down` has 1 entry, but the model has 0"),
     ] {
@@ -167,7 +174,11 @@ fn damaged_checkpoints_are_reported_by_file() {
         assert!(err.contains("ema.mpk") && err.contains(expected), "{to}: {err}");
     }
 
-    for (content, expected) in [("", "not a checkpoint state file"), ("{\"step\": 3}", "written by an earlier vdm"), ("{\"format\": 2, \"step\": 1}", "malformed")] {
+    for (content, expected) in [
+        ("", "not a checkpoint state file"),
+        ("{\"step\": 3}", "written by an earlier vdm"),
+        ("{\"format\": 2, \"step\": 1}", "malformed"),
+    ] {
         let (dir, ckpt) = fresh();
         fs::write(ckpt.join("state.json"), content).unwrap();
         let err = load(dir.path()).unwrap_err();

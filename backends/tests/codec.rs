@@ -35,7 +35,10 @@ fn compression_round_trips_and_the_file_adds_up() {
         assert_eq!(back.shape(), test.shape());
         assert!(stats.used_bpd() >= stats.effective_bpd() && stats.seed_bits > 0.0, "{stats:?}");
         let header_bits = 8.0 * 152.0;
-        assert!((stats.file_bits - stats.net_bits - stats.seed_bits - header_bits).abs() <= 64.0, "file = net + consumed seed + header (to two words): {stats:?}");
+        assert!(
+            (stats.file_bits - stats.net_bits - stats.seed_bits - header_bits).abs() <= 64.0,
+            "file = net + consumed seed + header (to two words): {stats:?}"
+        );
     }
 }
 
@@ -65,7 +68,10 @@ fn the_net_rate_is_the_bound_within_its_standard_error() {
         let many = test.select(&(0..1024).map(|i| i % 4).collect::<Vec<_>>());
         let bound = evaluate(&model, &many, TimeMode::Discrete(steps), 256, 32, 1, &device, |_| {}).unwrap().bpd;
         let se = (rate.se.powi(2) + bound.se.powi(2)).sqrt();
-        eprintln!("T = {steps}: net rate {:.4} ± {:.4} bpd, bound {:.4} ± {:.4}", rate.mean, rate.se, bound.mean, bound.se);
+        eprintln!(
+            "T = {steps}: net rate {:.4} ± {:.4} bpd, bound {:.4} ± {:.4}",
+            rate.mean, rate.se, bound.mean, bound.se
+        );
         assert!((rate.mean - bound.mean).abs() < 4.0 * se + 0.02, "T = {steps}: net rate {rate:?} vs bound {bound:?}");
     }
 }
@@ -77,7 +83,9 @@ fn bad_files_are_refused() {
     let device = Default::default();
     let images = test.select(&[0, 1, 2, 3]);
     let (bytes, _) = compress(&model, HASH, &images, 3, 10, 64, &device, || {}).unwrap();
-    let refuse = |bytes: &[u8], hash: &str, steps: Option<usize>| decompress(&model, hash, bytes, steps, &device, || {}).unwrap_err();
+    let refuse = |bytes: &[u8], hash: &str, steps: Option<usize>| {
+        decompress(&model, hash, bytes, steps, &device, || {}).unwrap_err()
+    };
 
     assert!(refuse(&bytes[..bytes.len() - 5], HASH, None).contains("truncated"));
     assert!(refuse(&bytes[..20], HASH, None).contains("truncated"));

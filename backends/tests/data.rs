@@ -49,7 +49,10 @@ fn malformed_csv_files_are_reported_with_file_line_and_reason() {
     let wide = CsvLayout { max_value: u32::MAX, ..layout.clone() };
     let ok = load_csv(&write(dir.path(), "wide.csv", "0,2147483648,4294967295\n"), &wide).unwrap();
     assert_eq!(ok.pixels, vec![0, 128, 255]);
-    for (bad, expected) in [(CsvLayout { max_value: 0, ..layout.clone() }, "max_value"), (CsvLayout { channels: 0, ..layout.clone() }, "at least one channel")] {
+    for (bad, expected) in [
+        (CsvLayout { max_value: 0, ..layout.clone() }, "max_value"),
+        (CsvLayout { channels: 0, ..layout.clone() }, "at least one channel"),
+    ] {
         let err = load_csv(&write(dir.path(), "any.csv", "1,2,3\n"), &bad).unwrap_err().to_string();
         assert!(err.contains(expected), "{err}");
     }

@@ -51,7 +51,10 @@ fn idx_files_read_exactly_gzipped_or_not_with_labels_and_transposed() {
     write(&dir.path().join("train-labels-idx1-ubyte"), &idx_file(2049, &[3], &[7, 0, 9]));
     write(&dir.path().join("t10k-images-idx3-ubyte"), &idx_file(2051, &[2, 2, 3], &test_px));
     let (train, test) = idx::load_dir(dir.path(), "", false, "").unwrap();
-    assert_eq!((train.shape(), train.pixels.clone(), train.labels.clone()), ([1, 2, 3], train_px.clone(), Some(vec![7, 0, 9])));
+    assert_eq!(
+        (train.shape(), train.pixels.clone(), train.labels.clone()),
+        ([1, 2, 3], train_px.clone(), Some(vec![7, 0, 9]))
+    );
     assert_eq!((test.shape(), test.pixels.clone(), test.labels.clone()), ([1, 2, 3], test_px, None));
     // Transposed (EMNIST): a 2x3 stored image becomes 3x2.
     let (t, _) = idx::load_dir(dir.path(), "", true, "").unwrap();
@@ -64,30 +67,51 @@ fn malformed_idx_files_are_reported_with_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name);
     let cases: Vec<(PathBuf, Vec<&str>)> = vec![
-        (write(&p("magic"), &idx_file(2049, &[1, 2, 2], &[0; 4])), vec!["magic", "at byte 0", "magic number 2049", "expected 2051"]),
+        (
+            write(&p("magic"), &idx_file(2049, &[1, 2, 2], &[0; 4])),
+            vec!["magic", "at byte 0", "magic number 2049", "expected 2051"],
+        ),
         (write(&p("short"), &[0, 0]), vec!["short", "too short for an IDX header"]),
         (write(&p("header"), &idx_file(2051, &[1], &[])), vec!["header", "truncated header", "has 16"]),
-        (write(&p("data"), &idx_file(2051, &[2, 2, 2], &[0; 7])), vec!["data", "at byte 16", "2 x 2 x 2 = 8 bytes", "has 7"]),
+        (
+            write(&p("data"), &idx_file(2051, &[2, 2, 2], &[0; 7])),
+            vec!["data", "at byte 16", "2 x 2 x 2 = 8 bytes", "has 7"],
+        ),
         (write(&p("empty"), &idx_file(2051, &[0, 2, 2], &[])), vec!["empty", "no images"]),
         (write(&p("bad.gz"), b"not gzip at all"), vec!["bad.gz", "not a valid gzip file"]),
     ];
     for (path, parts) in cases {
         assert_mentions(&err_of(idx::load_images(&path, false)), &parts);
     }
-    assert_mentions(&err_of(idx::load_labels(&write(&p("lab"), &idx_file(2051, &[1, 1, 1], &[0])))), &["lab", "expected 2049"]);
+    assert_mentions(
+        &err_of(idx::load_labels(&write(&p("lab"), &idx_file(2051, &[1, 1, 1], &[0])))),
+        &["lab", "expected 2049"],
+    );
 
     // Directory-level problems: missing files, label counts that disagree with the images.
     let d = tempfile::tempdir().unwrap();
-    assert_mentions(&err_of(idx::load_dir(d.path(), "", false, "; install it")), &["train-images-idx3-ubyte", "install it"]);
+    assert_mentions(
+        &err_of(idx::load_dir(d.path(), "", false, "; install it")),
+        &["train-images-idx3-ubyte", "install it"],
+    );
     write(&d.path().join("train-images-idx3-ubyte"), &idx_file(2051, &[2, 1, 1], &[1, 2]));
     write(&d.path().join("train-labels-idx1-ubyte"), &idx_file(2049, &[3], &[1, 2, 3]));
     write(&d.path().join("t10k-images-idx3-ubyte"), &idx_file(2051, &[1, 1, 1], &[1]));
-    assert_mentions(&err_of(idx::load_dir(d.path(), "", false, "")), &["train-labels-idx1-ubyte", "3 labels for the 2 images"]);
+    assert_mentions(
+        &err_of(idx::load_dir(d.path(), "", false, "")),
+        &["train-labels-idx1-ubyte", "3 labels for the 2 images"],
+    );
 }
 
 /// A CIFAR-10 record: label then three planes.
 fn cifar_records(labels: &[u8]) -> Vec<u8> {
-    labels.iter().enumerate().flat_map(|(i, &l)| std::iter::once(l).chain(pattern(1, 3072).into_iter().map(move |v| v.wrapping_add(i as u8)))).collect()
+    labels
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &l)| {
+            std::iter::once(l).chain(pattern(1, 3072).into_iter().map(move |v| v.wrapping_add(i as u8)))
+        })
+        .collect()
 }
 
 #[test]
@@ -106,10 +130,16 @@ fn cifar_batches_read_any_record_count_and_report_partial_records() {
     let mut partial = cifar_records(&[1, 2]);
     partial.extend_from_slice(&[5; 100]);
     let path = write(&dir.path().join("data_batch_2.bin"), &partial);
-    assert_mentions(&err_of(cifar::load_batch(&path)), &["data_batch_2.bin", "at byte 6146", "partial record of 100 bytes"]);
+    assert_mentions(
+        &err_of(cifar::load_batch(&path)),
+        &["data_batch_2.bin", "at byte 6146", "partial record of 100 bytes"],
+    );
     let path = write(&dir.path().join("labels.bin"), &cifar_records(&[3, 12]));
     assert_mentions(&err_of(cifar::load_batch(&path)), &["labels.bin", "at byte 3073", "label 12", "CIFAR-100"]);
-    assert_mentions(&err_of(cifar::load_batch(&write(&dir.path().join("empty.bin"), b""))), &["empty.bin", "no records"]);
+    assert_mentions(
+        &err_of(cifar::load_batch(&write(&dir.path().join("empty.bin"), b""))),
+        &["empty.bin", "no records"],
+    );
     fs::remove_file(dir.path().join("data_batch_4.bin")).unwrap();
     assert_mentions(&err_of(cifar::load_dir(dir.path())), &["lacks data_batch_4.bin"]);
 }
@@ -124,7 +154,11 @@ fn cifar_batches_read_any_record_count_and_report_partial_records() {
 fn the_shared_cifar10_subset_loads_with_its_documented_counts() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cifar10-subset");
     if !dir.is_dir() {
-        assert!(std::env::var_os("VDM_REQUIRE_SHARED_DATA").is_none(), "{} is missing and VDM_REQUIRE_SHARED_DATA is set", dir.display());
+        assert!(
+            std::env::var_os("VDM_REQUIRE_SHARED_DATA").is_none(),
+            "{} is missing and VDM_REQUIRE_SHARED_DATA is set",
+            dir.display()
+        );
         eprintln!("skipped: {} is absent (the project's data beside its checkout; set VDM_REQUIRE_SHARED_DATA=1 to require it)", dir.display());
         return;
     }
@@ -169,10 +203,19 @@ fn png_folders_read_flat_or_by_class() {
 
     for (class, name) in [("cat", "x.png"), ("dog", "y.png"), ("dog", "z.png")] {
         fs::create_dir_all(dir.path().join("classes").join(class)).unwrap();
-        write_png(&dir.path().join("classes").join(class).join(name), &a[..4], [1, 2, 2], ::png::ColorType::Grayscale, 0);
+        write_png(
+            &dir.path().join("classes").join(class).join(name),
+            &a[..4],
+            [1, 2, 2],
+            ::png::ColorType::Grayscale,
+            0,
+        );
     }
     let set = png::load_dir(&dir.path().join("classes")).unwrap();
-    assert_eq!((set.len(), set.labels.clone(), set.class_names.clone()), (3, Some(vec![0, 1, 1]), vec!["cat".into(), "dog".into()]));
+    assert_eq!(
+        (set.len(), set.labels.clone(), set.class_names.clone()),
+        (3, Some(vec![0, 1, 1]), vec!["cat".into(), "dog".into()])
+    );
 }
 
 #[test]
@@ -248,10 +291,16 @@ fn numpy_arrays_read_in_either_layout_and_flat() {
         ("shape = [3, 2, 4]\nimages = \"floats\"", vec!["floats", "not a uint8 array"]),
         ("shape = [3, 2, 4]\nlabels = \"floats\"", vec!["floats", "not an array of integers"]),
     ] {
-        assert_mentions(&err_of(npy::load(&path, &npy_source(&path, "nchw", extra))), &[&["set.npz"][..], &parts].concat());
+        assert_mentions(
+            &err_of(npy::load(&path, &npy_source(&path, "nchw", extra))),
+            &[&["set.npz"][..], &parts].concat(),
+        );
     }
     let garbage = write(&dir.path().join("g.npy"), b"\x93NUMPY garbage");
-    assert_mentions(&err_of(npy::load(&garbage, &npy_source(&garbage, "nchw", ""))), &["g.npy", "not a .npy file of uint8"]);
+    assert_mentions(
+        &err_of(npy::load(&garbage, &npy_source(&garbage, "nchw", ""))),
+        &["g.npy", "not a .npy file of uint8"],
+    );
 }
 
 /// Every documented source parses as a `[data]` table; each config path leads to its loader.
@@ -279,7 +328,9 @@ fn data_configs_choose_their_loaders_and_check_their_splits() {
     }
     let missing = parse("kind = \"fashion_mnist\"\ndir = \"/nonexistent/fashion\"").unwrap();
     assert_mentions(&err_of(missing.load(0)), &["/nonexistent/fashion", "is not a directory"]);
-    assert!(matches!(parse("kind = \"fashion_mnist\"").unwrap(), DataConfig::FashionMnist { dir } if dir == Path::new("/usr/share/datasets/fashion-mnist")));
+    assert!(
+        matches!(parse("kind = \"fashion_mnist\"").unwrap(), DataConfig::FashionMnist { dir } if dir == Path::new("/usr/share/datasets/fashion-mnist"))
+    );
 }
 
 /// A random split copies out only the test images: the training images keep their order.

@@ -9,14 +9,21 @@ use vdm_backends::config::RunConfig;
 use vdm_backends::data::ImageSet;
 use vdm_backends::model::ddpm::{evaluate, BetasConfig, Bound, Ddpm, DdpmConfig, Prediction, Variance};
 use vdm_backends::model::ModelConfig;
-use vdm_backends::sample::{sample, SampleOptions, SamplerKind};
 use vdm_backends::nn::ddpm_unet::UNetConfig;
+use vdm_backends::sample::{sample, SampleOptions, SamplerKind};
 use vdm_backends::train::Trainer;
 use vdm_backends::Cpu;
 
 /// A DDPM with `T` steps and a U-Net small enough for 4×4 images.
 fn tiny_ddpm(time_steps: usize, variance: Variance) -> DdpmConfig {
-    let unet = UNetConfig { ch: 8, ch_mult: vec![1, 2], num_res_blocks: 1, attn_resolutions: vec![2], dropout: 0.0, groups: 4 };
+    let unet = UNetConfig {
+        ch: 8,
+        ch_mult: vec![1, 2],
+        num_res_blocks: 1,
+        attn_resolutions: vec![2],
+        dropout: 0.0,
+        groups: 4,
+    };
     DdpmConfig { unet, time_steps, variance, ..DdpmConfig::default() }
 }
 
@@ -34,7 +41,11 @@ fn unet_has_ddpm_cifar10_parameter_count() {
 #[test]
 fn unet_keeps_the_image_shape_and_refuses_sizes_it_cannot_halve() {
     let device = Default::default();
-    for (config, shape) in [(UNetConfig::digits(), [1, 8, 8]), (UNetConfig::mnist(), [1, 28, 28]), (tiny_ddpm(10, Variance::Beta).unet, [3, 4, 6])] {
+    for (config, shape) in [
+        (UNetConfig::digits(), [1, 8, 8]),
+        (UNetConfig::mnist(), [1, 28, 28]),
+        (tiny_ddpm(10, Variance::Beta).unet, [3, 4, 6]),
+    ] {
         let net = config.init::<Cpu>(shape, &device);
         let x = burn::tensor::Tensor::<Cpu, 4>::ones([2, shape[0], shape[1], shape[2]], &device);
         let t = burn::tensor::Tensor::<Cpu, 1>::from_floats([0.0, 999.0], &device);
@@ -63,7 +74,12 @@ fn full_bound_of_a_zero_network_matches_the_closed_form_in_beta_notation() {
     let (d, n) = (16usize, 96usize);
     let images = ImageSet::new((0..n * d).map(|i| ((i * 37) % 256) as u8).collect(), [1, 4, 4]);
     let cosine = BetasConfig::Cosine { s: 0.008, max_beta: 0.999 };
-    for (betas, variance) in [(None, Variance::Beta), (None, Variance::BetaTilde), (Some(cosine), Variance::Beta), (Some(cosine), Variance::BetaTilde)] {
+    for (betas, variance) in [
+        (None, Variance::Beta),
+        (None, Variance::BetaTilde),
+        (Some(cosine), Variance::Beta),
+        (Some(cosine), Variance::BetaTilde),
+    ] {
         // Unclipped: clipping x̂_0 to [−1, 1] (DDPM's evaluation default) is a different model.
         let tiny = tiny_ddpm(big_t, variance);
         let config = DdpmConfig { clip_denoised: false, betas: betas.unwrap_or(tiny.betas), ..tiny };
@@ -93,10 +109,14 @@ fn full_bound_of_a_zero_network_matches_the_closed_form_in_beta_notation() {
         );
         let prior: f64 = (0..n)
             .map(|i| {
-                images.image(i).iter().map(|&p| {
-                    let (x, a, s2) = (f64::from(p) / 127.5 - 1.0, ab[big_t - 1].sqrt(), 1.0 - ab[big_t - 1]);
-                    0.5 * (a * a * x * x + s2 - s2.ln() - 1.0)
-                }).sum::<f64>()
+                images
+                    .image(i)
+                    .iter()
+                    .map(|&p| {
+                        let (x, a, s2) = (f64::from(p) / 127.5 - 1.0, ab[big_t - 1].sqrt(), 1.0 - ab[big_t - 1]);
+                        0.5 * (a * a * x * x + s2 - s2.ln() - 1.0)
+                    })
+                    .sum::<f64>()
             })
             .sum::<f64>()
             / (n * d) as f64
@@ -128,24 +148,51 @@ fn sampled_estimate_agrees_with_the_full_bound() {
     let sampled = evaluate(&model, &test, Bound::Sampled { draws: 40 }, 64, 4, &device, |_| {}).unwrap();
     let paired: Vec<f64> = full.per_image.iter().zip(&sampled.per_image).map(|(a, b)| a - b).collect();
     let diff = vdm_backends::model::Estimate::of(&paired);
-    assert!(diff.mean.abs() < 4.0 * diff.se + 1e-3, "full {} vs sampled {} bpd (difference {} ± {})", full.bpd.mean, sampled.bpd.mean, diff.mean, diff.se);
-    assert!((full.prior - sampled.prior).abs() < 1e-6 && (full.reconstruction - sampled.reconstruction).abs() < 0.05 * full.reconstruction.abs().max(0.01));
+    assert!(
+        diff.mean.abs() < 4.0 * diff.se + 1e-3,
+        "full {} vs sampled {} bpd (difference {} ± {})",
+        full.bpd.mean,
+        sampled.bpd.mean,
+        diff.mean,
+        diff.se
+    );
+    assert!(
+        (full.prior - sampled.prior).abs() < 1e-6
+            && (full.reconstruction - sampled.reconstruction).abs() < 0.05 * full.reconstruction.abs().max(0.01)
+    );
 }
 
 #[test]
 fn samplers_are_deterministic_and_ddim_at_eta_one_is_the_beta_tilde_step() {
     let device = Default::default();
     let (model, _) = trained(Variance::BetaTilde);
-    let draw = |sampler, steps, batch_size| sample(&model, [4, 4], &SampleOptions { n: 6, steps, sampler, seed: 11, batch_size }, &device, &mut || {}).unwrap();
+    let draw = |sampler, steps, batch_size| {
+        sample(&model, [4, 4], &SampleOptions { n: 6, steps, sampler, seed: 11, batch_size }, &device, &mut || {})
+            .unwrap()
+    };
     let ancestral = draw(SamplerKind::Ancestral, 20, 6);
     assert_eq!(ancestral.pixels, draw(SamplerKind::Ancestral, 20, 4).pixels, "the batch size changes the samples");
     let ddim_one = draw(SamplerKind::Ddim { eta: 1.0 }, 20, 6);
-    let off = ancestral.pixels.iter().zip(&ddim_one.pixels).map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs()).max().unwrap();
+    let off = ancestral
+        .pixels
+        .iter()
+        .zip(&ddim_one.pixels)
+        .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+        .max()
+        .unwrap();
     assert!(off <= 1, "DDIM with η = 1 differs from the β̃ ancestral step by {off} levels");
     let ddim = draw(SamplerKind::Ddim { eta: 0.0 }, 5, 6);
     assert_eq!(ddim.pixels, draw(SamplerKind::Ddim { eta: 0.0 }, 5, 2).pixels);
     assert_ne!(ddim.pixels, ddim_one.pixels);
-    assert!(sample(&model, [4, 4], &SampleOptions { n: 2, steps: 10, ..SampleOptions::default() }, &device, &mut || {}).unwrap_err().contains("all T = 20 steps"));
+    assert!(sample(
+        &model,
+        [4, 4],
+        &SampleOptions { n: 2, steps: 10, ..SampleOptions::default() },
+        &device,
+        &mut || {}
+    )
+    .unwrap_err()
+    .contains("all T = 20 steps"));
 }
 
 /// Every parametrisation and loss trains without diverging and lowers its loss.
@@ -203,15 +250,29 @@ fn zero_networks_of_every_prediction_have_closed_form_bounds_with_clipping() {
     let var_p = |t: usize| 1.0 - ab[t - 1] / ab[t - 2]; // σ_t² = β_t
     let beta_tilde = |t: usize| var_p(t) * (1.0 - ab[t - 2]) / (1.0 - ab[t - 1]);
     let sigma_1 = beta_tilde(2).sqrt();
-    let l0: f64 = images.pixels.iter().map(|&p| {
-        let (x, h) = (x0(p), 1.0 / 255.0);
-        let mass = if x < -0.999 { normal_cdf((x + h) / sigma_1) } else if x > 0.999 { 1.0 - normal_cdf((x - h) / sigma_1) } else { normal_cdf((x + h) / sigma_1) - normal_cdf((x - h) / sigma_1) };
-        -mass.ln()
-    }).sum::<f64>() / (n * d) as f64 / std::f64::consts::LN_2;
+    let l0: f64 = images
+        .pixels
+        .iter()
+        .map(|&p| {
+            let (x, h) = (x0(p), 1.0 / 255.0);
+            let mass = if x < -0.999 {
+                normal_cdf((x + h) / sigma_1)
+            } else if x > 0.999 {
+                1.0 - normal_cdf((x - h) / sigma_1)
+            } else {
+                normal_cdf((x + h) / sigma_1) - normal_cdf((x - h) / sigma_1)
+            };
+            -mass.ln()
+        })
+        .sum::<f64>()
+        / (n * d) as f64
+        / std::f64::consts::LN_2;
     let clipped_error_sq = |x: f64, k: f64| {
         let (lo, hi) = ((-1.0 - x) / k, (1.0 - x) / k);
         let partial = |u: f64| normal_cdf(u) - u * (-0.5 * u * u).exp() / (2.0 * std::f64::consts::PI).sqrt();
-        k * k * (partial(hi) - partial(lo)) + (x + 1.0).powi(2) * normal_cdf(lo) + (x - 1.0).powi(2) * (1.0 - normal_cdf(hi))
+        k * k * (partial(hi) - partial(lo))
+            + (x + 1.0).powi(2) * normal_cdf(lo)
+            + (x - 1.0).powi(2) * (1.0 - normal_cdf(hi))
     };
     for prediction in [Prediction::X0, Prediction::Mean, Prediction::Eps] {
         let mut expected = 0.0;
@@ -236,11 +297,23 @@ fn zero_networks_of_every_prediction_have_closed_form_bounds_with_clipping() {
             let model: Ddpm<Cpu> = config.build(images.shape(), &device).unwrap();
             let report = evaluate(&model, &images, Bound::Full, 32, 7, &device, |_| {}).unwrap();
             let sd = (report.per_image.iter().map(|v| v * v).sum::<f64>() / n as f64 - report.bpd.mean.powi(2)).sqrt();
-            let tolerance = if prediction == Prediction::X0 { 1e-3 * expected_bpd } else { 4.0 * sd / (n as f64).sqrt() + 1e-3 * expected_bpd };
+            let tolerance = if prediction == Prediction::X0 {
+                1e-3 * expected_bpd
+            } else {
+                4.0 * sd / (n as f64).sqrt() + 1e-3 * expected_bpd
+            };
             let what = format!("{prediction:?}, clip {clip}");
-            assert!((report.diffusion - expected_bpd).abs() < tolerance, "{what}: Σ L_(t−1) {} bpd vs closed form {expected_bpd}", report.diffusion);
+            assert!(
+                (report.diffusion - expected_bpd).abs() < tolerance,
+                "{what}: Σ L_(t−1) {} bpd vs closed form {expected_bpd}",
+                report.diffusion
+            );
             if prediction != Prediction::Eps {
-                assert!((report.reconstruction - l0).abs() < 1e-3 * l0, "{what}: L_0 {} bpd vs closed form {l0}", report.reconstruction);
+                assert!(
+                    (report.reconstruction - l0).abs() < 1e-3 * l0,
+                    "{what}: L_0 {} bpd vs closed form {l0}",
+                    report.reconstruction
+                );
             }
         }
     }
@@ -252,14 +325,27 @@ fn zero_networks_of_every_prediction_have_closed_form_bounds_with_clipping() {
 fn the_ancestral_step_of_a_mean_network_keeps_its_mean_under_clipping() {
     use vdm_backends::sample::Denoiser;
     let device = Default::default();
-    let model: Ddpm<Cpu> = DdpmConfig { prediction: Prediction::Mean, clip_denoised: true, ..tiny_ddpm(20, Variance::Beta) }.build([1, 4, 4], &device).unwrap();
+    let model: Ddpm<Cpu> =
+        DdpmConfig { prediction: Prediction::Mean, clip_denoised: true, ..tiny_ddpm(20, Variance::Beta) }
+            .build([1, 4, 4], &device)
+            .unwrap();
     let grid = model.grid(20).unwrap();
     let z = burn::tensor::Tensor::<Cpu, 4>::from_floats([[[[3.0, -2.5, 0.5, 1.0]; 4]]], &device);
     let mut sampler = SamplerKind::Ancestral.build(&model, 20).unwrap();
     let zeros = z.zeros_like();
     let mut no_noise = || zeros.clone();
-    let next: Vec<f32> = sampler.step(z.clone(), model.predict(z.clone(), grid[15]), grid[15], grid[14], &mut no_noise).into_data().to_vec().unwrap();
+    let next: Vec<f32> = sampler
+        .step(z.clone(), model.predict(z.clone(), grid[15]), grid[15], grid[14], &mut no_noise)
+        .into_data()
+        .to_vec()
+        .unwrap();
     assert!(next.iter().all(|v| v.abs() < 1e-4), "the zero network's mean is 0, the step gave {next:?}");
-    let ddim: Vec<f32> = SamplerKind::Ddim { eta: 0.0 }.build(&model, 20).unwrap().step(z.clone(), model.predict(z, grid[15]), grid[15], grid[14], &mut no_noise).into_data().to_vec().unwrap();
+    let ddim: Vec<f32> = SamplerKind::Ddim { eta: 0.0 }
+        .build(&model, 20)
+        .unwrap()
+        .step(z.clone(), model.predict(z, grid[15]), grid[15], grid[14], &mut no_noise)
+        .into_data()
+        .to_vec()
+        .unwrap();
     assert!(ddim.iter().any(|v| v.abs() > 0.1), "DDIM uses the clipped x̂_0, which is not the network's mean");
 }

@@ -56,7 +56,13 @@ fn convolution_matches_burn_forward_and_backward() {
         let residual = random([shape[0], o, ho, wo], seed + 3);
         let fast = ops::conv_with(x.clone(), w.clone(), b.clone(), Some(residual.clone()), spec);
         let p = |t: Tensor<Cpu, 4>| ops::primitive(t);
-        let reference = generic::conv2d::<Cpu>(p(x.clone()), p(w.clone()), ops::primitive(b.clone()), Some(p(residual.clone())), spec);
+        let reference = generic::conv2d::<Cpu>(
+            p(x.clone()),
+            p(w.clone()),
+            ops::primitive(b.clone()),
+            Some(p(residual.clone())),
+            spec,
+        );
         let reference = ops::tensor::<Cpu, 4>(reference);
         assert_eq!(fast.dims(), reference.dims(), "{tag}: shape");
         assert_close(&format!("{tag} forward"), &values(fast.clone()), &values(reference), 1e-5);
@@ -67,11 +73,14 @@ fn convolution_matches_burn_forward_and_backward() {
         let (xa, wa, resa) = (leaf(x.clone()), leaf(w.clone()), leaf(residual));
         let ba = Tensor::<A, 2>::from_data(b.clone().into_data(), &Default::default()).require_grad();
         let ra = Tensor::<A, 4>::from_data(r.into_data(), &Default::default());
-        let grads = (ops::conv_with(xa.clone(), wa.clone(), ba.clone(), Some(resa.clone()), spec) * ra.clone()).sum().backward();
+        let grads = (ops::conv_with(xa.clone(), wa.clone(), ba.clone(), Some(resa.clone()), spec) * ra.clone())
+            .sum()
+            .backward();
         let [t, bot, l, rt] = spec.padding;
         let padded = xa.clone().pad((l, rt, t, bot), burn::tensor::ops::PadMode::Constant(0.0));
         let options = burn::tensor::ops::ConvOptions::new([spec.stride; 2], [0, 0], [1, 1], 1);
-        let y = module::conv2d(padded, wa.clone(), None, options) + ba.clone().unsqueeze_dims::<4>(&[2, 3]) + resa.clone();
+        let y =
+            module::conv2d(padded, wa.clone(), None, options) + ba.clone().unsqueeze_dims::<4>(&[2, 3]) + resa.clone();
         let reference = (y * ra).sum().backward();
         for (name, ours, theirs) in [
             ("dx", values(xa.grad(&grads).unwrap()), values(xa.grad(&reference).unwrap())),
@@ -80,7 +89,12 @@ fn convolution_matches_burn_forward_and_backward() {
         ] {
             assert_close(&format!("{tag} {name}"), &ours, &theirs, 1e-4);
         }
-        assert_close(&format!("{tag} db"), &values(ba.grad(&grads).unwrap()), &values(ba.grad(&reference).unwrap()), 1e-4);
+        assert_close(
+            &format!("{tag} db"),
+            &values(ba.grad(&grads).unwrap()),
+            &values(ba.grad(&reference).unwrap()),
+            1e-4,
+        );
     }
 }
 
@@ -88,7 +102,9 @@ fn convolution_matches_burn_forward_and_backward() {
 /// forward and backward.
 #[test]
 fn group_norm_matches_burn_forward_and_backward() {
-    for (shape, groups, swish) in [([2, 8, 3, 4], 4, true), ([3, 6, 2, 2], 3, false), ([1, 4, 5, 5], 1, true), ([2, 4, 2, 1], 4, false)] {
+    for (shape, groups, swish) in
+        [([2, 8, 3, 4], 4, true), ([3, 6, 2, 2], 3, false), ([1, 4, 5, 5], 1, true), ([2, 4, 2, 1], 4, false)]
+    {
         let tag = format!("{shape:?} groups {groups} swish {swish}");
         let spec = NormSpec { groups, epsilon: 1e-5, swish };
         let x = random(shape, 5).mul_scalar(3.0).add_scalar(1.5);
@@ -110,9 +126,24 @@ fn group_norm_matches_burn_forward_and_backward() {
 
         let g_ours = (ours * ra.clone()).sum().backward();
         let g_theirs = (theirs * ra).sum().backward();
-        assert_close(&format!("{tag} dx"), &values(xa.grad(&g_ours).unwrap()), &values(xa.grad(&g_theirs).unwrap()), 1e-4);
-        assert_close(&format!("{tag} dgamma"), &values(ga.grad(&g_ours).unwrap()), &values(ga.grad(&g_theirs).unwrap()), 1e-4);
-        assert_close(&format!("{tag} dbeta"), &values(ba.grad(&g_ours).unwrap()), &values(ba.grad(&g_theirs).unwrap()), 1e-4);
+        assert_close(
+            &format!("{tag} dx"),
+            &values(xa.grad(&g_ours).unwrap()),
+            &values(xa.grad(&g_theirs).unwrap()),
+            1e-4,
+        );
+        assert_close(
+            &format!("{tag} dgamma"),
+            &values(ga.grad(&g_ours).unwrap()),
+            &values(ga.grad(&g_theirs).unwrap()),
+            1e-4,
+        );
+        assert_close(
+            &format!("{tag} dbeta"),
+            &values(ba.grad(&g_ours).unwrap()),
+            &values(ba.grad(&g_theirs).unwrap()),
+            1e-4,
+        );
     }
 }
 
@@ -126,7 +157,11 @@ fn attention_matches_burn_forward_and_backward() {
         let tag = format!("{shape:?} spread {spread}");
         let leaf = |t: Tensor<Cpu, 3>| Tensor::<A, 3>::from_data(t.into_data(), &Default::default()).require_grad();
         let seed = 10 * i as u64;
-        let (q, k, v) = (leaf(random(shape, seed).mul_scalar(spread)), leaf(random(shape, seed + 1).mul_scalar(spread)), leaf(random(shape, seed + 2)));
+        let (q, k, v) = (
+            leaf(random(shape, seed).mul_scalar(spread)),
+            leaf(random(shape, seed + 1).mul_scalar(spread)),
+            leaf(random(shape, seed + 2)),
+        );
         let r = Tensor::<A, 3>::from_data(random::<3>(shape, seed + 3).into_data(), &Default::default());
         let ours = ops::dot_product_attention(q.clone(), k.clone(), v.clone());
         let weights = softmax(q.clone().swap_dims(1, 2).matmul(k.clone()).div_scalar((shape[1] as f64).sqrt()), 2);
@@ -135,7 +170,12 @@ fn attention_matches_burn_forward_and_backward() {
         let g_ours = (ours * r.clone()).sum().backward();
         let g_theirs = (theirs * r).sum().backward();
         for (name, t) in [("dq", &q), ("dk", &k), ("dv", &v)] {
-            assert_close(&format!("{tag} {name}"), &values(t.grad(&g_ours).unwrap()), &values(t.grad(&g_theirs).unwrap()), 1e-4);
+            assert_close(
+                &format!("{tag} {name}"),
+                &values(t.grad(&g_ours).unwrap()),
+                &values(t.grad(&g_theirs).unwrap()),
+                1e-4,
+            );
         }
     }
 }
@@ -218,7 +258,12 @@ fn generic_backward_passes_match_the_kernels() {
     assert_close("decoder dP", &flat(fast.2), &flat(slow.2), 1e-4);
 
     let p3 = |t: Tensor<Cpu, 3>| ops::primitive(t);
-    let (q, k, v, grad) = (random::<3>([2, 4, 9], 51), random::<3>([2, 4, 9], 52), random::<3>([2, 4, 9], 53), random::<3>([2, 4, 9], 54));
+    let (q, k, v, grad) = (
+        random::<3>([2, 4, 9], 51),
+        random::<3>([2, 4, 9], 52),
+        random::<3>([2, 4, 9], 53),
+        random::<3>([2, 4, 9], 54),
+    );
     let fast = Cpu::dot_product_attention_backward(p3(q.clone()), p3(k.clone()), p3(v.clone()), p3(grad.clone()));
     let slow = generic::dot_product_attention_backward::<Cpu>(p3(q), p3(k), p3(v), p3(grad));
     let flat3 = |t: FloatTensor<Cpu>| values(ops::tensor::<Cpu, 3>(t));
@@ -239,7 +284,8 @@ fn generic_forward_passes_match_the_kernels() {
     let flat = |t: FloatTensor<Cpu>| values(ops::tensor::<Cpu, 4>(t));
     for (shape, groups, swish) in [([2, 8, 3, 4], 4, true), ([3, 6, 5, 5], 3, false), ([1, 32, 8, 8], 8, true)] {
         let spec = NormSpec { groups, epsilon: 1e-5, swish };
-        let (x, g, b) = (random(shape, 61).mul_scalar(3.0).add_scalar(1.5), random([shape[1]], 62), random([shape[1]], 63));
+        let (x, g, b) =
+            (random(shape, 61).mul_scalar(3.0).add_scalar(1.5), random([shape[1]], 62), random([shape[1]], 63));
         let fast = Cpu::group_norm(p(x.clone()), p1(g.clone()), p1(b.clone()), spec);
         let slow = generic::group_norm::<Cpu>(p(x), p1(g), p1(b), spec);
         assert_close(&format!("norm {shape:?} swish {swish}"), &flat(fast), &flat(slow), 1e-5);
@@ -247,16 +293,27 @@ fn generic_forward_passes_match_the_kernels() {
     let p3 = |t: Tensor<Cpu, 3>| ops::primitive(t);
     let flat3 = |t: FloatTensor<Cpu>| values(ops::tensor::<Cpu, 3>(t));
     for (shape, spread) in [([2, 4, 9], 1.0), ([1, 16, 64], 1.0), ([3, 5, 7], 4.0)] {
-        let (q, k, v) = (random::<3>(shape, 71).mul_scalar(spread), random::<3>(shape, 72).mul_scalar(spread), random::<3>(shape, 73));
+        let (q, k, v) = (
+            random::<3>(shape, 71).mul_scalar(spread),
+            random::<3>(shape, 72).mul_scalar(spread),
+            random::<3>(shape, 73),
+        );
         let fast = Cpu::dot_product_attention(p3(q.clone()), p3(k.clone()), p3(v.clone()));
         let slow = generic::dot_product_attention::<Cpu>(p3(q), p3(k), p3(v));
         assert_close(&format!("attention {shape:?} spread {spread}"), &flat3(fast), &flat3(slow), 1e-5);
     }
     let pixels: Vec<f32> = (0..2 * 3 * 4 * 4).map(|i| ((i * 53) % 256) as f32).collect();
-    let f = vdm_core::vlb::encode(vdm_backends::tensor::BurnBatch(Tensor::<Cpu, 1>::from_floats(pixels.as_slice(), &Default::default()).reshape([2, 3, 4, 4])), 256).0;
+    let f = vdm_core::vlb::encode(
+        vdm_backends::tensor::BurnBatch(
+            Tensor::<Cpu, 1>::from_floats(pixels.as_slice(), &Default::default()).reshape([2, 3, 4, 4]),
+        ),
+        256,
+    )
+    .0;
     for gammas in [[-25.0f32, -13.3], [-6.0, 0.5], [4.0, 6.0]] {
         let z = f.clone() + random::<4>([2, 3, 4, 4], 81).mul_scalar(0.02);
-        let precision = Tensor::<Cpu, 1>::from_floats(gammas.map(|g| (-g).exp()).as_slice(), &Default::default()).reshape([2, 1, 1, 1]);
+        let precision = Tensor::<Cpu, 1>::from_floats(gammas.map(|g| (-g).exp()).as_slice(), &Default::default())
+            .reshape([2, 1, 1, 1]);
         let fast = Cpu::decoder_nll(p(z.clone()), p(f.clone()), p(precision.clone()), 256);
         let slow = generic::decoder_nll::<Cpu>(p(z), p(f.clone()), p(precision), 256);
         assert_close(&format!("decoder γ {gammas:?}"), &flat(fast), &flat(slow), 2e-5);
@@ -273,7 +330,9 @@ fn generic_forward_passes_match_the_kernels() {
 fn convolution_gradient_matches_finite_differences() {
     let spec = ConvSpec::same(3);
     let (x, w, b) = (random([1, 2, 4, 4], 31), random([3, 2, 3, 3], 32), random([3], 33));
-    let loss = |w: Tensor<Cpu, 4>| -> f64 { values(ops::conv(x.clone(), w, b.clone(), spec).powi_scalar(2)).iter().map(|&v| f64::from(v)).sum() };
+    let loss = |w: Tensor<Cpu, 4>| -> f64 {
+        values(ops::conv(x.clone(), w, b.clone(), spec).powi_scalar(2)).iter().map(|&v| f64::from(v)).sum()
+    };
     let wa = Tensor::<A, 4>::from_data(w.clone().into_data(), &Default::default()).require_grad();
     let xa = Tensor::<A, 4>::from_data(x.clone().into_data(), &Default::default());
     let ba = Tensor::<A, 1>::from_data(b.clone().into_data(), &Default::default()).require_grad();
@@ -293,7 +352,11 @@ fn convolution_gradient_matches_finite_differences() {
         let down = at(&wv);
         wv[idx] += h;
         let fd = (up - down) / (2.0 * f64::from(h));
-        assert!((f64::from(g[idx]) - fd).abs() < 2e-2 * fd.abs().max(1.0), "dw[{idx}]: {} vs finite difference {fd}", g[idx]);
+        assert!(
+            (f64::from(g[idx]) - fd).abs() < 2e-2 * fd.abs().max(1.0),
+            "dw[{idx}]: {} vs finite difference {fd}",
+            g[idx]
+        );
     }
 }
 
@@ -303,10 +366,15 @@ fn convolution_gradient_matches_finite_differences() {
 fn decoder_matches_autodiff_through_the_core_composition() {
     use vdm_backends::tensor::BurnBatch;
     let pixels: Vec<f32> = (0..2 * 3 * 2 * 2).map(|i| ((i * 53) % 256) as f32).collect();
-    for (gammas, label) in [(vec![-25.0f32, -13.3], "per image"), (vec![-6.0, 0.5], "per image"), (vec![6.0], "shared")] {
+    for (gammas, label) in [(vec![-25.0f32, -13.3], "per image"), (vec![-6.0, 0.5], "per image"), (vec![6.0], "shared")]
+    {
         let n = gammas.len();
         let precision_values: Vec<f32> = gammas.iter().map(|g| (-g).exp()).collect();
-        let f = vdm_core::vlb::encode(BurnBatch(Tensor::<Cpu, 1>::from_floats(pixels.as_slice(), &Default::default()).reshape([2, 3, 2, 2])), 256).0;
+        let f = vdm_core::vlb::encode(
+            BurnBatch(Tensor::<Cpu, 1>::from_floats(pixels.as_slice(), &Default::default()).reshape([2, 3, 2, 2])),
+            256,
+        )
+        .0;
         // z near the data, with offsets of up to a few bins.
         let z = f.clone() + random::<4>([2, 3, 2, 2], 41).mul_scalar(0.02);
         let ps = [n, 1, 1, 1];
@@ -317,12 +385,18 @@ fn decoder_matches_autodiff_through_the_core_composition() {
         let ra = Tensor::<A, 4>::from_data(r.into_data(), &Default::default());
 
         let ours = ops::decoder_nll(za.clone(), fa.clone(), pa.clone(), 256);
-        let theirs = vdm_core::vlb::decoder_nll(BurnBatch(fa.clone()), BurnBatch(za.clone()), BurnBatch(pa.clone()), 256).0;
+        let theirs =
+            vdm_core::vlb::decoder_nll(BurnBatch(fa.clone()), BurnBatch(za.clone()), BurnBatch(pa.clone()), 256).0;
         assert_close(&format!("{label} {gammas:?} forward"), &values(ours.clone()), &values(theirs.clone()), 2e-5);
         let g_ours = (ours * ra.clone()).sum().backward();
         let g_theirs = (theirs * ra).sum().backward();
         for (name, t) in [("dz", &za), ("df", &fa), ("dP", &pa)] {
-            assert_close(&format!("{label} {gammas:?} {name}"), &values(t.grad(&g_ours).unwrap()), &values(t.grad(&g_theirs).unwrap()), 2e-3);
+            assert_close(
+                &format!("{label} {gammas:?} {name}"),
+                &values(t.grad(&g_ours).unwrap()),
+                &values(t.grad(&g_theirs).unwrap()),
+                2e-3,
+            );
         }
     }
 }

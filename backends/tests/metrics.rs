@@ -19,7 +19,10 @@ fn gaussian(mean: &[f64], covariance: &[f64]) -> Gaussian {
 #[test]
 fn frechet_distance_matches_closed_forms() {
     // Diagonal covariances: ‖μ₁ − μ₂‖² + Σ (√a_i − √b_i)².
-    let (a, b) = (gaussian(&[1.0, -2.0, 0.5], &[4.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.25]), gaussian(&[0.0, 0.0, 0.5], &[1.0, 0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.25]));
+    let (a, b) = (
+        gaussian(&[1.0, -2.0, 0.5], &[4.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.25]),
+        gaussian(&[0.0, 0.0, 0.5], &[1.0, 0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.25]),
+    );
     let want = 1.0 + 4.0 + (2.0f64 - 1.0).powi(2) + (1.0f64 - 3.0).powi(2);
     assert!((frechet_distance(&a, &b) - want).abs() < 1e-10, "{} vs {want}", frechet_distance(&a, &b));
     // Non-commuting 2×2 covariances: tr (Σ₁Σ₂)^{1/2} = √(tr Σ₁Σ₂ + 2 √(det Σ₁ det Σ₂)).
@@ -36,7 +39,15 @@ fn frechet_distance_matches_closed_forms() {
 #[test]
 fn fitted_gaussians_converge_and_singular_fits_stay_finite() {
     let mut rng = SplitMix64::new(5);
-    let mut draw = |n: usize, shift: f64| -> Vec<Vec<f64>> { (0..n).map(|_| { let z: f64 = rng.normal(); let w: f64 = rng.normal(); vec![z + shift, 0.5 * z + w] }).collect() };
+    let mut draw = |n: usize, shift: f64| -> Vec<Vec<f64>> {
+        (0..n)
+            .map(|_| {
+                let z: f64 = rng.normal();
+                let w: f64 = rng.normal();
+                vec![z + shift, 0.5 * z + w]
+            })
+            .collect()
+    };
     let truth = gaussian(&[0.0, 0.0], &[1.0, 0.5, 0.5, 1.25]);
     let fit = Gaussian::fit(&draw(20_000, 0.0)).unwrap();
     assert!(frechet_distance(&fit, &truth) < 0.01, "{}", frechet_distance(&fit, &truth));
@@ -44,7 +55,10 @@ fn fitted_gaussians_converge_and_singular_fits_stay_finite() {
     assert!((frechet_distance(&shifted, &truth) - 1.0).abs() < 0.05);
     // Three samples of 5 features: a singular covariance.
     let few: Vec<Vec<f64>> = (0..3).map(|i| (0..5).map(|j| ((i * 5 + j) as f64).sin()).collect()).collect();
-    let d = frechet_distance(&Gaussian::fit(&few).unwrap(), &Gaussian::fit(&few[..2].to_vec().into_iter().chain([vec![0.0; 5]]).collect::<Vec<_>>()).unwrap());
+    let d = frechet_distance(
+        &Gaussian::fit(&few).unwrap(),
+        &Gaussian::fit(&few[..2].to_vec().into_iter().chain([vec![0.0; 5]]).collect::<Vec<_>>()).unwrap(),
+    );
     assert!(d.is_finite() && d >= -1e-9, "{d}");
     assert!(Gaussian::fit(&few[..1]).is_err());
 }
@@ -65,8 +79,17 @@ fn inception_score_and_confident_share_at_their_extremes() {
 fn inception_score_of_an_unbalanced_case_by_hand() {
     let rows = vec![vec![1.0, 0.0], vec![1.0, 0.0], vec![0.5, 0.5], vec![0.2, 0.8]];
     let (m0, m1) = (0.675, 0.325);
-    let kl = 2.0 * (1.0f64 / m0).ln() + 0.5 * (0.5f64 / m0).ln() + 0.5 * (0.5f64 / m1).ln() + 0.2 * (0.2f64 / m0).ln() + 0.8 * (0.8f64 / m1).ln();
-    assert!((inception_score(&rows) - (kl / 4.0).exp()).abs() < 1e-12, "{} vs {}", inception_score(&rows), (kl / 4.0).exp());
+    let kl = 2.0 * (1.0f64 / m0).ln()
+        + 0.5 * (0.5f64 / m0).ln()
+        + 0.5 * (0.5f64 / m1).ln()
+        + 0.2 * (0.2f64 / m0).ln()
+        + 0.8 * (0.8f64 / m1).ln();
+    assert!(
+        (inception_score(&rows) - (kl / 4.0).exp()).abs() < 1e-12,
+        "{} vs {}",
+        inception_score(&rows),
+        (kl / 4.0).exp()
+    );
     assert_eq!(confident_share(&rows, 0.9), 0.5);
 }
 
@@ -81,11 +104,22 @@ fn classifier_trains_saves_and_loads() {
     let (model, accuracy) = classifier::train::<Autodiff<Cpu>>(&config, &train, &test, &device, |_, _| {}).unwrap();
     assert!(accuracy > 0.9, "test accuracy {accuracy}");
     let dir = tempfile::tempdir().unwrap();
-    let info = ClassifierInfo { config, data: run.data.clone(), split_seed: 0, image_shape: train.shape(), classes: 10, test_accuracy: accuracy, weights: vdm_backends::checkpoint::FileDigest::of(&[]) };
+    let info = ClassifierInfo {
+        config,
+        data: run.data.clone(),
+        split_seed: 0,
+        image_shape: train.shape(),
+        classes: 10,
+        test_accuracy: accuracy,
+        weights: vdm_backends::checkpoint::FileDigest::of(&[]),
+    };
     classifier::save(dir.path(), &model, info).unwrap();
     let (loaded, info) = classifier::load::<Cpu>(dir.path(), &device).unwrap();
     assert!((info.test_accuracy - accuracy).abs() < 1e-12);
-    assert_eq!(loaded.features_and_probabilities(&test, 64, &device), model.features_and_probabilities(&test, 64, &device));
+    assert_eq!(
+        loaded.features_and_probabilities(&test, 64, &device),
+        model.features_and_probabilities(&test, 64, &device)
+    );
 
     // The FID pipeline on its features: the test set against itself is 0; training images score
     // far below uniform noise images against the test set.
@@ -97,10 +131,16 @@ fn classifier_trains_saves_and_loads() {
     };
     let itself = report(&test);
     assert!(itself.fid.abs() < 1e-6 * reference.0.len() as f64, "FID of the test set against itself: {}", itself.fid);
-    assert_eq!((itself.inception_score, itself.confident_share), (itself.reference_inception_score, itself.reference_confident_share));
+    assert_eq!(
+        (itself.inception_score, itself.confident_share),
+        (itself.reference_inception_score, itself.reference_confident_share)
+    );
     let training = report(&train.select(&(0..300).collect::<Vec<_>>()));
     let mut rng = SplitMix64::new(5);
-    let noise = ImageSet::new((0..300 * test.features()).map(|_| (rng.next_u64() % 17 * 255 / 16) as u8).collect(), test.shape());
+    let noise = ImageSet::new(
+        (0..300 * test.features()).map(|_| (rng.next_u64() % 17 * 255 / 16) as u8).collect(),
+        test.shape(),
+    );
     let noise = report(&noise);
     assert!(noise.fid > 3.0 * training.fid, "noise FID {} against training-image FID {}", noise.fid, training.fid);
     assert!(training.confident_share > noise.confident_share && training.inception_score > noise.inception_score);

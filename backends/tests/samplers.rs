@@ -43,7 +43,10 @@ impl Gaussian {
     /// data (`γ = −∞`) as in a DDPM's chain.
     fn new(steps: usize, data_end: bool, variance: DdpmVariance) -> Self {
         let (g0, g1) = (-8.0, 8.0);
-        let mut grid: Vec<GridPoint> = (0..=steps).map(|i| g0 + (g1 - g0) * i as f64 / steps as f64).map(|gamma| GridPoint { gamma, net_input: gamma }).collect();
+        let mut grid: Vec<GridPoint> = (0..=steps)
+            .map(|i| g0 + (g1 - g0) * i as f64 / steps as f64)
+            .map(|gamma| GridPoint { gamma, net_input: gamma })
+            .collect();
         if data_end {
             grid[0] = GridPoint::DATA;
         }
@@ -131,7 +134,12 @@ fn sampled_moments(g: &Gaussian, sampler: SamplerKind, n: usize, seed: u64) -> (
     let steps = g.grid.len() - 1;
     let shape = [n, 1, 16, 16];
     let mut rng = SplitMix64::new(seed);
-    let mut normals = || Tensor::<B, 4>::from_data(TensorData::new((0..n * 256).map(|_| rng.normal::<f32>()).collect::<Vec<f32>>(), shape), &device);
+    let mut normals = || {
+        Tensor::<B, 4>::from_data(
+            TensorData::new((0..n * 256).map(|_| rng.normal::<f32>()).collect::<Vec<f32>>(), shape),
+            &device,
+        )
+    };
     let start = normals();
     let mut sampler_state = sampler.build(g, steps).unwrap();
     let z = chain(g, sampler_state.as_mut(), &g.grid, start, &mut normals, &mut || {});
@@ -206,22 +214,39 @@ fn a_ddim_step_is_equation_12() {
     for eta in [0.0, 0.5] {
         let mut sampler = SamplerKind::Ddim { eta }.build(&g, 4).unwrap();
         let prediction = g.predict(z.clone(), t);
-        let (eps, x): (Vec<f64>, Vec<f64>) = (prediction.eps.clone().into_data().iter::<f64>().collect(), prediction.x.clone().into_data().iter::<f64>().collect());
+        let (eps, x): (Vec<f64>, Vec<f64>) = (
+            prediction.eps.clone().into_data().iter::<f64>().collect(),
+            prediction.x.clone().into_data().iter::<f64>().collect(),
+        );
         let mut draw = || Tensor::<B, 4>::from_data(TensorData::new(noise.clone(), [2, 1, 4, 4]), &device);
         let out: Vec<f64> = sampler.step(z.clone(), prediction, t, s, &mut draw).into_data().iter::<f64>().collect();
         let (at, as_) = (alpha_bar(t.gamma), alpha_bar(s.gamma));
         let sigma = eta * ((1.0 - as_) / (1.0 - at)).sqrt() * (1.0 - at / as_).sqrt();
         for i in 0..32 {
-            let expected = as_.sqrt() * x[i] + (1.0 - as_ - sigma * sigma).sqrt() * eps[i] + sigma * f64::from(noise[i]);
-            assert!((out[i] - expected).abs() < 2e-5 * (1.0 + expected.abs()), "η = {eta}, value {i}: {} against eq. 12's {expected}", out[i]);
+            let expected =
+                as_.sqrt() * x[i] + (1.0 - as_ - sigma * sigma).sqrt() * eps[i] + sigma * f64::from(noise[i]);
+            assert!(
+                (out[i] - expected).abs() < 2e-5 * (1.0 + expected.abs()),
+                "η = {eta}, value {i}: {} against eq. 12's {expected}",
+                out[i]
+            );
         }
     }
 }
 
 /// A tiny DDPM with `T = 20`.
 fn tiny_ddpm() -> vdm_backends::model::ddpm::Ddpm<B> {
-    let unet = UNetConfig { ch: 8, ch_mult: vec![1, 2], num_res_blocks: 1, attn_resolutions: vec![2], dropout: 0.0, groups: 4 };
-    DdpmConfig { unet, time_steps: 20, variance: Variance::Beta, ..DdpmConfig::default() }.build([1, 4, 4], &Default::default()).unwrap()
+    let unet = UNetConfig {
+        ch: 8,
+        ch_mult: vec![1, 2],
+        num_res_blocks: 1,
+        attn_resolutions: vec![2],
+        dropout: 0.0,
+        groups: 4,
+    };
+    DdpmConfig { unet, time_steps: 20, variance: Variance::Beta, ..DdpmConfig::default() }
+        .build([1, 4, 4], &Default::default())
+        .unwrap()
 }
 
 /// A DDPM's strided grid is DDIM's (and diffusers' "leading" spacing): `τ_k = k T/S` 0-based,
@@ -238,7 +263,11 @@ fn the_grids_are_ddim_strided_times_and_vdm_uniform_times() {
             let index = k * (20 / steps);
             assert_eq!(point.net_input, index as f64, "{steps} steps, point {k}");
             let gamma = ((1.0 - alpha_bars[index]) / alpha_bars[index]).ln();
-            assert!((point.gamma - gamma).abs() < 1e-9 * gamma.abs().max(1.0), "{steps} steps, point {k}: γ {} against {gamma}", point.gamma);
+            assert!(
+                (point.gamma - gamma).abs() < 1e-9 * gamma.abs().max(1.0),
+                "{steps} steps, point {k}: γ {} against {gamma}",
+                point.gamma
+            );
         }
     }
     let device = Default::default();
@@ -273,7 +302,10 @@ fn samplers_refuse_zero_steps_and_impossible_settings() {
     assert!(sample(&ddpm, [4, 4], &options, &device, &mut || {}).unwrap_err().contains("all T = 20 steps"));
     for eta in [-0.5, 1.5, f64::NAN] {
         let options = SampleOptions { sampler: SamplerKind::Ddim { eta }, ..options };
-        assert!(sample(&vdm, [4, 4], &options, &device, &mut || {}).unwrap_err().contains("between 0 and 1"), "η = {eta}");
+        assert!(
+            sample(&vdm, [4, 4], &options, &device, &mut || {}).unwrap_err().contains("between 0 and 1"),
+            "η = {eta}"
+        );
     }
     assert!(sample(&vdm, [4, 4], &SampleOptions { batch_size: 0, ..options }, &device, &mut || {}).is_err());
 }

@@ -7,12 +7,11 @@ mod common;
 use burn::optim::GradientsParams;
 use common::{gradients, net_schedule, tiny_score, vdm_of};
 use vdm_backends::config::RunConfig;
-use vdm_backends::model::{pixels_tensor, VdmConfig, Noise, TimeMode, Vdm};
+use vdm_backends::model::{pixels_tensor, Noise, TimeMode, Vdm, VdmConfig};
 use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
 use vdm_backends::{Autodiff, Cpu};
 use vdm_core::rng::SplitMix64;
 use vdm_core::vlb;
-
 
 fn assert_all_close(what: &str, got: &[Vec<f64>], want: &[Vec<f64>], rel: f64) {
     assert_eq!(got.len(), want.len(), "{what}: parameter count");
@@ -71,16 +70,27 @@ fn frozen_endpoints_change_only_the_endpoints_gradients() {
     if let ScheduleConfig::Net { learn_endpoints, .. } = &mut frozen_schedule {
         *learn_endpoints = false;
     }
-    let learned: Vdm<B> = VdmConfig { score: tiny_score(), schedule: net_schedule(ShapeObjective::Variance) }.init(1, &device);
+    let learned: Vdm<B> =
+        VdmConfig { score: tiny_score(), schedule: net_schedule(ShapeObjective::Variance) }.init(1, &device);
     // The same score network (its initialisation is random) with frozen endpoints.
     let frozen = Vdm { score: learned.score.clone(), schedule: frozen_schedule.init(&device) };
     let grads = |model: &Vdm<B>| {
-        let (_, grads) = model.loss_and_gradients(pixels_tensor::<B>(&images, &device), &noise, TimeMode::Continuous, ShapeObjective::Variance).unwrap();
+        let (_, grads) = model
+            .loss_and_gradients(
+                pixels_tensor::<B>(&images, &device),
+                &noise,
+                TimeMode::Continuous,
+                ShapeObjective::Variance,
+            )
+            .unwrap();
         gradients(model, &grads)
     };
     let (learned, frozen) = (grads(&learned), grads(&frozen));
     let endpoints = |g: &[Vec<f64>]| g.len() - 6..g.len() - 4; // the schedule's b, w come after the score network
-    assert!(learned[endpoints(&learned)].iter().all(|g| g.len() == 1 && g[0] != 0.0), "learned endpoints get a gradient");
+    assert!(
+        learned[endpoints(&learned)].iter().all(|g| g.len() == 1 && g[0] != 0.0),
+        "learned endpoints get a gradient"
+    );
     assert!(frozen[endpoints(&frozen)].iter().all(Vec::is_empty), "frozen endpoints get none");
     let rest = |g: &[Vec<f64>]| [&g[..g.len() - 6], &g[g.len() - 4..]].concat();
     assert_all_close("the other parameters", &rest(&frozen), &rest(&learned), 1e-3);

@@ -40,24 +40,39 @@ fn a_step_is_clipping_then_adamw_with_warmup_then_the_ema() {
     let device = Default::default();
     for clip in [Some(1e-3), None] {
         let mut run = tiny_run(10);
-        run.train = TrainConfig { lr: 2e-3, warmup_steps: 3, weight_decay: 0.1, clip_grad_norm: clip, ema_decay: 0.95, beta1: 0.9, beta2: 0.99, epsilon: 1e-8, ..run.train };
+        run.train = TrainConfig {
+            lr: 2e-3,
+            warmup_steps: 3,
+            weight_decay: 0.1,
+            clip_grad_norm: clip,
+            ema_decay: 0.95,
+            beta1: 0.9,
+            beta2: 0.99,
+            epsilon: 1e-8,
+            ..run.train
+        };
         let t = run.train.clone();
         let (train, _) = run.data.load(0).unwrap();
         let mut trainer = Trainer::<B>::new(&run, train.shape(), &device).unwrap();
         let mut theta = parameter_values(&trainer.model);
         let mut ema = parameter_values(&trainer.ema);
         assert_eq!(max_error(&theta, &ema), 0.0, "the EMA starts at the model's weights");
-        let (mut m, mut v): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (theta.iter().map(|p| vec![0.0; p.len()]).collect(), theta.iter().map(|p| vec![0.0; p.len()]).collect());
+        let (mut m, mut v): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+            (theta.iter().map(|p| vec![0.0; p.len()]).collect(), theta.iter().map(|p| vec![0.0; p.len()]).collect());
         for step in 0..4 {
             let pixels = pixels_tensor::<B>(&trainer.next_batch(&train).unwrap(), &device);
-            let (_, grads) = Trainable::loss_and_gradients(&trainer.model, pixels, &mut SplitMix64::new(step as u64), &run).unwrap();
+            let (_, grads) =
+                Trainable::loss_and_gradients(&trainer.model, pixels, &mut SplitMix64::new(step as u64), &run).unwrap();
             let g = gradients(&trainer.model, &grads);
             let norm = g.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
             let scale = clip.map_or(1.0, |c| (c / norm).min(1.0));
             let lr = t.lr * ((step + 1) as f64 / t.warmup_steps as f64).min(1.0);
             let decay = t.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
             let (seen_norm, seen_lr) = trainer.apply_gradients(grads);
-            assert!((seen_norm - norm).abs() < 1e-6 * norm && seen_lr == lr, "step {step}: norm {seen_norm} vs {norm}, lr {seen_lr} vs {lr}");
+            assert!(
+                (seen_norm - norm).abs() < 1e-6 * norm && seen_lr == lr,
+                "step {step}: norm {seen_norm} vs {norm}, lr {seen_lr} vs {lr}"
+            );
             assert!(clip.is_none_or(|c| norm > c), "the clipping case must clip");
             let time = (step + 1) as i32;
             for (p, grad) in g.iter().enumerate() {
@@ -75,8 +90,14 @@ fn a_step_is_clipping_then_adamw_with_warmup_then_the_ema() {
             for (e, th) in ema.iter_mut().flatten().zip(theta.iter().flatten()) {
                 *e = decay * *e + (1.0 - decay) * th;
             }
-            let (model_error, ema_error) = (max_error(&parameter_values(&trainer.model), &theta), max_error(&parameter_values(&trainer.ema), &ema));
-            assert!(model_error < 2e-6 && ema_error < 2e-6, "clip {clip:?}, step {step}: model off by {model_error:e}, EMA by {ema_error:e}");
+            let (model_error, ema_error) = (
+                max_error(&parameter_values(&trainer.model), &theta),
+                max_error(&parameter_values(&trainer.ema), &ema),
+            );
+            assert!(
+                model_error < 2e-6 && ema_error < 2e-6,
+                "clip {clip:?}, step {step}: model off by {model_error:e}, EMA by {ema_error:e}"
+            );
         }
         assert_eq!(trainer.step, 4);
     }

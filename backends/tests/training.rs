@@ -29,7 +29,12 @@ fn training_lowers_the_test_bound() {
         before.bpd.mean,
         after.bpd.mean
     );
-    assert!(after.bpd.mean > exact - 4.0 * after.bpd.se, "a VLB {:.3} ± {:.3} below the exact NLL {exact:.3} bpd", after.bpd.mean, after.bpd.se);
+    assert!(
+        after.bpd.mean > exact - 4.0 * after.bpd.se,
+        "a VLB {:.3} ± {:.3} below the exact NLL {exact:.3} bpd",
+        after.bpd.mean,
+        after.bpd.se
+    );
 }
 
 /// Equal up to float summation order: burn-ndarray's parallel reductions may add in a different
@@ -37,7 +42,12 @@ fn training_lowers_the_test_bound() {
 /// weights by about the learning rate (3e-3), far beyond this tolerance.
 fn assert_same(what: &str, a: &[f32], b: &[f32]) {
     assert_eq!(a.len(), b.len());
-    let (i, diff) = a.iter().zip(b).map(|(x, y)| (x - y).abs()).enumerate().fold((0, 0f32), |m, (i, d)| if d > m.1 { (i, d) } else { m });
+    let (i, diff) =
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .enumerate()
+            .fold((0, 0f32), |m, (i, d)| if d > m.1 { (i, d) } else { m });
     assert!(diff <= 1e-6, "{what} weights differ after resuming: parameter {i} by {diff:e} ({} vs {})", a[i], b[i]);
 }
 
@@ -78,11 +88,32 @@ fn sampling_produces_images_of_the_requested_shape_independently_of_the_batch_si
     let device = Default::default();
     let mut run = tiny_run(1);
     let model = vdm_of(&mut run).init::<Cpu>(1, &device);
-    let images = sample(&model, [5, 6], &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, seed: 0, batch_size: 5 }, &device, &mut || {}).unwrap();
+    let images = sample(
+        &model,
+        [5, 6],
+        &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, seed: 0, batch_size: 5 },
+        &device,
+        &mut || {},
+    )
+    .unwrap();
     assert_eq!((images.len(), images.channels, images.height, images.width), (5, 1, 5, 6));
-    let again = sample(&model, [5, 6], &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, seed: 0, batch_size: 2 }, &device, &mut || {}).unwrap();
+    let again = sample(
+        &model,
+        [5, 6],
+        &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, seed: 0, batch_size: 2 },
+        &device,
+        &mut || {},
+    )
+    .unwrap();
     assert_eq!(images, again, "image i's noise depends only on the seed and i, not on the batch");
-    let other = sample(&model, [5, 6], &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, seed: 1, batch_size: 5 }, &device, &mut || {}).unwrap();
+    let other = sample(
+        &model,
+        [5, 6],
+        &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, seed: 1, batch_size: 5 },
+        &device,
+        &mut || {},
+    )
+    .unwrap();
     assert_ne!(images, other, "another seed gives other images");
 }
 
@@ -93,9 +124,30 @@ fn ddim_with_eta_one_samples_like_the_ancestral_sampler() {
     let device = Default::default();
     let mut run = tiny_run(1);
     let model = vdm_of(&mut run).init::<Cpu>(1, &device);
-    let ancestral = sample(&model, [4, 4], &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ancestral, seed: 3, batch_size: 8 }, &device, &mut || {}).unwrap();
-    let ddim_1 = sample(&model, [4, 4], &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ddim { eta: 1.0 }, seed: 3, batch_size: 8 }, &device, &mut || {}).unwrap();
-    let ddim_0 = sample(&model, [4, 4], &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ddim { eta: 0.0 }, seed: 3, batch_size: 8 }, &device, &mut || {}).unwrap();
+    let ancestral = sample(
+        &model,
+        [4, 4],
+        &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ancestral, seed: 3, batch_size: 8 },
+        &device,
+        &mut || {},
+    )
+    .unwrap();
+    let ddim_1 = sample(
+        &model,
+        [4, 4],
+        &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ddim { eta: 1.0 }, seed: 3, batch_size: 8 },
+        &device,
+        &mut || {},
+    )
+    .unwrap();
+    let ddim_0 = sample(
+        &model,
+        [4, 4],
+        &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ddim { eta: 0.0 }, seed: 3, batch_size: 8 },
+        &device,
+        &mut || {},
+    )
+    .unwrap();
     let differ = |a: &[u8], b: &[u8]| a.iter().zip(b).filter(|(x, y)| x != y).count();
     let near = ancestral.pixels.iter().zip(&ddim_1.pixels).all(|(a, b)| a.abs_diff(*b) <= 1);
     assert!(near && differ(&ancestral.pixels, &ddim_1.pixels) <= 2, "η = 1 must be the ancestral step");

@@ -8,7 +8,7 @@ mod common;
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use common::{gradients, net_schedule, tiny_score};
-use vdm_backends::model::{host_tensor, pixels_tensor, VdmConfig, Noise, TimeMode, Vdm};
+use vdm_backends::model::{host_tensor, pixels_tensor, Noise, TimeMode, Vdm, VdmConfig};
 use vdm_backends::ops::FastOps;
 use vdm_backends::schedule::{HostSchedule, ShapeObjective};
 use vdm_backends::Autodiff;
@@ -16,7 +16,6 @@ use vdm_core::rng::SplitMix64;
 use vdm_core::schedule::NoiseSchedule;
 use vdm_core::time::antithetic_times;
 use vdm_core::vlb;
-
 
 /// `mean_i L_i²` of a batch in bpd², with the diffusion term's `γ_t` and `γ'(t)` taken from `host`.
 fn mean_square<B: FastOps>(model: &Vdm<B>, pixels: Tensor<B, 4>, noise: &Noise, host: &HostSchedule) -> f64 {
@@ -40,10 +39,12 @@ fn the_variance_gradient_matches_finite_differences() {
     type B = Autodiff<Inner>;
     let device = Default::default();
     let images = vdm_backends::data::digits().select(&[10, 11, 12, 13, 14, 15, 16, 17]);
-    let model: Vdm<B> = VdmConfig { score: tiny_score(), schedule: net_schedule(ShapeObjective::Variance) }.init(1, &device);
+    let model: Vdm<B> =
+        VdmConfig { score: tiny_score(), schedule: net_schedule(ShapeObjective::Variance) }.init(1, &device);
     let noise = Noise::draw(&mut SplitMix64::new(8), images.len(), images.features());
     let pixels = pixels_tensor::<B>(&images, &device);
-    let (_, grads) = model.loss_and_gradients(pixels.clone(), &noise, TimeMode::Continuous, ShapeObjective::Variance).unwrap();
+    let (_, grads) =
+        model.loss_and_gradients(pixels.clone(), &noise, TimeMode::Continuous, ShapeObjective::Variance).unwrap();
     let variance = gradients(&model.schedule, &grads);
     let (_, grads) = model.loss_and_gradients(pixels, &noise, TimeMode::Continuous, ShapeObjective::Vlb).unwrap();
     let vlb = gradients(&model.schedule, &grads);
@@ -80,4 +81,3 @@ fn the_variance_gradient_matches_finite_differences() {
     }
     assert!(checked >= 5, "most checked derivatives must be non-zero for the test to mean anything");
 }
-

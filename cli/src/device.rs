@@ -1,7 +1,7 @@
 //! Choosing the backend at run time: `--device cpu|cuda`.
 
-use vdm_backends::ops::TrainBackend;
 use clap::ValueEnum;
+use vdm_backends::ops::TrainBackend;
 
 /// Where to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -41,12 +41,14 @@ fn run_cpu<J: BackendJob>(_job: J) -> Result<J::Output, String> {
 /// What a panic inside burn-cuda (it panics, from its device thread, when no driver can be
 /// loaded) is reported as.
 #[cfg(feature = "cuda")]
-pub const CUDA_FAILED: &str = "the CUDA backend failed (see the message above); is an NVIDIA driver installed and a GPU visible?";
+pub const CUDA_FAILED: &str =
+    "the CUDA backend failed (see the message above); is an NVIDIA driver installed and a GPU visible?";
 
 /// Runs `job` on CUDA, turning a panic of the backend into [`CUDA_FAILED`].
 #[cfg(feature = "cuda")]
 fn run_cuda<J: BackendJob>(job: J) -> Result<J::Output, String> {
-    let run = std::panic::AssertUnwindSafe(|| job.run::<vdm_backends::Autodiff<vdm_backends::Cuda>>(Default::default()));
+    let run =
+        std::panic::AssertUnwindSafe(|| job.run::<vdm_backends::Autodiff<vdm_backends::Cuda>>(Default::default()));
     std::panic::catch_unwind(run).unwrap_or_else(|_| Err(CUDA_FAILED.into()))
 }
 

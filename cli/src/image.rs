@@ -26,7 +26,11 @@ pub fn check_grid(n: usize, shape: [usize; 3], columns: usize, scale: usize) -> 
         return Err(format!("a grid of {n} images at --scale {scale} would be {width}x{height} pixels, beyond PNG's limit of 2^31 − 1 per side; lower --scale or --n"));
     }
     let bytes = u64::try_from(width * height * c as u128 * 2).unwrap_or(u64::MAX); // the grid and its encoding
-    memory::check(&format!("a {width}x{height} PNG grid ({})", Bytes(bytes / 2)), bytes, "lower --scale or --n, or write single images with --out-dir")
+    memory::check(
+        &format!("a {width}x{height} PNG grid ({})", Bytes(bytes / 2)),
+        bytes,
+        "lower --scale or --n, or write single images with --out-dir",
+    )
 }
 
 /// Writes `images` as a grid of `columns` columns with a 1-pixel gap, each image scaled up by

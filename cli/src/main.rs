@@ -338,7 +338,9 @@ impl SamplingArgs {
     fn options(self, n: usize) -> Result<SampleOptions, String> {
         let sampler = match (self.sampler, self.eta) {
             (SamplerArg::Ancestral, None) => SamplerKind::Ancestral,
-            (SamplerArg::Ancestral, Some(_)) => return Err("--eta is DDIM's; the ancestral sampler takes none (use --sampler ddim)".into()),
+            (SamplerArg::Ancestral, Some(_)) => {
+                return Err("--eta is DDIM's; the ancestral sampler takes none (use --sampler ddim)".into())
+            }
             (SamplerArg::Ddim, eta) => {
                 let eta = eta.unwrap_or(0.0);
                 Ddim::new(eta).map_err(|e| format!("--eta: {e}"))?;
@@ -365,15 +367,31 @@ impl From<String> for Failure {
 
 fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Train { config, run, resume, steps, device } => commands::train::train(TrainArgs { config, run_dir: run, resume, steps }, device),
-        Command::Eval { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json, full_bound, device } => {
-            Ok(commands::eval::eval(EvalArgs { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json, full_bound }, device)?)
+        Command::Train { config, run, resume, steps, device } => {
+            commands::train::train(TrainArgs { config, run_dir: run, resume, steps }, device)
         }
+        Command::Eval {
+            checkpoint,
+            time_steps,
+            batch_size,
+            seed,
+            limit,
+            draws,
+            linear_shape,
+            json,
+            full_bound,
+            device,
+        } => Ok(commands::eval::eval(
+            EvalArgs { checkpoint, time_steps, batch_size, seed, limit, draws, linear_shape, json, full_bound },
+            device,
+        )?),
         Command::Sample { checkpoint, n, sampling, out, out_dir, columns, scale, device } => {
             let options = sampling.options(n)?;
             Ok(commands::sample::sample(SampleArgs { checkpoint, options, out, out_dir, columns, scale }, device)?)
         }
-        Command::Schedule { checkpoint, config, points, plot } => Ok(commands::schedule::schedule(checkpoint, config, points, plot)?),
+        Command::Schedule { checkpoint, config, points, plot } => {
+            Ok(commands::schedule::schedule(checkpoint, config, points, plot)?)
+        }
         Command::Crosscheck { checkpoint, images, time_steps, tolerance, seed } => {
             Ok(commands::crosscheck::crosscheck(checkpoint, images, time_steps, tolerance, seed)?)
         }
@@ -381,19 +399,27 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(commands::bench::run(commands::bench::BenchJob { size, batch_size, steps, sample_steps, json }, device)?)
         }
         Command::Compress { checkpoint, steps, latent_bits, batch_size, test_set, limit, images, out, device } => {
-            let input = if test_set { commands::codec::Input::TestSet { limit } } else { commands::codec::Input::Png(images) };
-            Ok(commands::codec::run_compress(commands::codec::CompressArgs { checkpoint, steps, latent_bits, batch_size, input, out }, device)?)
+            let input =
+                if test_set { commands::codec::Input::TestSet { limit } } else { commands::codec::Input::Png(images) };
+            Ok(commands::codec::run_compress(
+                commands::codec::CompressArgs { checkpoint, steps, latent_bits, batch_size, input, out },
+                device,
+            )?)
         }
-        Command::Decompress { file, checkpoint, steps, out_dir, device } => {
-            Ok(commands::codec::run_decompress(commands::codec::DecompressArgs { file, checkpoint, steps, out_dir }, device)?)
-        }
+        Command::Decompress { file, checkpoint, steps, out_dir, device } => Ok(commands::codec::run_decompress(
+            commands::codec::DecompressArgs { file, checkpoint, steps, out_dir },
+            device,
+        )?),
         Command::Plot { runs, out_dir } => Ok(commands::plot::plot(runs, out_dir)?),
         Command::Classifier { command: ClassifierCommand::Train { config, out, steps, device } } => {
             Ok(commands::quality::train_classifier(commands::quality::ClassifierArgs { config, out, steps }, device)?)
         }
         Command::Fid { checkpoint, classifier, n, sampling, grid, json, device } => {
             let options = sampling.options(n)?;
-            Ok(commands::quality::fid(commands::quality::FidArgs { checkpoint, classifier, options, grid, json }, device)?)
+            Ok(commands::quality::fid(
+                commands::quality::FidArgs { checkpoint, classifier, options, grid, json },
+                device,
+            )?)
         }
         Command::Config { family } => Ok(commands::config::print(family)?),
         Command::Data { config } => Ok(commands::data::describe(config)?),

@@ -59,23 +59,69 @@ impl LinePlot<'_> {
 
         let mut svg = String::new();
         let w = &mut svg;
-        let _ = writeln!(w, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#);
+        let _ = writeln!(
+            w,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#
+        );
         let _ = writeln!(w, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(w, r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#, WIDTH / 2.0, escape(self.title));
+        let _ = writeln!(
+            w,
+            r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+            WIDTH / 2.0,
+            escape(self.title)
+        );
         let (left, right, top, bottom) = (LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM);
-        let _ = writeln!(w, r#"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="black"/>"#, right - left, bottom - top);
+        let _ = writeln!(
+            w,
+            r#"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="black"/>"#,
+            right - left,
+            bottom - top
+        );
         for x in ticks(x0, x1) {
-            let _ = writeln!(w, r##"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{bottom}" stroke="#e0e0e0"/><text x="{0:.1}" y="{1}" text-anchor="middle">{2}</text>"##, px(x), bottom + 16.0, round_label(x));
+            let _ = writeln!(
+                w,
+                r##"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{bottom}" stroke="#e0e0e0"/><text x="{0:.1}" y="{1}" text-anchor="middle">{2}</text>"##,
+                px(x),
+                bottom + 16.0,
+                round_label(x)
+            );
         }
         for y in ticks(y0, y1) {
-            let _ = writeln!(w, r##"<line x1="{left}" y1="{0:.1}" x2="{right}" y2="{0:.1}" stroke="#e0e0e0"/><text x="{1}" y="{2:.1}" text-anchor="end">{3}</text>"##, py(y), left - 6.0, py(y) + 4.0, round_label(y));
+            let _ = writeln!(
+                w,
+                r##"<line x1="{left}" y1="{0:.1}" x2="{right}" y2="{0:.1}" stroke="#e0e0e0"/><text x="{1}" y="{2:.1}" text-anchor="end">{3}</text>"##,
+                py(y),
+                left - 6.0,
+                py(y) + 4.0,
+                round_label(y)
+            );
         }
-        let _ = writeln!(w, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, (left + right) / 2.0, HEIGHT - 12.0, escape(self.x_label));
-        let _ = writeln!(w, r#"<text transform="translate(16 {}) rotate(-90)" text-anchor="middle">{}</text>"#, (top + bottom) / 2.0, escape(self.y_label));
+        let _ = writeln!(
+            w,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            (left + right) / 2.0,
+            HEIGHT - 12.0,
+            escape(self.x_label)
+        );
+        let _ = writeln!(
+            w,
+            r#"<text transform="translate(16 {}) rotate(-90)" text-anchor="middle">{}</text>"#,
+            (top + bottom) / 2.0,
+            escape(self.y_label)
+        );
         for (i, s) in self.series.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
-            let points: Vec<String> = s.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
-            let _ = writeln!(w, r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#, points.join(" "));
+            let points: Vec<String> = s
+                .points
+                .iter()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+                .collect();
+            let _ = writeln!(
+                w,
+                r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+                points.join(" ")
+            );
             if points.len() < 30 {
                 for p in &points {
                     let (x, y) = p.split_once(',').expect("formatted as x,y");
@@ -83,7 +129,15 @@ impl LinePlot<'_> {
                 }
             }
             let ly = top + 16.0 + 18.0 * i as f64;
-            let _ = writeln!(w, r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#, left + 10.0, left + 34.0, left + 40.0, ly + 4.0, escape(&s.name));
+            let _ = writeln!(
+                w,
+                r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+                left + 10.0,
+                left + 34.0,
+                left + 40.0,
+                ly + 4.0,
+                escape(&s.name)
+            );
         }
         svg.push_str("</svg>\n");
         Ok(svg)
@@ -94,7 +148,11 @@ impl LinePlot<'_> {
 fn round_label(v: f64) -> String {
     let s = format!("{v:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".into() } else { s.into() }
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.into()
+    }
 }
 
 #[cfg(test)]
@@ -112,13 +170,26 @@ mod tests {
 
     #[test]
     fn a_plot_maps_its_extremes_onto_the_frame() {
-        let plot = LinePlot { title: "t", x_label: "x", y_label: "y", series: vec![Series { name: "a<b".into(), points: vec![(0.0, 1.0), (1.0, 3.0)] }] };
+        let plot = LinePlot {
+            title: "t",
+            x_label: "x",
+            y_label: "y",
+            series: vec![Series { name: "a<b".into(), points: vec![(0.0, 1.0), (1.0, 3.0)] }],
+        };
         let svg = plot.to_svg().unwrap();
         // x from 0 to 1 spans the frame; y is padded by 3% of its range on each side.
         let y = |v: f64| HEIGHT - BOTTOM - (v - 0.94) / 2.12 * (HEIGHT - TOP - BOTTOM);
-        assert!(svg.contains(&format!("points=\"{LEFT:.1},{:.1} {:.1},{:.1}\"", y(1.0), WIDTH - RIGHT, y(3.0))), "{svg}");
+        assert!(
+            svg.contains(&format!("points=\"{LEFT:.1},{:.1} {:.1},{:.1}\"", y(1.0), WIDTH - RIGHT, y(3.0))),
+            "{svg}"
+        );
         assert!(svg.contains("a&lt;b"));
-        let empty = LinePlot { title: "none", x_label: "x", y_label: "y", series: vec![Series { name: "nan".into(), points: vec![(f64::NAN, 1.0)] }] };
+        let empty = LinePlot {
+            title: "none",
+            x_label: "x",
+            y_label: "y",
+            series: vec![Series { name: "nan".into(), points: vec![(f64::NAN, 1.0)] }],
+        };
         assert!(empty.to_svg().unwrap_err().contains("no finite points"));
     }
 }

@@ -30,7 +30,15 @@ impl Progress {
             bar.set_position(position as u64);
             bar
         });
-        Self { bar, what: what.into(), total: total as u64, position: position as u64, message: String::new(), start: Instant::now(), last_line: None }
+        Self {
+            bar,
+            what: what.into(),
+            total: total as u64,
+            position: position as u64,
+            message: String::new(),
+            start: Instant::now(),
+            last_line: None,
+        }
     }
 
     /// Sets the position and the message. Without a terminal, prints a line for the first update,

@@ -14,7 +14,12 @@ fn train_resume_eval_sample_and_schedule() {
     let out = vdm(&["train", "--config", &config, "--run", &run_s]);
     assert!(out.status.success(), "train failed:\n{}", text(&out));
     let log = text(&out);
-    for expected in ["data: 1757 train / 40 test images of 1x8x8", "loaded in", "per-pixel categorical", "test bpd T=inf (continuous)"] {
+    for expected in [
+        "data: 1757 train / 40 test images of 1x8x8",
+        "loaded in",
+        "per-pixel categorical",
+        "test bpd T=inf (continuous)",
+    ] {
         assert!(log.contains(expected), "`{expected}` missing from:\n{log}");
     }
     // Without a terminal, progress comes as plain lines.
@@ -27,11 +32,28 @@ fn train_resume_eval_sample_and_schedule() {
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(text(&resumed).contains("resuming") && text(&resumed).contains("at step 4"), "{}", text(&resumed));
     assert_eq!(std::fs::read_to_string(run.join("latest")).unwrap(), "step-0000006");
-    let steps: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"loss\"") && !l.contains("eval")).map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"loss\"") && !l.contains("eval"))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .collect();
     assert_eq!(steps, [1, 2, 3, 4, 5, 6], "every step logged once");
 
     let json = dir.path().join("eval.json");
-    let eval = vdm(&["eval", "--checkpoint", &run_s, "--time-steps", "0", "--time-steps", "10", "--limit", "16", "--json", &s(&json)]);
+    let eval = vdm(&[
+        "eval",
+        "--checkpoint",
+        &run_s,
+        "--time-steps",
+        "0",
+        "--time-steps",
+        "10",
+        "--limit",
+        "16",
+        "--json",
+        &s(&json),
+    ]);
     assert!(eval.status.success(), "{}", text(&eval));
     assert!(text(&eval).contains("T=10:") && text(&eval).contains("± "), "{}", text(&eval));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -40,10 +62,23 @@ fn train_resume_eval_sample_and_schedule() {
 
     let png = dir.path().join("s.png");
     let singles = dir.path().join("singles");
-    let sample = vdm(&["sample", "--checkpoint", &run_s, "--n", "4", "--steps", "5", "--out", &s(&png), "--out-dir", &s(&singles)]);
+    let sample = vdm(&[
+        "sample",
+        "--checkpoint",
+        &run_s,
+        "--n",
+        "4",
+        "--steps",
+        "5",
+        "--out",
+        &s(&png),
+        "--out-dir",
+        &s(&singles),
+    ]);
     assert!(sample.status.success(), "{}", text(&sample));
     assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
-    let mut files: Vec<String> = std::fs::read_dir(&singles).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut files: Vec<String> =
+        std::fs::read_dir(&singles).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
     assert_eq!(files, ["sample-000000.png", "sample-000001.png", "sample-000002.png", "sample-000003.png"]);
 
@@ -61,7 +96,21 @@ fn sampling_in_batches_gives_the_same_images() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     for (out, batch) in [(&a, "5"), (&b, "2")] {
         std::fs::create_dir(out).unwrap();
-        let r = vdm(&["sample", "--checkpoint", &run, "--n", "5", "--steps", "3", "--batch-size", batch, "--out", &s(&out.join("grid.png")), "--out-dir", &s(&out.join("each"))]);
+        let r = vdm(&[
+            "sample",
+            "--checkpoint",
+            &run,
+            "--n",
+            "5",
+            "--steps",
+            "3",
+            "--batch-size",
+            batch,
+            "--out",
+            &s(&out.join("grid.png")),
+            "--out-dir",
+            &s(&out.join("each")),
+        ]);
         assert!(r.status.success(), "{}", text(&r));
     }
     for i in 0..5 {
@@ -88,7 +137,13 @@ fn the_documented_config_parses_back_and_every_data_example_parses() {
         let blocks: Vec<String> = template
             .split("\n\n")
             .filter(|b| b.contains(&format!("# {table}")))
-            .map(|b| b.lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"))
+            .map(|b| {
+                b.lines()
+                    .map(|l| l.strip_prefix("# ").unwrap_or(l))
+                    .filter(|l| !l.starts_with('#'))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
             .collect();
         assert!(blocks.len() >= at_least, "{table}: {template}");
         for block in blocks {
@@ -108,7 +163,9 @@ fn compress_and_decompress_round_trip_and_refuse_bad_files() {
     let file = dir.path().join("digits.vbb");
     let out = vdm(&["compress", "--checkpoint", &run, "--steps", "4", "--test-set", "--limit", "5", "-o", &s(&file)]);
     assert!(out.status.success(), "{}", text(&out));
-    for expected in ["5 images, 320 values, T = 4", "bpd effective", "bpd used", "PNG files", "gzip -9", "per-pixel categorical"] {
+    for expected in
+        ["5 images, 320 values, T = 4", "bpd effective", "bpd used", "PNG files", "gzip -9", "per-pixel categorical"]
+    {
         assert!(text(&out).contains(expected), "`{expected}` missing from:\n{}", text(&out));
     }
     let decoded = dir.path().join("decoded");
@@ -137,11 +194,17 @@ fn compress_and_decompress_round_trip_and_refuse_bad_files() {
     let corrupt = dir.path().join("corrupt.vbb");
     std::fs::write(&corrupt, &flipped).unwrap();
     assert_fails_with(&vdm(&["decompress", &s(&corrupt), "--checkpoint", &run, "-o", &fresh("c")]), &["corrupt"]);
-    assert_fails_with(&vdm(&["decompress", &s(&file), "--checkpoint", &run, "--steps", "5", "-o", &fresh("w")]), &["T = 4", "not 5"]);
+    assert_fails_with(
+        &vdm(&["decompress", &s(&file), "--checkpoint", &run, "--steps", "5", "-o", &fresh("w")]),
+        &["T = 4", "not 5"],
+    );
     let other = dir.path().join("other");
     let config = write_config(dir.path(), &TINY.replace("warmup_steps = 2", "warmup_steps = 2\nseed = 7"));
     assert!(vdm(&["train", "--config", &config, "--run", &s(&other)]).status.success());
-    assert_fails_with(&vdm(&["decompress", &s(&file), "--checkpoint", &s(&other), "-o", &fresh("o")]), &["another model"]);
+    assert_fails_with(
+        &vdm(&["decompress", &s(&file), "--checkpoint", &s(&other), "-o", &fresh("o")]),
+        &["another model"],
+    );
 }
 
 /// A DDPM run through every command: train, evaluate (estimate and full bound), sample with both
@@ -165,16 +228,35 @@ fn ddpm_train_eval_sample_and_fid() {
     let (estimate, full) = (report["bounds"][0]["bpd"].as_f64().unwrap(), report["bounds"][1]["bpd"].as_f64().unwrap());
     assert!(estimate.is_finite() && full.is_finite() && full > 0.0, "{report}");
     for args in [&["--steps", "10"][..], &["--sampler", "ddim", "--steps", "3"]] {
-        let out = vdm(&[&["sample", "--checkpoint", &run, "--n", "4", "--out", &s(&dir.path().join("s.png"))][..], args].concat());
+        let out =
+            vdm(&[&["sample", "--checkpoint", &run, "--n", "4", "--out", &s(&dir.path().join("s.png"))][..], args]
+                .concat());
         assert!(out.status.success(), "{}", text(&out));
     }
-    assert_fails_with(&vdm(&["sample", "--checkpoint", &run, "--steps", "5", "--out", &s(&dir.path().join("t.png"))]), &["all T = 10 steps"]);
+    assert_fails_with(
+        &vdm(&["sample", "--checkpoint", &run, "--steps", "5", "--out", &s(&dir.path().join("t.png"))]),
+        &["all T = 10 steps"],
+    );
     assert_fails_with(&vdm(&["schedule", "--checkpoint", &run]), &["VDM models only"]);
     let classifier = s(&dir.path().join("classifier"));
     let out = vdm(&["classifier", "train", "--out", &classifier, "--steps", "20"]);
     assert!(out.status.success() && text(&out).contains("test accuracy"), "{}", text(&out));
     let fid_json = s(&dir.path().join("fid.json"));
-    let out = vdm(&["fid", "--checkpoint", &run, "--classifier", &classifier, "--n", "8", "--sampler", "ddim", "--steps", "3", "--json", &fid_json]);
+    let out = vdm(&[
+        "fid",
+        "--checkpoint",
+        &run,
+        "--classifier",
+        &classifier,
+        "--n",
+        "8",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "3",
+        "--json",
+        &fid_json,
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let fid: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&fid_json).unwrap()).unwrap();
     assert!(fid["metrics"]["fid"].as_f64().is_some_and(|f| f.is_finite() && f >= 0.0), "{fid}");

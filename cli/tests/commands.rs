@@ -25,7 +25,11 @@ fn usage_errors_exit_2_and_failures_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let missing = s(&dir.path().join("nothing-here"));
     assert_exit(&vdm(&["eval", "--checkpoint", &missing]), 1, "error: ");
-    assert_exit(&vdm(&["sample", "--checkpoint", &missing, "--sampler", "ddim", "--eta", "-0.5"]), 1, "between 0 and 1");
+    assert_exit(
+        &vdm(&["sample", "--checkpoint", &missing, "--sampler", "ddim", "--eta", "-0.5"]),
+        1,
+        "between 0 and 1",
+    );
     assert_exit(&vdm(&["sample", "--checkpoint", &missing, "--eta", "0.5"]), 1, "--eta is DDIM's");
     assert_exit(&vdm(&["sample", "--checkpoint", &missing, "--steps", "0"]), 1, "--steps must be at least 1");
     assert_exit(&vdm(&["data", "--config", &missing]), 1, "nothing-here");
@@ -68,7 +72,14 @@ fn bench_reports_its_figures_as_json() {
     assert_exit(&out, 0, "\"impl\":\"vdm-rs\"");
     let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().to_string();
     let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
-    for field in ["parameters", "batch", "train_images_per_s", "sample_ms_per_eval", "encode_images_per_s", "decode_images_per_s"] {
+    for field in [
+        "parameters",
+        "batch",
+        "train_images_per_s",
+        "sample_ms_per_eval",
+        "encode_images_per_s",
+        "decode_images_per_s",
+    ] {
         let v = doc[field].as_f64().unwrap_or_else(|| panic!("{field} missing in {line}"));
         assert!(v.is_finite() && v > 0.0, "{field} = {v}");
     }

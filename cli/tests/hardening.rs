@@ -21,12 +21,17 @@ fn bounds_with_very_many_steps_stay_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let run = s(&trained_run(dir.path()));
     let json = dir.path().join("e.json");
-    let out = vdm(&["eval", "--checkpoint", &run, "--time-steps", "0", "--time-steps", "100000000", "--json", &s(&json)]);
+    let out =
+        vdm(&["eval", "--checkpoint", &run, "--time-steps", "0", "--time-steps", "100000000", "--json", &s(&json)]);
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
-    let (continuous, many) = (report["bounds"][0]["bpd"].as_f64().unwrap(), report["bounds"][1]["bpd"].as_f64().unwrap());
+    let (continuous, many) =
+        (report["bounds"][0]["bpd"].as_f64().unwrap(), report["bounds"][1]["bpd"].as_f64().unwrap());
     let diffusion = report["bounds"][1]["diffusion"].as_f64().unwrap();
-    assert!((continuous - many).abs() < 1e-3 && diffusion > 0.5, "T = 10⁸ gives {many} bpd (diffusion {diffusion}), continuous {continuous}");
+    assert!(
+        (continuous - many).abs() < 1e-3 && diffusion > 0.5,
+        "T = 10⁸ gives {many} bpd (diffusion {diffusion}), continuous {continuous}"
+    );
     let out = vdm(&["eval", "--checkpoint", &run, "--time-steps", "1000000000000"]);
     assert_fails_with(&out, &["--time-steps", "beyond the supported 1000000000"]);
 }
@@ -37,19 +42,35 @@ fn arguments_out_of_range_are_refused_before_any_work() {
     let run = s(&trained_run(dir.path()));
     assert_fails_with(&vdm(&["eval", "--checkpoint", &run, "--limit", "0"]), &["--limit must be at least 1"]);
     assert_fails_with(&vdm(&["eval", "--checkpoint", &run, "--json", "/tmp"]), &["/tmp is a directory"]);
-    assert_fails_with(&vdm(&["sample", "--checkpoint", &run, "--out", "/nonexistent/x.png"]), &["/nonexistent", "does not exist"]);
+    assert_fails_with(
+        &vdm(&["sample", "--checkpoint", &run, "--out", "/nonexistent/x.png"]),
+        &["/nonexistent", "does not exist"],
+    );
     assert_fails_with(&vdm(&["sample", "--checkpoint", &run, "--columns", "0"]), &["--columns must be at least 1"]);
     assert_fails_with(&vdm(&["schedule", "--points", "100000000"]), &["--points must be between 2 and"]);
     // A grid too large for PNG or memory is refused before sampling starts.
     let start = Instant::now();
-    let out = vdm(&["sample", "--checkpoint", &run, "--n", "1000000", "--scale", "100000", "--out", &s(&dir.path().join("g.png"))]);
+    let out = vdm(&[
+        "sample",
+        "--checkpoint",
+        &run,
+        "--n",
+        "1000000",
+        "--scale",
+        "100000",
+        "--out",
+        &s(&dir.path().join("g.png")),
+    ]);
     assert_fails_with(&out, &["--scale"]);
     assert!(start.elapsed() < Duration::from_secs(20), "refused only after {:?}", start.elapsed());
     // A non-empty --out-dir is never written into.
     let busy = dir.path().join("busy");
     fs::create_dir(&busy).unwrap();
     fs::write(busy.join("keep.png"), b"mine").unwrap();
-    assert_fails_with(&vdm(&["sample", "--checkpoint", &run, "--out-dir", &s(&busy), "--out", &s(&dir.path().join("g.png"))]), &["is not empty"]);
+    assert_fails_with(
+        &vdm(&["sample", "--checkpoint", &run, "--out-dir", &s(&busy), "--out", &s(&dir.path().join("g.png"))]),
+        &["is not empty"],
+    );
     assert_eq!(fs::read(busy.join("keep.png")).unwrap(), b"mine");
 }
 
@@ -57,16 +78,32 @@ fn arguments_out_of_range_are_refused_before_any_work() {
 #[test]
 fn every_configuration_number_is_validated() {
     let cases = [
-        ("gamma_min = -13.3\ngamma_max = 5.0", "gamma_min = nan\ngamma_max = 5.0", "schedule needs finite gamma_min < gamma_max"),
-        ("warmup_steps = 2", "warmup_steps = 2\nweight_decay = nan", "train.weight_decay must be non-negative and finite"),
+        (
+            "gamma_min = -13.3\ngamma_max = 5.0",
+            "gamma_min = nan\ngamma_max = 5.0",
+            "schedule needs finite gamma_min < gamma_max",
+        ),
+        (
+            "warmup_steps = 2",
+            "warmup_steps = 2\nweight_decay = nan",
+            "train.weight_decay must be non-negative and finite",
+        ),
         ("warmup_steps = 2", "warmup_steps = 2\nepsilon = -1.0", "train.epsilon must be positive"),
         ("lr = 0.002", "lr = inf", "train.lr must be positive and finite"),
         ("fourier_exponents = [4]", "fourier_exponents = [200]", "score.fourier_exponents must lie in 0..=16"),
         ("n_embd = 8", "n_embd = 1000000", "score.n_embd must be even and between 4 and 8192"),
         ("n_embd = 8", "n_embd = 8\nchannels = 1", "unknown field `channels`"),
         ("dropout = 0.0", "dropout = nan", "score.dropout must be in [0, 1)"),
-        ("test_size = 40", "test_size = 1797", "data.test_size must leave at least one of the 1797 digits for training"),
-        ("batch_size = 40\n", "batch_size = 40\ntime_steps = 2000000000\n", "eval.time_steps must be at most 1000000000"),
+        (
+            "test_size = 40",
+            "test_size = 1797",
+            "data.test_size must leave at least one of the 1797 digits for training",
+        ),
+        (
+            "batch_size = 40\n",
+            "batch_size = 40\ntime_steps = 2000000000\n",
+            "eval.time_steps must be at most 1000000000",
+        ),
         ("checkpoint_every = 2", "checkpoint_every = 2\nkeep_checkpoints = 0", "keep_checkpoints must be at least 1"),
     ];
     for (from, to, expected) in cases {
@@ -75,7 +112,14 @@ fn every_configuration_number_is_validated() {
         assert_fails_with(&out, &["run.toml", expected]);
     }
     // The same for the synthetic Gaussian source.
-    let gaussian = |std: &str| TINY.replace("kind = \"digits\"\ntest_size = 40", &format!("kind = \"gaussian\"\nchannels = 1\nheight = 4\nwidth = 4\nstd = {std}\ntrain_size = 64\ntest_size = 8"));
+    let gaussian = |std: &str| {
+        TINY.replace(
+            "kind = \"digits\"\ntest_size = 40",
+            &format!(
+                "kind = \"gaussian\"\nchannels = 1\nheight = 4\nwidth = 4\nstd = {std}\ntrain_size = 64\ntest_size = 8"
+            ),
+        )
+    };
     for std in ["-5.0", "nan", "0.0"] {
         assert_fails_with(&train_with(&gaussian(std)), &["data.std must be positive and finite"]);
     }
@@ -102,7 +146,10 @@ fn the_model_takes_its_channels_from_the_data() {
     fs::write(&csv, (0..20).map(|k| line(k) + "\n").collect::<String>()).unwrap();
     let config = TINY.replace(
         "kind = \"digits\"\ntest_size = 40",
-        &format!("kind = \"csv\"\npath = \"{}\"\nchannels = 3\nheight = 2\nwidth = 2\nmax_value = 15\ntest_size = 4", csv.display()),
+        &format!(
+            "kind = \"csv\"\npath = \"{}\"\nchannels = 3\nheight = 2\nwidth = 2\nmax_value = 15\ntest_size = 4",
+            csv.display()
+        ),
     );
     let out = train_with(&config);
     assert!(out.status.success(), "{}", text(&out));
@@ -156,7 +203,11 @@ fn damaged_checkpoints_are_reported_by_every_command() {
     let bytes = fs::read(&ema).unwrap();
     fs::write(&ema, &bytes[..bytes.len() - 10]).unwrap();
     let run = s(&run);
-    for args in [vec!["eval", "--checkpoint", &run], vec!["sample", "--checkpoint", &run, "--out", "/tmp/x.png"], vec!["train", "--run", &run, "--resume", "--steps", "9"]] {
+    for args in [
+        vec!["eval", "--checkpoint", &run],
+        vec!["sample", "--checkpoint", &run, "--out", "/tmp/x.png"],
+        vec!["train", "--run", &run, "--resume", "--steps", "9"],
+    ] {
         assert_fails_with(&vdm(&args), &["ema.mpk", "truncated"]);
     }
 }
@@ -165,7 +216,10 @@ fn damaged_checkpoints_are_reported_by_every_command() {
 #[test]
 fn ctrl_c_saves_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
-    let long = TINY.replace("steps = 4", "steps = 100000").replace("checkpoint_every = 2", "checkpoint_every = 100000").replace("\nevery = 2", "\nevery = 0");
+    let long = TINY
+        .replace("steps = 4", "steps = 100000")
+        .replace("checkpoint_every = 2", "checkpoint_every = 100000")
+        .replace("\nevery = 2", "\nevery = 0");
     let config = write_config(dir.path(), &long);
     let run = dir.path().join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_vdm"))
@@ -191,7 +245,8 @@ fn ctrl_c_saves_and_exits_130() {
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(text(&out).contains("interrupted at step") && text(&out).contains("--resume"), "{}", text(&out));
     let latest = fs::read_to_string(run.join("latest")).unwrap();
-    let state: serde_json::Value = serde_json::from_str(&fs::read_to_string(run.join(latest).join("state.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.join(latest).join("state.json")).unwrap()).unwrap();
     let step = state["step"].as_u64().unwrap();
     assert!(step >= 2, "saved at step {step}");
     let next = (step + 1).to_string();
@@ -212,5 +267,8 @@ fn missing_checkpoints_and_configs_are_named() {
     let dir = tempfile::tempdir().unwrap();
     assert_fails_with(&vdm(&["eval", "--checkpoint", &s(&dir.path().join("nowhere"))]), &["nowhere", "does not exist"]);
     assert_fails_with(&vdm(&["eval", "--checkpoint", &s(dir.path())]), &["holds no checkpoint"]);
-    assert_fails_with(&vdm(&["train", "--config", &s(&dir.path().join("absent.toml")), "--run", &s(&dir.path().join("r"))]), &["absent.toml", "no such file"]);
+    assert_fails_with(
+        &vdm(&["train", "--config", &s(&dir.path().join("absent.toml")), "--run", &s(&dir.path().join("r"))]),
+        &["absent.toml", "no such file"],
+    );
 }

@@ -29,7 +29,11 @@ pub fn optimal_eps<T: BatchTensor>(z_t: T, mean: T, variance: T, gamma_t: T) -> 
 pub fn gaussian_reconstruction_nll<T: BatchTensor>(x: T, z_0: T, gamma_0: T) -> T {
     let of = <T::Scalar as Real>::of;
     let residual = x.sub(z_0.div(alpha(gamma_0.clone())));
-    let per_feature = residual.square().mul(gamma_0.clone().neg().exp()).add(gamma_0).add_scalar(of(libm::log(2.0 * core::f64::consts::PI)));
+    let per_feature = residual
+        .square()
+        .mul(gamma_0.clone().neg().exp())
+        .add(gamma_0)
+        .add_scalar(of(libm::log(2.0 * core::f64::consts::PI)));
     per_feature.sum_example().mul_scalar(of(0.5))
 }
 
@@ -79,7 +83,9 @@ impl GaussianData {
             .iter()
             .zip(&self.std)
             .zip(x)
-            .map(|((&m, &s), &x)| 0.5 * libm::log(2.0 * core::f64::consts::PI * s * s) + 0.5 * ((x - m) / s) * ((x - m) / s))
+            .map(|((&m, &s), &x)| {
+                0.5 * libm::log(2.0 * core::f64::consts::PI * s * s) + 0.5 * ((x - m) / s) * ((x - m) / s)
+            })
             .sum()
     }
 

@@ -146,4 +146,3 @@ impl BinPosterior {
 pub fn bin_value(index: u32, bins: usize, mean_p: f64, sd_p: f64) -> f64 {
     mean_p + sd_p * normal_quantile((f64::from(index) + 0.5) / bins as f64)
 }
-

@@ -73,10 +73,7 @@ impl DiscreteSchedule {
     /// The schedule of `betas` (`β_1 … β_T`, each in `(0, 1)`, `T ≥ 2`).
     pub fn from_betas(betas: Vec<f64>) -> Self {
         assert!(betas.len() >= 2, "DiscreteSchedule: need at least two steps");
-        assert!(
-            betas.iter().all(|&b| b > 0.0 && b < 1.0),
-            "DiscreteSchedule: every beta must lie in (0, 1)"
-        );
+        assert!(betas.iter().all(|&b| b > 0.0 && b < 1.0), "DiscreteSchedule: every beta must lie in (0, 1)");
         let mut log_ab = 0.0;
         let log_alpha_bar: Vec<f64> = betas
             .iter()
@@ -204,7 +201,11 @@ pub fn discretized_gaussian_nll_tanh<T: BatchTensor>(x: T, mean: T, log_scale: T
     let plus = centred.clone().add_scalar(half_bin).mul(inv_scale.clone());
     let minus = centred.add_scalar(-half_bin).mul(inv_scale);
     // 2v = 2√(2/π)(u + 0.044715 u³), so that Φ(u) ≈ sigmoid(2v).
-    let twice_v = |u: T| u.clone().add(u.clone().square().mul(u).mul_scalar(of(0.044715))).mul_scalar(of(2.0 * libm::sqrt(2.0 / core::f64::consts::PI)));
+    let twice_v = |u: T| {
+        u.clone()
+            .add(u.clone().square().mul(u).mul_scalar(of(0.044715)))
+            .mul_scalar(of(2.0 * libm::sqrt(2.0 / core::f64::consts::PI)))
+    };
     let cdf_plus = twice_v(plus).sigmoid();
     let v_minus = twice_v(minus);
     let (cdf_minus, above_minus) = (v_minus.clone().sigmoid(), v_minus.neg().sigmoid());

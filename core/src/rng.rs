@@ -45,5 +45,6 @@ impl SplitMix64 {
 /// Every random draw of the project comes from such a stream (a training step's noise, an
 /// image's sampling noise), so results do not depend on the order or grouping of the work.
 pub fn derive_seed(seed: u64, stream: u64, index: u64) -> u64 {
-    SplitMix64::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
+    SplitMix64::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03))
+        .next_u64()
 }

@@ -165,7 +165,14 @@ impl<F: Real> MonotoneNet<F> {
         let mut weights = || (0..width).map(|_| F::of(INIT_STD) * rng.normal()).collect::<Vec<F>>();
         let l2_w = weights();
         let l3_w = weights();
-        Self { l1_w: gamma_max - gamma_min, l1_b: gamma_min, l2_w, l2_b: alloc::vec![F::zero(); width], l3_w, endpoints: None }
+        Self {
+            l1_w: gamma_max - gamma_min,
+            l1_b: gamma_min,
+            l2_w,
+            l2_b: alloc::vec![F::zero(); width],
+            l3_w,
+            endpoints: None,
+        }
     }
 
     /// A shape to be normalised onto endpoints ([`MonotoneNet::with_endpoints`]): `l₁` weight 1,
@@ -181,7 +188,11 @@ impl<F: Real> MonotoneNet<F> {
         assert!(width > 0, "MonotoneNet::init_shape: width must be positive");
         let mut rng = SplitMix64::new(seed);
         let l2_w: Vec<F> = (0..width).map(|_| F::of(3.0) * rng.normal()).collect();
-        let l2_b = l2_w.iter().enumerate().map(|(k, w)| -w.abs() * F::of(2.0 * (k as f64 + 0.5) / width as f64 - 1.0)).collect();
+        let l2_b = l2_w
+            .iter()
+            .enumerate()
+            .map(|(k, w)| -w.abs() * F::of(2.0 * (k as f64 + 0.5) / width as f64 - 1.0))
+            .collect();
         let l3_w = (0..width).map(|_| F::of(INIT_STD) * rng.normal()).collect();
         Self { l1_w: F::one(), l1_b: F::zero(), l2_w, l2_b, l3_w, endpoints: None }
     }

@@ -86,7 +86,13 @@ pub fn decoder_nll<T: BatchTensor>(f: T, z: T, precision: T, vocab: usize) -> T 
     assert!(vocab >= 2, "decoder_nll: vocab must be at least 2");
     let of = <T::Scalar as Real>::of;
     // k* = clamp(⌊(z + 1) V/2⌋, 0, V − 1), the nearest bin (bin k covers [f_k − 1/V, f_k + 1/V)).
-    let nearest = z.clone().add_scalar(of(1.0)).mul_scalar(of(vocab as f64 / 2.0)).floor().clamp_min(of(0.0)).clamp_max(of((vocab - 1) as f64));
+    let nearest = z
+        .clone()
+        .add_scalar(of(1.0))
+        .mul_scalar(of(vocab as f64 / 2.0))
+        .floor()
+        .clamp_min(of(0.0))
+        .clamp_max(of((vocab - 1) as f64));
     let centre = encode(nearest.clone(), vocab);
     let two_delta = z.sub(centre.clone()).mul_scalar(of(2.0));
     let half_precision = precision.mul_scalar(of(0.5));

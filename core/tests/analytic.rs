@@ -90,7 +90,13 @@ impl Grid {
         let diffusion: f64 = (0..=intervals)
             .map(|k| {
                 let t = k as f64 * h;
-                let simpson = if k == 0 || k == intervals { 1.0 } else if k % 2 == 1 { 4.0 } else { 2.0 };
+                let simpson = if k == 0 || k == intervals {
+                    1.0
+                } else if k % 2 == 1 {
+                    4.0
+                } else {
+                    2.0
+                };
                 let gp = self.gamma(schedule.gamma_prime(t));
                 let loss = diffusion_loss_continuous(self.eps.clone(), self.optimal_eps(schedule.gamma(t)), gp);
                 simpson * h / 3.0 * self.expect(loss)
@@ -106,8 +112,13 @@ impl Grid {
             .map(|i| {
                 let (s, t) = discretize(i as f64 / steps as f64, steps);
                 let (g_s, g_t) = (schedule.gamma(s), schedule.gamma(t));
-                let loss =
-                    diffusion_loss_discrete(self.eps.clone(), self.optimal_eps(g_t), self.gamma(g_s), self.gamma(g_t), steps);
+                let loss = diffusion_loss_discrete(
+                    self.eps.clone(),
+                    self.optimal_eps(g_t),
+                    self.gamma(g_s),
+                    self.gamma(g_t),
+                    steps,
+                );
                 self.expect(loss) / steps as f64
             })
             .sum();
@@ -161,7 +172,12 @@ fn discrete_vlb_decreases_monotonically_to_the_continuous_one() {
         for steps in [1, 10, 100, 1000] {
             let vlb = grid.discrete(&schedule, steps);
             let closed = data.expected_vlb_discrete(&schedule, steps);
-            assert_close(&format!("L_{steps}"), vlb.diffusion, closed.diffusion, 1e-9 * closed.diffusion.abs().max(1.0));
+            assert_close(
+                &format!("L_{steps}"),
+                vlb.diffusion,
+                closed.diffusion,
+                1e-9 * closed.diffusion.abs().max(1.0),
+            );
             let total = vlb.total();
             assert!(total < previous, "L_{steps} = {total} did not decrease from {previous}");
             assert!(total > continuous, "L_{steps} = {total} fell below L_inf = {continuous}");
@@ -180,7 +196,13 @@ fn discrete_vlb_decreases_monotonically_to_the_continuous_one() {
 ///
 /// Batches of `batch` examples with antithetic times are one independent replicate each, so
 /// the standard error is taken over batch means.
-fn monte_carlo_vlb(data: &GaussianData, schedule: &impl NoiseSchedule<f64>, batches: usize, batch: usize, seed: u64) -> (f64, f64) {
+fn monte_carlo_vlb(
+    data: &GaussianData,
+    schedule: &impl NoiseSchedule<f64>,
+    batches: usize,
+    batch: usize,
+    seed: u64,
+) -> (f64, f64) {
     let mut rng = SplitMix64::new(seed);
     let d = data.features();
     let repeat = |v: &[f64]| Batch::new(v.iter().copied().cycle().take(batch * d).collect(), batch);
@@ -189,10 +211,8 @@ fn monte_carlo_vlb(data: &GaussianData, schedule: &impl NoiseSchedule<f64>, batc
     let mut batch_means = Vec::with_capacity(batches);
     for _ in 0..batches {
         let xi: Vec<f64> = (0..batch * d).map(|_| rng.normal()).collect();
-        let x = Batch::new(
-            xi.iter().enumerate().map(|(i, &n)| data.mean[i % d] + data.std[i % d] * n).collect(),
-            batch,
-        );
+        let x =
+            Batch::new(xi.iter().enumerate().map(|(i, &n)| data.mean[i % d] + data.std[i % d] * n).collect(), batch);
         let eps = Batch::new((0..batch * d).map(|_| rng.normal()).collect(), batch);
         let times: Vec<f64> = antithetic_times(rng.uniform(), batch).collect();
         let gamma_t = per_example(times.iter().map(|&t| schedule.gamma(t)).collect());

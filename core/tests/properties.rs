@@ -2,7 +2,9 @@
 
 use proptest::prelude::*;
 use vdm_core::ddpm::discretized_gaussian_nll;
-use vdm_core::process::{alpha, alpha_sq, ancestral_step, ddim_step, ddpm_step, diffuse, posterior, sigma, sigma_sq, DdpmVariance};
+use vdm_core::process::{
+    alpha, alpha_sq, ancestral_step, ddim_step, ddpm_step, diffuse, posterior, sigma, sigma_sq, DdpmVariance,
+};
 use vdm_core::schedule::{Cosine, FixedLinear, LearnedScalar, MonotoneNet, NoiseSchedule};
 use vdm_core::vlb::{diffusion_loss_continuous, diffusion_loss_discrete, prior_kl, reconstruction_nll, PIXEL_VALUES};
 use vdm_core::{Batch, BatchTensor};

@@ -1,7 +1,9 @@
 //! No NaN or infinity anywhere in `γ ∈ [−30, 30]`, `t ∈ [0, 1]`; `α² + σ² = 1` to rounding.
 
 use vdm_core::ddpm::{discretized_gaussian_nll, BetaSchedule, DiscreteSchedule};
-use vdm_core::process::{alpha, alpha_sq, ancestral_step, ddim_step, ddpm_step, posterior, sigma, sigma_sq, snr, DdpmVariance};
+use vdm_core::process::{
+    alpha, alpha_sq, ancestral_step, ddim_step, ddpm_step, posterior, sigma, sigma_sq, snr, DdpmVariance,
+};
 use vdm_core::schedule::{Cosine, FixedLinear, LearnedScalar, MonotoneNet, NoiseSchedule};
 use vdm_core::vlb::{diffusion_loss_continuous, diffusion_loss_discrete, prior_kl, reconstruction_nll, PIXEL_VALUES};
 use vdm_core::{Batch, Real};
@@ -50,10 +52,19 @@ fn every_term_is_finite<F: Real>() {
     let grid: Vec<f64> = gammas(0.5).collect();
     for &g in &grid {
         let prior = prior_kl(x.clone(), pe(g));
-        let recon = reconstruction_nll(x.clone(), vdm_core::process::diffuse(x.clone(), eps.clone(), pe(g)), pe(g), PIXEL_VALUES);
+        let recon = reconstruction_nll(
+            x.clone(),
+            vdm_core::process::diffuse(x.clone(), eps.clone(), pe(g)),
+            pe(g),
+            PIXEL_VALUES,
+        );
         let cont = diffusion_loss_continuous(eps.clone(), eps_hat.clone(), pe(g.abs()));
         let ddpm_nll = discretized_gaussian_nll(x.clone(), eps_hat.clone(), pe(g / 2.0));
-        finite("prior/recon/continuous/ddpm decoder", (g, g), &[prior.as_slice()[0], recon.as_slice()[0], cont.as_slice()[0], ddpm_nll.as_slice()[0]]);
+        finite(
+            "prior/recon/continuous/ddpm decoder",
+            (g, g),
+            &[prior.as_slice()[0], recon.as_slice()[0], cont.as_slice()[0], ddpm_nll.as_slice()[0]],
+        );
         assert!(prior.as_slice()[0] >= of(0.0), "KL must be non-negative at γ = {g}");
         for &gt in grid.iter().filter(|&&gt| gt > g) {
             let (gs, gt_) = (pe(g), pe(gt));
@@ -144,5 +155,12 @@ fn decoder_nll_is_exact_in_f32_for_every_gamma_0() {
     }
     // Measured: 6e-7 at worst (f32 rounding). The accumulated log-sum-exp it replaced was off by
     // up to 9 nats at γ₀ ≤ −28.
-    assert!(worst.0 < 2e-6, "largest relative error {:e} at γ₀ = {}, pixel {}, noise {}", worst.0, worst.1, worst.2, worst.3);
+    assert!(
+        worst.0 < 2e-6,
+        "largest relative error {:e} at γ₀ = {}, pixel {}, noise {}",
+        worst.0,
+        worst.1,
+        worst.2,
+        worst.3
+    );
 }

@@ -1,7 +1,9 @@
 //! Exact checks of individual pieces: decoders normalise, DDPM schedules, time sampling, batches.
 
 use approx::assert_relative_eq;
-use vdm_core::ddpm::{self, discretized_gaussian_nll, discretized_gaussian_nll_tanh, l_simple, BetaSchedule, DiscreteSchedule};
+use vdm_core::ddpm::{
+    self, discretized_gaussian_nll, discretized_gaussian_nll_tanh, l_simple, BetaSchedule, DiscreteSchedule,
+};
 use vdm_core::process::{alpha, diffuse};
 use vdm_core::schedule::NoiseSchedule;
 use vdm_core::time::{antithetic_times, discretize};
@@ -41,7 +43,8 @@ fn encoding_round_trips_through_the_decoder_mode() {
 #[test]
 fn ddpm_discretised_gaussian_is_normalised_over_the_grid() {
     for &(mean, log_scale) in &[(0.0, -3.0), (0.7, -5.0), (-0.99, -1.0), (0.3, 0.5), (1.2, -4.0)] {
-        let total: f64 = (0..256).map(|k| (-discretized_gaussian_nll(ddpm::encode(k as f64), mean, log_scale)).exp()).sum();
+        let total: f64 =
+            (0..256).map(|k| (-discretized_gaussian_nll(ddpm::encode(k as f64), mean, log_scale)).exp()).sum();
         assert_relative_eq!(total, 1.0, epsilon = 1e-9);
     }
 }
@@ -75,7 +78,10 @@ fn ddpm_tanh_decoder_is_ddpms_code() {
             // As masses: DDPM's ½(1 + tanh v) loses relative precision in the far tail, where it
             // rounds towards 0 before the floor; sigmoid(2v) does not.
             let (p_ours, p_theirs) = ((-ours).exp(), (-theirs).exp());
-            assert!((p_ours - p_theirs).abs() < 1e-9 * p_theirs + 1e-15, "x = {x}, mean {mean}, log σ {log_scale}: {ours} vs DDPM's {theirs} nats");
+            assert!(
+                (p_ours - p_theirs).abs() < 1e-9 * p_theirs + 1e-15,
+                "x = {x}, mean {mean}, log σ {log_scale}: {ours} vs DDPM's {theirs} nats"
+            );
             total += (-ours).exp();
             let exact = discretized_gaussian_nll(x, mean, log_scale);
             if exact < 5.0 {
@@ -203,8 +209,13 @@ mod bits_back {
     /// `Φ⁻¹` against reference values (R's `qnorm`) and as the inverse of `Φ` over 300 decades.
     #[test]
     fn the_normal_quantile_inverts_the_cdf() {
-        for (p, x) in [(0.975, 1.959963984540054), (1e-10, -6.361340902404056), (0.3, -0.5244005127080407), (0.5, 0.0)] {
-            assert!((normal_quantile(p) - x).abs() <= 1e-15 * x.abs().max(1.0), "Φ⁻¹({p}) = {} vs {x}", normal_quantile(p));
+        for (p, x) in [(0.975, 1.959963984540054), (1e-10, -6.361340902404056), (0.3, -0.5244005127080407), (0.5, 0.0)]
+        {
+            assert!(
+                (normal_quantile(p) - x).abs() <= 1e-15 * x.abs().max(1.0),
+                "Φ⁻¹({p}) = {} vs {x}",
+                normal_quantile(p)
+            );
         }
         for k in 1..300 {
             let p = 10f64.powi(-k);

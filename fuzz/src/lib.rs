@@ -95,14 +95,18 @@ pub fn check_ddpm_decoder(bytes: &[u8]) {
     let x = vdm_core::ddpm::encode(k);
     let nll = discretized_gaussian_nll(x, mean, log_scale);
     let ceiling = -(1e-12f64).ln() + 1e-9;
-    assert!(nll.is_finite() && (-1e-12..=ceiling).contains(&nll), "DDPM NLL at x = {x}, μ = {mean}, log σ = {log_scale}: {nll}");
+    assert!(
+        nll.is_finite() && (-1e-12..=ceiling).contains(&nll),
+        "DDPM NLL at x = {x}, μ = {mean}, log σ = {log_scale}: {nll}"
+    );
 }
 
 /// Posterior and every sampling step are finite for `γ_s < γ_t` in `[−30, 30]`, with the
 /// posterior variance in `[0, σ_s²]`.
 pub fn check_sampling_steps(bytes: &[u8]) {
     let mut input = Input::new(bytes);
-    let (x, z, eps_hat, noise) = (input.within(-1.0, 1.0), input.within(-50.0, 50.0), input.within(-50.0, 50.0), input.within(-6.0, 6.0));
+    let (x, z, eps_hat, noise) =
+        (input.within(-1.0, 1.0), input.within(-50.0, 50.0), input.within(-50.0, 50.0), input.within(-6.0, 6.0));
     let gs = input.within(-30.0, 29.99);
     let gt = gs + input.within(1e-6, 30.0 - gs);
     let q = posterior(x, z, gs, gt);

@@ -11,7 +11,8 @@ pub const SHAPE: [usize; 3] = [3, 32, 32];
 const RECORD: usize = 1 + 3 * 32 * 32;
 
 /// The ten classes, in label order.
-pub const CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+pub const CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Reads one batch file.
 pub fn load_batch(path: &Path) -> Result<ImageSet, DataError> {
@@ -45,7 +46,8 @@ pub fn load_batch(path: &Path) -> Result<ImageSet, DataError> {
 
 /// The training batches (all five) and the test batch of a CIFAR-10 directory.
 pub fn load_dir(dir: &Path) -> Result<(ImageSet, ImageSet), DataError> {
-    let names: Vec<String> = (1..=5).map(|i| format!("data_batch_{i}.bin")).chain(["test_batch.bin".to_string()]).collect();
+    let names: Vec<String> =
+        (1..=5).map(|i| format!("data_batch_{i}.bin")).chain(["test_batch.bin".to_string()]).collect();
     let missing: Vec<&str> = names.iter().filter(|n| !dir.join(n).is_file()).map(String::as_str).collect();
     if !missing.is_empty() {
         return Err(DataError::Invalid(format!(
@@ -56,7 +58,8 @@ pub fn load_dir(dir: &Path) -> Result<(ImageSet, ImageSet), DataError> {
     }
     let mut train = load_batch(&dir.join(&names[0]))?;
     // Reserve the whole training set once, so that appending never holds two copies of it.
-    let rest: u64 = names[1..5].iter().filter_map(|n| std::fs::metadata(dir.join(n)).ok()).map(|m| m.len() / RECORD as u64).sum();
+    let rest: u64 =
+        names[1..5].iter().filter_map(|n| std::fs::metadata(dir.join(n)).ok()).map(|m| m.len() / RECORD as u64).sum();
     train.pixels.reserve_exact(rest as usize * (RECORD - 1));
     if let Some(labels) = &mut train.labels {
         labels.reserve_exact(rest as usize);

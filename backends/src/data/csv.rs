@@ -41,7 +41,8 @@ impl CsvLayout {
 /// Reads a pixel CSV (gzipped if the name ends in `.gz`).
 pub fn load_csv(path: &Path, layout: &CsvLayout) -> Result<ImageSet, DataError> {
     let bytes = read_maybe_gz(path)?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| DataError::malformed(path, Location::File, format!("not UTF-8 text ({e})")))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| DataError::malformed(path, Location::File, format!("not UTF-8 text ({e})")))?;
     parse_csv(text, layout, path)
 }
 
@@ -56,7 +57,11 @@ pub(super) fn parse_csv(text: &str, layout: &CsvLayout, path: &Path) -> Result<I
         if fields.len() != columns {
             return Err(bad(format!("expected {columns} comma-separated values, found {}", fields.len())));
         }
-        let number = |col: usize| fields[col].parse::<u32>().map_err(|_| bad(format!("column {}: `{}` is not a non-negative integer", col + 1, fields[col])));
+        let number = |col: usize| {
+            fields[col]
+                .parse::<u32>()
+                .map_err(|_| bad(format!("column {}: `{}` is not a non-negative integer", col + 1, fields[col])))
+        };
         for col in 0..d {
             let v = number(col)?;
             if v > layout.max_value {

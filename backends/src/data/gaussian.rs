@@ -78,7 +78,12 @@ impl DiscretisedGaussianImages {
         let mut rng = SplitMix64::new(seed);
         let means = self.means();
         let pixels = (0..n)
-            .flat_map(|_| means.iter().map(|&mu| (mu + self.std * rng.normal::<f64>()).round().clamp(0.0, 255.0) as u8).collect::<Vec<_>>())
+            .flat_map(|_| {
+                means
+                    .iter()
+                    .map(|&mu| (mu + self.std * rng.normal::<f64>()).round().clamp(0.0, 255.0) as u8)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         ImageSet::new(pixels, [self.channels, self.height, self.width])
     }

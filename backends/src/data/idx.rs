@@ -16,7 +16,11 @@ fn parse(path: &Path, bytes: &[u8], magic: u32, what: &str) -> Result<(Vec<usize
     let dims = (magic & 0xff) as usize;
     let header = 4 + 4 * dims;
     if bytes.len() < 4 {
-        return Err(DataError::malformed(path, Location::File, format!("{} bytes: too short for an IDX header", bytes.len())));
+        return Err(DataError::malformed(
+            path,
+            Location::File,
+            format!("{} bytes: too short for an IDX header", bytes.len()),
+        ));
     }
     let found = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if found != magic {
@@ -27,9 +31,15 @@ fn parse(path: &Path, bytes: &[u8], magic: u32, what: &str) -> Result<(Vec<usize
         ));
     }
     if bytes.len() < header {
-        return Err(DataError::malformed(path, Location::Offset(bytes.len() as u64), format!("truncated header: {} bytes, the header of {what} has {header}", bytes.len())));
+        return Err(DataError::malformed(
+            path,
+            Location::Offset(bytes.len() as u64),
+            format!("truncated header: {} bytes, the header of {what} has {header}", bytes.len()),
+        ));
     }
-    let sizes: Vec<usize> = (0..dims).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap_or_default()) as usize).collect();
+    let sizes: Vec<usize> = (0..dims)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap_or_default()) as usize)
+        .collect();
     let expected = sizes.iter().try_fold(1usize, |acc, &s| acc.checked_mul(s));
     let data = bytes.len() - header;
     if expected != Some(data) {
@@ -37,7 +47,11 @@ fn parse(path: &Path, bytes: &[u8], magic: u32, what: &str) -> Result<(Vec<usize
         return Err(DataError::malformed(
             path,
             Location::Offset(header as u64),
-            format!("the header gives {} = {} bytes of data, but the file has {data} after the header", dims_text.join(" x "), expected.map_or("too many".into(), |e| e.to_string())),
+            format!(
+                "the header gives {} = {} bytes of data, but the file has {data} after the header",
+                dims_text.join(" x "),
+                expected.map_or("too many".into(), |e| e.to_string())
+            ),
         ));
     }
     Ok((sizes, header))
@@ -96,7 +110,11 @@ fn load_split(dir: &Path, prefix: &str, split: &str, transpose: bool, hint: &str
     let Some(labels_path) = find(dir, prefix, &format!("{split}-labels-idx1-ubyte")) else { return Ok(images) };
     let labels = load_labels(&labels_path)?;
     if labels.len() != images.len() {
-        return Err(DataError::malformed(&labels_path, Location::Offset(4), format!("{} labels for the {} images of {}", labels.len(), images.len(), images_path.display())));
+        return Err(DataError::malformed(
+            &labels_path,
+            Location::Offset(4),
+            format!("{} labels for the {} images of {}", labels.len(), images.len(), images_path.display()),
+        ));
     }
     Ok(images.with_labels(labels, Vec::new()))
 }
@@ -110,7 +128,12 @@ pub fn load_dir(dir: &Path, prefix: &str, transpose: bool, hint: &str) -> Result
     let train = load_split(dir, prefix, "train", transpose, hint)?;
     let test = load_split(dir, prefix, "t10k", transpose, hint)?;
     if train.shape() != test.shape() {
-        return Err(DataError::Invalid(format!("{}: train images are {:?}, test images {:?}", dir.display(), train.shape(), test.shape())));
+        return Err(DataError::Invalid(format!(
+            "{}: train images are {:?}, test images {:?}",
+            dir.display(),
+            train.shape(),
+            test.shape()
+        )));
     }
     Ok((train, test))
 }

@@ -99,7 +99,14 @@ impl ImageSet {
     pub fn select(&self, indices: &[usize]) -> ImageSet {
         let pixels = indices.iter().flat_map(|&i| self.image(i).iter().copied()).collect();
         let labels = self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect());
-        ImageSet { pixels, channels: self.channels, height: self.height, width: self.width, labels, class_names: self.class_names.clone() }
+        ImageSet {
+            pixels,
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            labels,
+            class_names: self.class_names.clone(),
+        }
     }
 
     /// Appends `other`'s images (of the same shape, labelled alike).

@@ -60,7 +60,8 @@ pub fn load(path: &Path, spec: &NpySource) -> Result<ImageSet, DataError> {
     let is_npz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"));
     let open = || File::open(path).map(BufReader::new).map_err(|e| DataError::io(path, e));
     let (array, labels) = if is_npz {
-        let mut npz = NpzReader::new(open()?).map_err(|e| bad(Location::File, format!("not a readable .npz archive ({e})")))?;
+        let mut npz =
+            NpzReader::new(open()?).map_err(|e| bad(Location::File, format!("not a readable .npz archive ({e})")))?;
         let names = npz.names().unwrap_or_default();
         let mut read = |key: &str| -> Result<ArrayD<u8>, DataError> {
             if !names.iter().any(|n| n == key) {
@@ -70,7 +71,9 @@ pub fn load(path: &Path, spec: &NpySource) -> Result<ImageSet, DataError> {
         };
         let images = read(&spec.images)?;
         let labels = match &spec.labels {
-            Some(key) if !names.iter().any(|n| n == key) => return Err(bad(Location::File, format!("has no array `{key}` (it has: {})", names.join(", ")))),
+            Some(key) if !names.iter().any(|n| n == key) => {
+                return Err(bad(Location::File, format!("has no array `{key}` (it has: {})", names.join(", "))))
+            }
             Some(key) => Some(read_labels(&mut npz, key).map_err(|e| bad(Location::Entry(key.clone()), e))?),
             None => None,
         };
@@ -79,11 +82,17 @@ pub fn load(path: &Path, spec: &NpySource) -> Result<ImageSet, DataError> {
         if spec.labels.is_some() {
             return Err(DataError::Invalid(format!("{}: labels can only be read from a .npz archive", path.display())));
         }
-        (ArrayD::<u8>::read_npy(open()?).map_err(|e| bad(Location::File, format!("is not a .npy file of uint8 ({e})")))?, None)
+        (
+            ArrayD::<u8>::read_npy(open()?)
+                .map_err(|e| bad(Location::File, format!("is not a .npy file of uint8 ({e})")))?,
+            None,
+        )
     };
     let images = to_image_set(array, spec).map_err(|e| bad(Location::Entry(spec.images.clone()), e))?;
     match labels {
-        Some(labels) if labels.len() != images.len() => Err(bad(Location::File, format!("{} labels for {} images", labels.len(), images.len()))),
+        Some(labels) if labels.len() != images.len() => {
+            Err(bad(Location::File, format!("{} labels for {} images", labels.len(), images.len())))
+        }
         Some(labels) => Ok(images.with_labels(labels, Vec::new())),
         None => Ok(images),
     }
@@ -123,7 +132,9 @@ fn to_image_set(array: ArrayD<u8>, spec: &NpySource) -> Result<ImageSet, String>
             Layout::Nhwc => 3,
         })),
         (4, _) => array,
-        _ => return Err(format!("has shape {dims:?}; images are [N, H, W, C], [N, C, H, W], [N, H, W] or flat [N, D]")),
+        _ => {
+            return Err(format!("has shape {dims:?}; images are [N, H, W, C], [N, C, H, W], [N, H, W] or flat [N, D]"))
+        }
     };
     let nchw = match spec.layout {
         Layout::Nchw => array,

@@ -33,7 +33,10 @@ pub fn decode(path: &Path) -> Result<(Vec<u8>, [usize; 3]), DataError> {
     for (y, row) in rows.chunks_exact(info.line_size).enumerate() {
         for (x, px) in row[..w * stored].chunks_exact(stored).enumerate() {
             if stored > kept && px[stored - 1] != 255 {
-                return Err(bad(format!("pixel ({x}, {y}) is not opaque (alpha {}); vdm reads grey or RGB images", px[stored - 1])));
+                return Err(bad(format!(
+                    "pixel ({x}, {y}) is not opaque (alpha {}); vdm reads grey or RGB images",
+                    px[stored - 1]
+                )));
             }
             for c in 0..kept {
                 planes[c * h * w + y * w + x] = px[c];
@@ -54,7 +57,11 @@ fn png_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
         }
         let path = entry.path();
         if !path.is_file() || !name.to_ascii_lowercase().ends_with(".png") {
-            return Err(DataError::malformed(dir, Location::Entry(name), "is not a .png file (a folder of images holds PNG files, or one subfolder of PNG files per class)"));
+            return Err(DataError::malformed(
+                dir,
+                Location::Entry(name),
+                "is not a .png file (a folder of images holds PNG files, or one subfolder of PNG files per class)",
+            ));
         }
         files.push(path);
     }
@@ -77,7 +84,11 @@ pub fn load_dir(dir: &Path) -> Result<ImageSet, DataError> {
     } else {
         if let Some(stray) = entries.iter().find(|p| !p.is_dir()) {
             let name = stray.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            return Err(DataError::malformed(dir, Location::Entry(name), "is a file beside class subfolders; put every image in its class's subfolder"));
+            return Err(DataError::malformed(
+                dir,
+                Location::Entry(name),
+                "is a file beside class subfolders; put every image in its class's subfolder",
+            ));
         }
         let (mut files, mut labels, mut names) = (Vec::new(), Vec::new(), Vec::new());
         for (k, class) in class_dirs.iter().enumerate() {

@@ -88,7 +88,13 @@ pub struct CsvSource {
 impl CsvSource {
     /// The file's layout.
     pub fn layout(&self) -> CsvLayout {
-        CsvLayout { channels: self.channels, height: self.height, width: self.width, max_value: self.max_value, label_column: self.label_column }
+        CsvLayout {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            max_value: self.max_value,
+            label_column: self.label_column,
+        }
     }
 }
 
@@ -217,7 +223,9 @@ fn one_test_source(size: Option<usize>, separate: Option<&Path>, name: &str) -> 
         (Some(n), None) => positive("test_size", n),
         (None, Some(_)) => Ok(()),
         (Some(_), Some(_)) => Err(format!("give data.test_size or data.{name}, not both")),
-        (None, None) => Err(format!("give data.test_size (images held out at random) or data.{name} (a separate test set)")),
+        (None, None) => {
+            Err(format!("give data.test_size (images held out at random) or data.{name} (a separate test set)"))
+        }
     }
 }
 
@@ -225,9 +233,9 @@ impl DataConfig {
     /// Checks the sizes and numbers, naming the offending field.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            Self::Digits { test_size } if *test_size >= DIGITS_COUNT => {
-                Err(format!("data.test_size must leave at least one of the {DIGITS_COUNT} digits for training, got {test_size}"))
-            }
+            Self::Digits { test_size } if *test_size >= DIGITS_COUNT => Err(format!(
+                "data.test_size must leave at least one of the {DIGITS_COUNT} digits for training, got {test_size}"
+            )),
             Self::Digits { test_size } => positive("test_size", *test_size),
             Self::Csv(csv) => {
                 positive("test_size", csv.test_size)?;
@@ -259,15 +267,34 @@ impl DataConfig {
             Self::Gaussian(g) => {
                 let images = g.images();
                 let bytes = (g.train_size as u128 + g.test_size as u128) * images.features() as u128;
-                memory::check("drawing the Gaussian images", u64::try_from(bytes).unwrap_or(u64::MAX), "lower data.train_size or data.test_size")
-                    .map_err(DataError::Invalid)?;
+                memory::check(
+                    "drawing the Gaussian images",
+                    u64::try_from(bytes).unwrap_or(u64::MAX),
+                    "lower data.train_size or data.test_size",
+                )
+                .map_err(DataError::Invalid)?;
                 (images.sample(g.train_size, seed), images.sample(g.test_size, !seed))
             }
             Self::Idx { dir, prefix, transpose } => idx::load_dir(dir, prefix, *transpose, "")?,
             Self::FashionMnist { dir } => {
-                let hint = if dir == Path::new(FASHION_MNIST_DIR) { "; install Fashion-MNIST with `apt-get install dataset-fashion-mnist`" } else { "" };
+                let hint = if dir == Path::new(FASHION_MNIST_DIR) {
+                    "; install Fashion-MNIST with `apt-get install dataset-fashion-mnist`"
+                } else {
+                    ""
+                };
                 let (train, test) = idx::load_dir(dir, "", false, hint)?;
-                let names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+                let names = [
+                    "T-shirt/top",
+                    "Trouser",
+                    "Pullover",
+                    "Dress",
+                    "Coat",
+                    "Sandal",
+                    "Shirt",
+                    "Sneaker",
+                    "Bag",
+                    "Ankle boot",
+                ];
                 let named = |set: ImageSet| match set.labels.clone() {
                     Some(labels) => set.with_labels(labels, names.iter().map(|n| n.to_string()).collect()),
                     None => set,
@@ -287,10 +314,16 @@ impl DataConfig {
             },
         };
         if train.shape() != test.shape() {
-            return Err(DataError::Invalid(format!("the training images are {:?} but the test images {:?}", train.shape(), test.shape())));
+            return Err(DataError::Invalid(format!(
+                "the training images are {:?} but the test images {:?}",
+                train.shape(),
+                test.shape()
+            )));
         }
         if train.labels.is_some() != test.labels.is_some() {
-            return Err(DataError::Invalid("the training images have labels and the test images none, or the other way round".into()));
+            return Err(DataError::Invalid(
+                "the training images have labels and the test images none, or the other way round".into(),
+            ));
         }
         Ok((train, test))
     }

@@ -19,11 +19,11 @@ use vdm_core::vlb::{self, VlbTerms};
 use vdm_core::BatchTensor;
 
 use super::EvalReport;
-use crate::sample::{Denoised, Denoiser, GridPoint};
 use crate::data::ImageSet;
 use crate::memory;
 use crate::nn::ddpm_unet::{UNet, UNetConfig};
 use crate::ops::{FastOps, TrainBackend};
+use crate::sample::{Denoised, Denoiser, GridPoint};
 use crate::tensor::{normals, BurnBatch};
 
 /// Per-example values `[N, 1, 1, 1]` or images `[N, C, H, W]`.
@@ -208,7 +208,9 @@ impl DdpmConfig {
             }
             BetasConfig::Cosine { s, max_beta } => {
                 if !(s > 0.0 && s.is_finite() && max_beta > 0.0 && max_beta < 1.0) {
-                    return Err(format!("model.betas (cosine) needs s > 0 and 0 < max_beta < 1, got s = {s}, max_beta = {max_beta}"));
+                    return Err(format!(
+                        "model.betas (cosine) needs s > 0 and 0 < max_beta < 1, got s = {s}, max_beta = {max_beta}"
+                    ));
                 }
             }
         }
@@ -231,21 +233,38 @@ impl DdpmConfig {
     }
 
     /// Refuses a training batch that cannot fit in memory (weights six times over, activations).
-    pub fn check_training_memory<B: Backend>(&self, shape: [usize; 3], batch_size: usize, device: &B::Device) -> Result<(), String> {
+    pub fn check_training_memory<B: Backend>(
+        &self,
+        shape: [usize; 3],
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Result<(), String> {
         let params = self.build::<B>(shape, device)?.num_params() as u128;
         let values = 6 * params + batch_size as u128 * self.unet.activations_per_image(shape);
         memory::check(
-            &format!("training {params} parameters on batches of {batch_size} images of {}x{}x{}", shape[0], shape[1], shape[2]),
+            &format!(
+                "training {params} parameters on batches of {batch_size} images of {}x{}x{}",
+                shape[0], shape[1], shape[2]
+            ),
             memory::f32s(values),
             "lower train.batch_size or model.unet.ch",
         )
     }
 
     /// Refuses an evaluation or sampling batch that cannot fit in memory.
-    pub fn check_inference_memory<B: Backend>(&self, shape: [usize; 3], batch_size: usize, device: &B::Device) -> Result<(), String> {
+    pub fn check_inference_memory<B: Backend>(
+        &self,
+        shape: [usize; 3],
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Result<(), String> {
         let params = self.build::<B>(shape, device)?.num_params() as u128;
         let values = params + batch_size as u128 * self.unet.activations_per_image(shape) / 4;
-        memory::check(&format!("a batch of {batch_size} images through {params} parameters"), memory::f32s(values), "lower the batch size")
+        memory::check(
+            &format!("a batch of {batch_size} images through {params} parameters"),
+            memory::f32s(values),
+            "lower the batch size",
+        )
     }
 }
 
@@ -394,7 +413,15 @@ struct PassCoefficients<B: Backend> {
 impl<B: Backend> PassCoefficients<B> {
     fn upload(k: &Coefficients, device: &B::Device) -> Self {
         let on = |v: &[f64]| per_example::<B>(v, device);
-        Self { alpha_t: on(&k.alpha_t), sigma_t: on(&k.sigma_t), alpha_s: on(&k.alpha_s), c: on(&k.c), var_q: on(&k.var_q), var_p: on(&k.var_p), decoder: on(&k.decoder) }
+        Self {
+            alpha_t: on(&k.alpha_t),
+            sigma_t: on(&k.sigma_t),
+            alpha_s: on(&k.alpha_s),
+            c: on(&k.c),
+            var_q: on(&k.var_q),
+            var_p: on(&k.var_p),
+            decoder: on(&k.decoder),
+        }
     }
 
     /// The posterior mean `μ̃_t(z, x) = α_s((1 − c) z/α_t + c x)` (DDPM eq. 7 in `γ` form; see
@@ -482,7 +509,8 @@ impl<B: FastOps> Ddpm<B> {
         let log_scale = k.var_p.clone().ln().mul_scalar(0.5);
         let decoder = ddpm::discretized_gaussian_nll_with(p.x0.clone(), decoder_mean, log_scale, self.process.l0_cdf);
         let is_kl = k.decoder.clone().neg().add_scalar(1.0);
-        let gamma_1 = per_example::<B>(&vec![self.process.gamma(self.process.steps()); p.x0.0.dims()[0]], &p.x0.0.device());
+        let gamma_1 =
+            per_example::<B>(&vec![self.process.gamma(self.process.steps()); p.x0.0.dims()[0]], &p.x0.0.device());
         VlbTerms {
             prior: vlb::prior_kl(p.x0.clone(), gamma_1),
             reconstruction: k.decoder.clone().mul(decoder).mul_scalar(weight),
@@ -504,7 +532,9 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
             return Err(format!("a DDPM with T = {big_t} samples with 1 to {big_t} steps, got {steps}"));
         }
         let times = (0..steps).map(|k| 1 + k * big_t / steps);
-        Ok(std::iter::once(GridPoint::DATA).chain(times.map(|t| GridPoint { gamma: self.process.gamma(t), net_input: (t - 1) as f64 })).collect())
+        Ok(std::iter::once(GridPoint::DATA)
+            .chain(times.map(|t| GridPoint { gamma: self.process.gamma(t), net_input: (t - 1) as f64 }))
+            .collect())
     }
 
     /// The network at step `t` (input `t − 1`), turned into `x̂` (clipped to `[−1, 1]` with
@@ -517,7 +547,8 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
         let out = BurnBatch(self.net.forward(z.clone(), Tensor::full([count], at.net_input as f32, &device)));
         let (x, eps) = self.x0_and_eps(BurnBatch(z.clone()), out.clone(), &k, self.process.clip);
         // A μ-predicting network's output is the reverse mean whether or not x̂ is clipped.
-        let reverse_mean_eps = (self.process.clip && self.process.prediction == Prediction::Mean).then(|| self.x0_and_eps(BurnBatch(z), out, &k, false).1 .0);
+        let reverse_mean_eps = (self.process.clip && self.process.prediction == Prediction::Mean)
+            .then(|| self.x0_and_eps(BurnBatch(z), out, &k, false).1 .0);
         Denoised { eps: eps.0, x: x.0, reverse_mean_eps }
     }
 
@@ -529,7 +560,9 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
     fn ancestral_variance(&self, steps: usize) -> Result<DdpmVariance, String> {
         let big_t = self.process.steps();
         if steps != big_t {
-            return Err(format!("DDPM's ancestral sampler takes all T = {big_t} steps (got {steps}); use the DDIM sampler for fewer"));
+            return Err(format!(
+                "DDPM's ancestral sampler takes all T = {big_t} steps (got {steps}); use the DDIM sampler for fewer"
+            ));
         }
         Ok(self.process.variance.into())
     }
@@ -544,7 +577,8 @@ impl<B: TrainBackend> Ddpm<B> {
         let times = self.process.draw_times(rng, n);
         let eps = normals_from::<B>(rng, [n, c, h, w], &pixels.device());
         let p = self.pass(pixels, eps, &times);
-        let vlb_bpd = || vlb::nats_to_bpd(self.vlb_terms(&p, false, self.process.steps() as f64).total(), c * h * w).0.mean();
+        let vlb_bpd =
+            || vlb::nats_to_bpd(self.vlb_terms(&p, false, self.process.steps() as f64).total(), c * h * w).0.mean();
         let loss = match self.process.loss {
             Loss::Simple => self.simple_loss(&p).0.mean(),
             Loss::Vlb => vlb_bpd(),
@@ -630,7 +664,8 @@ pub fn evaluate<B: FastOps>(
         let mut estimates: Vec<Vec<[f64; 3]>> = Vec::with_capacity(draws);
         match bound {
             Bound::Full => {
-                let mut rngs: Vec<SplitMix64> = chunk.iter().map(|&i| SplitMix64::new(derive_seed(seed, STREAM_EVAL, i as u64))).collect();
+                let mut rngs: Vec<SplitMix64> =
+                    chunk.iter().map(|&i| SplitMix64::new(derive_seed(seed, STREAM_EVAL, i as u64))).collect();
                 let mut sums = vec![[0.0; 3]; chunk.len()];
                 for t in 1..=big_t {
                     let p = model.pass(pixels.clone(), normals::<B>(&mut rngs, shape, device), &vec![t; chunk.len()]);
@@ -655,7 +690,11 @@ pub fn evaluate<B: FastOps>(
                 // instead (one pass at t = 1), and only Σ_{t≥2} L_{t−1} is estimated, as
                 // (T − 1) L_{t−1} with t uniform on 2..=T.
                 for _ in 0..draws {
-                    let first = model.vlb_terms(&model.pass(pixels.clone(), normals_from::<B>(&mut rng, shape, device), &vec![1; chunk.len()]), clip, 1.0);
+                    let first = model.vlb_terms(
+                        &model.pass(pixels.clone(), normals_from::<B>(&mut rng, shape, device), &vec![1; chunk.len()]),
+                        clip,
+                        1.0,
+                    );
                     let times = model.process.draw_times_from(&mut rng, chunk.len(), 2);
                     let eps = normals_from::<B>(&mut rng, shape, device);
                     let rest = model.vlb_terms(&model.pass(pixels.clone(), eps, &times), clip, (big_t - 1) as f64);

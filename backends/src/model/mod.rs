@@ -48,12 +48,16 @@ impl<'de> Deserialize<'de> for ModelConfig {
             None => return Err(D::Error::custom("[model] must be a table")),
             Some(None) => "vdm".to_string(),
             Some(Some(toml::Value::String(name))) => name,
-            Some(Some(other)) => return Err(D::Error::custom(format!("model.family must be \"vdm\" or \"ddpm\", got {other}"))),
+            Some(Some(other)) => {
+                return Err(D::Error::custom(format!("model.family must be \"vdm\" or \"ddpm\", got {other}")))
+            }
         };
         match family.as_str() {
             "vdm" => VdmConfig::deserialize(table).map(Self::Vdm),
             "ddpm" => DdpmConfig::deserialize(table).map(Self::Ddpm),
-            other => return Err(D::Error::custom(format!("model.family must be \"vdm\" or \"ddpm\", got \"{other}\""))),
+            other => {
+                return Err(D::Error::custom(format!("model.family must be \"vdm\" or \"ddpm\", got \"{other}\"")))
+            }
         }
         .map_err(|e| D::Error::custom(format!("[model] ({family}): {e}")))
     }
@@ -85,7 +89,12 @@ impl ModelConfig {
     }
 
     /// Refuses a training batch that cannot fit in memory.
-    pub fn check_training_memory<B: Backend>(&self, shape: [usize; 3], batch_size: usize, device: &B::Device) -> Result<(), String> {
+    pub fn check_training_memory<B: Backend>(
+        &self,
+        shape: [usize; 3],
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Result<(), String> {
         match self {
             Self::Vdm(c) => c.check_training_memory::<B>(shape, batch_size, device),
             Self::Ddpm(c) => c.check_training_memory::<B>(shape, batch_size, device),
@@ -93,7 +102,12 @@ impl ModelConfig {
     }
 
     /// Refuses an evaluation or sampling batch that cannot fit in memory.
-    pub fn check_inference_memory<B: Backend>(&self, shape: [usize; 3], batch_size: usize, device: &B::Device) -> Result<(), String> {
+    pub fn check_inference_memory<B: Backend>(
+        &self,
+        shape: [usize; 3],
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Result<(), String> {
         match self {
             Self::Vdm(c) => c.check_inference_memory::<B>(shape, batch_size, device),
             Self::Ddpm(c) => c.check_inference_memory::<B>(shape, batch_size, device),
@@ -120,7 +134,12 @@ pub trait Family<B: Backend>: Module<B> {
 pub trait Trainable<B: TrainBackend>: Family<B> + AutodiffModule<B> {
     /// The loss of one batch of `pixels` (`[N, C, H, W]`, values `0..=255`) with randomness from
     /// `rng`, and the gradient of every parameter.
-    fn loss_and_gradients(&self, pixels: Tensor<B, 4>, rng: &mut SplitMix64, run: &RunConfig) -> Result<(f64, GradientsParams), String>;
+    fn loss_and_gradients(
+        &self,
+        pixels: Tensor<B, 4>,
+        rng: &mut SplitMix64,
+        run: &RunConfig,
+    ) -> Result<(f64, GradientsParams), String>;
 }
 
 impl<B: Backend> Family<B> for Vdm<B> {
@@ -139,7 +158,12 @@ impl<B: Backend> Family<B> for Ddpm<B> {
 }
 
 impl<B: TrainBackend> Trainable<B> for Vdm<B> {
-    fn loss_and_gradients(&self, pixels: Tensor<B, 4>, rng: &mut SplitMix64, run: &RunConfig) -> Result<(f64, GradientsParams), String> {
+    fn loss_and_gradients(
+        &self,
+        pixels: Tensor<B, 4>,
+        rng: &mut SplitMix64,
+        run: &RunConfig,
+    ) -> Result<(f64, GradientsParams), String> {
         let [n, c, h, w] = pixels.dims();
         let noise = Noise::draw(rng, n, c * h * w);
         let time = TimeMode::from_steps(run.train.time_steps)?;
@@ -149,7 +173,12 @@ impl<B: TrainBackend> Trainable<B> for Vdm<B> {
 }
 
 impl<B: TrainBackend> Trainable<B> for Ddpm<B> {
-    fn loss_and_gradients(&self, pixels: Tensor<B, 4>, rng: &mut SplitMix64, _run: &RunConfig) -> Result<(f64, GradientsParams), String> {
+    fn loss_and_gradients(
+        &self,
+        pixels: Tensor<B, 4>,
+        rng: &mut SplitMix64,
+        _run: &RunConfig,
+    ) -> Result<(f64, GradientsParams), String> {
         Ok(Ddpm::loss_and_gradients(self, pixels, rng))
     }
 }
@@ -159,19 +188,42 @@ impl<B: TrainBackend> Trainable<B> for Ddpm<B> {
 pub trait Generative<B: FastOps>: Family<B> + Denoiser<B> {
     /// The test bound reported during training (`eval` of the run), with its name: VDM's bound
     /// at `eval.time_steps`, DDPM's one-draw estimate of its `T`-term bound.
-    fn training_bound(&self, images: &ImageSet, eval: &EvalConfig, device: &B::Device) -> Result<(String, EvalReport), String>;
+    fn training_bound(
+        &self,
+        images: &ImageSet,
+        eval: &EvalConfig,
+        device: &B::Device,
+    ) -> Result<(String, EvalReport), String>;
 }
 
 impl<B: FastOps> Generative<B> for Vdm<B> {
-    fn training_bound(&self, images: &ImageSet, eval: &EvalConfig, device: &B::Device) -> Result<(String, EvalReport), String> {
+    fn training_bound(
+        &self,
+        images: &ImageSet,
+        eval: &EvalConfig,
+        device: &B::Device,
+    ) -> Result<(String, EvalReport), String> {
         let time = TimeMode::from_steps(eval.time_steps)?;
         Ok((time.to_string(), evaluate(self, images, time, eval.batch_size, 1, eval.seed, device, |_| {})?))
     }
 }
 
 impl<B: FastOps> Generative<B> for Ddpm<B> {
-    fn training_bound(&self, images: &ImageSet, eval: &EvalConfig, device: &B::Device) -> Result<(String, EvalReport), String> {
-        let report = ddpm::evaluate(self, images, ddpm::Bound::Sampled { draws: 1 }, eval.batch_size, eval.seed, device, |_| {})?;
+    fn training_bound(
+        &self,
+        images: &ImageSet,
+        eval: &EvalConfig,
+        device: &B::Device,
+    ) -> Result<(String, EvalReport), String> {
+        let report = ddpm::evaluate(
+            self,
+            images,
+            ddpm::Bound::Sampled { draws: 1 },
+            eval.batch_size,
+            eval.seed,
+            device,
+            |_| {},
+        )?;
         Ok((format!("T={} (sampled t)", self.process.steps()), report))
     }
 }

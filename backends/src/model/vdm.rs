@@ -81,11 +81,19 @@ impl VdmConfig {
 
     /// Refuses a training batch that cannot fit in memory: the weights, their gradients, the
     /// optimiser's moments and the EMA (six copies), and the activations kept for the backward pass.
-    pub fn check_training_memory<B: Backend>(&self, shape: [usize; 3], batch_size: usize, device: &B::Device) -> Result<(), String> {
+    pub fn check_training_memory<B: Backend>(
+        &self,
+        shape: [usize; 3],
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Result<(), String> {
         let params = self.build::<B>(shape[0], device).num_params() as u128;
         let values = 6 * params + batch_size as u128 * self.score.activations_per_image(shape);
         memory::check(
-            &format!("training {params} parameters on batches of {batch_size} images of {}x{}x{}", shape[0], shape[1], shape[2]),
+            &format!(
+                "training {params} parameters on batches of {batch_size} images of {}x{}x{}",
+                shape[0], shape[1], shape[2]
+            ),
             memory::f32s(values),
             "lower train.batch_size or the model's n_embd / n_layer",
         )
@@ -93,10 +101,19 @@ impl VdmConfig {
 
     /// Refuses an evaluation or sampling batch that cannot fit in memory (no backward pass: about a
     /// quarter of a training step's activations, plus the weights).
-    pub fn check_inference_memory<B: Backend>(&self, shape: [usize; 3], batch_size: usize, device: &B::Device) -> Result<(), String> {
+    pub fn check_inference_memory<B: Backend>(
+        &self,
+        shape: [usize; 3],
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Result<(), String> {
         let params = self.build::<B>(shape[0], device).num_params() as u128;
         let values = params + batch_size as u128 * self.score.activations_per_image(shape) / 4;
-        memory::check(&format!("a batch of {batch_size} images through {params} parameters"), memory::f32s(values), "lower the batch size")
+        memory::check(
+            &format!("a batch of {batch_size} images through {params} parameters"),
+            memory::f32s(values),
+            "lower the batch size",
+        )
     }
 }
 
@@ -215,7 +232,13 @@ impl<B: FastOps> Vdm<B> {
     /// The values are computed in `f64` on the host (from the schedule's current parameters) and
     /// carry the gradient of their `f32` device counterparts (see [`with_host_values`]): in `f32`,
     /// `γ_t` and `γ_s` of a bound with many steps would round to the same value.
-    pub fn diffusion_inputs(&self, n: usize, noise: &Noise, time: TimeMode, part: Part) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    pub fn diffusion_inputs(
+        &self,
+        n: usize,
+        noise: &Noise,
+        time: TimeMode,
+        part: Part,
+    ) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let device = self.schedule.endpoints().0.device();
         let host = self.schedule.to_host();
         let times: Vec<f64> = antithetic_times(noise.u0, n).collect();
@@ -224,7 +247,8 @@ impl<B: FastOps> Vdm<B> {
             TimeMode::Continuous => {
                 let (g_t, g_prime) = self.schedule.gamma_and_prime_of(on_device(&times), part);
                 let g_t = with_host_values(g_t, &times.iter().map(|&t| host.gamma(t)).collect::<Vec<_>>());
-                let g_prime = with_host_values(g_prime, &times.iter().map(|&t| host.gamma_prime(t)).collect::<Vec<_>>());
+                let g_prime =
+                    with_host_values(g_prime, &times.iter().map(|&t| host.gamma_prime(t)).collect::<Vec<_>>());
                 (g_t, g_prime)
             }
             TimeMode::Discrete(steps) => {
@@ -232,7 +256,8 @@ impl<B: FastOps> Vdm<B> {
                 let g_t = self.schedule.gamma_and_prime_of(on_device(&t), part).0;
                 let g_s = self.schedule.gamma_and_prime_of(on_device(&s), part).0;
                 let weight = (g_t.clone() - g_s).exp().sub_scalar(1.0).mul_scalar(steps as f64);
-                let exact: Vec<f64> = s.iter().zip(&t).map(|(&s, &t)| steps as f64 * (host.gamma(t) - host.gamma(s)).exp_m1()).collect();
+                let exact: Vec<f64> =
+                    s.iter().zip(&t).map(|(&s, &t)| steps as f64 * (host.gamma(t) - host.gamma(s)).exp_m1()).collect();
                 let g_t = with_host_values(g_t, &t.iter().map(|&t| host.gamma(t)).collect::<Vec<_>>());
                 (g_t, with_host_values(weight, &exact))
             }
@@ -241,7 +266,13 @@ impl<B: FastOps> Vdm<B> {
 
     /// The VLB terms as [`Vdm::vlb_terms`], with the diffusion term's `γ_t` and weight given
     /// (`[N]` each, from [`Vdm::diffusion_inputs`]).
-    pub fn vlb_terms_at(&self, pixels: Tensor<B, 4>, noise: &Noise, g_t: Tensor<B, 1>, weight: Tensor<B, 1>) -> VlbTerms<Batch4<B>> {
+    pub fn vlb_terms_at(
+        &self,
+        pixels: Tensor<B, 4>,
+        noise: &Noise,
+        g_t: Tensor<B, 1>,
+        weight: Tensor<B, 1>,
+    ) -> VlbTerms<Batch4<B>> {
         let device = pixels.device();
         let shape: [usize; 4] = pixels.dims();
         let host = self.schedule.to_host();
@@ -256,7 +287,8 @@ impl<B: FastOps> Vdm<B> {
         let z_0 = process::diffuse(f.clone(), eps_0, g0.clone());
         // vlb::reconstruction_nll, as one fused operation (tested against it).
         let z = z_0.div(process::alpha(g0.clone()));
-        let reconstruction = BurnBatch(ops::decoder_nll(z.0, f.0.clone(), g0.neg().exp().0, PIXEL_VALUES)).sum_example();
+        let reconstruction =
+            BurnBatch(ops::decoder_nll(z.0, f.0.clone(), g0.neg().exp().0, PIXEL_VALUES)).sum_example();
 
         let z_t = process::diffuse(f, eps.clone(), per_example(g_t.clone()));
         let eps_hat = BurnBatch(self.score.forward(z_t.0, g_t));
@@ -278,7 +310,10 @@ impl<B: FastOps> Denoiser<B> for Vdm<B> {
         }
         TimeMode::from_steps(steps)?;
         let host = self.schedule.to_host();
-        Ok((0..=steps).map(|i| host.gamma(i as f64 / steps as f64)).map(|gamma| GridPoint { gamma, net_input: gamma }).collect())
+        Ok((0..=steps)
+            .map(|i| host.gamma(i as f64 / steps as f64))
+            .map(|gamma| GridPoint { gamma, net_input: gamma })
+            .collect())
     }
 
     /// `ε̂(z_t; γ_t)` from the score network and `x̂ = (z_t − σ_t ε̂)/α_t` (VDM eq. 12).
@@ -317,7 +352,13 @@ impl<B: TrainBackend> Vdm<B> {
     /// for the shape under the variance objective, `2 L_i (∂L̄/∂g_i, ∂L̄/∂w_i) = ∂(mean_j L_j²)/∂(g_i, w_i)`,
     ///
     /// adds the schedule's share (the chain rule with the per-example coefficients held fixed).
-    pub fn loss_and_gradients(&self, pixels: Tensor<B, 4>, noise: &Noise, time: TimeMode, objective: ShapeObjective) -> Result<(f64, GradientsParams), String> {
+    pub fn loss_and_gradients(
+        &self,
+        pixels: Tensor<B, 4>,
+        noise: &Noise,
+        time: TimeMode,
+        objective: ShapeObjective,
+    ) -> Result<(f64, GradientsParams), String> {
         if objective == ShapeObjective::Variance && time != TimeMode::Continuous {
             return Err(format!(
                 "the variance shape objective needs continuous-time training (train.time_steps = 0), not {time}: only in continuous time does the bound not depend on the shape"
@@ -332,7 +373,8 @@ impl<B: TrainBackend> Vdm<B> {
         let loss = per_example.mean();
         let bpd = loss.clone().into_scalar().elem::<f64>();
         let grads = loss.backward();
-        let coefficient = |leaf: &Tensor<B, 1>| Tensor::<B, 1>::from_inner(leaf.grad(&grads).unwrap_or_else(|| losses.zeros_like()));
+        let coefficient =
+            |leaf: &Tensor<B, 1>| Tensor::<B, 1>::from_inner(leaf.grad(&grads).unwrap_or_else(|| losses.zeros_like()));
         let (dg, dw) = (coefficient(&g_leaf), coefficient(&w_leaf));
         let mut gradients = GradientsParams::from_grads(grads, self);
         if !self.schedule.is_trainable() {
@@ -390,7 +432,8 @@ impl Estimate {
     pub fn of(values: &[f64]) -> Self {
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
-        let var = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        let var =
+            if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
         Self { mean, se: (var / n).sqrt() }
     }
 }

@@ -58,7 +58,12 @@ impl<B: FastOps> Conv<B> {
 
     /// The convolution with `shift` `[N, C_out]` added to each image's bias, and `residual`
     /// `[N, C_out, H', W']` added to the output: both folded into the one operation.
-    pub fn forward_with(&self, x: Tensor<B, 4>, shift: Option<Tensor<B, 2>>, residual: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 4>,
+        shift: Option<Tensor<B, 2>>,
+        residual: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 4> {
         let (n, o) = (x.dims()[0], self.out_channels());
         let bias = match &self.conv.bias {
             Some(b) => b.val().unsqueeze_dim(0),
@@ -137,9 +142,19 @@ pub struct ResnetBlock<B: Backend> {
 impl<B: Backend> ResnetBlock<B> {
     /// A block from `c_in` to `c_out` channels conditioned on a `d_cond`-vector.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(c_in: usize, c_out: usize, d_cond: usize, groups: usize, dropout: f64, cond: CondProjection, device: &B::Device) -> Self {
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        d_cond: usize,
+        groups: usize,
+        dropout: f64,
+        cond: CondProjection,
+        device: &B::Device,
+    ) -> Self {
         let cond_proj = match cond {
-            CondProjection::ZeroNoBias => LinearConfig::new(d_cond, c_out).with_bias(false).with_initializer(Initializer::Zeros),
+            CondProjection::ZeroNoBias => {
+                LinearConfig::new(d_cond, c_out).with_bias(false).with_initializer(Initializer::Zeros)
+            }
             CondProjection::Dense => LinearConfig::new(d_cond, c_out),
         };
         Self {
@@ -234,7 +249,8 @@ mod tests {
                                 for dx in 0..k {
                                     let (yy, xx) = (i as isize + dy as isize - p, j as isize + dx as isize - p);
                                     if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < wd {
-                                        s += w[((oi * c + ci) * k + dy) * k + dx] * x[((bi * c + ci) * h + yy as usize) * wd + xx as usize];
+                                        s += w[((oi * c + ci) * k + dy) * k + dx]
+                                            * x[((bi * c + ci) * h + yy as usize) * wd + xx as usize];
                                     }
                                 }
                             }
@@ -260,7 +276,9 @@ mod tests {
         let device = Default::default();
         let (b, c, hgt, wid) = (2, 8, 3, 5);
         let mut block = AttnBlock::<Cpu>::new(c, 4, &device);
-        let random = |shape: [usize; 2]| Param::from_tensor(Tensor::<Cpu, 2>::random(shape, Distribution::Normal(0.0, 0.5), &device));
+        let random = |shape: [usize; 2]| {
+            Param::from_tensor(Tensor::<Cpu, 2>::random(shape, Distribution::Normal(0.0, 0.5), &device))
+        };
         for layer in [&mut block.q, &mut block.k, &mut block.v, &mut block.proj_out] {
             layer.weight = random([c, c]);
             layer.bias = Some(Param::from_tensor(Tensor::random([c], Distribution::Normal(0.0, 0.5), &device)));
@@ -297,14 +315,20 @@ mod tests {
             let g = values(xa.grad(&grads).unwrap());
             let mut xv = values(x);
             let idx = 2 * 5 * 6 * 4 / 2 + 7;
-            let loss = |xv: &[f32]| reference(xv, &w, &bias, shape, o, k).iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
+            let loss = |xv: &[f32]| {
+                reference(xv, &w, &bias, shape, o, k).iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()
+            };
             let h = 1e-2f32;
             xv[idx] += h;
             let up = loss(&xv);
             xv[idx] -= 2.0 * h;
             let down = loss(&xv);
             let fd = (up - down) / (2.0 * f64::from(h));
-            assert!((f64::from(g[idx]) - fd).abs() < 1e-2 * fd.abs().max(1.0), "k = {k}: gradient {} vs finite difference {fd}", g[idx]);
+            assert!(
+                (f64::from(g[idx]) - fd).abs() < 1e-2 * fd.abs().max(1.0),
+                "k = {k}: gradient {} vs finite difference {fd}",
+                g[idx]
+            );
         }
     }
 }

@@ -54,7 +54,12 @@ impl Default for ClassifierConfig {
 impl ClassifierConfig {
     /// Checks the settings, naming the offending field.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v, max) in [("ch", self.ch, 1024), ("features", self.features, 8192), ("steps", self.steps, 10_000_000), ("batch_size", self.batch_size, 1 << 20)] {
+        for (name, v, max) in [
+            ("ch", self.ch, 1024),
+            ("features", self.features, 8192),
+            ("steps", self.steps, 10_000_000),
+            ("batch_size", self.batch_size, 1 << 20),
+        ] {
             if v == 0 || v > max {
                 return Err(format!("classifier {name} must be between 1 and {max}, got {v}"));
             }
@@ -104,7 +109,12 @@ impl<B: FastOps> Classifier<B> {
     }
 
     /// Features and class probabilities of every image, `batch_size` at a time, as host rows.
-    pub fn features_and_probabilities(&self, images: &ImageSet, batch_size: usize, device: &B::Device) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    pub fn features_and_probabilities(
+        &self,
+        images: &ImageSet,
+        batch_size: usize,
+        device: &B::Device,
+    ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
         let (mut features, mut probabilities) = (Vec::with_capacity(images.len()), Vec::with_capacity(images.len()));
         let indices: Vec<usize> = (0..images.len()).collect();
         for chunk in indices.chunks(batch_size.max(1)) {
@@ -125,7 +135,9 @@ fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f64>> {
 
 /// The share of `probabilities`' rows whose most probable class is `labels`' (the accuracy).
 pub fn accuracy(probabilities: &[Vec<f64>], labels: &[u32]) -> f64 {
-    let argmax = |p: &Vec<f64>| p.iter().enumerate().fold((0, f64::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0;
+    let argmax = |p: &Vec<f64>| {
+        p.iter().enumerate().fold((0, f64::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+    };
     let correct = probabilities.iter().zip(labels).filter(|(p, &l)| argmax(p) == l as usize).count();
     correct as f64 / labels.len().max(1) as f64
 }
@@ -163,7 +175,11 @@ pub fn train<B: TrainBackend>(
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<(Classifier<B::InnerBackend>, f64), String> {
     config.validate()?;
-    let labels = train.labels.as_ref().filter(|l| !l.is_empty()).ok_or("the training images have no labels; a classifier needs a labelled dataset")?;
+    let labels = train
+        .labels
+        .as_ref()
+        .filter(|l| !l.is_empty())
+        .ok_or("the training images have no labels; a classifier needs a labelled dataset")?;
     let test_labels = test.labels.as_ref().ok_or("the test images have no labels")?;
     let classes = train.num_classes().max(test.num_classes());
     B::seed(device, derive_seed(config.seed, 0, 0));
@@ -217,15 +233,27 @@ pub fn save<B: Backend>(dir: &Path, model: &Classifier<B>, mut info: ClassifierI
 /// SHA-256.
 pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Classifier<B>, ClassifierInfo), String> {
     let info_path = dir.join(INFO_FILE);
-    let text = fs::read_to_string(&info_path).map_err(|e| format!("{}: {} (is {} a classifier from `vdm classifier train`?)", info_path.display(), describe_io(&e), dir.display()))?;
+    let text = fs::read_to_string(&info_path).map_err(|e| {
+        format!(
+            "{}: {} (is {} a classifier from `vdm classifier train`?)",
+            info_path.display(),
+            describe_io(&e),
+            dir.display()
+        )
+    })?;
     let info: ClassifierInfo = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", info_path.display()))?;
     info.config.validate().map_err(|e| format!("{}: {e}", info_path.display()))?;
     let path = dir.join(WEIGHTS_FILE);
     let bytes = fs::read(&path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
     if FileDigest::of(&bytes) != info.weights {
-        return Err(format!("{}: size or SHA-256 differs from {}: the file is truncated, corrupt or was replaced", path.display(), info_path.display()));
+        return Err(format!(
+            "{}: size or SHA-256 differs from {}: the file is truncated, corrupt or was replaced",
+            path.display(),
+            info_path.display()
+        ));
     }
-    let record = Recorder::<B>::load(&Recording::new(), bytes, device).map_err(|e| format!("{}: cannot be decoded ({e})", path.display()))?;
+    let record = Recorder::<B>::load(&Recording::new(), bytes, device)
+        .map_err(|e| format!("{}: cannot be decoded ({e})", path.display()))?;
     let model = info.config.build::<B>(info.image_shape, info.classes, device).load_record(record);
     Ok((model, info))
 }

@@ -42,7 +42,14 @@ pub struct UNetConfig {
 impl Default for UNetConfig {
     /// DDPM's CIFAR-10 model: `ch = 128`, `ch_mult = (1, 2, 2, 2)`, 2 blocks, attention at 16×16.
     fn default() -> Self {
-        Self { ch: 128, ch_mult: vec![1, 2, 2, 2], num_res_blocks: 2, attn_resolutions: vec![16], dropout: 0.1, groups: 32 }
+        Self {
+            ch: 128,
+            ch_mult: vec![1, 2, 2, 2],
+            num_res_blocks: 2,
+            attn_resolutions: vec![16],
+            dropout: 0.1,
+            groups: 32,
+        }
     }
 }
 
@@ -64,13 +71,19 @@ impl UNetConfig {
             return Err(format!("unet.ch must be even and between 4 and {MAX_CHANNELS}, got {}", self.ch));
         }
         if self.ch_mult.is_empty() || self.ch_mult.len() > 8 || self.ch_mult.iter().any(|&m| m == 0 || m > 16) {
-            return Err(format!("unet.ch_mult needs 1 to 8 multipliers, each between 1 and 16, got {:?}", self.ch_mult));
+            return Err(format!(
+                "unet.ch_mult needs 1 to 8 multipliers, each between 1 and 16, got {:?}",
+                self.ch_mult
+            ));
         }
         if self.num_res_blocks == 0 || self.num_res_blocks > 64 {
             return Err(format!("unet.num_res_blocks must be between 1 and 64, got {}", self.num_res_blocks));
         }
         if self.groups == 0 || self.ch_mult.iter().any(|&m| !(self.ch * m).is_multiple_of(self.groups)) {
-            return Err(format!("unet.groups ({}) must divide every channel count ch × ch_mult ({} × {:?})", self.groups, self.ch, self.ch_mult));
+            return Err(format!(
+                "unet.groups ({}) must divide every channel count ch × ch_mult ({} × {:?})",
+                self.groups, self.ch, self.ch_mult
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("unet.dropout must be in [0, 1), got {}", self.dropout));
@@ -112,7 +125,9 @@ impl UNetConfig {
     /// height is listed in `attn_resolutions`.
     pub fn init<B: Backend>(&self, [channels, height, _]: [usize; 3], device: &B::Device) -> UNet<B> {
         let temb = 4 * self.ch;
-        let block = |c_in: usize, c_out: usize| ResnetBlock::new(c_in, c_out, temb, self.groups, self.dropout, CondProjection::Dense, device);
+        let block = |c_in: usize, c_out: usize| {
+            ResnetBlock::new(c_in, c_out, temb, self.groups, self.dropout, CondProjection::Dense, device)
+        };
         let attends = |level: usize| self.attn_resolutions.contains(&(height >> level));
         let attn = |count: usize, c: usize, level: usize| match attends(level) {
             true => (0..count).map(|_| AttnBlock::new(c, self.groups, device)).collect(),

@@ -43,7 +43,6 @@ pub struct ScoreNetConfig {
     pub gamma_max: f64,
 }
 
-
 impl Default for ScoreNetConfig {
     /// VDM's CIFAR-10 architecture.
     fn default() -> Self {
@@ -82,7 +81,10 @@ impl ScoreNetConfig {
             return Err(format!("score.dropout must be in [0, 1), got {}", self.dropout));
         }
         if !(self.gamma_min.is_finite() && self.gamma_max.is_finite() && self.gamma_min < self.gamma_max) {
-            return Err(format!("score needs finite gamma_min < gamma_max, got {} and {}", self.gamma_min, self.gamma_max));
+            return Err(format!(
+                "score needs finite gamma_min < gamma_max, got {} and {}",
+                self.gamma_min, self.gamma_max
+            ));
         }
         Ok(())
     }
@@ -103,7 +105,9 @@ impl ScoreNetConfig {
         let n = self.n_embd;
         let in_channels = channels * (1 + 2 * self.fourier_exponents.len());
         let conv = |c_in: usize, c_out: usize, init: Init| Conv::same(c_in, c_out, 3, init, device);
-        let block = |c_in: usize| ResnetBlock::new(c_in, n, 4 * n, self.groups, self.dropout, CondProjection::ZeroNoBias, device);
+        let block = |c_in: usize| {
+            ResnetBlock::new(c_in, n, 4 * n, self.groups, self.dropout, CondProjection::ZeroNoBias, device)
+        };
         ScoreNet {
             dense0: LinearConfig::new(n, 4 * n).init(device),
             dense1: LinearConfig::new(4 * n, 4 * n).init(device),
@@ -186,7 +190,6 @@ impl<B: FastOps> ScoreNet<B> {
     }
 }
 
-
 /// `[z, sin(2ⁿ π z), cos(2ⁿ π z) for n in exponents]` along channels (VDM `Base2FourierFeatures`).
 fn fourier_features<B: Backend>(z: Tensor<B, 4>, exponents: &[i32]) -> Tensor<B, 4> {
     let mut parts = vec![z.clone()];
@@ -211,7 +214,11 @@ mod tests {
     impl<B: Backend> ModuleMapper<B> for Randomise {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
             let (id, old, mapper) = param.consume();
-            Param::from_mapped_value(id, Tensor::random(old.shape(), Distribution::Normal(0.0, 0.1), &old.device()), mapper)
+            Param::from_mapped_value(
+                id,
+                Tensor::random(old.shape(), Distribution::Normal(0.0, 0.1), &old.device()),
+                mapper,
+            )
         }
     }
 

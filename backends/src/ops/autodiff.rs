@@ -88,7 +88,11 @@ impl<B: FastOps> Backward<B, 3> for DecoderBackward {
 }
 
 /// Hands each tracked parent its gradient (untracked parents, `None`, get none).
-fn register_parents<B: FastOps, const N: usize>(grads: &mut Gradients, parents: [Option<NodeId>; N], values: [FloatTensor<B>; N]) {
+fn register_parents<B: FastOps, const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; N],
+    values: [FloatTensor<B>; N],
+) {
     for (parent, value) in parents.into_iter().zip(values) {
         if let Some(id) = parent {
             grads.register::<B>(id, value);
@@ -97,16 +101,37 @@ fn register_parents<B: FastOps, const N: usize>(grads: &mut Gradients, parents: 
 }
 
 impl<B: FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
-    fn decoder_nll(z: FloatTensor<Self>, f: FloatTensor<Self>, precision: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self> {
+    fn decoder_nll(
+        z: FloatTensor<Self>,
+        f: FloatTensor<Self>,
+        precision: FloatTensor<Self>,
+        vocab: usize,
+    ) -> FloatTensor<Self> {
         let output = B::decoder_nll(z.primitive.clone(), f.primitive.clone(), precision.primitive.clone(), vocab);
-        match DecoderBackward(vocab).prepare::<C>([z.node.clone(), f.node.clone(), precision.node.clone()]).compute_bound().stateful() {
+        match DecoderBackward(vocab)
+            .prepare::<C>([z.node.clone(), f.node.clone(), precision.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish((z.primitive, f.primitive, precision.primitive), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         }
     }
 
-    fn conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: Option<FloatTensor<Self>>, spec: ConvSpec) -> FloatTensor<Self> {
-        let output = B::conv(x.primitive.clone(), weight.primitive.clone(), bias.primitive, residual.as_ref().map(|r| r.primitive.clone()), spec);
+    fn conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: Option<FloatTensor<Self>>,
+        spec: ConvSpec,
+    ) -> FloatTensor<Self> {
+        let output = B::conv(
+            x.primitive.clone(),
+            weight.primitive.clone(),
+            bias.primitive,
+            residual.as_ref().map(|r| r.primitive.clone()),
+            spec,
+        );
         let state = (x.primitive, weight.primitive);
         let (x, weight, bias) = (x.node, weight.node, bias.node);
         match residual {
@@ -123,7 +148,11 @@ impl<B: FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
 
     fn dot_product_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
         let output = B::dot_product_attention(q.primitive.clone(), k.primitive.clone(), v.primitive.clone());
-        match AttentionBackward.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
+        match AttentionBackward
+            .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish((q.primitive, k.primitive, v.primitive), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         }
@@ -139,9 +168,18 @@ impl<B: FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         <Self as AutodiffBackend>::from_inner(B::dropout_mask(shape, keep, device))
     }
 
-    fn group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, spec: NormSpec) -> FloatTensor<Self> {
+    fn group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        spec: NormSpec,
+    ) -> FloatTensor<Self> {
         let output = B::group_norm(x.primitive.clone(), gamma.primitive.clone(), beta.primitive.clone(), spec);
-        match GroupNormBackward(spec).prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()]).compute_bound().stateful() {
+        match GroupNormBackward(spec)
+            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish((x.primitive, gamma.primitive, beta.primitive), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         }

@@ -29,7 +29,13 @@ fn pad<B: Backend>(x: Tensor<B, 4>, explicit: Option<[usize; 4]>) -> Tensor<B, 4
     }
 }
 
-pub fn conv2d<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>, residual: Option<FloatTensor<B>>, spec: ConvSpec) -> FloatTensor<B> {
+pub fn conv2d<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    residual: Option<FloatTensor<B>>,
+    spec: ConvSpec,
+) -> FloatTensor<B> {
     let (explicit, options) = options(spec);
     let x = pad(tensor::<B, 4>(x), explicit);
     let y = module::conv2d(x, tensor(weight), None, options) + tensor::<B, 2>(bias).unsqueeze_dims::<4>(&[2, 3]);
@@ -39,7 +45,12 @@ pub fn conv2d<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: Float
     })
 }
 
-pub fn conv2d_backward<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, grad: FloatTensor<B>, spec: ConvSpec) -> ConvGrads<B> {
+pub fn conv2d_backward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    spec: ConvSpec,
+) -> ConvGrads<B> {
     let (explicit, options) = options(spec);
     let x = tensor::<B, 4>(x);
     let [_, _, h, w] = x.dims();
@@ -86,13 +97,24 @@ fn per_channel<B: Backend>(v: Tensor<B, 1>) -> Tensor<B, 4> {
     v.reshape([1, c, 1, 1])
 }
 
-pub fn group_norm<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, spec: NormSpec) -> FloatTensor<B> {
+pub fn group_norm<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    spec: NormSpec,
+) -> FloatTensor<B> {
     let (x_hat, _) = normalise(tensor::<B, 4>(x), spec);
     let y = x_hat * per_channel(tensor(gamma)) + per_channel(tensor(beta));
     primitive(if spec.swish { y.clone() * sigmoid(y) } else { y })
 }
 
-pub fn group_norm_backward<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, grad: FloatTensor<B>, spec: NormSpec) -> NormGrads<B> {
+pub fn group_norm_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    spec: NormSpec,
+) -> NormGrads<B> {
     let x = tensor::<B, 4>(x);
     let [n, c, h, w] = x.dims();
     let (x_hat, inv_std) = normalise(x, spec);
@@ -127,7 +149,12 @@ pub fn dot_product_attention<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v
 
 /// With `o = v pᵀ` and `s = qᵀk/√C`: `dv = do p`, `dp = doᵀ v`, `ds_ij = p_ij (dp_ij − Σ_j' p_ij' dp_ij')`,
 /// `dq = k dsᵀ/√C`, `dk = q ds/√C`.
-pub fn dot_product_attention_backward<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, grad: FloatTensor<B>) -> AttentionGrads<B> {
+pub fn dot_product_attention_backward<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> AttentionGrads<B> {
     let (q, k, v, grad) = (tensor::<B, 3>(q), tensor::<B, 3>(k), tensor::<B, 3>(v), tensor::<B, 3>(grad));
     let c = q.dims()[1];
     let p = attention_weights(q.clone(), k.clone());
@@ -139,14 +166,30 @@ pub fn dot_product_attention_backward<B: Backend>(q: FloatTensor<B>, k: FloatTen
     (primitive(dq), primitive(dk), primitive(dv))
 }
 
-pub fn decoder_nll<B: Backend>(z: FloatTensor<B>, f: FloatTensor<B>, precision: FloatTensor<B>, vocab: usize) -> FloatTensor<B> {
-    let nll = vlb::decoder_nll(BurnBatch(tensor::<B, 4>(f)), BurnBatch(tensor::<B, 4>(z)), BurnBatch(tensor::<B, 4>(precision)), vocab);
+pub fn decoder_nll<B: Backend>(
+    z: FloatTensor<B>,
+    f: FloatTensor<B>,
+    precision: FloatTensor<B>,
+    vocab: usize,
+) -> FloatTensor<B> {
+    let nll = vlb::decoder_nll(
+        BurnBatch(tensor::<B, 4>(f)),
+        BurnBatch(tensor::<B, 4>(z)),
+        BurnBatch(tensor::<B, 4>(precision)),
+        vocab,
+    );
     primitive(nll.0)
 }
 
 /// With `π` the decoder's softmax over the bins: `∂/∂z = P (E_π[f_k] − f)`, `∂/∂f = −P (z − f)`,
 /// `∂/∂P = ½ ((z − f)² − E_π[(z − f_k)²])`, the last summed over each image's values.
-pub fn decoder_nll_backward<B: Backend>(z: FloatTensor<B>, f: FloatTensor<B>, precision: FloatTensor<B>, grad: FloatTensor<B>, vocab: usize) -> DecoderGrads<B> {
+pub fn decoder_nll_backward<B: Backend>(
+    z: FloatTensor<B>,
+    f: FloatTensor<B>,
+    precision: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    vocab: usize,
+) -> DecoderGrads<B> {
     let (z, f, p, g) = (tensor::<B, 4>(z), tensor::<B, 4>(f), tensor::<B, 4>(precision), tensor::<B, 4>(grad));
     // Unnormalised softmax weights relative to the largest logit, as in the forward pass.
     let nearest = z.clone().add_scalar(1.0).mul_scalar(vocab as f64 / 2.0).floor().clamp(0.0, (vocab - 1) as f64);

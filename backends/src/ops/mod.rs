@@ -76,13 +76,24 @@ pub trait FastOps: Backend {
     /// `y = conv(x, weight) + bias (+ residual)`: `x` `[N, C, H, W]`, `weight` `[O, C, k, k]`,
     /// `bias` `[N, O]` (one per image and output channel: a ResNet block's conditioning folds in
     /// here), `residual` `[N, O, H', W']` (a ResNet block's skip connection).
-    fn conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: Option<FloatTensor<Self>>, spec: ConvSpec) -> FloatTensor<Self> {
+    fn conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: Option<FloatTensor<Self>>,
+        spec: ConvSpec,
+    ) -> FloatTensor<Self> {
         generic::conv2d::<Self>(x, weight, bias, residual, spec)
     }
 
     /// The gradients of [`FastOps::conv`] given the gradient of its output, the bias's `[N, O]`
     /// (the residual's is the output's own).
-    fn conv_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, spec: ConvSpec) -> ConvGrads<Self> {
+    fn conv_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        spec: ConvSpec,
+    ) -> ConvGrads<Self> {
         generic::conv2d_backward::<Self>(x, weight, grad, spec)
     }
 
@@ -105,12 +116,23 @@ pub trait FastOps: Backend {
 
     /// Group normalisation of `x` `[N, C, H, W]` with per-channel `gamma`, `beta`, optionally
     /// followed by swish.
-    fn group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, spec: NormSpec) -> FloatTensor<Self> {
+    fn group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        spec: NormSpec,
+    ) -> FloatTensor<Self> {
         generic::group_norm::<Self>(x, gamma, beta, spec)
     }
 
     /// The gradients of [`FastOps::group_norm`] given the gradient of its output.
-    fn group_norm_backward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, grad: FloatTensor<Self>, spec: NormSpec) -> NormGrads<Self> {
+    fn group_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        spec: NormSpec,
+    ) -> NormGrads<Self> {
         generic::group_norm_backward::<Self>(x, gamma, beta, grad, spec)
     }
 
@@ -121,7 +143,12 @@ pub trait FastOps: Backend {
     }
 
     /// The gradients of [`FastOps::dot_product_attention`] given the gradient of its output.
-    fn dot_product_attention_backward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, grad: FloatTensor<Self>) -> AttentionGrads<Self> {
+    fn dot_product_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> AttentionGrads<Self> {
         generic::dot_product_attention_backward::<Self>(q, k, v, grad)
     }
 
@@ -135,12 +162,23 @@ pub trait FastOps: Backend {
 
     /// VDM's decoder NLL per value ([`vdm_core::vlb::decoder_nll`]): `z` and the encoded data `f`
     /// `[N, C, H, W]`, the precision `e^{−γ₀}` per image `[N, 1, 1, 1]`, `vocab` bins.
-    fn decoder_nll(z: FloatTensor<Self>, f: FloatTensor<Self>, precision: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self> {
+    fn decoder_nll(
+        z: FloatTensor<Self>,
+        f: FloatTensor<Self>,
+        precision: FloatTensor<Self>,
+        vocab: usize,
+    ) -> FloatTensor<Self> {
         generic::decoder_nll::<Self>(z, f, precision, vocab)
     }
 
     /// The gradients of [`FastOps::decoder_nll`] given the gradient of its output.
-    fn decoder_nll_backward(z: FloatTensor<Self>, f: FloatTensor<Self>, precision: FloatTensor<Self>, grad: FloatTensor<Self>, vocab: usize) -> DecoderGrads<Self> {
+    fn decoder_nll_backward(
+        z: FloatTensor<Self>,
+        f: FloatTensor<Self>,
+        precision: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        vocab: usize,
+    ) -> DecoderGrads<Self> {
         generic::decoder_nll_backward::<Self>(z, f, precision, grad, vocab)
     }
 }
@@ -173,7 +211,13 @@ pub fn conv<B: FastOps>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor<B, 1
 }
 
 /// [`FastOps::conv`] on tensors: a bias per image and output channel `[N, O]`, and a residual.
-pub fn conv_with<B: FastOps>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor<B, 2>, residual: Option<Tensor<B, 4>>, spec: ConvSpec) -> Tensor<B, 4> {
+pub fn conv_with<B: FastOps>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Tensor<B, 2>,
+    residual: Option<Tensor<B, 4>>,
+    spec: ConvSpec,
+) -> Tensor<B, 4> {
     tensor(B::conv(primitive(x), primitive(weight), primitive(bias), residual.map(primitive), spec))
 }
 
@@ -181,7 +225,12 @@ pub fn conv_with<B: FastOps>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor
 /// [`FastOps::evaluation_batch`] images at a time, the outputs concatenated: the same values as
 /// one evaluation (every operation of the networks treats each image on its own), with each
 /// part's activations small enough to stay in cache on the CPU backend.
-pub fn evaluate_in_parts<B: FastOps>(x: Tensor<B, 4>, t: Tensor<B, 1>, activation_bytes: usize, net: impl Fn(Tensor<B, 4>, Tensor<B, 1>) -> Tensor<B, 4>) -> Tensor<B, 4> {
+pub fn evaluate_in_parts<B: FastOps>(
+    x: Tensor<B, 4>,
+    t: Tensor<B, 1>,
+    activation_bytes: usize,
+    net: impl Fn(Tensor<B, 4>, Tensor<B, 1>) -> Tensor<B, 4>,
+) -> Tensor<B, 4> {
     let (n, part) = (x.dims()[0], B::evaluation_batch(activation_bytes).max(1));
     if n <= part {
         return net(x, t);
@@ -214,11 +263,21 @@ pub fn dropout<B: FastOps, const D: usize>(x: Tensor<B, D>, prob: f64) -> Tensor
 }
 
 /// [`FastOps::decoder_nll`] on tensors.
-pub fn decoder_nll<B: FastOps>(z: Tensor<B, 4>, f: Tensor<B, 4>, precision: Tensor<B, 4>, vocab: usize) -> Tensor<B, 4> {
+pub fn decoder_nll<B: FastOps>(
+    z: Tensor<B, 4>,
+    f: Tensor<B, 4>,
+    precision: Tensor<B, 4>,
+    vocab: usize,
+) -> Tensor<B, 4> {
     tensor(B::decoder_nll(primitive(z), primitive(f), primitive(precision), vocab))
 }
 
 /// [`FastOps::group_norm`] on tensors.
-pub fn group_norm<B: FastOps>(x: Tensor<B, 4>, gamma: Tensor<B, 1>, beta: Tensor<B, 1>, spec: NormSpec) -> Tensor<B, 4> {
+pub fn group_norm<B: FastOps>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    spec: NormSpec,
+) -> Tensor<B, 4> {
     tensor(B::group_norm(primitive(x), primitive(gamma), primitive(beta), spec))
 }

@@ -78,7 +78,9 @@ impl Tap {
     /// `cols.start`); `None` where it reads only padding.
     fn within(&self, out_rows: &Range<usize>, g: &Geometry) -> Option<(Range<usize>, usize)> {
         let (lo, hi) = (self.rows.start.max(out_rows.start), self.rows.end.min(out_rows.end));
-        (lo < hi && !self.cols.is_empty()).then(|| (lo - out_rows.start..hi - out_rows.start, self.first + (lo - self.rows.start) * g.spec.stride * g.w))
+        (lo < hi && !self.cols.is_empty()).then(|| {
+            (lo - out_rows.start..hi - out_rows.start, self.first + (lo - self.rows.start) * g.spec.stride * g.w)
+        })
     }
 }
 
@@ -96,7 +98,11 @@ impl Geometry {
             .map(|t| {
                 let (dy, dx) = (t / k, t % k);
                 let (rows, cols) = (inside(dy, top, h, ho), inside(dx, left, w, wo));
-                let first = if rows.is_empty() || cols.is_empty() { 0 } else { (rows.start * spec.stride + dy - top) * w + cols.start * spec.stride + dx - left };
+                let first = if rows.is_empty() || cols.is_empty() {
+                    0
+                } else {
+                    (rows.start * spec.stride + dy - top) * w + cols.start * spec.stride + dx - left
+                };
                 Tap { rows, cols, first }
             })
             .collect();
@@ -122,7 +128,11 @@ impl Geometry {
     /// (about 512 KB) between its writing and the matrix product reading it (12% less sampling
     /// time for the small model than whole images); all of them when pointwise.
     fn chunk_rows(&self) -> usize {
-        if self.pointwise() { self.ho } else { ((1 << 17) / (self.rows() * self.wo)).clamp(1, self.ho) }
+        if self.pointwise() {
+            self.ho
+        } else {
+            ((1 << 17) / (self.rows() * self.wo)).clamp(1, self.ho)
+        }
     }
 
     /// The output rows in chunks of [`Geometry::chunk_rows`].
@@ -189,7 +199,8 @@ fn col2im(cols: &mut [f32], g: &Geometry, out_rows: Range<usize>, image: &mut [f
             }
             for (out, line) in reading.chunks_exact(wo).zip(channel[first..].chunks_mut(stride * g.w)) {
                 if stride == 1 {
-                    line.iter_mut().zip(&out[cols.clone()]).for_each(|(d, &v)| *d += v); // vectorises
+                    line.iter_mut().zip(&out[cols.clone()]).for_each(|(d, &v)| *d += v);
+                // vectorises
                 } else {
                     line.iter_mut().step_by(stride).zip(&out[cols.clone()]).for_each(|(d, &v)| *d += v);
                 }
@@ -202,14 +213,45 @@ fn col2im(cols: &mut [f32], g: &Geometry, out_rows: Range<usize>, image: &mut [f
 /// row-major `c` `[m, n]`; `β` is 0 or 1. Threaded only when `threaded` (the kernels thread over
 /// images instead when there are enough of them).
 #[allow(clippy::too_many_arguments)]
-fn gemm(m: usize, k: usize, n: usize, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize, beta: f32, c: &mut [f32], threaded: bool) {
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+    beta: f32,
+    c: &mut [f32],
+    threaded: bool,
+) {
     gemm_into(m, k, n, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, n, threaded);
 }
 
 /// [`gemm`] into the columns `..n` of a row-major `c` with rows of `c_rs` values.
 #[allow(clippy::too_many_arguments)]
-fn gemm_into(m: usize, k: usize, n: usize, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize, beta: f32, c: &mut [f32], c_rs: usize, threaded: bool) {
-    assert!(a.len() >= (m - 1) * a_rs + (k - 1) * a_cs + 1 && b.len() >= (k - 1) * b_rs + (n - 1) * b_cs + 1 && c.len() >= (m - 1) * c_rs + n);
+fn gemm_into(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+    beta: f32,
+    c: &mut [f32],
+    c_rs: usize,
+    threaded: bool,
+) {
+    assert!(
+        a.len() >= (m - 1) * a_rs + (k - 1) * a_cs + 1
+            && b.len() >= (k - 1) * b_rs + (n - 1) * b_cs + 1
+            && c.len() >= (m - 1) * c_rs + n
+    );
     static UNPACKED: std::sync::Once = std::sync::Once::new();
     UNPACKED.call_once(|| {
         // `gemm` copies a column-major operand into packed panels when the other has more
@@ -222,10 +264,31 @@ fn gemm_into(m: usize, k: usize, n: usize, a: &[f32], a_rs: usize, a_cs: usize, 
         ::gemm::set_lhs_packing_threshold_multi_thread(12);
     });
     let threads = rayon::current_num_threads();
-    let parallelism = if threaded && threads > 1 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
+    let parallelism =
+        if threaded && threads > 1 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
     // SAFETY: the assertion above keeps every index the strides reach inside the slices.
     unsafe {
-        ::gemm::gemm(m, n, k, c.as_mut_ptr(), 1, c_rs as isize, beta != 0.0, a.as_ptr(), a_cs as isize, a_rs as isize, b.as_ptr(), b_cs as isize, b_rs as isize, beta, 1.0, false, false, false, parallelism);
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_rs as isize,
+            beta != 0.0,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            beta,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
 }
 
@@ -276,9 +339,17 @@ fn for_each_part<T: Send>(items: Vec<T>, each: impl Fn(usize, T, bool) + Sync) {
 fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], residual: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
     let (rows, op) = (g.rows(), g.out_pixels());
     // Every output value is written below only if the shapes agree.
-    assert!(bias.len() == n * g.o && residual.is_none_or(|r| r.len() == n * g.o * op), "conv: bias or residual of the wrong shape");
+    assert!(
+        bias.len() == n * g.o && residual.is_none_or(|r| r.len() == n * g.o * op),
+        "conv: bias or residual of the wrong shape"
+    );
     let mut out = Vec::with_capacity(n * g.o * op);
-    let images: Vec<_> = out.spare_capacity_mut().chunks_mut(g.o * op).zip(x.chunks(g.c * g.in_pixels())).zip(bias.chunks(g.o)).collect();
+    let images: Vec<_> = out
+        .spare_capacity_mut()
+        .chunks_mut(g.o * op)
+        .zip(x.chunks(g.c * g.in_pixels()))
+        .zip(bias.chunks(g.o))
+        .collect();
     for_each_part(images, |i, ((y, image), bias), threaded| {
         let planes = y.chunks_exact_mut(op).zip(bias);
         match residual {
@@ -291,7 +362,9 @@ fn conv_forward(x: &[f32], n: usize, weight: &[f32], bias: &[f32], residual: Opt
         let y = unsafe { y.assume_init_mut() };
         for out_rows in g.row_chunks() {
             let (first, pixels) = (out_rows.start * g.wo, out_rows.len() * g.wo);
-            with_columns(image, g, out_rows, |cols| gemm_into(g.o, rows, pixels, weight, rows, 1, cols, pixels, 1, 1.0, &mut y[first..], op, threaded));
+            with_columns(image, g, out_rows, |cols| {
+                gemm_into(g.o, rows, pixels, weight, rows, 1, cols, pixels, 1, 1.0, &mut y[first..], op, threaded)
+            });
         }
     });
     // SAFETY: every image was written in full above.
@@ -318,7 +391,9 @@ fn conv_backward(x: &[f32], n: usize, weight: &[f32], grad: &[f32], g: &Geometry
             // Output rows a chunk at a time, as in the forward pass.
             for out_rows in g.row_chunks() {
                 let (dy, pixels) = (&dy[out_rows.start * g.wo..], out_rows.len() * g.wo);
-                with_columns(image, g, out_rows.clone(), |cols| gemm(g.o, pixels, rows, dy, op, 1, cols, 1, pixels, 1.0, dw, threaded));
+                with_columns(image, g, out_rows.clone(), |cols| {
+                    gemm(g.o, pixels, rows, dy, op, 1, cols, 1, pixels, 1.0, dw, threaded)
+                });
                 if g.pointwise() {
                     gemm(rows, g.o, op, weight, 1, rows, dy, op, 1, 0.0, dx_image, threaded);
                 } else {
@@ -366,7 +441,10 @@ impl AttentionShape {
 /// `row = softmax(scale · row)` (`scale > 0`), with [`exp`] and the total summed in `f64`.
 fn softmax(row: &mut [f32], scale: f32) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    wide(#[inline(always)] || row.iter_mut().for_each(|v| *v = exp(scale * (*v - max))));
+    wide(
+        #[inline(always)]
+        || row.iter_mut().for_each(|v| *v = exp(scale * (*v - max))),
+    );
     let inv_total = (1.0 / sum(row, |v| v)) as f32;
     row.iter_mut().for_each(|v| *v *= inv_total);
 }
@@ -444,10 +522,13 @@ fn concat_images(a: &[f32], a_len: usize, b: &[f32], b_len: usize) -> Vec<f32> {
     let len = a.len() + b.len();
     assert!(a.len() / a_len == b.len() / b_len, "concatenation of batches of different sizes");
     let mut out = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len].par_chunks_mut(a_len + b_len).zip(a.par_chunks(a_len).zip(b.par_chunks(b_len))).for_each(|(out, (a, b))| {
-        out[..a_len].write_copy_of_slice(a);
-        out[a_len..].write_copy_of_slice(b);
-    });
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(a_len + b_len)
+        .zip(a.par_chunks(a_len).zip(b.par_chunks(b_len)))
+        .for_each(|(out, (a, b))| {
+            out[..a_len].write_copy_of_slice(a);
+            out[a_len..].write_copy_of_slice(b);
+        });
     // SAFETY: every image was written in full just above.
     unsafe { out.set_len(len) };
     out
@@ -457,7 +538,10 @@ fn concat_images(a: &[f32], a_len: usize, b: &[f32], b_len: usize) -> Vec<f32> {
 fn split_images(x: &[f32], image: usize, a_len: usize) -> (Vec<f32>, Vec<f32>) {
     let n = x.len() / image;
     let (mut a, mut b) = (Vec::with_capacity(n * a_len), Vec::with_capacity(n * (image - a_len)));
-    let (a_parts, b_parts) = (a.spare_capacity_mut()[..n * a_len].par_chunks_mut(a_len), b.spare_capacity_mut()[..n * (image - a_len)].par_chunks_mut(image - a_len));
+    let (a_parts, b_parts) = (
+        a.spare_capacity_mut()[..n * a_len].par_chunks_mut(a_len),
+        b.spare_capacity_mut()[..n * (image - a_len)].par_chunks_mut(image - a_len),
+    );
     a_parts.zip(b_parts).zip(x.par_chunks(image)).for_each(|((a, b), x)| {
         a.write_copy_of_slice(&x[..a_len]);
         b.write_copy_of_slice(&x[a_len..]);
@@ -502,7 +586,9 @@ fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
     let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4;
-    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
+    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
+        * r
+        + 0.5;
     let e = p * r * r + r + 1.0;
     // 2ⁿ from the bits of the float n + 127 + 1.5·2²³, whose last mantissa bits hold n + 127
     // (integer operations only, so this vectorises too).
@@ -551,18 +637,21 @@ fn norm_forward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], spec: N
     let mut out = Vec::with_capacity(x.len());
     let groups = out.spare_capacity_mut()[..x.len()].par_chunks_mut(per_group * hw);
     groups.zip(x.par_chunks(per_group * hw)).enumerate().for_each(|(i, (dst, src))| {
-        wide(#[inline(always)] || {
-            let (mean, inv_std) = group_stats(src, spec.epsilon);
-            for (cc, (dst, src)) in dst.chunks_exact_mut(hw).zip(src.chunks_exact(hw)).enumerate() {
-                let ch = (i % spec.groups) * per_group + cc;
-                let scale = (f64::from(gamma[ch]) * inv_std) as f32;
-                let shift = (f64::from(beta[ch]) - mean * f64::from(gamma[ch]) * inv_std) as f32;
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    let y = v * scale + shift;
-                    d.write(if spec.swish { swish(y) } else { y });
+        wide(
+            #[inline(always)]
+            || {
+                let (mean, inv_std) = group_stats(src, spec.epsilon);
+                for (cc, (dst, src)) in dst.chunks_exact_mut(hw).zip(src.chunks_exact(hw)).enumerate() {
+                    let ch = (i % spec.groups) * per_group + cc;
+                    let scale = (f64::from(gamma[ch]) * inv_std) as f32;
+                    let shift = (f64::from(beta[ch]) - mean * f64::from(gamma[ch]) * inv_std) as f32;
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        let y = v * scale + shift;
+                        d.write(if spec.swish { swish(y) } else { y });
+                    }
                 }
-            }
-        })
+            },
+        )
     });
     // SAFETY: every group's channels were written in full just above.
     unsafe { out.set_len(x.len()) };
@@ -573,7 +662,14 @@ fn norm_forward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], spec: N
 /// normalisation's output `γ x̂ + β` (through the swish, if any): `dx = (γ u − Σ γu / m −
 /// x̂ Σ γu x̂ / m) / σ`, and per channel `dγ = Σ u x̂`, `dβ = Σ u`. Element-wise in `f32`, the
 /// sums in `f64`.
-fn norm_backward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], grad: &[f32], spec: NormSpec) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn norm_backward(
+    x: &[f32],
+    shape: &[usize],
+    gamma: &[f32],
+    beta: &[f32],
+    grad: &[f32],
+    spec: NormSpec,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (c, hw) = (shape[1], shape[2] * shape[3]);
     let per_group = c / spec.groups;
     let mut dx = Vec::with_capacity(x.len());
@@ -584,38 +680,45 @@ fn norm_backward(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], grad: 
         let base = i * per_group * hw;
         let (src, up) = (&x[base..][..per_group * hw], &grad[base..][..per_group * hw]);
         let channels = (i % spec.groups) * per_group..;
-        wide(#[inline(always)] || {
-            let (mean, inv_std) = group_stats(src, spec.epsilon);
-            let x_hat = |v: f32| (v - mean as f32) * inv_std as f32;
-            for ((d, src), (up, ch)) in d.chunks_exact_mut(hw).zip(src.chunks_exact(hw)).zip(up.chunks_exact(hw).zip(channels.clone())) {
-                let (gm, bt) = (gamma[ch], beta[ch]);
-                for ((d, &v), &dy) in d.iter_mut().zip(src).zip(up) {
-                    d.write(if spec.swish {
-                        let y = x_hat(v) * gm + bt;
-                        let s = 1.0 / (1.0 + exp(-y));
-                        dy * (s * (1.0 + y * (1.0 - s)))
-                    } else {
-                        dy
-                    });
+        wide(
+            #[inline(always)]
+            || {
+                let (mean, inv_std) = group_stats(src, spec.epsilon);
+                let x_hat = |v: f32| (v - mean as f32) * inv_std as f32;
+                for ((d, src), (up, ch)) in
+                    d.chunks_exact_mut(hw).zip(src.chunks_exact(hw)).zip(up.chunks_exact(hw).zip(channels.clone()))
+                {
+                    let (gm, bt) = (gamma[ch], beta[ch]);
+                    for ((d, &v), &dy) in d.iter_mut().zip(src).zip(up) {
+                        d.write(if spec.swish {
+                            let y = x_hat(v) * gm + bt;
+                            let s = 1.0 / (1.0 + exp(-y));
+                            dy * (s * (1.0 + y * (1.0 - s)))
+                        } else {
+                            dy
+                        });
+                    }
                 }
-            }
-            // SAFETY: every value of the group was just written.
-            let u = unsafe { d.assume_init_mut() };
-            let (mut s1, mut s2) = (0f64, 0f64); // Σ γu and Σ γu x̂ over the group
-            for ((u, src), (sums, ch)) in u.chunks_exact(hw).zip(src.chunks_exact(hw)).zip(sums.iter_mut().zip(channels.clone())) {
-                let sum_u = sum(u, |v| v);
-                let sum_u_x_hat = (dot(u, src) - mean * sum_u) * inv_std;
-                *sums = (sum_u_x_hat, sum_u);
-                s1 += f64::from(gamma[ch]) * sum_u;
-                s2 += f64::from(gamma[ch]) * sum_u_x_hat;
-            }
-            let m = (per_group * hw) as f64;
-            let (c1, c2) = ((inv_std * s1 / m) as f32, (inv_std * s2 / m) as f32);
-            for ((u, src), ch) in u.chunks_exact_mut(hw).zip(src.chunks_exact(hw)).zip(channels) {
-                let scale = (f64::from(gamma[ch]) * inv_std) as f32;
-                u.iter_mut().zip(src).for_each(|(u, &v)| *u = scale * *u - c1 - c2 * x_hat(v));
-            }
-        })
+                // SAFETY: every value of the group was just written.
+                let u = unsafe { d.assume_init_mut() };
+                let (mut s1, mut s2) = (0f64, 0f64); // Σ γu and Σ γu x̂ over the group
+                for ((u, src), (sums, ch)) in
+                    u.chunks_exact(hw).zip(src.chunks_exact(hw)).zip(sums.iter_mut().zip(channels.clone()))
+                {
+                    let sum_u = sum(u, |v| v);
+                    let sum_u_x_hat = (dot(u, src) - mean * sum_u) * inv_std;
+                    *sums = (sum_u_x_hat, sum_u);
+                    s1 += f64::from(gamma[ch]) * sum_u;
+                    s2 += f64::from(gamma[ch]) * sum_u_x_hat;
+                }
+                let m = (per_group * hw) as f64;
+                let (c1, c2) = ((inv_std * s1 / m) as f32, (inv_std * s2 / m) as f32);
+                for ((u, src), ch) in u.chunks_exact_mut(hw).zip(src.chunks_exact(hw)).zip(channels) {
+                    let scale = (f64::from(gamma[ch]) * inv_std) as f32;
+                    u.iter_mut().zip(src).for_each(|(u, &v)| *u = scale * *u - c1 - c2 * x_hat(v));
+                }
+            },
+        )
     });
     // SAFETY: every group was written in full above.
     unsafe { dx.set_len(x.len()) };
@@ -676,8 +779,16 @@ impl FastOps for Cpu {
         from_values(nll, &zs)
     }
 
-    fn decoder_nll_backward(z: NdArrayTensor, f: NdArrayTensor, precision: NdArrayTensor, grad: NdArrayTensor, vocab: usize) -> DecoderGrads<Self> {
-        let (Some((zv, zs)), Some((fv, _)), Some((pv, ps)), Some((gv, _))) = (values(&z), values(&f), values(&precision), values(&grad)) else {
+    fn decoder_nll_backward(
+        z: NdArrayTensor,
+        f: NdArrayTensor,
+        precision: NdArrayTensor,
+        grad: NdArrayTensor,
+        vocab: usize,
+    ) -> DecoderGrads<Self> {
+        let (Some((zv, zs)), Some((fv, _)), Some((pv, ps)), Some((gv, _))) =
+            (values(&z), values(&f), values(&precision), values(&grad))
+        else {
             return generic::decoder_nll_backward::<Self>(z, f, precision, grad, vocab);
         };
         let parts = decoder_map(&zv, &fv, &pv, |z, f, p| {
@@ -696,13 +807,21 @@ impl FastOps for Cpu {
         (from_values(dz, &zs), from_values(df, &zs), from_values(dp.into_iter().map(|v| v as f32).collect(), &ps))
     }
 
-    fn conv(x: NdArrayTensor, weight: NdArrayTensor, bias: NdArrayTensor, residual: Option<NdArrayTensor>, spec: ConvSpec) -> NdArrayTensor {
+    fn conv(
+        x: NdArrayTensor,
+        weight: NdArrayTensor,
+        bias: NdArrayTensor,
+        residual: Option<NdArrayTensor>,
+        spec: ConvSpec,
+    ) -> NdArrayTensor {
         // `Some(None)`: no residual; `None`: a residual of another dtype.
         let rv = match &residual {
             Some(r) => values(r).map(|(v, _)| Some(v)),
             None => Some(None),
         };
-        let (Some((xv, xs)), Some((wv, ws)), Some((bv, _)), Some(rv)) = (values(&x), values(&weight), values(&bias), rv) else {
+        let (Some((xv, xs)), Some((wv, ws)), Some((bv, _)), Some(rv)) =
+            (values(&x), values(&weight), values(&bias), rv)
+        else {
             return generic::conv2d::<Self>(x, weight, bias, residual, spec);
         };
         let g = Geometry::new(&xs, &ws, spec);
@@ -725,8 +844,15 @@ impl FastOps for Cpu {
         from_values(attention_forward(&qv, &kv, &vv, AttentionShape::new(&qs), qs[0]), &qs)
     }
 
-    fn dot_product_attention_backward(q: NdArrayTensor, k: NdArrayTensor, v: NdArrayTensor, grad: NdArrayTensor) -> AttentionGrads<Self> {
-        let (Some((qv, qs)), Some((kv, _)), Some((vv, _)), Some((gv, _))) = (values(&q), values(&k), values(&v), values(&grad)) else {
+    fn dot_product_attention_backward(
+        q: NdArrayTensor,
+        k: NdArrayTensor,
+        v: NdArrayTensor,
+        grad: NdArrayTensor,
+    ) -> AttentionGrads<Self> {
+        let (Some((qv, qs)), Some((kv, _)), Some((vv, _)), Some((gv, _))) =
+            (values(&q), values(&k), values(&v), values(&grad))
+        else {
             return generic::dot_product_attention_backward::<Self>(q, k, v, grad);
         };
         let [dq, dk, dv] = attention_backward(&qv, &kv, &vv, &gv, AttentionShape::new(&qs), qs[0]);
@@ -770,8 +896,16 @@ impl FastOps for Cpu {
         from_values(norm_forward(&xv, &xs, &gv, &bv, spec), &xs)
     }
 
-    fn group_norm_backward(x: NdArrayTensor, gamma: NdArrayTensor, beta: NdArrayTensor, grad: NdArrayTensor, spec: NormSpec) -> NormGrads<Self> {
-        let (Some((xv, xs)), Some((gv, gs)), Some((bv, _)), Some((dv, _))) = (values(&x), values(&gamma), values(&beta), values(&grad)) else {
+    fn group_norm_backward(
+        x: NdArrayTensor,
+        gamma: NdArrayTensor,
+        beta: NdArrayTensor,
+        grad: NdArrayTensor,
+        spec: NormSpec,
+    ) -> NormGrads<Self> {
+        let (Some((xv, xs)), Some((gv, gs)), Some((bv, _)), Some((dv, _))) =
+            (values(&x), values(&gamma), values(&beta), values(&grad))
+        else {
             return generic::group_norm_backward::<Self>(x, gamma, beta, grad, spec);
         };
         let (dx, dg, db) = norm_backward(&xv, &xs, &gv, &bv, &dv, spec);
@@ -830,7 +964,13 @@ mod tests {
     #[test]
     fn dropout_mask_has_the_rate_and_does_not_depend_on_the_thread_count() {
         let (len, keep) = (1 << 20, 0.9);
-        let run = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| dropout_mask(len, keep, 42));
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| dropout_mask(len, keep, 42))
+        };
         let mask = run(1);
         let scale = (1.0 / keep) as f32;
         assert!(mask.iter().all(|&v| v == 0.0 || v == scale), "values other than 0 and 1/keep");
@@ -838,7 +978,10 @@ mod tests {
         let se = (keep * (1.0 - keep) / len as f64).sqrt();
         assert!((dropped - (1.0 - keep)).abs() < 5.0 * se, "dropped {dropped}, want {}", 1.0 - keep);
         let both = mask.windows(2).filter(|w| w[0] == 0.0 && w[1] == 0.0).count() as f64 / (len - 1) as f64;
-        assert!((both - (1.0 - keep).powi(2)).abs() < 5.0 * (0.01f64 * 0.99 / len as f64).sqrt(), "neighbours dropped together at {both}");
+        assert!(
+            (both - (1.0 - keep).powi(2)).abs() < 5.0 * (0.01f64 * 0.99 / len as f64).sqrt(),
+            "neighbours dropped together at {both}"
+        );
         assert!(run(3) == mask, "3 threads differ from one");
         assert!(dropout_mask(len, keep, 43) != mask, "another seed gives the same mask");
     }
@@ -849,11 +992,14 @@ mod tests {
         let shape = AttentionShape { c: 3, l: 10 };
         for n in [1, 5] {
             let len = n * shape.c * shape.l;
-            let data = |seed: usize| -> Vec<f32> { (0..len).map(|i| (((i + seed) * 31 % 17) as f32 - 8.0) / 4.0).collect() };
+            let data =
+                |seed: usize| -> Vec<f32> { (0..len).map(|i| (((i + seed) * 31 % 17) as f32 - 8.0) / 4.0).collect() };
             let (q, k, v, grad) = (data(0), data(5), data(9), data(14));
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                pool.install(|| (attention_forward(&q, &k, &v, shape, n), attention_backward(&q, &k, &v, &grad, shape, n)))
+                pool.install(|| {
+                    (attention_forward(&q, &k, &v, shape, n), attention_backward(&q, &k, &v, &grad, shape, n))
+                })
             };
             let one = run(1);
             for threads in [2, 3, 16] {

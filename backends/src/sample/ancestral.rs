@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use vdm_core::process::{self, DdpmVariance};
 
-use super::{linear_step, GridPoint, Denoised, Sampler};
+use super::{linear_step, Denoised, GridPoint, Sampler};
 
 /// `z_s = (α_s/α_t)(z_t − σ_t c ε̂) + σ ε` ([`process::ddpm`]), the model's reverse mean `μ_θ`
 /// plus noise, with `σ² = β̃ = c σ_s²` (VDM's step, [`process::ancestral`]) or `β = c σ_t²`; at
@@ -23,7 +23,14 @@ impl Ancestral {
 }
 
 impl<B: Backend> Sampler<B> for Ancestral {
-    fn step(&mut self, z: Tensor<B, 4>, prediction: Denoised<B>, t: GridPoint, s: GridPoint, noise: &mut dyn FnMut() -> Tensor<B, 4>) -> Tensor<B, 4> {
+    fn step(
+        &mut self,
+        z: Tensor<B, 4>,
+        prediction: Denoised<B>,
+        t: GridPoint,
+        s: GridPoint,
+        noise: &mut dyn FnMut() -> Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
         if s.is_data() {
             return prediction.x;
         }

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use vdm_core::process;
 
-use super::{linear_step, GridPoint, Denoised, Sampler};
+use super::{linear_step, Denoised, GridPoint, Sampler};
 
 /// DDIM's step (eq. 12) in `γ` form, [`process::ddim`]:
 /// `z_s = α_s x̂ + √(σ_s² − σ_η²) ε̂ + σ_η ε`, `σ_η² = η² c σ_s²`; at the data end, `x̂`.
@@ -25,7 +25,14 @@ impl Ddim {
 }
 
 impl<B: Backend> Sampler<B> for Ddim {
-    fn step(&mut self, z: Tensor<B, 4>, prediction: Denoised<B>, t: GridPoint, s: GridPoint, noise: &mut dyn FnMut() -> Tensor<B, 4>) -> Tensor<B, 4> {
+    fn step(
+        &mut self,
+        z: Tensor<B, 4>,
+        prediction: Denoised<B>,
+        t: GridPoint,
+        s: GridPoint,
+        noise: &mut dyn FnMut() -> Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
         if s.is_data() {
             return prediction.x;
         }

@@ -86,12 +86,25 @@ pub trait Denoiser<B: Backend> {
 pub trait Sampler<B: Backend> {
     /// `z_s` from `z_t`, the prediction at `t`, and fresh `N(0, I)` noise from `noise` (called
     /// only by a stochastic step). `s` precedes `t` on the grid and may be the data end.
-    fn step(&mut self, z: Tensor<B, 4>, prediction: Denoised<B>, t: GridPoint, s: GridPoint, noise: &mut dyn FnMut() -> Tensor<B, 4>) -> Tensor<B, 4>;
+    fn step(
+        &mut self,
+        z: Tensor<B, 4>,
+        prediction: Denoised<B>,
+        t: GridPoint,
+        s: GridPoint,
+        noise: &mut dyn FnMut() -> Tensor<B, 4>,
+    ) -> Tensor<B, 4>;
 }
 
 /// `a z_t + b ε̂ (+ c ε)`: the linear form of every first-order step ([`Step`]); `noise` is drawn
 /// only where `stochastic`.
-fn linear_step<B: Backend>(step: Step<f64>, z: Tensor<B, 4>, eps: Tensor<B, 4>, stochastic: bool, noise: &mut dyn FnMut() -> Tensor<B, 4>) -> Tensor<B, 4> {
+fn linear_step<B: Backend>(
+    step: Step<f64>,
+    z: Tensor<B, 4>,
+    eps: Tensor<B, 4>,
+    stochastic: bool,
+    noise: &mut dyn FnMut() -> Tensor<B, 4>,
+) -> Tensor<B, 4> {
     let deterministic = z.mul_scalar(step.z) + eps.mul_scalar(step.eps_hat);
     if stochastic {
         deterministic + noise().mul_scalar(step.noise)
@@ -157,7 +170,13 @@ impl Default for SampleOptions {
 /// Draws `options.n` images of `[height, width]` from `denoiser`: for each batch, `z ~ N(0, I)`
 /// at the grid's start, the [`chain`] down to its data end, and the denoiser's decoding.
 /// `on_step` follows every network evaluation.
-pub fn sample<B: Backend, D: Denoiser<B>>(denoiser: &D, [height, width]: [usize; 2], options: &SampleOptions, device: &B::Device, on_step: &mut dyn FnMut()) -> Result<ImageSet, String> {
+pub fn sample<B: Backend, D: Denoiser<B>>(
+    denoiser: &D,
+    [height, width]: [usize; 2],
+    options: &SampleOptions,
+    device: &B::Device,
+    on_step: &mut dyn FnMut(),
+) -> Result<ImageSet, String> {
     let SampleOptions { n, steps, sampler, seed, batch_size } = *options;
     if batch_size == 0 {
         return Err("the sampling batch size must be at least 1".into());
@@ -169,9 +188,17 @@ pub fn sample<B: Backend, D: Denoiser<B>>(denoiser: &D, [height, width]: [usize;
     for first in (0..n).step_by(batch_size) {
         let count = batch_size.min(n - first);
         let shape = [count, channels, height, width];
-        let mut streams: Vec<SplitMix64> = (first..first + count).map(|i| SplitMix64::new(derive_seed(seed, STREAM_SAMPLE, i as u64))).collect();
+        let mut streams: Vec<SplitMix64> =
+            (first..first + count).map(|i| SplitMix64::new(derive_seed(seed, STREAM_SAMPLE, i as u64))).collect();
         let start = normals::<B>(&mut streams, shape, device);
-        let z = chain(denoiser, sampler.build(denoiser, steps)?.as_mut(), &grid, start, &mut || normals::<B>(&mut streams, shape, device), on_step);
+        let z = chain(
+            denoiser,
+            sampler.build(denoiser, steps)?.as_mut(),
+            &grid,
+            start,
+            &mut || normals::<B>(&mut streams, shape, device),
+            on_step,
+        );
         pixels.extend(denoiser.decode(z));
     }
     Ok(ImageSet::new(pixels, [channels, height, width]))

@@ -20,7 +20,14 @@ pub type B = Autodiff<Cpu>;
 /// A model small enough to train in seconds on 1×4×4 discretised-Gaussian images.
 pub fn tiny_run(steps: usize) -> RunConfig {
     RunConfig {
-        data: DataConfig::Gaussian(GaussianSource { channels: 1, height: 4, width: 4, std: 24.0, train_size: 256, test_size: 64 }),
+        data: DataConfig::Gaussian(GaussianSource {
+            channels: 1,
+            height: 4,
+            width: 4,
+            std: 24.0,
+            train_size: 256,
+            test_size: 64,
+        }),
         model: ModelConfig::Vdm(VdmConfig {
             score: ScoreNetConfig {
                 n_embd: 8,
@@ -32,7 +39,15 @@ pub fn tiny_run(steps: usize) -> RunConfig {
             },
             schedule: ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
         }),
-        train: TrainConfig { batch_size: 16, steps, lr: 3e-3, warmup_steps: 5, ema_decay: 0.9, clip_grad_norm: Some(1.0), ..TrainConfig::default() },
+        train: TrainConfig {
+            batch_size: 16,
+            steps,
+            lr: 3e-3,
+            warmup_steps: 5,
+            ema_decay: 0.9,
+            clip_grad_norm: Some(1.0),
+            ..TrainConfig::default()
+        },
         eval: EvalConfig { every: 0, batch_size: 64, ..EvalConfig::default() },
         checkpoint_every: 1000,
         keep_checkpoints: 1,
@@ -54,7 +69,14 @@ pub fn parameters<Bk: Backend>(model: &Vdm<Bk>) -> Vec<f32> {
 
 /// The smallest score network the tests use: 8 channels, one block per resolution.
 pub fn tiny_score() -> ScoreNetConfig {
-    ScoreNetConfig { n_embd: 8, n_layer: 1, groups: 4, dropout: 0.0, fourier_exponents: vec![4], ..ScoreNetConfig::default() }
+    ScoreNetConfig {
+        n_embd: 8,
+        n_layer: 1,
+        groups: 4,
+        dropout: 0.0,
+        fourier_exponents: vec![4],
+        ..ScoreNetConfig::default()
+    }
 }
 
 /// A learned schedule of width 8 with `shape_objective`.
@@ -92,8 +114,11 @@ pub fn linear_alpha_bars(big_t: usize) -> Vec<f64> {
 
 /// `ᾱ_t = Π_{i ≤ t} (1 − β_i)`.
 pub fn alpha_bar_products(betas: &[f64]) -> Vec<f64> {
-    betas.iter().scan(1.0, |a, b| {
-        *a *= 1.0 - b;
-        Some(*a)
-    }).collect()
+    betas
+        .iter()
+        .scan(1.0, |a, b| {
+            *a *= 1.0 - b;
+            Some(*a)
+        })
+        .collect()
 }

@@ -3,14 +3,14 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use vdm_backends::ops::TrainBackend;
 use clap::ValueEnum;
 use vdm_backends::codec;
-use vdm_backends::model::{ModelConfig, VdmConfig};
-use vdm_backends::sample::{self as sampling, SampleOptions};
 use vdm_backends::config::{DataConfig, RunConfig};
 use vdm_backends::data::GaussianSource;
+use vdm_backends::model::{ModelConfig, VdmConfig};
 use vdm_backends::nn::score_unet::ScoreNetConfig;
+use vdm_backends::ops::TrainBackend;
+use vdm_backends::sample::{self as sampling, SampleOptions};
 use vdm_backends::train::{TrainConfig, Trainer};
 
 use crate::device::{dispatch, BackendJob, Device};
@@ -31,12 +31,23 @@ impl Size {
         let mut run = RunConfig::digits();
         let (score, images, batch) = match self {
             Size::Tiny => (VdmConfig::digits().score, (1, 8), 64),
-            Size::Small => (ScoreNetConfig { n_embd: 64, n_layer: 4, groups: 32, dropout: 0.1, ..ScoreNetConfig::default() }, (3, 32), 32),
+            Size::Small => (
+                ScoreNetConfig { n_embd: 64, n_layer: 4, groups: 32, dropout: 0.1, ..ScoreNetConfig::default() },
+                (3, 32),
+                32,
+            ),
             Size::Cifar => (ScoreNetConfig::default(), (3, 32), 128),
         };
         let batch = batch_size.unwrap_or(batch);
         run.model = ModelConfig::Vdm(VdmConfig { score, ..VdmConfig::digits() });
-        run.data = DataConfig::Gaussian(GaussianSource { channels: images.0, height: images.1, width: images.1, std: 20.0, train_size: batch, test_size: 1 });
+        run.data = DataConfig::Gaussian(GaussianSource {
+            channels: images.0,
+            height: images.1,
+            width: images.1,
+            std: 20.0,
+            train_size: batch,
+            test_size: 1,
+        });
         run.train = TrainConfig { batch_size: batch, warmup_steps: 1, ..run.train };
         run
     }
@@ -69,7 +80,10 @@ impl BackendJob for BenchJob {
         let mut trainer = Trainer::<B>::new(&run, train.shape(), &device)?;
         let params = trainer.model.num_params();
         if !self.json {
-            println!("size {:?}: {params} parameters, images {}x{}x{}, batch {batch}", self.size, train.channels, train.height, train.width);
+            println!(
+                "size {:?}: {params} parameters, images {}x{}x{}, batch {batch}",
+                self.size, train.channels, train.height, train.width
+            );
         }
         for _ in 0..2 {
             trainer.train_step(&train)?; // warm-up: allocation, autotuning
@@ -90,7 +104,7 @@ impl BackendJob for BenchJob {
         let sample_secs = start.elapsed().as_secs_f64();
 
         let peak = vdm_backends::memory::peak_resident(); // of training and sampling, as PyTorch's
-        // The codec on the batch's images (the bench data's own), at T = sample_steps.
+                                                          // The codec on the batch's images (the bench data's own), at T = sample_steps.
         let images = train.select(&(0..batch.min(train.len())).collect::<Vec<_>>());
         let start = Instant::now();
         let (bytes, _) = codec::compress(&trainer.ema, "bench", &images, self.sample_steps, 16, batch, &device, || {})?;
@@ -101,7 +115,8 @@ impl BackendJob for BenchJob {
         if decoded.pixels != images.pixels {
             return Err("the codec's round trip changed the images".into());
         }
-        let (encode_images_per_s, decode_images_per_s) = (images.len() as f64 / encode_secs, images.len() as f64 / decode_secs);
+        let (encode_images_per_s, decode_images_per_s) =
+            (images.len() as f64 / encode_secs, images.len() as f64 / decode_secs);
 
         let train_images_per_s = (self.steps * batch) as f64 / train_secs;
         let sample_ms_per_eval = 1e3 * sample_secs / self.sample_steps as f64;
@@ -121,7 +136,11 @@ impl BackendJob for BenchJob {
             });
             println!("{result}");
         } else {
-            println!("training: {train_images_per_s:.1} images/s ({:.1} ms/step over {} steps)", 1e3 * train_secs / self.steps as f64, self.steps);
+            println!(
+                "training: {train_images_per_s:.1} images/s ({:.1} ms/step over {} steps)",
+                1e3 * train_secs / self.steps as f64,
+                self.steps
+            );
             println!(
                 "sampling: {:.2} images/s at T={} ({sample_ms_per_eval:.1} ms per network evaluation of {batch} images)",
                 batch as f64 / sample_secs,

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use flate2::write::GzEncoder;
-use vdm_backends::model::Vdm;
 use vdm_backends::checkpoint::{describe_io, write_atomically, Checkpoint};
 use vdm_backends::codec::{compress, decompress, CodecStats};
 use vdm_backends::data::{self, categorical_baseline_bpd, ImageSet};
+use vdm_backends::model::Vdm;
 use vdm_backends::ops::TrainBackend;
 
 use super::{check_output_file, create_empty_dir, load, load_data};
@@ -65,7 +65,12 @@ pub fn run_decompress(args: DecompressArgs, device: Device) -> Result<(), String
 }
 
 fn model_hash(checkpoint: &Checkpoint) -> Result<String, String> {
-    checkpoint.state.files.get(MODEL_FILE).map(|f| f.sha256.clone()).ok_or_else(|| format!("{} lists no {MODEL_FILE}", checkpoint.dir.display()))
+    checkpoint
+        .state
+        .files
+        .get(MODEL_FILE)
+        .map(|f| f.sha256.clone())
+        .ok_or_else(|| format!("{} lists no {MODEL_FILE}", checkpoint.dir.display()))
 }
 
 struct CompressJob(CompressArgs);
@@ -91,12 +96,21 @@ impl BackendJob for CompressJob {
         let hash = model_hash(&checkpoint)?;
         let mut progress = Progress::new(args.steps, "encode", 0);
         let start = Instant::now();
-        let (bytes, stats) = compress(&model, &hash, &images, args.steps, args.latent_bits, args.batch_size, &device, || progress.advance(1))?;
+        let (bytes, stats) =
+            compress(&model, &hash, &images, args.steps, args.latent_bits, args.batch_size, &device, || {
+                progress.advance(1)
+            })?;
         progress.finish();
         let secs = start.elapsed().as_secs_f64();
         write_atomically(&args.out, &bytes).map_err(|e| format!("{}: {}", args.out.display(), describe_io(&e)))?;
         report(&stats, &images, train.as_ref(), args.steps)?;
-        println!("wrote {} ({} bytes) in {} ({:.2} images/s)", args.out.display(), bytes.len(), clock(secs), images.len() as f64 / secs);
+        println!(
+            "wrote {} ({} bytes) in {} ({:.2} images/s)",
+            args.out.display(),
+            bytes.len(),
+            clock(secs),
+            images.len() as f64 / secs
+        );
         Ok(())
     }
 }
@@ -107,7 +121,9 @@ fn report(stats: &CodecStats, images: &ImageSet, train: Option<&ImageSet>, steps
     let mut gzip = GzEncoder::new(Vec::new(), flate2::Compression::best());
     gzip.write_all(&images.pixels).map_err(|e| e.to_string())?;
     let gzip_bits = 8.0 * gzip.finish().map_err(|e| e.to_string())?.len() as f64;
-    let png_bits: f64 = (0..images.len()).map(|i| image_png(images.image(i), images.shape()).map(|b| 8.0 * b.len() as f64)).sum::<Result<f64, String>>()?;
+    let png_bits: f64 = (0..images.len())
+        .map(|i| image_png(images.image(i), images.shape()).map(|b| 8.0 * b.len() as f64))
+        .sum::<Result<f64, String>>()?;
     println!("{} images, {} values, T = {steps}", images.len(), stats.dims);
     println!(
         "bits-back rate: {:.4} bpd effective (net codelength), {:.4} bpd used (the file: net + {:.0} seed bits consumed + header)",
@@ -115,9 +131,16 @@ fn report(stats: &CodecStats, images: &ImageSet, train: Option<&ImageSet>, steps
         stats.used_bpd(),
         stats.seed_bits
     );
-    let mut line = format!("for comparison: PNG files {:.4} bpd, gzip -9 of the raw bytes {:.4} bpd, raw 8 bpd", png_bits / dims, gzip_bits / dims);
+    let mut line = format!(
+        "for comparison: PNG files {:.4} bpd, gzip -9 of the raw bytes {:.4} bpd, raw 8 bpd",
+        png_bits / dims,
+        gzip_bits / dims
+    );
     if let Some(train) = train {
-        line.push_str(&format!(", per-pixel categorical baseline {:.4} bpd", categorical_baseline_bpd(train, images, 0.5)));
+        line.push_str(&format!(
+            ", per-pixel categorical baseline {:.4} bpd",
+            categorical_baseline_bpd(train, images, 0.5)
+        ));
     }
     println!("{line}");
     Ok(())
@@ -147,10 +170,12 @@ impl BackendJob for DecompressJob {
         let args = self.args;
         let (model, checkpoint) = load::<B::InnerBackend, Vdm<_>>(&args.checkpoint, &device)?;
         let hash = model_hash(&checkpoint)?;
-        let (header, _, _) = vdm_backends::codec::read_file(&self.bytes).map_err(|e| format!("{}: {e}", args.file.display()))?;
+        let (header, _, _) =
+            vdm_backends::codec::read_file(&self.bytes).map_err(|e| format!("{}: {e}", args.file.display()))?;
         let mut progress = Progress::new(header.steps as usize, "decode", 0);
         let start = Instant::now();
-        let images = decompress(&model, &hash, &self.bytes, args.steps, &device, || progress.advance(1)).map_err(|e| format!("{}: {e}", args.file.display()))?;
+        let images = decompress(&model, &hash, &self.bytes, args.steps, &device, || progress.advance(1))
+            .map_err(|e| format!("{}: {e}", args.file.display()))?;
         progress.finish();
         let secs = start.elapsed().as_secs_f64();
         for i in 0..images.len() {

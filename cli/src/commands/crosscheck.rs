@@ -9,7 +9,13 @@ use vdm_backends::model::Vdm;
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
 use super::{eval_with_progress, load, load_data, report_line};
 
-pub fn crosscheck(checkpoint: PathBuf, images: usize, time_steps: usize, tolerance: f64, seed: u64) -> Result<(), String> {
+pub fn crosscheck(
+    checkpoint: PathBuf,
+    images: usize,
+    time_steps: usize,
+    tolerance: f64,
+    seed: u64,
+) -> Result<(), String> {
     if images == 0 {
         return Err("--images must be at least 1".into());
     }
@@ -21,13 +27,25 @@ pub fn crosscheck(checkpoint: PathBuf, images: usize, time_steps: usize, toleran
 }
 
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
-fn crosscheck_backends(checkpoint: &Path, images: usize, time: TimeMode, tolerance: f64, seed: u64) -> Result<(), String> {
+fn crosscheck_backends(
+    checkpoint: &Path,
+    images: usize,
+    time: TimeMode,
+    tolerance: f64,
+    seed: u64,
+) -> Result<(), String> {
     let check = std::panic::AssertUnwindSafe(|| compare_cpu_and_cuda(checkpoint, images, time, tolerance, seed));
     std::panic::catch_unwind(check).unwrap_or_else(|_| Err(crate::device::CUDA_FAILED.into()))
 }
 
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
-fn compare_cpu_and_cuda(checkpoint: &Path, images: usize, time: TimeMode, tolerance: f64, seed: u64) -> Result<(), String> {
+fn compare_cpu_and_cuda(
+    checkpoint: &Path,
+    images: usize,
+    time: TimeMode,
+    tolerance: f64,
+    seed: u64,
+) -> Result<(), String> {
     use vdm_backends::{Cpu, Cuda};
     let (cpu_model, checkpoint) = load::<Cpu, Vdm<_>>(checkpoint, &Default::default())?;
     let (gpu_model, _) = load::<Cuda, Vdm<_>>(&checkpoint.dir, &Default::default())?;

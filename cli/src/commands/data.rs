@@ -20,14 +20,21 @@ pub fn describe(config: Option<PathBuf>) -> Result<(), String> {
     let elapsed = start.elapsed().as_secs_f64();
     let [c, h, w] = train.shape();
     println!("images: {c}x{h}x{w}, {} train, {} test", train.len(), test.len());
-    println!("in memory: {} of pixels; loaded in {}", Bytes((train.pixels.len() + test.pixels.len()) as u64), clock(elapsed));
+    println!(
+        "in memory: {} of pixels; loaded in {}",
+        Bytes((train.pixels.len() + test.pixels.len()) as u64),
+        clock(elapsed)
+    );
     if let Some(peak) = memory::peak_resident() {
         println!("peak resident memory of this process: {}", Bytes(peak));
     }
     for (name, set) in [("train", &train), ("test", &test)] {
         println!("{name} labels: {}", describe_labels(set));
     }
-    println!("per-pixel categorical baseline (add-½ smoothing, fit on train): {:.4} bpd on test", categorical_baseline_bpd(&train, &test, 0.5));
+    println!(
+        "per-pixel categorical baseline (add-½ smoothing, fit on train): {:.4} bpd on test",
+        categorical_baseline_bpd(&train, &test, 0.5)
+    );
     Ok(())
 }
 

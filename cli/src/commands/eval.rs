@@ -9,9 +9,11 @@ use vdm_backends::model::{EvalReport, TimeMode, Vdm};
 use vdm_backends::ops::{FastOps, TrainBackend};
 use vdm_core::ddpm::NormalCdf;
 
-use super::{baselines_line, check_output_file, eval_with_progress, load_data, load_model, open_checkpoint, report_line};
-use crate::progress::Progress;
+use super::{
+    baselines_line, check_output_file, eval_with_progress, load_data, load_model, open_checkpoint, report_line,
+};
 use crate::device::{dispatch, BackendJob, Device};
+use crate::progress::Progress;
 
 /// What `vdm eval` was asked for.
 pub struct EvalArgs {
@@ -33,7 +35,11 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<(), String> {
     if args.limit == Some(0) {
         return Err("--limit must be at least 1 (it is the number of test images to evaluate)".into());
     }
-    let times = args.time_steps.iter().map(|&t| TimeMode::from_steps(t).map_err(|e| format!("--time-steps: {e}"))).collect::<Result<Vec<_>, _>>()?;
+    let times = args
+        .time_steps
+        .iter()
+        .map(|&t| TimeMode::from_steps(t).map_err(|e| format!("--time-steps: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(path) = &args.json {
         check_output_file(path)?;
     }
@@ -69,7 +75,11 @@ impl BackendJob for EvalJob {
         if let Some(limit) = args.limit {
             test = test.select(&(0..limit.min(test.len())).collect::<Vec<_>>());
         }
-        state.run.model.check_inference_memory::<B::InnerBackend>(state.image_shape, args.batch_size.min(test.len()), &device)?;
+        state.run.model.check_inference_memory::<B::InnerBackend>(
+            state.image_shape,
+            args.batch_size.min(test.len()),
+            &device,
+        )?;
         let bounds = match state.run.model.family() {
             "ddpm" => self.ddpm::<B::InnerBackend>(&checkpoint, &test, &device)?,
             _ => self.vdm::<B::InnerBackend>(&checkpoint, &test, &device)?,
@@ -100,7 +110,12 @@ impl BackendJob for EvalJob {
 
 impl EvalJob {
     /// A VDM's bound at every requested `T`.
-    fn vdm<B: FastOps>(&self, checkpoint: &Checkpoint, test: &ImageSet, device: &B::Device) -> Result<Vec<Bound>, String> {
+    fn vdm<B: FastOps>(
+        &self,
+        checkpoint: &Checkpoint,
+        test: &ImageSet,
+        device: &B::Device,
+    ) -> Result<Vec<Bound>, String> {
         let args = &self.args;
         let mut model: Vdm<B> = load_model(checkpoint, device)?;
         if args.linear_shape {
@@ -114,14 +129,23 @@ impl EvalJob {
                 TimeMode::Continuous => 0,
                 TimeMode::Discrete(t) => t,
             };
-            bounds.push(Bound { name: time.to_string(), settings: serde_json::json!({"time_steps": steps, "linear_shape": args.linear_shape}), report });
+            bounds.push(Bound {
+                name: time.to_string(),
+                settings: serde_json::json!({"time_steps": steps, "linear_shape": args.linear_shape}),
+                report,
+            });
         }
         Ok(bounds)
     }
 
     /// A DDPM's bound: the estimate from `--draws` sampled steps per image and, with
     /// `--full-bound`, every one of its `T` terms.
-    fn ddpm<B: FastOps>(&self, checkpoint: &Checkpoint, test: &ImageSet, device: &B::Device) -> Result<Vec<Bound>, String> {
+    fn ddpm<B: FastOps>(
+        &self,
+        checkpoint: &Checkpoint,
+        test: &ImageSet,
+        device: &B::Device,
+    ) -> Result<Vec<Bound>, String> {
         let args = &self.args;
         let model: Ddpm<B> = load_model(checkpoint, device)?;
         let big_t = model.process.steps();
@@ -130,7 +154,10 @@ impl EvalJob {
             NormalCdf::Exact => "L_0 with the exact normal CDF",
             NormalCdf::Tanh => "L_0 with DDPM's tanh approximation of the normal CDF",
         };
-        let mut kinds = vec![(format!("T={big_t}, estimate from {} sampled t per image; {cdf}", args.draws), ddpm::Bound::Sampled { draws: args.draws })];
+        let mut kinds = vec![(
+            format!("T={big_t}, estimate from {} sampled t per image; {cdf}", args.draws),
+            ddpm::Bound::Sampled { draws: args.draws },
+        )];
         if args.full_bound {
             kinds.push((format!("T={big_t}, all {big_t} terms; {cdf}"), ddpm::Bound::Full));
         }
@@ -139,7 +166,8 @@ impl EvalJob {
             let units = test.len() * if bound == ddpm::Bound::Full { big_t } else { args.draws };
             let mut progress = Progress::new(units, "eval", 0);
             progress.set(0, name.clone());
-            let report = ddpm::evaluate(&model, test, bound, args.batch_size, args.seed, device, |n| progress.advance(n));
+            let report =
+                ddpm::evaluate(&model, test, bound, args.batch_size, args.seed, device, |n| progress.advance(n));
             progress.finish();
             let settings = serde_json::json!({"time_steps": big_t, "full": bound == ddpm::Bound::Full});
             bounds.push(Bound { name, settings, report: report? });

@@ -16,11 +16,11 @@ use std::fs;
 use std::path::Path;
 use std::time::Instant;
 
+use burn::tensor::backend::Backend;
 use vdm_backends::checkpoint::{describe_io, Checkpoint};
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
 use vdm_backends::memory::Bytes;
-use burn::tensor::backend::Backend;
 use vdm_backends::model::{evaluate, EvalReport, Family, TimeMode, Vdm};
 use vdm_backends::ops::FastOps;
 use vdm_backends::train::load_ema;
@@ -69,14 +69,23 @@ fn report_line(bound: &str, r: &EvalReport) -> String {
 
 fn baselines_line(run: &RunConfig, train: &ImageSet, test: &ImageSet) -> String {
     let categorical = categorical_baseline_bpd(train, test, 0.5);
-    let mut line = format!("baselines: uniform 8.0000 bpd, per-pixel categorical (add-½ smoothing) {categorical:.4} bpd");
+    let mut line =
+        format!("baselines: uniform 8.0000 bpd, per-pixel categorical (add-½ smoothing) {categorical:.4} bpd");
     if let Some(exact) = run.data.exact_bpd() {
         line.push_str(&format!(", exact NLL of the data {exact:.4} bpd"));
     }
     line
 }
 
-fn eval_with_progress<B: FastOps>(model: &Vdm<B>, test: &ImageSet, time: TimeMode, batch: usize, draws: usize, seed: u64, device: &B::Device) -> Result<EvalReport, String> {
+fn eval_with_progress<B: FastOps>(
+    model: &Vdm<B>,
+    test: &ImageSet,
+    time: TimeMode,
+    batch: usize,
+    draws: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<EvalReport, String> {
     let mut progress = Progress::new(test.len(), "eval", 0);
     progress.set(0, time.to_string());
     let report = evaluate(model, test, time, batch, draws, seed, device, |n| progress.advance(n));
@@ -109,8 +118,13 @@ fn load<B: Backend, M: Family<B>>(path: &Path, device: &B::Device) -> Result<(M,
 /// Creates `dir` for a command's output files, or accepts it if it exists and is empty: nothing
 /// is ever overwritten. `option` names the flag in the error.
 pub fn create_empty_dir(dir: &Path, option: &str) -> Result<(), String> {
-    if dir.exists() && fs::read_dir(dir).map_err(|e| format!("{}: {}", dir.display(), describe_io(&e)))?.next().is_some() {
-        return Err(format!("{} is not empty; choose a new directory for {option} (nothing is overwritten)", dir.display()));
+    if dir.exists()
+        && fs::read_dir(dir).map_err(|e| format!("{}: {}", dir.display(), describe_io(&e)))?.next().is_some()
+    {
+        return Err(format!(
+            "{} is not empty; choose a new directory for {option} (nothing is overwritten)",
+            dir.display()
+        ));
     }
     fs::create_dir_all(dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))
 }

@@ -4,8 +4,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use vdm_backends::model::Vdm;
 use vdm_backends::checkpoint::{describe_io, write_atomically};
+use vdm_backends::model::Vdm;
 use vdm_backends::Cpu;
 use vdm_core::schedule::NoiseSchedule;
 
@@ -19,7 +19,8 @@ fn evaluations(run: &Path) -> Result<(Vec<(f64, f64)>, Option<u64>), String> {
     let text = fs::read_to_string(&path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
     let (mut points, mut time_steps) = (Vec::new(), None);
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
         if let (Some(step), Some(bpd)) = (value["step"].as_f64(), value["eval"]["mean"].as_f64()) {
             points.push((step, bpd));
             time_steps = value["time_steps"].as_u64();
@@ -48,19 +49,39 @@ pub fn plot(runs: Vec<PathBuf>, out_dir: PathBuf) -> Result<(), String> {
         time_steps = time_steps.or(t);
         bpd.push(Series { name: name(run), points });
         let schedule = load::<Cpu, Vdm<_>>(run, &Default::default())?.0.schedule.to_host();
-        gamma.push(Series { name: name(run), points: (0..=200).map(|i| i as f64 / 200.0).map(|t| (t, schedule.gamma(t))).collect() });
+        gamma.push(Series {
+            name: name(run),
+            points: (0..=200).map(|i| i as f64 / 200.0).map(|t| (t, schedule.gamma(t))).collect(),
+        });
     }
     let bound = match time_steps {
         Some(0) | None => "T = inf".to_string(),
         Some(t) => format!("T = {t}"),
     };
     let plots = [
-        ("test_bpd.svg", LinePlot { title: &format!("test bits per dimension ({bound}, EMA weights)"), x_label: "training step", y_label: "bpd", series: bpd }),
-        ("gamma.svg", LinePlot { title: "learned noise schedules (EMA weights)", x_label: "t", y_label: "gamma(t) = -log SNR(t)", series: gamma }),
+        (
+            "test_bpd.svg",
+            LinePlot {
+                title: &format!("test bits per dimension ({bound}, EMA weights)"),
+                x_label: "training step",
+                y_label: "bpd",
+                series: bpd,
+            },
+        ),
+        (
+            "gamma.svg",
+            LinePlot {
+                title: "learned noise schedules (EMA weights)",
+                x_label: "t",
+                y_label: "gamma(t) = -log SNR(t)",
+                series: gamma,
+            },
+        ),
     ];
     for (file, plot) in plots {
         let path = out_dir.join(file);
-        write_atomically(&path, plot.to_svg()?.as_bytes()).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
+        write_atomically(&path, plot.to_svg()?.as_bytes())
+            .map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
         println!("wrote {}", path.display());
     }
     Ok(())

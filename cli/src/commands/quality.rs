@@ -11,9 +11,9 @@ use vdm_backends::data::ImageSet;
 use vdm_backends::metrics::QualityReport;
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Vdm};
-use vdm_backends::sample::{self as sampling, SampleOptions};
 use vdm_backends::nn::classifier::{self, ClassifierConfig, ClassifierInfo};
 use vdm_backends::ops::{FastOps, TrainBackend};
+use vdm_backends::sample::{self as sampling, SampleOptions};
 
 use super::{check_output_file, create_empty_dir, load_data, load_model, open_checkpoint, read_config};
 use crate::device::{dispatch, BackendJob, Device};
@@ -44,13 +44,26 @@ impl BackendJob for ClassifierJob {
             None => RunConfig::digits(),
         };
         let (train, test) = load_data(&run)?;
-        let config = ClassifierConfig { steps: args.steps.unwrap_or(ClassifierConfig::default().steps), ..ClassifierConfig::default() };
+        let config = ClassifierConfig {
+            steps: args.steps.unwrap_or(ClassifierConfig::default().steps),
+            ..ClassifierConfig::default()
+        };
         let mut progress = Progress::new(config.steps, "classifier", 0);
         let start = Instant::now();
-        let (model, test_accuracy) = classifier::train::<B>(&config, &train, &test, &device, |step, loss| progress.set(step, format!("cross-entropy {loss:.4}")))?;
+        let (model, test_accuracy) = classifier::train::<B>(&config, &train, &test, &device, |step, loss| {
+            progress.set(step, format!("cross-entropy {loss:.4}"))
+        })?;
         progress.finish();
         let classes = train.num_classes().max(test.num_classes());
-        let info = ClassifierInfo { config, data: run.data.clone(), split_seed: run.train.seed, image_shape: train.shape(), classes, test_accuracy, weights: FileDigest::of(&[]) };
+        let info = ClassifierInfo {
+            config,
+            data: run.data.clone(),
+            split_seed: run.train.seed,
+            image_shape: train.shape(),
+            classes,
+            test_accuracy,
+            weights: FileDigest::of(&[]),
+        };
         classifier::save(&args.out, &model, info)?;
         println!(
             "classifier: {classes} classes, test accuracy {:.2}% on {} images, trained in {}; saved to {}",
@@ -98,17 +111,26 @@ impl BackendJob for FidJob {
         let (train, test) = load_data(&run)?;
         let start = Instant::now();
         let (images, what) = match &args.checkpoint {
-            None => (train.select(&(0..args.options.n.min(train.len())).collect::<Vec<_>>()), format!("{} training images", args.options.n.min(train.len()))),
+            None => (
+                train.select(&(0..args.options.n.min(train.len())).collect::<Vec<_>>()),
+                format!("{} training images", args.options.n.min(train.len())),
+            ),
             Some(path) => {
                 let checkpoint = open_checkpoint(path)?;
                 if checkpoint.state.image_shape != info.image_shape {
-                    return Err(format!("the model makes images of {:?}, the classifier takes {:?}", checkpoint.state.image_shape, info.image_shape));
+                    return Err(format!(
+                        "the model makes images of {:?}, the classifier takes {:?}",
+                        checkpoint.state.image_shape, info.image_shape
+                    ));
                 }
                 let images = match checkpoint.state.run.model.family() {
                     "ddpm" => draw::<B::InnerBackend, Ddpm<_>>(&args, &checkpoint, &device)?,
                     _ => draw::<B::InnerBackend, Vdm<_>>(&args, &checkpoint, &device)?,
                 };
-                (images, format!("{} samples ({} steps of {})", args.options.n, args.options.steps, args.options.sampler))
+                (
+                    images,
+                    format!("{} samples ({} steps of {})", args.options.n, args.options.steps, args.options.sampler),
+                )
             }
         };
         if let Some(path) = &args.grid {
@@ -138,7 +160,11 @@ impl BackendJob for FidJob {
 }
 
 /// The samples of the checkpoint's model that `args` asks for, with progress.
-fn draw<B: FastOps, M: Generative<B>>(args: &FidArgs, checkpoint: &Checkpoint, device: &B::Device) -> Result<ImageSet, String> {
+fn draw<B: FastOps, M: Generative<B>>(
+    args: &FidArgs,
+    checkpoint: &Checkpoint,
+    device: &B::Device,
+) -> Result<ImageSet, String> {
     let model: M = load_model(checkpoint, device)?;
     let shape = checkpoint.state.image_shape;
     let options = SampleOptions { batch_size: args.options.batch_size.min(args.options.n), ..args.options };

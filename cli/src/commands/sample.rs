@@ -6,8 +6,8 @@ use std::time::Instant;
 use vdm_backends::checkpoint::Checkpoint;
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Vdm};
-use vdm_backends::sample::{self as sampling, SampleOptions};
 use vdm_backends::ops::{FastOps, TrainBackend};
+use vdm_backends::sample::{self as sampling, SampleOptions};
 
 use super::{check_output_file, create_empty_dir, load_model, open_checkpoint};
 use crate::device::{dispatch, BackendJob, Device};
@@ -26,7 +26,13 @@ pub struct SampleArgs {
 
 pub fn sample(args: SampleArgs, device: Device) -> Result<(), String> {
     let o = &args.options;
-    for (name, v) in [("--n", o.n), ("--steps", o.steps), ("--scale", args.scale), ("--batch-size", o.batch_size), ("--columns", args.columns)] {
+    for (name, v) in [
+        ("--n", o.n),
+        ("--steps", o.steps),
+        ("--scale", args.scale),
+        ("--batch-size", o.batch_size),
+        ("--columns", args.columns),
+    ] {
         if v == 0 {
             return Err(format!("{name} must be at least 1"));
         }
@@ -52,7 +58,11 @@ impl BackendJob for SampleJob {
     }
 }
 
-fn sample_family<B: FastOps, M: Generative<B>>(args: SampleArgs, checkpoint: &Checkpoint, device: &B::Device) -> Result<(), String> {
+fn sample_family<B: FastOps, M: Generative<B>>(
+    args: SampleArgs,
+    checkpoint: &Checkpoint,
+    device: &B::Device,
+) -> Result<(), String> {
     let model: M = load_model(checkpoint, device)?;
     let shape = checkpoint.state.image_shape;
     let options = SampleOptions { batch_size: args.options.batch_size.min(args.options.n), ..args.options };

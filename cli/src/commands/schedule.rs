@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use vdm_backends::checkpoint::{describe_io, write_atomically};
 
-use vdm_backends::ops::TrainBackend;
 use vdm_backends::config::RunConfig;
 use vdm_backends::model::Vdm;
+use vdm_backends::ops::TrainBackend;
 use vdm_core::process::{alpha, sigma};
 use vdm_core::schedule::NoiseSchedule;
 
@@ -28,7 +28,12 @@ enum ScheduleSource {
     Config(RunConfig),
 }
 
-pub fn schedule(checkpoint: Option<PathBuf>, config: Option<PathBuf>, points: usize, plot: Option<PathBuf>) -> Result<(), String> {
+pub fn schedule(
+    checkpoint: Option<PathBuf>,
+    config: Option<PathBuf>,
+    points: usize,
+    plot: Option<PathBuf>,
+) -> Result<(), String> {
     if !(2..=MAX_POINTS).contains(&points) {
         return Err(format!("--points must be between 2 and {MAX_POINTS}"));
     }
@@ -56,15 +61,25 @@ impl BackendJob for ScheduleJob {
         for i in 0..self.points {
             let t = i as f64 / (self.points - 1) as f64;
             let (g, gp) = (schedule.gamma(t), schedule.gamma_prime(t));
-            println!("{t:>6.3} {g:>10.4} {gp:>10.4} {:>12.4} {:>10.6} {:>10.6}", -g / std::f64::consts::LN_10, alpha(g), sigma(g));
+            println!(
+                "{t:>6.3} {g:>10.4} {gp:>10.4} {:>12.4} {:>10.6} {:>10.6}",
+                -g / std::f64::consts::LN_10,
+                alpha(g),
+                sigma(g)
+            );
         }
         if let Some(path) = self.plot {
             let points = (0..=400).map(|i| i as f64 / 400.0).map(|t| (t, schedule.gamma(t))).collect();
-            let plot = LinePlot { title: "noise schedule", x_label: "t", y_label: "gamma(t) = -log SNR(t)", series: vec![Series { name: "gamma(t)".into(), points }] };
-            write_atomically(&path, plot.to_svg()?.as_bytes()).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
+            let plot = LinePlot {
+                title: "noise schedule",
+                x_label: "t",
+                y_label: "gamma(t) = -log SNR(t)",
+                series: vec![Series { name: "gamma(t)".into(), points }],
+            };
+            write_atomically(&path, plot.to_svg()?.as_bytes())
+                .map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
             println!("plot of gamma(t) written to {} (SVG)", path.display());
         }
         Ok(())
     }
 }
-

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use vdm_backends::ops::TrainBackend;
 use vdm_backends::checkpoint::{describe_existing_run, describe_io, write_atomically, Checkpoint};
 use vdm_backends::config::RunConfig;
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Trainable, Vdm};
+use vdm_backends::ops::TrainBackend;
 use vdm_backends::train::Trainer;
 
 use super::{baselines_line, load_data, read_config, report_line};
@@ -77,143 +77,168 @@ impl BackendJob for TrainJob {
 }
 
 /// Trains a new run of `config`, or resumes `args.run_dir` when `config` is `None`.
-fn train_family<B: TrainBackend, M: Trainable<B>>(args: TrainArgs, config: Option<RunConfig>, device: B::Device) -> Result<Outcome, String>
+fn train_family<B: TrainBackend, M: Trainable<B>>(
+    args: TrainArgs,
+    config: Option<RunConfig>,
+    device: B::Device,
+) -> Result<Outcome, String>
 where
     M::InnerModule: Generative<B::InnerBackend>,
 {
-        let dir = args.run_dir;
-        let (mut trainer, train, test, _lock) = if args.resume {
-            if !dir.is_dir() {
-                return Err(format!("{} does not exist or is not a directory; there is no run to resume", dir.display()));
-            }
-            let lock = lock_run(&dir)?;
-            let checkpoint = Checkpoint::open(&dir)?;
-            if let Some(problem) = &checkpoint.recovered {
-                eprintln!("warning: {problem}; resuming from the newest complete checkpoint, {}", checkpoint.dir.display());
-            }
-            let (train, test) = load_data(&checkpoint.state.run)?;
-            if train.shape() != checkpoint.state.image_shape {
-                return Err(format!(
-                    "the run was trained on images of {:?}, but its data now has {:?}",
-                    checkpoint.state.image_shape,
-                    train.shape()
-                ));
-            }
-            let mut trainer = Trainer::<B, M>::resume(&checkpoint, &device)?;
-            println!("resuming {} at step {}", dir.display(), trainer.step);
-            if let Some(steps) = args.steps {
-                trainer.extend_to(steps)?;
-            } else if trainer.step >= trainer.run_config().train.steps {
-                println!("the run is complete ({} steps); pass --steps N to extend it to N steps in all", trainer.step);
-                return Ok(Outcome::Finished);
-            }
-            keep_metrics_up_to(&dir.join("metrics.jsonl"), trainer.step)?;
-            (trainer, train, test, lock)
-        } else {
-            let mut run = config.ok_or("no configuration to start a run from")?;
-            if let Some(steps) = args.steps {
-                run.train.steps = steps;
-            }
-            let (train, test) = load_data(&run)?;
-            let trainer = Trainer::<B, M>::new(&run, train.shape(), &device)?;
-            fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))?;
-            let lock = lock_run(&dir)?;
-            if let Some(found) = describe_existing_run(&dir) {
-                return Err(format!("{} was taken by another run meanwhile ({found})", dir.display()));
-            }
-            (trainer, train, test, lock)
-        };
-        let run = trainer.run_config().clone();
-        let toml = toml::to_string_pretty(&run).map_err(|e| e.to_string())?;
-        write_atomically(&dir.join("config.toml"), toml.as_bytes()).map_err(|e| format!("{}: {}", dir.join("config.toml").display(), describe_io(&e)))?;
-        println!("model: {} ({} parameters); {} steps of {} images", run.model.family().to_uppercase(), trainer.model.num_params(), run.train.steps, run.train.batch_size);
-        println!("{}", baselines_line(&run, &train, &test));
-        if let Some(limit) = run.eval.limit {
-            println!("evaluating on the first {limit} test images (eval.limit)");
+    let dir = args.run_dir;
+    let (mut trainer, train, test, _lock) = if args.resume {
+        if !dir.is_dir() {
+            return Err(format!("{} does not exist or is not a directory; there is no run to resume", dir.display()));
         }
-
-        // The first Ctrl-C saves a checkpoint at the end of the step; a second one exits at once
-        // (which is safe: a checkpoint is complete or absent at every instant).
-        let interrupted = Arc::new(AtomicBool::new(false));
-        let flag = interrupted.clone();
-        ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        })
-        .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
-
-        let metrics_path = dir.join("metrics.jsonl");
-        let mut metrics = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| format!("{}: {}", metrics_path.display(), describe_io(&e)))?;
-        let mut log = |line: serde_json::Value| writeln!(metrics, "{line}").map_err(|e| format!("{}: {}", metrics_path.display(), describe_io(&e)));
-        let total = run.train.steps;
-        let unit = run.model.loss_unit();
-        let test = match run.eval.limit {
-            Some(limit) if limit < test.len() => test.select(&(0..limit).collect::<Vec<_>>()),
-            _ => test,
-        };
-        let mut progress = Progress::new(total, "train", trainer.step);
-        let (start, first_step) = (Instant::now(), trainer.step);
-        let mut saved_step = (args.resume).then_some(trainer.step);
-        let mut smoothed: Option<f64> = None;
-        while trainer.step < total {
-            if interrupted.load(Ordering::SeqCst) {
-                let saved = trainer.save(&dir)?;
-                progress.finish();
-                return Ok(Outcome::Interrupted(format!(
-                    "interrupted at step {}; checkpoint {}; continue with `vdm train --run {} --resume`",
-                    trainer.step,
-                    saved.display(),
-                    dir.display()
-                )));
-            }
-            let stats = trainer.train_step(&train)?;
-            if !stats.loss.is_finite() {
-                progress.finish();
-                let kept = match saved_step {
-                    Some(step) => format!("the checkpoint of step {step} in {} is intact", dir.display()),
-                    None => "no checkpoint had been written yet".to_string(),
-                };
-                return Err(format!("the loss became {} at step {}; {kept} (try a lower train.lr or set train.clip_grad_norm)", stats.loss, trainer.step));
-            }
-            let s = smoothed.map_or(stats.loss, |s| 0.95 * s + 0.05 * stats.loss);
-            smoothed = Some(s);
-            let rate = (trainer.step - first_step) as f64 * run.train.batch_size as f64 / start.elapsed().as_secs_f64();
-            progress.set(trainer.step, format!("loss {s:.3} {unit}, {rate:.0} img/s"));
-            log(serde_json::json!({"step": trainer.step, "loss": stats.loss, "grad_norm": stats.grad_norm, "lr": stats.lr}))?;
-
-            let done = trainer.step == total;
-            if run.eval.every > 0 && trainer.step % run.eval.every == 0 && !done {
-                let (bound, r) = trainer.ema.training_bound(&test, &run.eval, &device)?;
-                progress.println(format!("step {:>6}: {}", trainer.step, report_line(&bound, &r)));
-                log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "bound": bound}))?;
-            }
-            if trainer.step % run.checkpoint_every == 0 || done {
-                trainer.save(&dir)?;
-                saved_step = Some(trainer.step);
-            }
+        let lock = lock_run(&dir)?;
+        let checkpoint = Checkpoint::open(&dir)?;
+        if let Some(problem) = &checkpoint.recovered {
+            eprintln!("warning: {problem}; resuming from the newest complete checkpoint, {}", checkpoint.dir.display());
         }
-        progress.finish();
-        let (bound, r) = trainer.ema.training_bound(&test, &run.eval, &device)?;
-        println!("{}", report_line(&bound, &r));
-        log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "bound": bound}))?;
-        println!("{}", baselines_line(&run, &train, &test));
-        println!("checkpoint: {}", Checkpoint::open(&dir)?.dir.display());
-        Ok(Outcome::Finished)
+        let (train, test) = load_data(&checkpoint.state.run)?;
+        if train.shape() != checkpoint.state.image_shape {
+            return Err(format!(
+                "the run was trained on images of {:?}, but its data now has {:?}",
+                checkpoint.state.image_shape,
+                train.shape()
+            ));
+        }
+        let mut trainer = Trainer::<B, M>::resume(&checkpoint, &device)?;
+        println!("resuming {} at step {}", dir.display(), trainer.step);
+        if let Some(steps) = args.steps {
+            trainer.extend_to(steps)?;
+        } else if trainer.step >= trainer.run_config().train.steps {
+            println!("the run is complete ({} steps); pass --steps N to extend it to N steps in all", trainer.step);
+            return Ok(Outcome::Finished);
+        }
+        keep_metrics_up_to(&dir.join("metrics.jsonl"), trainer.step)?;
+        (trainer, train, test, lock)
+    } else {
+        let mut run = config.ok_or("no configuration to start a run from")?;
+        if let Some(steps) = args.steps {
+            run.train.steps = steps;
+        }
+        let (train, test) = load_data(&run)?;
+        let trainer = Trainer::<B, M>::new(&run, train.shape(), &device)?;
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))?;
+        let lock = lock_run(&dir)?;
+        if let Some(found) = describe_existing_run(&dir) {
+            return Err(format!("{} was taken by another run meanwhile ({found})", dir.display()));
+        }
+        (trainer, train, test, lock)
+    };
+    let run = trainer.run_config().clone();
+    let toml = toml::to_string_pretty(&run).map_err(|e| e.to_string())?;
+    write_atomically(&dir.join("config.toml"), toml.as_bytes())
+        .map_err(|e| format!("{}: {}", dir.join("config.toml").display(), describe_io(&e)))?;
+    println!(
+        "model: {} ({} parameters); {} steps of {} images",
+        run.model.family().to_uppercase(),
+        trainer.model.num_params(),
+        run.train.steps,
+        run.train.batch_size
+    );
+    println!("{}", baselines_line(&run, &train, &test));
+    if let Some(limit) = run.eval.limit {
+        println!("evaluating on the first {limit} test images (eval.limit)");
+    }
+
+    // The first Ctrl-C saves a checkpoint at the end of the step; a second one exits at once
+    // (which is safe: a checkpoint is complete or absent at every instant).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    })
+    .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
+
+    let metrics_path = dir.join("metrics.jsonl");
+    let mut metrics = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| format!("{}: {}", metrics_path.display(), describe_io(&e)))?;
+    let mut log = |line: serde_json::Value| {
+        writeln!(metrics, "{line}").map_err(|e| format!("{}: {}", metrics_path.display(), describe_io(&e)))
+    };
+    let total = run.train.steps;
+    let unit = run.model.loss_unit();
+    let test = match run.eval.limit {
+        Some(limit) if limit < test.len() => test.select(&(0..limit).collect::<Vec<_>>()),
+        _ => test,
+    };
+    let mut progress = Progress::new(total, "train", trainer.step);
+    let (start, first_step) = (Instant::now(), trainer.step);
+    let mut saved_step = (args.resume).then_some(trainer.step);
+    let mut smoothed: Option<f64> = None;
+    while trainer.step < total {
+        if interrupted.load(Ordering::SeqCst) {
+            let saved = trainer.save(&dir)?;
+            progress.finish();
+            return Ok(Outcome::Interrupted(format!(
+                "interrupted at step {}; checkpoint {}; continue with `vdm train --run {} --resume`",
+                trainer.step,
+                saved.display(),
+                dir.display()
+            )));
+        }
+        let stats = trainer.train_step(&train)?;
+        if !stats.loss.is_finite() {
+            progress.finish();
+            let kept = match saved_step {
+                Some(step) => format!("the checkpoint of step {step} in {} is intact", dir.display()),
+                None => "no checkpoint had been written yet".to_string(),
+            };
+            return Err(format!(
+                "the loss became {} at step {}; {kept} (try a lower train.lr or set train.clip_grad_norm)",
+                stats.loss, trainer.step
+            ));
+        }
+        let s = smoothed.map_or(stats.loss, |s| 0.95 * s + 0.05 * stats.loss);
+        smoothed = Some(s);
+        let rate = (trainer.step - first_step) as f64 * run.train.batch_size as f64 / start.elapsed().as_secs_f64();
+        progress.set(trainer.step, format!("loss {s:.3} {unit}, {rate:.0} img/s"));
+        log(
+            serde_json::json!({"step": trainer.step, "loss": stats.loss, "grad_norm": stats.grad_norm, "lr": stats.lr}),
+        )?;
+
+        let done = trainer.step == total;
+        if run.eval.every > 0 && trainer.step % run.eval.every == 0 && !done {
+            let (bound, r) = trainer.ema.training_bound(&test, &run.eval, &device)?;
+            progress.println(format!("step {:>6}: {}", trainer.step, report_line(&bound, &r)));
+            log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "bound": bound}))?;
+        }
+        if trainer.step % run.checkpoint_every == 0 || done {
+            trainer.save(&dir)?;
+            saved_step = Some(trainer.step);
+        }
+    }
+    progress.finish();
+    let (bound, r) = trainer.ema.training_bound(&test, &run.eval, &device)?;
+    println!("{}", report_line(&bound, &r));
+    log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "bound": bound}))?;
+    println!("{}", baselines_line(&run, &train, &test));
+    println!("checkpoint: {}", Checkpoint::open(&dir)?.dir.display());
+    Ok(Outcome::Finished)
 }
 
 /// Takes the run directory's lock, so that two `vdm train` never write one run (the operating
 /// system releases it when the process ends, however it ends).
 fn lock_run(dir: &Path) -> Result<fs::File, String> {
     let path = dir.join(".lock");
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(format!("another `vdm train` is running in {}; wait for it or stop it first", dir.display())),
+        Err(fs::TryLockError::WouldBlock) => {
+            Err(format!("another `vdm train` is running in {}; wait for it or stop it first", dir.display()))
+        }
         Err(fs::TryLockError::Error(e)) => Err(format!("locking {}: {}", path.display(), describe_io(&e))),
     }
 }
@@ -224,7 +249,12 @@ fn keep_metrics_up_to(path: &Path, step: usize) -> Result<(), String> {
     let Ok(text) = fs::read_to_string(path) else { return Ok(()) };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|line| serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["step"].as_u64()).is_none_or(|s| s <= step as u64))
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_none_or(|s| s <= step as u64)
+        })
         .collect();
     if kept.len() < text.lines().count() {
         let joined: String = kept.iter().map(|l| format!("{l}\n")).collect();
