@@ -184,6 +184,7 @@ impl ScheduleConfig {
 /// A schedule module: `γ(t) = γ₀ + (γ₁ − γ₀) · shape(t)`, with endpoints `γ₀ = b`,
 /// `γ₁ = b + |w|` and a shape rising from 0 to 1, linear or VDM's normalised monotone network.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one per model, never in a collection
 pub enum LearnedSchedule<B: Backend> {
     /// `γ(t) = b + |w| t`.
     Linear(LinearSchedule<B>),
@@ -354,8 +355,8 @@ impl<B: Backend> NetSchedule<B> {
         let n = t.dims()[0];
         let ends = Tensor::from_floats([0.0, 1.0], &t.device());
         let (raw, raw_prime) = self.raw(Tensor::cat(vec![t, ends], 0));
-        let (r0, r1) = (raw.clone().slice([n..n + 1]), raw.clone().slice([n + 1..n + 2]));
+        let (r0, r1) = (raw.clone().narrow(0, n, 1), raw.clone().narrow(0, n + 1, 1));
         let range = r1 - r0.clone();
-        ((raw.slice([0..n]) - r0) / range.clone(), raw_prime.slice([0..n]) / range)
+        ((raw.narrow(0, 0, n) - r0) / range.clone(), raw_prime.narrow(0, 0, n) / range)
     }
 }

@@ -57,7 +57,7 @@ fn fitted_gaussians_converge_and_singular_fits_stay_finite() {
     let few: Vec<Vec<f64>> = (0..3).map(|i| (0..5).map(|j| ((i * 5 + j) as f64).sin()).collect()).collect();
     let d = frechet_distance(
         &Gaussian::fit(&few).unwrap(),
-        &Gaussian::fit(&few[..2].to_vec().into_iter().chain([vec![0.0; 5]]).collect::<Vec<_>>()).unwrap(),
+        &Gaussian::fit(&few[..2].iter().cloned().chain([vec![0.0; 5]]).collect::<Vec<_>>()).unwrap(),
     );
     assert!(d.is_finite() && d >= -1e-9, "{d}");
     assert!(Gaussian::fit(&few[..1]).is_err());

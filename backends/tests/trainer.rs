@@ -74,7 +74,7 @@ fn a_step_is_clipping_then_adamw_with_warmup_then_the_ema() {
                 "step {step}: norm {seen_norm} vs {norm}, lr {seen_lr} vs {lr}"
             );
             assert!(clip.is_none_or(|c| norm > c), "the clipping case must clip");
-            let time = (step + 1) as i32;
+            let time = step + 1;
             for (p, grad) in g.iter().enumerate() {
                 if grad.is_empty() {
                     continue; // no gradient: AdamW leaves the parameter alone

@@ -12,9 +12,12 @@ use vdm_core::schedule::NoiseSchedule;
 use super::load;
 use crate::plot::{LinePlot, Series};
 
+/// `(step, bpd)` points and the `T` of the bound they measured.
+type Evaluations = (Vec<(f64, f64)>, Option<u64>);
+
 /// The test-bpd evaluations a run logged: `(step, bpd)` per line of `metrics.jsonl` with an
 /// `eval` entry, and the `T` they were taken at.
-fn evaluations(run: &Path) -> Result<(Vec<(f64, f64)>, Option<u64>), String> {
+fn evaluations(run: &Path) -> Result<Evaluations, String> {
     let path = run.join("metrics.jsonl");
     let text = fs::read_to_string(&path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
     let (mut points, mut time_steps) = (Vec::new(), None);

@@ -25,7 +25,7 @@ struct ScheduleJob {
 
 enum ScheduleSource {
     Checkpoint(PathBuf),
-    Config(RunConfig),
+    Config(Box<RunConfig>),
 }
 
 pub fn schedule(
@@ -42,8 +42,8 @@ pub fn schedule(
     }
     let source = match (checkpoint, config) {
         (Some(c), _) => ScheduleSource::Checkpoint(c),
-        (None, Some(path)) => ScheduleSource::Config(read_config(&path)?),
-        (None, None) => ScheduleSource::Config(RunConfig::digits()),
+        (None, Some(path)) => ScheduleSource::Config(Box::new(read_config(&path)?)),
+        (None, None) => ScheduleSource::Config(Box::new(RunConfig::digits())),
     };
     dispatch(Device::Cpu, ScheduleJob { source, points, plot })
 }
