@@ -6,7 +6,7 @@ use super::{for_each_part, zeros};
 
 thread_local! {
     /// Each thread's attention weights (and their gradient), kept between calls.
-    static SCORES: Scratch = const { std::cell::RefCell::new(Vec::new()) };
+    static SCORES: Scratch = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The shape of one attention: `C` channels over `L` positions per image.

@@ -11,7 +11,7 @@ use crate::ops::ConvSpec;
 
 thread_local! {
     /// Each thread's im2col buffer, kept between calls.
-    static COLUMNS: Scratch = const { std::cell::RefCell::new(Vec::new()) };
+    static COLUMNS: Scratch = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Images whose weight gradients one task accumulates, in order, before the groups' sums are
