@@ -20,16 +20,16 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::RunConfig;
+use crate::files::{describe_io, sync_dir, write_atomically, write_durably, FileDigest};
 
 /// The version of the checkpoint layout this build reads and writes.
 pub const FORMAT: u32 = 2;
@@ -39,27 +39,6 @@ pub const LATEST: &str = "latest";
 
 /// The in-memory recorder of every weight file: named MessagePack at full precision.
 pub type Recording = NamedMpkBytesRecorder<FullPrecisionSettings>;
-
-/// The size and SHA-256 of a file, as recorded in `state.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileDigest {
-    /// Length in bytes.
-    pub bytes: u64,
-    /// Lower-case hexadecimal SHA-256.
-    pub sha256: String,
-}
-
-impl FileDigest {
-    /// The digest of `data`.
-    pub fn of(data: &[u8]) -> Self {
-        Self { bytes: data.len() as u64, sha256: hex(&Sha256::digest(data)) }
-    }
-}
-
-/// Lower-case hexadecimal.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// A checkpoint's `state.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -412,45 +391,6 @@ fn remove_stale_temporaries(run_dir: &Path) {
     }
 }
 
-/// Writes `bytes` to a new file at `path` and flushes it to disk.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-/// Flushes a directory's entries (new names, renames) to disk.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
-/// Writes `bytes` to `path` via a flushed temporary file and a rename, so that readers see the
-/// old contents or the new, never a mixture, even after a crash.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    if let Err(e) = write_durably(&tmp, bytes) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, path)?;
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => Ok(()),
-    }
-}
-
-/// An I/O error in plain words: a full disk says so.
-pub fn describe_io(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::StorageFull => "the disk is full (no space left on the device)".into(),
-        io::ErrorKind::QuotaExceeded => "the disk quota is exceeded".into(),
-        io::ErrorKind::PermissionDenied => "permission denied".into(),
-        io::ErrorKind::NotFound => "no such file or directory".into(),
-        _ => e.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,12 +403,5 @@ mod tests {
         for bad in ["step-15", "step-00015x0", ".step-0001500.tmp", "latest", "step-0001500-x"] {
             assert_eq!(parse_checkpoint_name(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn a_full_disk_is_reported_in_plain_words() {
-        // Writing to /dev/full fails with ENOSPC, as a full disk does.
-        let e = write_durably(Path::new("/dev/full"), &[0u8; 4096]).unwrap_err();
-        assert!(describe_io(&e).contains("disk is full"), "{}", describe_io(&e));
     }
 }

@@ -111,7 +111,7 @@ fn classifier_trains_saves_and_loads() {
         image_shape: train.shape(),
         classes: 10,
         test_accuracy: accuracy,
-        weights: vdm_backends::checkpoint::FileDigest::of(&[]),
+        weights: vdm_backends::files::FileDigest::of(&[]),
     };
     classifier::save(dir.path(), &model, info).unwrap();
     let (loaded, info) = classifier::load::<Cpu>(dir.path(), &device).unwrap();

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use vdm_backends::checkpoint::{describe_io, write_atomically};
 use vdm_backends::data::ImageSet;
+use vdm_backends::files::{describe_io, write_atomically};
 use vdm_backends::memory::{self, Bytes};
 
 /// The pixel layout of a grid of `n` images of `[c, h, w]`: `columns` columns (at most `n`) of

@@ -213,7 +213,7 @@ impl DataError {
 impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Io { path, source } => write!(f, "{}: {}", path.display(), crate::checkpoint::describe_io(source)),
+            Self::Io { path, source } => write!(f, "{}: {}", path.display(), crate::files::describe_io(source)),
             Self::Malformed { path, at, message } => match at {
                 Location::File => write!(f, "{}: {message}", path.display()),
                 Location::Line(line) => write!(f, "{}: line {line}: {message}", path.display()),

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use vdm_core::rng::derive_seed;
 
 use super::blocks::{Conv, Init};
-use crate::checkpoint::{describe_io, encode_module, write_atomically, FileDigest, Recording};
+use crate::checkpoint::{encode_module, Recording};
 use crate::data::{permutation, DataConfig, ImageSet};
+use crate::files::{describe_io, write_atomically, FileDigest};
 use crate::model::{materialise, pixels_tensor};
 use crate::ops::{ConvSpec, FastOps, TrainBackend};
 

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use vdm_backends::checkpoint::{describe_io, write_atomically, Checkpoint};
+use vdm_backends::checkpoint::Checkpoint;
 use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
+use vdm_backends::files::{describe_io, write_atomically};
 use vdm_backends::model::ddpm::{self, Ddpm};
 use vdm_backends::model::{EvalReport, TimeMode, Vdm};
 use vdm_backends::ops::{FastOps, TrainBackend};

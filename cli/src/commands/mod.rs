@@ -17,9 +17,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use vdm_backends::checkpoint::{describe_io, Checkpoint};
+use vdm_backends::checkpoint::Checkpoint;
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
+use vdm_backends::files::describe_io;
 use vdm_backends::memory::Bytes;
 use vdm_backends::model::{evaluate, EvalReport, Family, TimeMode, Vdm};
 use vdm_backends::ops::FastOps;

@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use vdm_backends::checkpoint::{describe_io, write_atomically, Checkpoint, FileDigest};
+use vdm_backends::checkpoint::Checkpoint;
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::ImageSet;
+use vdm_backends::files::{describe_io, write_atomically, FileDigest};
 use vdm_backends::metrics::QualityReport;
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Vdm};

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use vdm_backends::checkpoint::{describe_io, write_atomically};
+use vdm_backends::files::{describe_io, write_atomically};
 
 use vdm_backends::config::RunConfig;
 use vdm_backends::model::Vdm;

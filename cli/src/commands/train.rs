@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use vdm_backends::checkpoint::{describe_existing_run, describe_io, write_atomically, Checkpoint};
+use vdm_backends::checkpoint::{describe_existing_run, Checkpoint};
 use vdm_backends::config::RunConfig;
+use vdm_backends::files::{describe_io, write_atomically};
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Trainable, Vdm};
 use vdm_backends::ops::TrainBackend;
