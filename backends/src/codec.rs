@@ -38,9 +38,10 @@ use vdm_core::process::{self, alpha, sigma};
 use vdm_core::rng::SplitMix64;
 use vdm_core::vlb::{self, PIXEL_VALUES};
 
+use crate::config::MAX_TIME_STEPS;
 use crate::data::ImageSet;
 use crate::memory;
-use crate::model::{Vdm, MAX_TIME_STEPS};
+use crate::model::Vdm;
 use crate::ops::FastOps;
 use crate::sample::Denoiser;
 

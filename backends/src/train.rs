@@ -12,122 +12,23 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
-use serde::{Deserialize, Serialize};
 use vdm_core::rng::{derive_seed, SplitMix64};
 
 use crate::checkpoint::{self, encode_module, encode_record, Checkpoint};
 use crate::config::RunConfig;
+use crate::config::TrainConfig;
 use crate::data::{permutation, ImageSet};
-use crate::model::{materialise, pixels_tensor, Family, Trainable, Vdm, MAX_TIME_STEPS};
+use crate::model::{materialise, pixels_tensor, Family, Trainable, Vdm};
 use crate::ops::TrainBackend;
 
-/// Optimisation settings (defaults: VDM's).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Seed of everything random in training.
-    pub seed: u64,
-    /// Images per step.
-    pub batch_size: usize,
-    /// Total optimisation steps.
-    pub steps: usize,
-    /// Peak learning rate (VDM: 2e-4).
-    pub lr: f64,
-    /// Steps of linear learning-rate warmup (VDM: 100).
-    pub warmup_steps: usize,
-    /// AdamW `β₁` (0.9).
-    pub beta1: f64,
-    /// AdamW `β₂` (VDM: 0.99).
-    pub beta2: f64,
-    /// AdamW `ε` (1e-8).
-    pub epsilon: f64,
-    /// Decoupled weight decay (VDM: 0.01).
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this value (off when absent).
-    pub clip_grad_norm: Option<f64>,
-    /// EMA decay of the weights (VDM: 0.9999), warmed up as `min(decay, (1 + k)/(10 + k))`.
-    pub ema_decay: f64,
-    /// Diffusion steps `T` of the training loss; 0 trains the continuous-time loss.
-    pub time_steps: usize,
-    /// Mirror each training image left to right with probability ½ (CIFAR-10 practice in DDPM);
-    /// never applied at evaluation.
-    pub hflip: bool,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            seed: 0,
-            batch_size: 64,
-            steps: 2000,
-            lr: 2e-4,
-            warmup_steps: 100,
-            beta1: 0.9,
-            beta2: 0.99,
-            epsilon: 1e-8,
-            weight_decay: 0.01,
-            clip_grad_norm: None,
-            ema_decay: 0.9999,
-            time_steps: 0,
-            hflip: false,
-        }
-    }
-}
-
-impl TrainConfig {
-    /// Checks the settings, naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
-        let positive = [("batch_size", self.batch_size), ("steps", self.steps)];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("train.{name} must be at least 1"));
-        }
-        let positive = [("lr", self.lr), ("epsilon", self.epsilon)]
-            .into_iter()
-            .chain(self.clip_grad_norm.map(|c| ("clip_grad_norm", c)));
-        for (name, v) in positive {
-            if !(v > 0.0 && v.is_finite()) {
-                return Err(format!("train.{name} must be positive and finite, got {v}"));
-            }
-        }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(format!("train.weight_decay must be non-negative and finite, got {}", self.weight_decay));
-        }
-        for (name, v) in [("beta1", self.beta1), ("beta2", self.beta2), ("ema_decay", self.ema_decay)] {
-            if !(0.0..1.0).contains(&v) {
-                return Err(format!("train.{name} must be in [0, 1), got {v}"));
-            }
-        }
-        if self.time_steps > MAX_TIME_STEPS {
-            return Err(format!(
-                "train.time_steps must be at most {MAX_TIME_STEPS} (0 is continuous time), got {}",
-                self.time_steps
-            ));
-        }
-        Ok(())
-    }
-
-    /// The learning rate at `step` (0-based): linear warmup, then constant.
-    pub fn lr_at(&self, step: usize) -> f64 {
-        if step < self.warmup_steps {
-            self.lr * (step + 1) as f64 / self.warmup_steps as f64
-        } else {
-            self.lr
-        }
-    }
-
-    /// The EMA decay used after `step` updates.
-    pub fn ema_decay_at(&self, step: usize) -> f64 {
-        self.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64))
-    }
-
-    fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> OptimizerAdaptor<AdamW, M, B> {
-        AdamWConfig::new()
-            .with_beta_1(self.beta1 as f32)
-            .with_beta_2(self.beta2 as f32)
-            .with_epsilon(self.epsilon as f32)
-            .with_weight_decay(self.weight_decay as f32)
-            .init()
-    }
+/// AdamW with `config`'s settings.
+fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(config: &TrainConfig) -> OptimizerAdaptor<AdamW, M, B> {
+    AdamWConfig::new()
+        .with_beta_1(config.beta1 as f32)
+        .with_beta_2(config.beta2 as f32)
+        .with_epsilon(config.epsilon as f32)
+        .with_weight_decay(config.weight_decay as f32)
+        .init()
 }
 
 const STREAM_EPOCH: u64 = 1;
@@ -138,7 +39,7 @@ const STREAM_FLIP: u64 = 4;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepStats {
     /// The batch's loss (for VDM the mean VLB in bits per dimension; see
-    /// [`ModelConfig::loss_unit`](crate::model::ModelConfig::loss_unit)).
+    /// [`ModelConfig::loss_unit`](crate::config::ModelConfig::loss_unit)).
     pub loss: f64,
     /// The global gradient norm before clipping.
     pub grad_norm: f64,
@@ -178,7 +79,7 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         Ok(Self {
             model,
             ema,
-            optim: run.train.optimizer(),
+            optim: optimizer(&run.train),
             step: 0,
             run: run.clone(),
             image_shape,
@@ -193,7 +94,7 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         run.model.check_training_memory::<B>(shape, run.train.batch_size, device)?;
         let model = checkpoint.load_module(MODEL_FILE, M::build(&run.model, shape, device)?, device)?;
         let ema = checkpoint.load_module(EMA_FILE, M::build(&run.model, shape, device)?.valid(), device)?;
-        let optim = run.train.optimizer().load_record(checkpoint.load_record::<B, _>(OPTIM_FILE, device)?);
+        let optim = optimizer(&run.train).load_record(checkpoint.load_record::<B, _>(OPTIM_FILE, device)?);
         Ok(Self { model, ema, optim, step: state.step, run, image_shape: shape, device: device.clone() })
     }
 

@@ -5,10 +5,11 @@ mod common;
 
 use burn::module::Module;
 use common::{alpha_bar_products, linear_alpha_bars, tiny_run, B};
+use vdm_backends::config::ModelConfig;
 use vdm_backends::config::RunConfig;
+use vdm_backends::config::{BetasConfig, DdpmConfig, Prediction, Variance};
 use vdm_backends::data::ImageSet;
-use vdm_backends::model::ddpm::{evaluate, BetasConfig, Bound, Ddpm, DdpmConfig, Prediction, Variance};
-use vdm_backends::model::ModelConfig;
+use vdm_backends::model::ddpm::{evaluate, Bound, Ddpm};
 use vdm_backends::nn::ddpm_unet::UNetConfig;
 use vdm_backends::sample::{sample, SampleOptions, SamplerKind};
 use vdm_backends::train::Trainer;

@@ -9,8 +9,8 @@ mod common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::{linear_alpha_bars, tiny_run, vdm_of};
-use vdm_backends::model::ddpm::{DdpmConfig, Variance};
-use vdm_backends::model::ModelConfig;
+use vdm_backends::config::ModelConfig;
+use vdm_backends::config::{DdpmConfig, Variance};
 use vdm_backends::nn::ddpm_unet::UNetConfig;
 use vdm_backends::sample::{chain, sample, Denoised, Denoiser, GridPoint, SampleOptions, SamplerKind};
 use vdm_backends::tensor::BurnBatch;

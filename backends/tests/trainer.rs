@@ -8,8 +8,9 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use common::{gradients, tiny_run, B};
+use vdm_backends::config::TrainConfig;
 use vdm_backends::model::{pixels_tensor, Trainable};
-use vdm_backends::train::{TrainConfig, Trainer};
+use vdm_backends::train::Trainer;
 use vdm_core::rng::SplitMix64;
 
 /// Every parameter's values, one vector per parameter in visiting order.

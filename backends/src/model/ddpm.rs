@@ -10,8 +10,7 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
-use vdm_core::ddpm::{self, BetaSchedule, DiscreteSchedule, NormalCdf};
+use vdm_core::ddpm::{self, DiscreteSchedule, NormalCdf};
 use vdm_core::process::{self, DdpmVariance};
 use vdm_core::rng::{derive_seed, SplitMix64};
 use vdm_core::time::antithetic_times;
@@ -19,9 +18,10 @@ use vdm_core::vlb::{self, VlbTerms};
 use vdm_core::BatchTensor;
 
 use super::EvalReport;
+use crate::config::{DdpmConfig, Loss, Prediction, Variance};
 use crate::data::ImageSet;
 use crate::memory;
-use crate::nn::ddpm_unet::{UNet, UNetConfig};
+use crate::nn::ddpm_unet::UNet;
 use crate::ops::{FastOps, TrainBackend};
 use crate::sample::{Denoised, Denoiser, GridPoint};
 use crate::tensor::{normals, BurnBatch};
@@ -29,201 +29,10 @@ use crate::tensor::{normals, BurnBatch};
 /// Per-example values `[N, 1, 1, 1]` or images `[N, C, H, W]`.
 type Batch4<B> = BurnBatch<B, 4>;
 
-/// The largest `T` of a DDPM (DDPM uses 1000; every step is one network evaluation).
-pub const MAX_DDPM_STEPS: usize = 100_000;
-
 /// The random stream of an image's noise in [`evaluate_full_bound`].
 const STREAM_EVAL: u64 = 5;
 
-/// What the network predicts (DDPM §3.2 and Table 2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Prediction {
-    /// The noise `ε` (DDPM's choice).
-    Eps,
-    /// The data `x_0`.
-    X0,
-    /// The posterior mean `μ̃_t(x_t, x_0)` directly.
-    Mean,
-}
-
-/// The reverse process's fixed variance `σ_t²` (DDPM §3.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Variance {
-    /// `σ_t² = β_t` (DDPM's "fixedlarge").
-    Beta,
-    /// `σ_t² = β̃_t = β_t (1 − ᾱ_{t−1})/(1 − ᾱ_t)` (DDPM's "fixedsmall").
-    BetaTilde,
-}
-
-impl From<Variance> for DdpmVariance {
-    fn from(v: Variance) -> Self {
-        match v {
-            Variance::Beta => DdpmVariance::Beta,
-            Variance::BetaTilde => DdpmVariance::BetaTilde,
-        }
-    }
-}
-
-/// The normal CDF of the decoder term `L_0` (its bin masses).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum L0Cdf {
-    /// The exact `Φ` (through `erfc`): the default.
-    #[default]
-    Exact,
-    /// The tanh approximation of DDPM's and improved-diffusion's code, to reproduce the bounds they
-    /// publish (they differ from the exact ones in the 2nd–3rd decimal when the `t = 1` predictions
-    /// are poor).
-    Tanh,
-}
-
-impl From<L0Cdf> for NormalCdf {
-    fn from(c: L0Cdf) -> Self {
-        match c {
-            L0Cdf::Exact => NormalCdf::Exact,
-            L0Cdf::Tanh => NormalCdf::Tanh,
-        }
-    }
-}
-
-/// The training objective.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Loss {
-    /// `L_simple` (DDPM eq. 14): the mean squared error of the prediction against its target
-    /// (`ε`, `x_0` or `μ̃`), unweighted, at a uniformly drawn `t`.
-    Simple,
-    /// The variational bound `L_vlb = L_T + Σ_{t>1} L_{t−1} + L_0` in bits per dimension,
-    /// estimated as `L_T + T · L_{t−1}` at a uniformly drawn `t` (unbiased).
-    Vlb,
-    /// `L_simple + λ L_vlb` (Nichol & Dhariwal 2021), `λ = hybrid_lambda`.
-    Hybrid,
-}
-
-/// A β schedule in a config file.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum BetasConfig {
-    /// `β_t` linear from `start` to `end` (DDPM: `1e-4 … 0.02`).
-    Linear {
-        /// `β_1`.
-        start: f64,
-        /// `β_T`.
-        end: f64,
-    },
-    /// Nichol & Dhariwal's cosine schedule (`s = 0.008`, `max_beta = 0.999`).
-    Cosine {
-        /// Offset `s`.
-        s: f64,
-        /// Clip on `β`.
-        max_beta: f64,
-    },
-}
-
-impl From<BetasConfig> for BetaSchedule {
-    fn from(c: BetasConfig) -> Self {
-        match c {
-            BetasConfig::Linear { start, end } => BetaSchedule::Linear { start, end },
-            BetasConfig::Cosine { s, max_beta } => BetaSchedule::Cosine { s, max_beta },
-        }
-    }
-}
-
-/// The β schedules and the DDPM settings as documented `[model]` lines (`vdm config --family ddpm`
-/// prints them).
-pub const DDPM_EXAMPLES: &[&str] = &[
-    r#"
-# DDPM's linear schedule, beta_1 = 1e-4 ... beta_T = 0.02 (with T = model.time_steps = 1000)
-[model.betas]
-kind = "linear"
-start = 0.0001
-end = 0.02
-"#,
-    r#"
-# Nichol & Dhariwal's cosine schedule
-[model.betas]
-kind = "cosine"
-s = 0.008
-max_beta = 0.999
-"#,
-];
-
-/// A DDPM: network, β schedule, parametrisation, variance and loss.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DdpmConfig {
-    /// The U-Net.
-    pub unet: UNetConfig,
-    /// The β schedule.
-    pub betas: BetasConfig,
-    /// Diffusion steps `T`.
-    pub time_steps: usize,
-    /// What the network predicts.
-    pub prediction: Prediction,
-    /// The reverse process's variance.
-    pub variance: Variance,
-    /// The training objective.
-    pub loss: Loss,
-    /// `λ` of the hybrid loss.
-    pub hybrid_lambda: f64,
-    /// Clip the predicted `x_0` to `[−1, 1]` when sampling and evaluating the bound (DDPM's
-    /// `clip_denoised`; never in training). As in DDPM's code it touches `x̂_0` only: a
-    /// μ-predicting network's output is its reverse mean, clipped or not.
-    pub clip_denoised: bool,
-    /// The normal CDF of `L_0`'s bin masses: `exact` (default) or DDPM's `tanh` approximation.
-    pub l0_cdf: L0Cdf,
-}
-
-impl Default for DdpmConfig {
-    /// DDPM's CIFAR-10 model: linear β `1e-4 … 0.02`, `T = 1000`, ε prediction, `σ² = β`, `L_simple`.
-    fn default() -> Self {
-        Self {
-            unet: UNetConfig::default(),
-            betas: BetasConfig::Linear { start: 1e-4, end: 0.02 },
-            time_steps: 1000,
-            prediction: Prediction::Eps,
-            variance: Variance::Beta,
-            loss: Loss::Simple,
-            hybrid_lambda: 0.001,
-            clip_denoised: true,
-            l0_cdf: L0Cdf::Exact,
-        }
-    }
-}
-
 impl DdpmConfig {
-    /// Checks every setting, naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
-        self.unet.validate()?;
-        if !(2..=MAX_DDPM_STEPS).contains(&self.time_steps) {
-            return Err(format!("model.time_steps must be between 2 and {MAX_DDPM_STEPS}, got {}", self.time_steps));
-        }
-        match self.betas {
-            BetasConfig::Linear { start, end } => {
-                if !(start > 0.0 && start <= end && end < 1.0) {
-                    return Err(format!("model.betas needs 0 < start ≤ end < 1, got start = {start}, end = {end}"));
-                }
-            }
-            BetasConfig::Cosine { s, max_beta } => {
-                if !(s > 0.0 && s.is_finite() && max_beta > 0.0 && max_beta < 1.0) {
-                    return Err(format!(
-                        "model.betas (cosine) needs s > 0 and 0 < max_beta < 1, got s = {s}, max_beta = {max_beta}"
-                    ));
-                }
-            }
-        }
-        let betas = BetaSchedule::from(self.betas).betas(self.time_steps);
-        if let Some((i, b)) = betas.iter().enumerate().find(|(_, b)| !(**b > 0.0 && **b < 1.0)) {
-            return Err(format!("model.betas gives β_{} = {b}; every β must lie in (0, 1)", i + 1));
-        }
-        if !(self.hybrid_lambda >= 0.0 && self.hybrid_lambda.is_finite()) {
-            return Err(format!("model.hybrid_lambda must be non-negative and finite, got {}", self.hybrid_lambda));
-        }
-        Ok(())
-    }
-
     /// The model with its parameters not yet allocated (burn initialises them lazily).
     pub fn build<B: Backend>(&self, shape: [usize; 3], device: &B::Device) -> Result<Ddpm<B>, String> {
         self.validate()?;
@@ -599,15 +408,6 @@ impl Process {
     fn draw_times_from(&self, rng: &mut SplitMix64, n: usize, first: usize) -> Vec<usize> {
         let (big_t, span) = (self.steps(), (self.steps() + 1 - first) as f64);
         antithetic_times(rng.uniform(), n).map(|u: f64| (first + (u * span) as usize).min(big_t)).collect()
-    }
-}
-
-/// The unit of a training loss's value.
-pub fn loss_unit(loss: Loss) -> &'static str {
-    match loss {
-        Loss::Simple => "mse",
-        Loss::Vlb => "bpd",
-        Loss::Hybrid => "mse + λ bpd",
     }
 }
 

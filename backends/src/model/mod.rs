@@ -13,81 +13,15 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use serde::{Deserialize, Deserializer, Serialize};
 use vdm_core::rng::SplitMix64;
 
-use crate::config::{EvalConfig, RunConfig};
+use crate::config::{EvalConfig, ModelConfig, RunConfig};
 use crate::data::ImageSet;
 use crate::ops::{FastOps, TrainBackend};
 use crate::sample::Denoiser;
-use ddpm::{Ddpm, DdpmConfig};
-
-/// A run's model: its family and that family's settings.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "family", rename_all = "snake_case")]
-pub enum ModelConfig {
-    /// A variational diffusion model (Kingma et al. 2021).
-    Vdm(VdmConfig),
-    /// A denoising diffusion probabilistic model (Ho et al. 2020).
-    Ddpm(DdpmConfig),
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self::Vdm(VdmConfig::default())
-    }
-}
-
-/// `family` is optional and defaults to `"vdm"`, so configurations and checkpoints written before
-/// DDPM existed still load.
-impl<'de> Deserialize<'de> for ModelConfig {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let mut table = toml::Value::deserialize(deserializer)?;
-        let family = match table.as_table_mut().map(|t| t.remove("family")) {
-            None => return Err(D::Error::custom("[model] must be a table")),
-            Some(None) => "vdm".to_string(),
-            Some(Some(toml::Value::String(name))) => name,
-            Some(Some(other)) => {
-                return Err(D::Error::custom(format!("model.family must be \"vdm\" or \"ddpm\", got {other}")))
-            }
-        };
-        match family.as_str() {
-            "vdm" => VdmConfig::deserialize(table).map(Self::Vdm),
-            "ddpm" => DdpmConfig::deserialize(table).map(Self::Ddpm),
-            other => {
-                return Err(D::Error::custom(format!("model.family must be \"vdm\" or \"ddpm\", got \"{other}\"")))
-            }
-        }
-        .map_err(|e| D::Error::custom(format!("[model] ({family}): {e}")))
-    }
-}
+use ddpm::Ddpm;
 
 impl ModelConfig {
-    /// `"vdm"` or `"ddpm"`.
-    pub fn family(&self) -> &'static str {
-        match self {
-            Self::Vdm(_) => "vdm",
-            Self::Ddpm(_) => "ddpm",
-        }
-    }
-
-    /// The VDM settings, or an error naming `what` needs a VDM.
-    pub fn vdm(&self, what: &str) -> Result<&VdmConfig, String> {
-        match self {
-            Self::Vdm(c) => Ok(c),
-            Self::Ddpm(_) => Err(format!("{what} works on VDM models only; this run is a DDPM")),
-        }
-    }
-
-    /// Checks every part.
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            Self::Vdm(c) => c.validate(),
-            Self::Ddpm(c) => c.validate(),
-        }
-    }
-
     /// Refuses a training batch that cannot fit in memory.
     pub fn check_training_memory<B: Backend>(
         &self,
@@ -111,14 +45,6 @@ impl ModelConfig {
         match self {
             Self::Vdm(c) => c.check_inference_memory::<B>(shape, batch_size, device),
             Self::Ddpm(c) => c.check_inference_memory::<B>(shape, batch_size, device),
-        }
-    }
-
-    /// The unit of the training loss the trainer reports.
-    pub fn loss_unit(&self) -> &'static str {
-        match self {
-            Self::Vdm(_) => "bpd",
-            Self::Ddpm(c) => ddpm::loss_unit(c.loss),
         }
     }
 }

@@ -18,56 +18,19 @@ use vdm_core::time::{antithetic_times, discretize};
 use vdm_core::vlb::{self, VlbTerms, PIXEL_VALUES};
 use vdm_core::{process, BatchTensor};
 
+use crate::config::{VdmConfig, MAX_TIME_STEPS};
 use crate::data::ImageSet;
 use crate::memory;
-use crate::nn::score_unet::{ScoreNet, ScoreNetConfig};
+use crate::nn::score_unet::ScoreNet;
 use crate::ops::{self, FastOps, TrainBackend};
 use crate::sample::{Denoised, Denoiser, GridPoint};
-use crate::schedule::{LearnedSchedule, Part, ScheduleConfig, ShapeObjective};
+use crate::schedule::{LearnedSchedule, Part, ShapeObjective};
 use crate::tensor::BurnBatch;
-
-/// The largest `T` of a discrete-time bound or sampler. Times `i/T` and the differences
-/// `γ(i/T) − γ((i−1)/T)` are computed in `f64` on the host; beyond `10⁹` steps their rounding
-/// would start to show in the bound, which by then equals the continuous one (`T = 0`) anyway.
-pub const MAX_TIME_STEPS: usize = 1_000_000_000;
 
 /// Per-example values of shape `[B, 1, 1, 1]` (or images `[B, C, H, W]`).
 pub type Batch4<B> = BurnBatch<B, 4>;
 
-/// The architecture of a [`Vdm`] (`[model]` with `family = "vdm"`, the default).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VdmConfig {
-    /// The noise-prediction network.
-    pub score: ScoreNetConfig,
-    /// The noise schedule.
-    pub schedule: ScheduleConfig,
-}
-
 impl VdmConfig {
-    /// The default run's model: a small VDM for the 8×8 digits (222k parameters, learned linear
-    /// schedule).
-    pub fn digits() -> Self {
-        Self {
-            score: ScoreNetConfig {
-                n_embd: 32,
-                n_layer: 2,
-                groups: 8,
-                dropout: 0.0,
-                fourier_exponents: vec![3, 4, 5, 6, 7, 8],
-                gamma_min: -13.3,
-                gamma_max: 5.0,
-            },
-            schedule: ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
-        }
-    }
-
-    /// Checks every part.
-    pub fn validate(&self) -> Result<(), String> {
-        self.score.validate()?;
-        self.schedule.validate()
-    }
-
     /// A model for images of `channels` channels with its parameters not yet allocated (burn
     /// initialises them lazily, on first use): cheap, for counting parameters.
     pub fn build<B: Backend>(&self, channels: usize, device: &B::Device) -> Vdm<B> {

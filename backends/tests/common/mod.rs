@@ -6,12 +6,13 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
+use vdm_backends::config::TrainConfig;
 use vdm_backends::config::{DataConfig, EvalConfig, RunConfig};
+use vdm_backends::config::{ModelConfig, VdmConfig};
 use vdm_backends::data::GaussianSource;
-use vdm_backends::model::{ModelConfig, Vdm, VdmConfig};
+use vdm_backends::model::Vdm;
 use vdm_backends::nn::score_unet::ScoreNetConfig;
 use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
-use vdm_backends::train::TrainConfig;
 use vdm_backends::{Autodiff, Cpu};
 
 /// The training backend of the tests.

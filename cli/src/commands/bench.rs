@@ -5,13 +5,14 @@ use std::time::Instant;
 use burn::module::Module;
 use clap::ValueEnum;
 use vdm_backends::codec;
+use vdm_backends::config::TrainConfig;
 use vdm_backends::config::{DataConfig, RunConfig};
+use vdm_backends::config::{ModelConfig, VdmConfig};
 use vdm_backends::data::GaussianSource;
-use vdm_backends::model::{ModelConfig, VdmConfig};
 use vdm_backends::nn::score_unet::ScoreNetConfig;
 use vdm_backends::ops::TrainBackend;
 use vdm_backends::sample::{self as sampling, SampleOptions};
-use vdm_backends::train::{TrainConfig, Trainer};
+use vdm_backends::train::Trainer;
 
 use crate::device::{dispatch, BackendJob, Device};
 

@@ -1,7 +1,7 @@
 //! `vdm config`: a documented run configuration to start from.
 
+use vdm_backends::config::DDPM_EXAMPLES;
 use vdm_backends::config::{RunConfig, DATA_EXAMPLES};
-use vdm_backends::model::ddpm::DDPM_EXAMPLES;
 use vdm_backends::schedule::SCHEDULE_EXAMPLES;
 
 /// The family of the configuration `vdm config` prints.

@@ -1,13 +1,23 @@
-//! A whole run, as read from a TOML file by `vdm train --config`.
+//! A whole run, as read from a TOML file by `vdm train --config`: every setting as plain data,
+//! checked by `validate` with the offending field named. The modules that act on a setting
+//! (building a model, training) import it from here; nothing here imports them.
 
 use serde::{Deserialize, Serialize};
 
+mod model;
+mod train;
+
 pub use crate::data::{DataConfig, DATA_EXAMPLES};
-use crate::model::ddpm::DdpmConfig;
-use crate::model::{ModelConfig, VdmConfig, MAX_TIME_STEPS};
+pub use model::*;
+pub use train::TrainConfig;
+
 use crate::nn::ddpm_unet::UNetConfig;
 use crate::schedule::ShapeObjective;
-use crate::train::TrainConfig;
+
+/// The largest `T` of a discrete-time bound or sampler. Times `i/T` and the differences
+/// `γ(i/T) − γ((i−1)/T)` are computed in `f64` on the host; beyond `10⁹` steps their rounding
+/// would start to show in the bound, which by then equals the continuous one (`T = 0`) anyway.
+pub const MAX_TIME_STEPS: usize = 1_000_000_000;
 
 impl EvalConfig {
     /// Checks the settings, naming the offending field.
