@@ -18,8 +18,10 @@ use crate::checkpoint::{self, encode_module, encode_record, Checkpoint};
 use crate::config::RunConfig;
 use crate::config::TrainConfig;
 use crate::data::{permutation, ImageSet};
-use crate::model::{materialise, pixels_tensor, Family, Trainable, Vdm};
+use crate::model::{Family, Trainable, Vdm};
+use crate::nn::materialise;
 use crate::ops::TrainBackend;
+use crate::tensor::pixels_tensor;
 
 /// AdamW with `config`'s settings.
 fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(config: &TrainConfig) -> OptimizerAdaptor<AdamW, M, B> {

@@ -3,9 +3,10 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
-use vdm_backends::model::{pixels_tensor, Noise, TimeMode};
+use vdm_backends::model::{Noise, TimeMode};
 use vdm_backends::nn::score_unet::ScoreNetConfig;
 use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
+use vdm_backends::tensor::pixels_tensor;
 use vdm_backends::tensor::BurnBatch;
 use vdm_backends::{Autodiff, Cpu};
 use vdm_core::ddpm::discretized_gaussian_nll;

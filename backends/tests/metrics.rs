@@ -6,8 +6,8 @@
 use nalgebra::{DMatrix, DVector};
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::ImageSet;
+use vdm_backends::metrics::classifier::{self, ClassifierConfig, ClassifierInfo};
 use vdm_backends::metrics::{confident_share, frechet_distance, inception_score, Gaussian, QualityReport};
-use vdm_backends::nn::classifier::{self, ClassifierConfig, ClassifierInfo};
 use vdm_backends::{Autodiff, Cpu};
 use vdm_core::rng::SplitMix64;
 

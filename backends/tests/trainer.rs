@@ -9,7 +9,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use common::{gradients, tiny_run, B};
 use vdm_backends::config::TrainConfig;
-use vdm_backends::model::{pixels_tensor, Trainable};
+use vdm_backends::model::Trainable;
+use vdm_backends::tensor::pixels_tensor;
 use vdm_backends::train::Trainer;
 use vdm_core::rng::SplitMix64;
 

@@ -459,7 +459,7 @@ pub fn evaluate<B: FastOps>(
     for chunk in indices.chunks(batch_size) {
         let batch = images.select(chunk);
         let shape = [chunk.len(), c, h, w];
-        let pixels = super::pixels_tensor::<B>(&batch, device);
+        let pixels = crate::tensor::pixels_tensor::<B>(&batch, device);
         // Per draw and image: the three terms in bpd.
         let mut estimates: Vec<Vec<[f64; 3]>> = Vec::with_capacity(draws);
         match bound {

@@ -9,7 +9,7 @@ mod vdm;
 
 pub use vdm::*;
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -152,17 +152,4 @@ impl<B: FastOps> Generative<B> for Ddpm<B> {
         )?;
         Ok((format!("T={} (sampled t)", self.process.steps()), report))
     }
-}
-
-/// `module` with every parameter allocated now, in visiting order: burn initialises parameters
-/// lazily, and copies (the EMA) must start from the same weights as the model.
-pub fn materialise<B: Backend, M: Module<B>>(module: M) -> M {
-    struct Materialise;
-    impl<B: Backend> ModuleVisitor<B> for Materialise {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let _ = param.val();
-        }
-    }
-    module.visit(&mut Materialise);
-    module
 }

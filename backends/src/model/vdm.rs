@@ -25,7 +25,8 @@ use crate::nn::score_unet::ScoreNet;
 use crate::ops::{self, FastOps, TrainBackend};
 use crate::sample::{Denoised, Denoiser, GridPoint};
 use crate::schedule::{LearnedSchedule, Part, ShapeObjective};
-use crate::tensor::BurnBatch;
+use crate::tensor::pixels_tensor;
+use crate::tensor::{host_tensor, BurnBatch};
 
 /// Per-example values of shape `[B, 1, 1, 1]` (or images `[B, C, H, W]`).
 pub type Batch4<B> = BurnBatch<B, 4>;
@@ -37,9 +38,9 @@ impl VdmConfig {
         Vdm { score: self.score.init(channels, device), schedule: self.schedule.init(device) }
     }
 
-    /// A freshly initialised model for images of `channels` channels (see [`super::materialise`]).
+    /// A freshly initialised model for images of `channels` channels (see [`crate::nn::materialise`]).
     pub fn init<B: Backend>(&self, channels: usize, device: &B::Device) -> Vdm<B> {
-        super::materialise(self.build(channels, device))
+        crate::nn::materialise(self.build(channels, device))
     }
 
     /// Refuses a training batch that cannot fit in memory: the weights, their gradients, the
@@ -135,20 +136,8 @@ impl Noise {
     }
 }
 
-/// `[N, C, H, W]` pixel values as floats on `device`.
-pub fn pixels_tensor<B: Backend>(images: &ImageSet, device: &B::Device) -> Tensor<B, 4> {
-    let data: Vec<f32> = images.pixels.iter().map(|&p| f32::from(p)).collect();
-    tensor4(data, [images.len(), images.channels, images.height, images.width], device)
-}
-
 fn tensor4<B: Backend>(values: Vec<f32>, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-/// `values` on `device`, rounded once to the backend's float type (`Tensor::from_floats` would
-/// round them to `f32` first).
-pub fn host_tensor<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 1> {
-    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
 }
 
 fn per_example<B: Backend>(values: Tensor<B, 1>) -> Batch4<B> {

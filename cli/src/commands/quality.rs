@@ -9,10 +9,10 @@ use vdm_backends::checkpoint::Checkpoint;
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::ImageSet;
 use vdm_backends::files::{describe_io, write_atomically, FileDigest};
+use vdm_backends::metrics::classifier::{self, ClassifierConfig, ClassifierInfo};
 use vdm_backends::metrics::QualityReport;
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Vdm};
-use vdm_backends::nn::classifier::{self, ClassifierConfig, ClassifierInfo};
 use vdm_backends::ops::{FastOps, TrainBackend};
 use vdm_backends::sample::{self as sampling, SampleOptions};
 

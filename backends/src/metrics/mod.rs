@@ -4,6 +4,8 @@
 //! `exp(E_x KL(p(y|x) ‖ p(y)))` (Salimans et al. 2016), and the share of confidently classified
 //! samples.
 
+pub mod classifier;
+
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 
 /// The mean and covariance (unbiased, `1/(n − 1)`) of feature rows.
