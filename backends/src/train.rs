@@ -172,8 +172,12 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         let step_seed = derive_seed(self.run.train.seed, STREAM_STEP, self.step as u64);
         B::seed(&self.device, step_seed);
         let mut rng = SplitMix64::new(step_seed);
-        let (loss, grads) =
-            self.model.loss_and_gradients(pixels_tensor::<B>(&batch, &self.device), &mut rng, &self.run)?;
+        let (loss, grads) = self.model.loss_and_gradients(
+            pixels_tensor::<B>(&batch, &self.device),
+            &mut rng,
+            &self.run.model,
+            &self.run.train,
+        )?;
         let (grad_norm, lr) = self.apply_gradients(grads);
         Ok(StepStats { loss, grad_norm, lr })
     }

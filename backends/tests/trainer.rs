@@ -63,8 +63,14 @@ fn a_step_is_clipping_then_adamw_with_warmup_then_the_ema() {
             (theta.iter().map(|p| vec![0.0; p.len()]).collect(), theta.iter().map(|p| vec![0.0; p.len()]).collect());
         for step in 0..4 {
             let pixels = pixels_tensor::<B>(&trainer.next_batch(&train).unwrap(), &device);
-            let (_, grads) =
-                Trainable::loss_and_gradients(&trainer.model, pixels, &mut SplitMix64::new(step as u64), &run).unwrap();
+            let (_, grads) = Trainable::loss_and_gradients(
+                &trainer.model,
+                pixels,
+                &mut SplitMix64::new(step as u64),
+                &run.model,
+                &run.train,
+            )
+            .unwrap();
             let g = gradients(&trainer.model, &grads);
             let norm = g.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
             let scale = clip.map_or(1.0, |c| (c / norm).min(1.0));

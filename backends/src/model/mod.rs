@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use vdm_core::rng::SplitMix64;
 
-use crate::config::{EvalConfig, ModelConfig, RunConfig};
+use crate::config::{EvalConfig, ModelConfig, TrainConfig};
 use crate::data::ImageSet;
 use crate::ops::{FastOps, TrainBackend};
 use crate::sample::Denoiser;
@@ -59,12 +59,13 @@ pub trait Family<B: Backend>: Module<B> {
 /// A family the trainer can optimise.
 pub trait Trainable<B: TrainBackend>: Family<B> + AutodiffModule<B> {
     /// The loss of one batch of `pixels` (`[N, C, H, W]`, values `0..=255`) with randomness from
-    /// `rng`, and the gradient of every parameter.
+    /// `rng`, and the gradient of every parameter, under the run's `model` and `train` settings.
     fn loss_and_gradients(
         &self,
         pixels: Tensor<B, 4>,
         rng: &mut SplitMix64,
-        run: &RunConfig,
+        model: &ModelConfig,
+        train: &TrainConfig,
     ) -> Result<(f64, GradientsParams), String>;
 }
 
@@ -88,12 +89,13 @@ impl<B: TrainBackend> Trainable<B> for Vdm<B> {
         &self,
         pixels: Tensor<B, 4>,
         rng: &mut SplitMix64,
-        run: &RunConfig,
+        model: &ModelConfig,
+        train: &TrainConfig,
     ) -> Result<(f64, GradientsParams), String> {
         let [n, c, h, w] = pixels.dims();
         let noise = Noise::draw(rng, n, c * h * w);
-        let time = TimeMode::from_steps(run.train.time_steps)?;
-        let objective = run.model.vdm("VDM training")?.schedule.shape_objective();
+        let time = TimeMode::from_steps(train.time_steps)?;
+        let objective = model.vdm("VDM training")?.schedule.shape_objective();
         Vdm::loss_and_gradients(self, pixels, &noise, time, objective)
     }
 }
@@ -103,7 +105,8 @@ impl<B: TrainBackend> Trainable<B> for Ddpm<B> {
         &self,
         pixels: Tensor<B, 4>,
         rng: &mut SplitMix64,
-        _run: &RunConfig,
+        _model: &ModelConfig,
+        _train: &TrainConfig,
     ) -> Result<(f64, GradientsParams), String> {
         Ok(Ddpm::loss_and_gradients(self, pixels, rng))
     }
