@@ -4,7 +4,8 @@
 //! `cargo run --release --example train_digits -- 300`
 
 use vdm::backends::config::RunConfig;
-use vdm::backends::model::{evaluate, TimeMode};
+use vdm::backends::eval::{evaluate, EvalOptions};
+use vdm::backends::model::TimeMode;
 use vdm::backends::sample::{sample, SampleOptions};
 use vdm::backends::train::Trainer;
 use vdm::backends::{Autodiff, Cpu};
@@ -22,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("step {:>5}: batch VLB {:.3} bpd", trainer.step, stats.loss);
         }
     }
-    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1, 1234, &device, |_| {})?;
+    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, &EvalOptions::default(), &device, |_| {})?;
     println!("test VLB {:.3} ± {:.3} bpd", report.bpd.mean, report.bpd.se);
 
     let samples = sample(

@@ -4,7 +4,8 @@
 
 use vdm::backends::config::RunConfig;
 use vdm::backends::data::categorical_baseline_bpd;
-use vdm::backends::model::{evaluate, EvalReport, TimeMode};
+use vdm::backends::eval::{evaluate, EvalOptions, EvalReport};
+use vdm::backends::model::TimeMode;
 use vdm::backends::train::Trainer;
 use vdm::backends::{Autodiff, Cpu};
 
@@ -17,7 +18,7 @@ fn trains_past_the_baselines(run: &RunConfig) -> EvalReport {
         let stats = trainer.train_step(&train).unwrap();
         assert!(stats.loss.is_finite(), "diverged at step {}", trainer.step);
     }
-    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, 256, 1, 1234, &device, |_| {}).unwrap();
+    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, &EvalOptions::default(), &device, |_| {}).unwrap();
     let categorical = categorical_baseline_bpd(&train, &test, 0.5);
     let bound = report.bpd.mean + 2.0 * report.bpd.se;
     assert!(

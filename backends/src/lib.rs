@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod config;
 pub mod data;
+pub mod eval;
 pub mod files;
 pub mod memory;
 pub mod metrics;

@@ -5,7 +5,8 @@ mod common;
 
 use common::{tiny_run, B};
 use vdm_backends::codec::{compress, decompress, read_file};
-use vdm_backends::model::{evaluate, TimeMode, Vdm};
+use vdm_backends::eval::{evaluate, EvalOptions};
+use vdm_backends::model::{TimeMode, Vdm};
 use vdm_backends::train::Trainer;
 use vdm_backends::Cpu;
 
@@ -64,9 +65,18 @@ fn the_net_rate_is_the_bound_within_its_standard_error() {
                 compress(&model, HASH, &copies, steps, 16, 128, &device, || {}).unwrap().1.effective_bpd()
             })
             .collect();
-        let rate = vdm_backends::model::Estimate::of(&rates);
+        let rate = vdm_backends::eval::Estimate::of(&rates);
         let many = test.select(&(0..1024).map(|i| i % 4).collect::<Vec<_>>());
-        let bound = evaluate(&model, &many, TimeMode::Discrete(steps), 256, 32, 1, &device, |_| {}).unwrap().bpd;
+        let bound = evaluate(
+            &model,
+            &many,
+            TimeMode::Discrete(steps),
+            &EvalOptions { batch_size: 256, draws: 32, seed: 1 },
+            &device,
+            |_| {},
+        )
+        .unwrap()
+        .bpd;
         let se = (rate.se.powi(2) + bound.se.powi(2)).sqrt();
         eprintln!(
             "T = {steps}: net rate {:.4} ± {:.4} bpd, bound {:.4} ± {:.4}",

@@ -9,7 +9,8 @@ use vdm_backends::config::ModelConfig;
 use vdm_backends::config::RunConfig;
 use vdm_backends::config::{BetasConfig, DdpmConfig, Prediction, Variance};
 use vdm_backends::data::ImageSet;
-use vdm_backends::model::ddpm::{evaluate, Bound, Ddpm};
+use vdm_backends::eval::{evaluate, EvalOptions};
+use vdm_backends::model::ddpm::{Bound, Ddpm};
 use vdm_backends::nn::ddpm_unet::UNetConfig;
 use vdm_backends::sample::{sample, SampleOptions, SamplerKind};
 use vdm_backends::train::Trainer;
@@ -85,7 +86,9 @@ fn full_bound_of_a_zero_network_matches_the_closed_form_in_beta_notation() {
         let tiny = tiny_ddpm(big_t, variance);
         let config = DdpmConfig { clip_denoised: false, betas: betas.unwrap_or(tiny.betas), ..tiny };
         let model: Ddpm<Cpu> = config.build(images.shape(), &device).unwrap();
-        let report = evaluate(&model, &images, Bound::Full, 32, 7, &device, |_| {}).unwrap();
+        let report =
+            evaluate(&model, &images, Bound::Full, &EvalOptions { batch_size: 32, draws: 1, seed: 7 }, &device, |_| {})
+                .unwrap();
         let ab = if betas.is_some() { cosine_alpha_bars(big_t) } else { linear_alpha_bars(big_t) };
         let label = format!("{variance:?}{}", if betas.is_some() { ", cosine β" } else { "" });
         let mut expected = 0.0;
@@ -145,10 +148,14 @@ fn trained(variance: Variance) -> (Ddpm<Cpu>, ImageSet) {
 fn sampled_estimate_agrees_with_the_full_bound() {
     let device = Default::default();
     let (model, test) = trained(Variance::Beta);
-    let full = evaluate(&model, &test, Bound::Full, 64, 3, &device, |_| {}).unwrap();
-    let sampled = evaluate(&model, &test, Bound::Sampled { draws: 40 }, 64, 4, &device, |_| {}).unwrap();
+    let full =
+        evaluate(&model, &test, Bound::Full, &EvalOptions { batch_size: 64, draws: 1, seed: 3 }, &device, |_| {})
+            .unwrap();
+    let sampled =
+        evaluate(&model, &test, Bound::Sampled, &EvalOptions { batch_size: 64, draws: 40, seed: 4 }, &device, |_| {})
+            .unwrap();
     let paired: Vec<f64> = full.per_image.iter().zip(&sampled.per_image).map(|(a, b)| a - b).collect();
-    let diff = vdm_backends::model::Estimate::of(&paired);
+    let diff = vdm_backends::eval::Estimate::of(&paired);
     assert!(
         diff.mean.abs() < 4.0 * diff.se + 1e-3,
         "full {} vs sampled {} bpd (difference {} ± {})",
@@ -296,7 +303,15 @@ fn zero_networks_of_every_prediction_have_closed_form_bounds_with_clipping() {
         for &clip in clips {
             let config = DdpmConfig { prediction, clip_denoised: clip, ..tiny_ddpm(big_t, Variance::Beta) };
             let model: Ddpm<Cpu> = config.build(images.shape(), &device).unwrap();
-            let report = evaluate(&model, &images, Bound::Full, 32, 7, &device, |_| {}).unwrap();
+            let report = evaluate(
+                &model,
+                &images,
+                Bound::Full,
+                &EvalOptions { batch_size: 32, draws: 1, seed: 7 },
+                &device,
+                |_| {},
+            )
+            .unwrap();
             let sd = (report.per_image.iter().map(|v| v * v).sum::<f64>() / n as f64 - report.bpd.mean.powi(2)).sqrt();
             let tolerance = if prediction == Prediction::X0 {
                 1e-3 * expected_bpd

@@ -4,7 +4,8 @@ mod common;
 
 use common::{parameters, tiny_run, vdm_of, B};
 use vdm_backends::checkpoint::Checkpoint;
-use vdm_backends::model::{evaluate, TimeMode};
+use vdm_backends::eval::{evaluate, EvalOptions};
+use vdm_backends::model::TimeMode;
 use vdm_backends::sample::{sample, SampleOptions, SamplerKind};
 use vdm_backends::train::Trainer;
 use vdm_backends::Cpu;
@@ -15,12 +16,13 @@ fn training_lowers_the_test_bound() {
     let run = tiny_run(150);
     let (train, test) = run.data.load(0).unwrap();
     let mut trainer = Trainer::<B>::new(&run, train.shape(), &device).unwrap();
-    let before = evaluate(&trainer.ema, &test, TimeMode::Continuous, 64, 1, 7, &device, |_| {}).unwrap();
+    let options = EvalOptions { batch_size: 64, draws: 1, seed: 7 };
+    let before = evaluate(&trainer.ema, &test, TimeMode::Continuous, &options, &device, |_| {}).unwrap();
     while trainer.step < run.train.steps {
         let stats = trainer.train_step(&train).unwrap();
         assert!(stats.loss.is_finite() && stats.grad_norm.is_finite());
     }
-    let after = evaluate(&trainer.ema, &test, TimeMode::Continuous, 64, 1, 7, &device, |_| {}).unwrap();
+    let after = evaluate(&trainer.ema, &test, TimeMode::Continuous, &options, &device, |_| {}).unwrap();
     let exact = run.data.exact_bpd().unwrap();
     // Measured: 8.33 → 7.26 bpd, against an exact NLL of 6.63 bpd.
     assert!(

@@ -17,9 +17,8 @@ use vdm_core::time::antithetic_times;
 use vdm_core::vlb::{self, VlbTerms};
 use vdm_core::BatchTensor;
 
-use super::EvalReport;
 use crate::config::{DdpmConfig, Loss, Prediction, Variance};
-use crate::data::ImageSet;
+use crate::eval::{ImageBound, Likelihood};
 use crate::memory;
 use crate::nn::ddpm_unet::UNet;
 use crate::ops::{FastOps, TrainBackend};
@@ -411,107 +410,115 @@ impl Process {
     }
 }
 
-/// How [`evaluate`] computes a DDPM's bound.
+/// Which of a DDPM's bounds to evaluate (both `L_T + Σ_{t=2}^{T} L_{t−1} + L_0`, DDPM eq. 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bound {
     /// Every one of the `T` terms for every image (DDPM's `calc_bpd_loop`): `T` network
-    /// evaluations per image; the only randomness is each term's `x_t`.
+    /// evaluations per image and draw; the only randomness is each term's `x_t`, drawn from the
+    /// image's own stream.
     Full,
-    /// An unbiased estimate: `L_T` and `L_0` exactly, and `Σ_{t≥2} L_{t−1}` estimated from
-    /// `draws` uniform draws of `t ∈ 2..=T` per image as `(T − 1) L_{t−1}` (two network
-    /// evaluations per image and draw).
-    Sampled {
-        /// Independent draws of `(t, ε)` per image.
-        draws: usize,
-    },
+    /// An unbiased estimate: `L_T` and `L_0` exactly, and `Σ_{t≥2} L_{t−1}` estimated from a
+    /// uniform draw of `t ∈ 2..=T` as `(T − 1) L_{t−1}` (two network evaluations per image and
+    /// draw).
+    Sampled,
 }
 
-/// The negative variational bound of every image of `images` in bits per dimension, by term:
-/// `prior` is `L_T`, `reconstruction` is `L_0`, `diffusion` is `Σ_{t=2}^{T} L_{t−1}`. Network
-/// evaluations are made `batch_size` images at a time; `on_progress` receives the number of
-/// image evaluations done (`T` per image for the full bound, `draws` per image otherwise).
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate<B: FastOps>(
-    model: &Ddpm<B>,
-    images: &ImageSet,
-    bound: Bound,
-    batch_size: usize,
-    seed: u64,
-    device: &B::Device,
-    mut on_progress: impl FnMut(usize),
-) -> Result<EvalReport, String> {
-    if images.is_empty() {
-        return Err("there are no images to evaluate".into());
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Full => "all terms",
+            Self::Sampled => "sampled terms",
+        })
     }
-    let draws = match bound {
-        Bound::Full => 1,
-        Bound::Sampled { draws } => draws,
-    };
-    if batch_size == 0 || draws == 0 {
-        return Err("the evaluation batch size and the number of draws must be at least 1".into());
+}
+
+/// The terms of the bound are `prior = L_T`, `reconstruction = L_0` and
+/// `diffusion = Σ_{t=2}^{T} L_{t−1}`.
+impl<B: FastOps> Likelihood<B> for Ddpm<B> {
+    type Bound = Bound;
+
+    fn bound_name(&self, bound: Bound, draws: usize) -> String {
+        let big_t = self.process.steps();
+        // The convention of L_0's bin masses, beside the bound (published DDPM numbers use tanh).
+        let cdf = match self.process.l0_cdf() {
+            NormalCdf::Exact => "L_0 with the exact normal CDF",
+            NormalCdf::Tanh => "L_0 with DDPM's tanh approximation of the normal CDF",
+        };
+        match bound {
+            Bound::Sampled => format!("T={big_t}, estimate from {draws} sampled t per image; {cdf}"),
+            Bound::Full if draws == 1 => format!("T={big_t}, all {big_t} terms; {cdf}"),
+            Bound::Full => format!("T={big_t}, all {big_t} terms, {draws} draws per image; {cdf}"),
+        }
     }
-    let [c, h, w] = images.shape();
-    let (d, big_t, clip) = (c * h * w, model.process.steps(), model.process.clip);
-    let host = |t: Batch4<B>| vlb::nats_to_bpd(t, d).0.into_data().iter::<f64>().collect::<Vec<f64>>();
-    let mut rng = SplitMix64::new(seed);
-    let (mut per_image, mut terms) = (Vec::with_capacity(images.len()), [0.0f64; 3]);
-    let indices: Vec<usize> = (0..images.len()).collect();
-    for chunk in indices.chunks(batch_size) {
-        let batch = images.select(chunk);
-        let shape = [chunk.len(), c, h, w];
-        let pixels = crate::tensor::pixels_tensor::<B>(&batch, device);
+
+    fn work_per_image(&self, bound: Bound, draws: usize) -> usize {
+        match bound {
+            Bound::Full => self.process.steps() * draws,
+            Bound::Sampled => draws,
+        }
+    }
+
+    fn estimate(
+        &self,
+        pixels: Tensor<B, 4>,
+        indices: &[usize],
+        bound: Bound,
+        draws: usize,
+        seed: u64,
+        rng: &mut SplitMix64,
+        on_progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<ImageBound>>, String> {
+        let shape @ [n, c, h, w] = pixels.dims();
+        let device = pixels.device();
+        let (d, big_t, clip) = (c * h * w, self.process.steps(), self.process.clip);
+        let host = |t: Batch4<B>| vlb::nats_to_bpd(t, d).0.into_data().iter::<f64>().collect::<Vec<f64>>();
         // Per draw and image: the three terms in bpd.
         let mut estimates: Vec<Vec<[f64; 3]>> = Vec::with_capacity(draws);
         match bound {
             Bound::Full => {
                 let mut rngs: Vec<SplitMix64> =
-                    chunk.iter().map(|&i| SplitMix64::new(derive_seed(seed, STREAM_EVAL, i as u64))).collect();
-                let mut sums = vec![[0.0; 3]; chunk.len()];
-                for t in 1..=big_t {
-                    let p = model.pass(pixels.clone(), normals::<B>(&mut rngs, shape, device), &vec![t; chunk.len()]);
-                    let terms = model.vlb_terms(&p, clip, 1.0);
-                    let (recon, diffusion) = (host(terms.reconstruction), host(terms.diffusion));
-                    if t == 1 {
-                        for (sum, prior) in sums.iter_mut().zip(host(terms.prior)) {
-                            sum[0] = prior;
+                    indices.iter().map(|&i| SplitMix64::new(derive_seed(seed, STREAM_EVAL, i as u64))).collect();
+                for _ in 0..draws {
+                    let mut sums = vec![[0.0; 3]; n];
+                    for t in 1..=big_t {
+                        let p = self.pass(pixels.clone(), normals::<B>(&mut rngs, shape, &device), &vec![t; n]);
+                        let terms = self.vlb_terms(&p, clip, 1.0);
+                        let (recon, diffusion) = (host(terms.reconstruction), host(terms.diffusion));
+                        if t == 1 {
+                            for (sum, prior) in sums.iter_mut().zip(host(terms.prior)) {
+                                sum[0] = prior;
+                            }
                         }
+                        for ((sum, r), k) in sums.iter_mut().zip(recon).zip(diffusion) {
+                            sum[1] += r;
+                            sum[2] += k;
+                        }
+                        on_progress(n);
                     }
-                    for ((sum, r), k) in sums.iter_mut().zip(recon).zip(diffusion) {
-                        sum[1] += r;
-                        sum[2] += k;
-                    }
-                    on_progress(chunk.len());
+                    estimates.push(sums);
                 }
-                estimates.push(sums);
             }
-            Bound::Sampled { .. } => {
+            Bound::Sampled => {
                 // L_0 is far larger than a typical L_{t−1}: drawn with probability 1/T and
                 // weighted by T it would dominate the estimate's variance. It is computed exactly
                 // instead (one pass at t = 1), and only Σ_{t≥2} L_{t−1} is estimated, as
                 // (T − 1) L_{t−1} with t uniform on 2..=T.
                 for _ in 0..draws {
-                    let first = model.vlb_terms(
-                        &model.pass(pixels.clone(), normals_from::<B>(&mut rng, shape, device), &vec![1; chunk.len()]),
+                    let first = self.vlb_terms(
+                        &self.pass(pixels.clone(), normals_from::<B>(rng, shape, &device), &vec![1; n]),
                         clip,
                         1.0,
                     );
-                    let times = model.process.draw_times_from(&mut rng, chunk.len(), 2);
-                    let eps = normals_from::<B>(&mut rng, shape, device);
-                    let rest = model.vlb_terms(&model.pass(pixels.clone(), eps, &times), clip, (big_t - 1) as f64);
+                    let times = self.process.draw_times_from(rng, n, 2);
+                    let eps = normals_from::<B>(rng, shape, &device);
+                    let rest = self.vlb_terms(&self.pass(pixels.clone(), eps, &times), clip, (big_t - 1) as f64);
                     let [prior, recon, diffusion] = [first.prior, first.reconstruction, rest.diffusion].map(host);
-                    estimates.push((0..chunk.len()).map(|i| [prior[i], recon[i], diffusion[i]]).collect());
-                    on_progress(chunk.len());
+                    estimates.push((0..n).map(|i| [prior[i], recon[i], diffusion[i]]).collect());
+                    on_progress(n);
                 }
             }
         }
-        for i in 0..chunk.len() {
-            per_image.push(estimates.iter().map(|draw| draw[i].iter().sum()).collect::<Vec<f64>>());
-            for draw in &estimates {
-                for (acc, v) in terms.iter_mut().zip(draw[i]) {
-                    *acc += v;
-                }
-            }
-        }
+        let bound = |terms: [f64; 3]| ImageBound { total: terms.iter().sum(), terms };
+        Ok(estimates.into_iter().map(|draw| draw.into_iter().map(bound).collect()).collect())
     }
-    Ok(EvalReport::from_draws(&per_image, terms))
 }

@@ -17,6 +17,7 @@ use vdm_core::rng::SplitMix64;
 
 use crate::config::{EvalConfig, ModelConfig, TrainConfig};
 use crate::data::ImageSet;
+use crate::eval::{evaluate, EvalOptions, EvalReport, Likelihood};
 use crate::ops::{FastOps, TrainBackend};
 use crate::sample::Denoiser;
 use ddpm::Ddpm;
@@ -112,47 +113,35 @@ impl<B: TrainBackend> Trainable<B> for Ddpm<B> {
     }
 }
 
-/// What every family offers once trained: a [`Denoiser`] for the samplers, and the bound the
-/// trainer reports.
-pub trait Generative<B: FastOps>: Family<B> + Denoiser<B> {
-    /// The test bound reported during training (`eval` of the run), with its name: VDM's bound
-    /// at `eval.time_steps`, DDPM's one-draw estimate of its `T`-term bound.
-    fn training_bound(
-        &self,
-        images: &ImageSet,
-        eval: &EvalConfig,
-        device: &B::Device,
-    ) -> Result<(String, EvalReport), String>;
-}
+/// What every family offers once trained: a [`Denoiser`] for the samplers, a [`Likelihood`] for
+/// evaluation, and the bound the trainer reports.
+pub trait Generative<B: FastOps>: Family<B> + Denoiser<B> + Likelihood<B> {
+    /// The bound reported during training (`[eval]` of the run).
+    fn reported_bound(eval: &EvalConfig) -> Result<Self::Bound, String>;
 
-impl<B: FastOps> Generative<B> for Vdm<B> {
+    /// The [`Generative::reported_bound`] of `images`, one draw per image, with its name.
     fn training_bound(
         &self,
         images: &ImageSet,
         eval: &EvalConfig,
         device: &B::Device,
     ) -> Result<(String, EvalReport), String> {
-        let time = TimeMode::from_steps(eval.time_steps)?;
-        Ok((time.to_string(), evaluate(self, images, time, eval.batch_size, 1, eval.seed, device, |_| {})?))
+        let bound = Self::reported_bound(eval)?;
+        let options = EvalOptions { batch_size: eval.batch_size, draws: 1, seed: eval.seed };
+        Ok((self.bound_name(bound, 1), evaluate(self, images, bound, &options, device, |_| {})?))
     }
 }
 
+/// VDM's bound at `eval.time_steps` (0: continuous time).
+impl<B: FastOps> Generative<B> for Vdm<B> {
+    fn reported_bound(eval: &EvalConfig) -> Result<TimeMode, String> {
+        TimeMode::from_steps(eval.time_steps)
+    }
+}
+
+/// DDPM's estimate of its `T`-term bound from sampled terms.
 impl<B: FastOps> Generative<B> for Ddpm<B> {
-    fn training_bound(
-        &self,
-        images: &ImageSet,
-        eval: &EvalConfig,
-        device: &B::Device,
-    ) -> Result<(String, EvalReport), String> {
-        let report = ddpm::evaluate(
-            self,
-            images,
-            ddpm::Bound::Sampled { draws: 1 },
-            eval.batch_size,
-            eval.seed,
-            device,
-            |_| {},
-        )?;
-        Ok((format!("T={} (sampled t)", self.process.steps()), report))
+    fn reported_bound(_eval: &EvalConfig) -> Result<ddpm::Bound, String> {
+        Ok(ddpm::Bound::Sampled)
     }
 }

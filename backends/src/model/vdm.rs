@@ -10,7 +10,6 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ElementConversion;
 use burn::tensor::{Tensor, TensorData};
-use serde::{Deserialize, Serialize};
 use vdm_core::process::DdpmVariance;
 use vdm_core::rng::SplitMix64;
 use vdm_core::schedule::NoiseSchedule;
@@ -19,13 +18,12 @@ use vdm_core::vlb::{self, VlbTerms, PIXEL_VALUES};
 use vdm_core::{process, BatchTensor};
 
 use crate::config::{VdmConfig, MAX_TIME_STEPS};
-use crate::data::ImageSet;
+use crate::eval::{ImageBound, Likelihood};
 use crate::memory;
 use crate::nn::score_unet::ScoreNet;
 use crate::ops::{self, FastOps, TrainBackend};
 use crate::sample::{Denoised, Denoiser, GridPoint};
 use crate::schedule::{LearnedSchedule, Part, ShapeObjective};
-use crate::tensor::pixels_tensor;
 use crate::tensor::{host_tensor, BurnBatch};
 
 /// Per-example values of shape `[B, 1, 1, 1]` (or images `[B, C, H, W]`).
@@ -370,106 +368,45 @@ fn add_gradients<B: AutodiffBackend, M: Module<B>>(module: &M, into: &mut Gradie
     module.visit(&mut Add { into, extra: &mut extra });
 }
 
-/// Mean and standard error of a sample.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Estimate {
-    /// The sample mean.
-    pub mean: f64,
-    /// Its standard error `sd/√n`.
-    pub se: f64,
-}
+/// VDM's bound at `T` steps or in continuous time (VDM eq. 11–17), one antithetic draw of
+/// times and noise per batch and draw.
+impl<B: FastOps> Likelihood<B> for Vdm<B> {
+    type Bound = TimeMode;
 
-impl Estimate {
-    /// The mean and standard error of `values`.
-    pub fn of(values: &[f64]) -> Self {
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let var =
-            if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-        Self { mean, se: (var / n).sqrt() }
+    fn bound_name(&self, bound: TimeMode, _draws: usize) -> String {
+        bound.to_string()
     }
-}
 
-/// Test-set bits per dimension, with its standard error, broken into the VLB's terms.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EvalReport {
-    /// Total bpd (mean ± standard error over images; includes the Monte-Carlo noise).
-    pub bpd: Estimate,
-    /// Prior term, bpd.
-    pub prior: f64,
-    /// Reconstruction term, bpd.
-    pub reconstruction: f64,
-    /// Diffusion term, bpd.
-    pub diffusion: f64,
-    /// Each image's VLB estimate, bpd (the mean of its draws).
-    pub per_image: Vec<f64>,
-    /// With several noise draws per image: the standard deviation of one draw's estimate around
-    /// its image's mean, `√(mean over images of the per-image sample variance)`, in bpd. This is
-    /// the Monte-Carlo noise of the VLB estimator, the part the schedule's shape controls.
-    pub noise_sd: Option<f64>,
-}
+    fn work_per_image(&self, _bound: TimeMode, draws: usize) -> usize {
+        draws
+    }
 
-impl EvalReport {
-    /// The report of images evaluated `draws` times each: `per_image[i]` holds image `i`'s
-    /// `draws` totals (bpd), `term_sums` the prior, reconstruction and diffusion terms summed over
-    /// all images and draws.
-    pub fn from_draws(per_image: &[Vec<f64>], term_sums: [f64; 3]) -> Self {
-        let draws = per_image.first().map_or(1, Vec::len);
-        let estimates: Vec<Estimate> = per_image.iter().map(|e| Estimate::of(e)).collect();
-        let means: Vec<f64> = estimates.iter().map(|e| e.mean).collect();
-        let n = (per_image.len() * draws) as f64;
-        let mean_variance = estimates.iter().map(|e| e.se * e.se * draws as f64).sum::<f64>() / estimates.len() as f64;
-        Self {
-            bpd: Estimate::of(&means),
-            prior: term_sums[0] / n,
-            reconstruction: term_sums[1] / n,
-            diffusion: term_sums[2] / n,
-            per_image: means,
-            noise_sd: (draws > 1).then(|| mean_variance.sqrt()),
-        }
-    }
-}
-
-/// Evaluates the VLB of every image of `images` `draws` times (independent times and noise), in
-/// batches of `batch_size`, with noise drawn from `seed`. The estimate is unbiased; its standard
-/// error covers data and noise.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate<B: FastOps>(
-    model: &Vdm<B>,
-    images: &ImageSet,
-    time: TimeMode,
-    batch_size: usize,
-    draws: usize,
-    seed: u64,
-    device: &B::Device,
-    mut on_batch: impl FnMut(usize),
-) -> Result<EvalReport, String> {
-    if images.is_empty() {
-        return Err("there are no images to evaluate".into());
-    }
-    if batch_size == 0 || draws == 0 {
-        return Err("the evaluation batch size and the number of draws must be at least 1".into());
-    }
-    let mut rng = SplitMix64::new(seed);
-    let d = images.features();
-    let (mut per_image, mut terms) = (Vec::with_capacity(images.len()), [0.0f64; 3]);
-    let indices: Vec<usize> = (0..images.len()).collect();
-    for chunk in indices.chunks(batch_size) {
-        let batch = images.select(chunk);
-        let mut estimates = vec![Vec::with_capacity(draws); chunk.len()];
+    fn estimate(
+        &self,
+        pixels: Tensor<B, 4>,
+        _indices: &[usize],
+        bound: TimeMode,
+        draws: usize,
+        _seed: u64,
+        rng: &mut SplitMix64,
+        on_progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<ImageBound>>, String> {
+        let [n, c, h, w] = pixels.dims();
+        let d = c * h * w;
+        let host = |t: Batch4<B>| t.0.into_data().iter::<f64>().collect::<Vec<f64>>();
+        let mut estimates = Vec::with_capacity(draws);
         for _ in 0..draws {
-            let noise = Noise::draw(&mut rng, chunk.len(), d);
-            let vlb = model.vlb_terms(pixels_tensor::<B>(&batch, device), &noise, time).map(|t| vlb::nats_to_bpd(t, d));
-            let host = |t: Batch4<B>| t.0.into_data().iter::<f64>().collect::<Vec<f64>>();
-            for (e, total) in estimates.iter_mut().zip(host(vlb.total())) {
-                e.push(total);
-            }
-            for (acc, term) in terms.iter_mut().zip([vlb.prior, vlb.reconstruction, vlb.diffusion]) {
-                *acc += host(term).iter().sum::<f64>();
-            }
+            let noise = Noise::draw(rng, n, d);
+            let vlb = self.vlb_terms(pixels.clone(), &noise, bound).map(|t| vlb::nats_to_bpd(t, d));
+            let total = host(vlb.total());
+            let [prior, reconstruction, diffusion] = [vlb.prior, vlb.reconstruction, vlb.diffusion].map(host);
+            estimates.push(
+                (0..n)
+                    .map(|i| ImageBound { total: total[i], terms: [prior[i], reconstruction[i], diffusion[i]] })
+                    .collect(),
+            );
+            on_progress(n);
         }
-        per_image.extend(estimates);
-        on_batch(chunk.len());
+        Ok(estimates)
     }
-    Ok(EvalReport::from_draws(&per_image, terms))
 }

@@ -2,12 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(all(feature = "ndarray", feature = "cuda"))]
+use vdm_backends::eval::EvalOptions;
 use vdm_backends::model::TimeMode;
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
 use vdm_backends::model::Vdm;
 
 #[cfg(all(feature = "ndarray", feature = "cuda"))]
-use super::{eval_with_progress, load, load_data, report_line};
+use super::{evaluate_with_progress, load, load_data, report_line};
 
 pub fn crosscheck(
     checkpoint: PathBuf,
@@ -53,8 +55,9 @@ fn compare_cpu_and_cuda(
     let (_, test) = load_data(run)?;
     let test = test.select(&(0..images.min(test.len())).collect::<Vec<_>>());
     let batch = run.eval.batch_size;
-    let cpu = eval_with_progress(&cpu_model, &test, time, batch, 1, seed, &Default::default())?;
-    let gpu = eval_with_progress(&gpu_model, &test, time, batch, 1, seed, &Default::default())?;
+    let options = EvalOptions { batch_size: batch, draws: 1, seed };
+    let cpu = evaluate_with_progress(&cpu_model, &test, time, &options, &Default::default())?;
+    let gpu = evaluate_with_progress(&gpu_model, &test, time, &options, &Default::default())?;
     let max_diff = cpu.per_image.iter().zip(&gpu.per_image).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     println!("cpu  (ndarray): {}", report_line(&time.to_string(), &cpu));
     println!("cuda          : {}", report_line(&time.to_string(), &gpu));

@@ -3,18 +3,18 @@
 use std::path::PathBuf;
 
 use vdm_backends::checkpoint::Checkpoint;
+use vdm_backends::config::ModelConfig;
 use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
+use vdm_backends::eval::{EvalOptions, EvalReport, Likelihood};
 use vdm_backends::files::{describe_io, write_atomically};
 use vdm_backends::model::ddpm::{self, Ddpm};
-use vdm_backends::model::{EvalReport, TimeMode, Vdm};
+use vdm_backends::model::{TimeMode, Vdm};
 use vdm_backends::ops::{FastOps, TrainBackend};
-use vdm_core::ddpm::NormalCdf;
 
 use super::{
-    baselines_line, check_output_file, eval_with_progress, load_data, load_model, open_checkpoint, report_line,
+    baselines_line, check_output_file, evaluate_with_progress, load_data, load_model, open_checkpoint, report_line,
 };
 use crate::device::{dispatch, BackendJob, Device};
-use crate::progress::Progress;
 
 /// What `vdm eval` was asked for.
 pub struct EvalArgs {
@@ -52,9 +52,10 @@ struct EvalJob {
     times: Vec<TimeMode>,
 }
 
-/// One evaluated bound: its name, its settings for the JSON report, and the report.
+/// One evaluated bound: its name, draws per image, its settings for the JSON report, and the report.
 struct Bound {
     name: String,
+    draws: usize,
     settings: serde_json::Value,
     report: EvalReport,
 }
@@ -66,11 +67,16 @@ impl BackendJob for EvalJob {
         let args = &self.args;
         let checkpoint = open_checkpoint(&args.checkpoint)?;
         let state = &checkpoint.state;
-        if args.linear_shape && state.run.model.family() != "vdm" {
-            return Err("--linear-shape applies to a VDM's learned schedule; this run is a DDPM".into());
-        }
-        if args.full_bound && state.run.model.family() != "ddpm" {
-            return Err("--full-bound applies to DDPM runs (a VDM's T-step bound is chosen with --time-steps)".into());
+        match &state.run.model {
+            ModelConfig::Ddpm(_) if args.linear_shape => {
+                return Err("--linear-shape applies to a VDM's learned schedule; this run is a DDPM".into())
+            }
+            ModelConfig::Vdm(_) if args.full_bound => {
+                return Err(
+                    "--full-bound applies to DDPM runs (a VDM's T-step bound is chosen with --time-steps)".into()
+                )
+            }
+            _ => {}
         }
         let (train, mut test) = load_data(&state.run)?;
         if let Some(limit) = args.limit {
@@ -81,17 +87,17 @@ impl BackendJob for EvalJob {
             args.batch_size.min(test.len()),
             &device,
         )?;
-        let bounds = match state.run.model.family() {
-            "ddpm" => self.ddpm::<B::InnerBackend>(&checkpoint, &test, &device)?,
-            _ => self.vdm::<B::InnerBackend>(&checkpoint, &test, &device)?,
+        let bounds = match &state.run.model {
+            ModelConfig::Vdm(_) => self.vdm::<B::InnerBackend>(&checkpoint, &test, &device)?,
+            ModelConfig::Ddpm(_) => self.ddpm::<B::InnerBackend>(&checkpoint, &test, &device)?,
         };
         let mut reports = Vec::new();
-        for Bound { name, mut settings, report: r } in bounds {
+        for Bound { name, draws, mut settings, report: r } in bounds {
             println!("{}", report_line(&name, &r));
             let fields = serde_json::json!({
                 "bound": name, "bpd": r.bpd.mean, "se": r.bpd.se, "prior": r.prior,
                 "reconstruction": r.reconstruction, "diffusion": r.diffusion, "images": r.per_image.len(),
-                "draws": args.draws, "noise_sd": r.noise_sd, "per_image": r.per_image,
+                "draws": draws, "noise_sd": r.noise_sd, "per_image": r.per_image,
             });
             if let (Some(all), Some(extra)) = (settings.as_object_mut(), fields.as_object()) {
                 all.extend(extra.clone());
@@ -110,6 +116,25 @@ impl BackendJob for EvalJob {
 }
 
 impl EvalJob {
+    /// The options of one evaluation with `draws` draws per image.
+    fn options(&self, draws: usize) -> EvalOptions {
+        EvalOptions { batch_size: self.args.batch_size, draws, seed: self.args.seed }
+    }
+
+    /// `model`'s `bound` with `draws` draws per image, under a progress bar, and its settings.
+    fn bound<B: FastOps, M: Likelihood<B>>(
+        &self,
+        model: &M,
+        test: &ImageSet,
+        bound: M::Bound,
+        draws: usize,
+        settings: serde_json::Value,
+        device: &B::Device,
+    ) -> Result<Bound, String> {
+        let report = evaluate_with_progress(model, test, bound, &self.options(draws), device)?;
+        Ok(Bound { name: model.bound_name(bound, draws), draws, settings, report })
+    }
+
     /// A VDM's bound at every requested `T`.
     fn vdm<B: FastOps>(
         &self,
@@ -123,24 +148,21 @@ impl EvalJob {
             model.schedule = model.schedule.linearised();
             println!("schedule: linear between the checkpoint's endpoints (--linear-shape)");
         }
-        let mut bounds = Vec::new();
-        for &time in &self.times {
-            let report = eval_with_progress(&model, test, time, args.batch_size, args.draws, args.seed, device)?;
-            let steps = match time {
-                TimeMode::Continuous => 0,
-                TimeMode::Discrete(t) => t,
-            };
-            bounds.push(Bound {
-                name: time.to_string(),
-                settings: serde_json::json!({"time_steps": steps, "linear_shape": args.linear_shape}),
-                report,
-            });
-        }
-        Ok(bounds)
+        self.times
+            .iter()
+            .map(|&time| {
+                let steps = match time {
+                    TimeMode::Continuous => 0,
+                    TimeMode::Discrete(t) => t,
+                };
+                let settings = serde_json::json!({"time_steps": steps, "linear_shape": args.linear_shape});
+                self.bound(&model, test, time, args.draws, settings, device)
+            })
+            .collect()
     }
 
     /// A DDPM's bound: the estimate from `--draws` sampled steps per image and, with
-    /// `--full-bound`, every one of its `T` terms.
+    /// `--full-bound`, every one of its `T` terms (one draw: `T` network evaluations per image).
     fn ddpm<B: FastOps>(
         &self,
         checkpoint: &Checkpoint,
@@ -150,29 +172,16 @@ impl EvalJob {
         let args = &self.args;
         let model: Ddpm<B> = load_model(checkpoint, device)?;
         let big_t = model.process.steps();
-        // The convention of L_0's bin masses, beside the bound (published DDPM numbers use tanh).
-        let cdf = match model.process.l0_cdf() {
-            NormalCdf::Exact => "L_0 with the exact normal CDF",
-            NormalCdf::Tanh => "L_0 with DDPM's tanh approximation of the normal CDF",
-        };
-        let mut kinds = vec![(
-            format!("T={big_t}, estimate from {} sampled t per image; {cdf}", args.draws),
-            ddpm::Bound::Sampled { draws: args.draws },
-        )];
+        let mut kinds = vec![(ddpm::Bound::Sampled, args.draws)];
         if args.full_bound {
-            kinds.push((format!("T={big_t}, all {big_t} terms; {cdf}"), ddpm::Bound::Full));
+            kinds.push((ddpm::Bound::Full, 1));
         }
-        let mut bounds = Vec::new();
-        for (name, bound) in kinds {
-            let units = test.len() * if bound == ddpm::Bound::Full { big_t } else { args.draws };
-            let mut progress = Progress::new(units, "eval", 0);
-            progress.set(0, name.clone());
-            let report =
-                ddpm::evaluate(&model, test, bound, args.batch_size, args.seed, device, |n| progress.advance(n));
-            progress.finish();
-            let settings = serde_json::json!({"time_steps": big_t, "full": bound == ddpm::Bound::Full});
-            bounds.push(Bound { name, settings, report: report? });
-        }
-        Ok(bounds)
+        kinds
+            .into_iter()
+            .map(|(bound, draws)| {
+                let settings = serde_json::json!({"time_steps": big_t, "full": bound == ddpm::Bound::Full});
+                self.bound(&model, test, bound, draws, settings, device)
+            })
+            .collect()
     }
 }

@@ -20,9 +20,10 @@ use burn::tensor::backend::Backend;
 use vdm_backends::checkpoint::Checkpoint;
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
+use vdm_backends::eval::{evaluate, EvalOptions, EvalReport, Likelihood};
 use vdm_backends::files::describe_io;
 use vdm_backends::memory::Bytes;
-use vdm_backends::model::{evaluate, EvalReport, Family, TimeMode, Vdm};
+use vdm_backends::model::Family;
 use vdm_backends::ops::FastOps;
 use vdm_backends::train::load_ema;
 
@@ -78,18 +79,17 @@ fn baselines_line(run: &RunConfig, train: &ImageSet, test: &ImageSet) -> String 
     line
 }
 
-fn eval_with_progress<B: FastOps>(
-    model: &Vdm<B>,
+/// `evaluate` under a progress bar named after the bound.
+fn evaluate_with_progress<B: FastOps, M: Likelihood<B>>(
+    model: &M,
     test: &ImageSet,
-    time: TimeMode,
-    batch: usize,
-    draws: usize,
-    seed: u64,
+    bound: M::Bound,
+    options: &EvalOptions,
     device: &B::Device,
 ) -> Result<EvalReport, String> {
-    let mut progress = Progress::new(test.len(), "eval", 0);
-    progress.set(0, time.to_string());
-    let report = evaluate(model, test, time, batch, draws, seed, device, |n| progress.advance(n));
+    let mut progress = Progress::new(test.len() * model.work_per_image(bound, options.draws), "eval", 0);
+    progress.set(0, model.bound_name(bound, options.draws));
+    let report = evaluate(model, test, bound, options, device, |n| progress.advance(n));
     progress.finish();
     report
 }
