@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use vdm_backends::checkpoint::Checkpoint;
-use vdm_backends::config::RunConfig;
+use vdm_backends::config::{ModelConfig, RunConfig};
 use vdm_backends::data::ImageSet;
 use vdm_backends::files::{describe_io, write_atomically, FileDigest};
 use vdm_backends::metrics::classifier::{self, ClassifierConfig, ClassifierInfo};
@@ -124,9 +124,9 @@ impl BackendJob for FidJob {
                         checkpoint.state.image_shape, info.image_shape
                     ));
                 }
-                let images = match checkpoint.state.run.model.family() {
-                    "ddpm" => draw::<B::InnerBackend, Ddpm<_>>(&args, &checkpoint, &device)?,
-                    _ => draw::<B::InnerBackend, Vdm<_>>(&args, &checkpoint, &device)?,
+                let images = match checkpoint.state.run.model {
+                    ModelConfig::Vdm(_) => draw::<B::InnerBackend, Vdm<_>>(&args, &checkpoint, &device)?,
+                    ModelConfig::Ddpm(_) => draw::<B::InnerBackend, Ddpm<_>>(&args, &checkpoint, &device)?,
                 };
                 (
                     images,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use vdm_backends::checkpoint::Checkpoint;
+use vdm_backends::config::ModelConfig;
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Vdm};
 use vdm_backends::ops::{FastOps, TrainBackend};
@@ -51,9 +52,9 @@ impl BackendJob for SampleJob {
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
         let checkpoint = open_checkpoint(&self.0.checkpoint)?;
-        match checkpoint.state.run.model.family() {
-            "ddpm" => sample_family::<B::InnerBackend, Ddpm<_>>(self.0, &checkpoint, &device),
-            _ => sample_family::<B::InnerBackend, Vdm<_>>(self.0, &checkpoint, &device),
+        match checkpoint.state.run.model {
+            ModelConfig::Vdm(_) => sample_family::<B::InnerBackend, Vdm<_>>(self.0, &checkpoint, &device),
+            ModelConfig::Ddpm(_) => sample_family::<B::InnerBackend, Ddpm<_>>(self.0, &checkpoint, &device),
         }
     }
 }

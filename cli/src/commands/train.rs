@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use vdm_backends::checkpoint::{describe_existing_run, Checkpoint};
-use vdm_backends::config::RunConfig;
+use vdm_backends::config::{ModelConfig, RunConfig};
 use vdm_backends::files::{describe_io, write_atomically};
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Trainable, Vdm};
@@ -66,13 +66,14 @@ impl BackendJob for TrainJob {
         };
         // The family of a resumed run is its checkpoint's; a run without a readable checkpoint
         // fails with the reason in `train_family`.
-        let family = match &config {
-            Some(run) => run.model.family(),
-            None => Checkpoint::open(&args.run_dir).map_or("vdm", |c| c.state.run.model.family()),
+        let model = match &config {
+            Some(run) => Some(run.model.clone()),
+            None => Checkpoint::open(&args.run_dir).ok().map(|c| c.state.run.model),
         };
-        match family {
-            "ddpm" => train_family::<B, Ddpm<B>>(args, config, device),
-            _ => train_family::<B, Vdm<B>>(args, config, device),
+        match model {
+            Some(ModelConfig::Ddpm(_)) => train_family::<B, Ddpm<B>>(args, config, device),
+            // Without a readable checkpoint to resume, `train_family` fails with the reason.
+            Some(ModelConfig::Vdm(_)) | None => train_family::<B, Vdm<B>>(args, config, device),
         }
     }
 }
