@@ -3,12 +3,7 @@
 //!
 //! `cargo run --release --example train_digits -- 300`
 
-use vdm::backends::config::RunConfig;
-use vdm::backends::eval::{evaluate, EvalOptions};
-use vdm::backends::model::TimeMode;
-use vdm::backends::sample::{sample, SampleOptions};
-use vdm::backends::train::Trainer;
-use vdm::backends::{Autodiff, Cpu};
+use vdm::{evaluate, sample, Autodiff, Cpu, EvalOptions, RunConfig, SampleOptions, TimeMode, Trainer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steps: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(300);
@@ -17,17 +12,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
     let (train, test) = run.data.load(run.train.seed)?;
     let mut trainer = Trainer::<Autodiff<Cpu>>::new(&run, train.shape(), &device)?;
-    while trainer.step < steps {
+    while trainer.step() < steps {
         let stats = trainer.train_step(&train)?;
-        if trainer.step % 50 == 0 {
-            println!("step {:>5}: batch VLB {:.3} bpd", trainer.step, stats.loss);
+        if trainer.step() % 50 == 0 {
+            println!("step {:>5}: batch VLB {:.3} bpd", trainer.step(), stats.loss);
         }
     }
-    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, &EvalOptions::default(), &device, |_| {})?;
+    let report = evaluate(trainer.ema(), &test, TimeMode::Continuous, &EvalOptions::default(), &device, |_| {})?;
     println!("test VLB {:.3} ± {:.3} bpd", report.bpd.mean, report.bpd.se);
 
     let samples = sample(
-        &trainer.ema,
+        trainer.ema(),
         [8, 8],
         &SampleOptions { n: 4, steps: 200, ..SampleOptions::default() },
         &device,

@@ -14,11 +14,12 @@ fn trains_past_the_baselines(run: &RunConfig) -> EvalReport {
     let device = Default::default();
     let (train, test) = run.data.load(run.train.seed).unwrap();
     let mut trainer = Trainer::<Autodiff<Cpu>>::new(run, train.shape(), &device).unwrap();
-    while trainer.step < run.train.steps {
+    while trainer.step() < run.train.steps {
         let stats = trainer.train_step(&train).unwrap();
-        assert!(stats.loss.is_finite(), "diverged at step {}", trainer.step);
+        assert!(stats.loss.is_finite(), "diverged at step {}", trainer.step());
     }
-    let report = evaluate(&trainer.ema, &test, TimeMode::Continuous, &EvalOptions::default(), &device, |_| {}).unwrap();
+    let report =
+        evaluate(trainer.ema(), &test, TimeMode::Continuous, &EvalOptions::default(), &device, |_| {}).unwrap();
     let categorical = categorical_baseline_bpd(&train, &test, 0.5);
     let bound = report.bpd.mean + 2.0 * report.bpd.se;
     assert!(

@@ -445,7 +445,7 @@ fn write_file(header: &Header, untouched: u64, words: &[u32]) -> Vec<u8> {
     out
 }
 
-/// Reads what [`write_file`] wrote, refusing a file that is not one, has another version, or is
+/// Reads what `write_file` wrote (the format [`compress`] writes), refusing a file that is not one, has another version, or is
 /// truncated or corrupt.
 pub fn read_file(bytes: &[u8]) -> Result<(Header, u64, Vec<u32>), String> {
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {

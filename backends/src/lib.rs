@@ -1,10 +1,13 @@
+#![warn(missing_docs)]
 //! # vdm-backends
 //!
 //! [burn](https://burn.dev) implementations for [`vdm_core`]: the [`BatchTensor`](vdm_core::BatchTensor)
-//! trait on burn tensors ([`tensor::BurnBatch`]), VDM's score network ([`nn`]), learnable
-//! schedules ([`schedule`]), the model with its VLB, evaluation and sampling ([`model`]),
-//! training ([`train`]) with checkpoints ([`checkpoint`]), datasets ([`data`]), run configuration
-//! ([`config`]) and lossless compression by bits-back coding ([`codec`]).
+//! trait on burn tensors ([`tensor::BurnBatch`]), the networks ([`nn`]) and their fast kernels
+//! ([`ops`]), learnable schedules ([`schedule`]), the two model families ([`model`]), one
+//! evaluation loop ([`eval`]) and one sampling loop with its samplers ([`sample`](mod@sample)), training
+//! ([`train`]) with checkpoints ([`checkpoint`]), datasets ([`data`]), run configuration
+//! ([`config`]), sample-quality metrics ([`metrics`]) and lossless compression by bits-back coding
+//! ([`codec`]). What most programs need is re-exported at the root.
 //!
 //! Backends are chosen by cargo feature: `ndarray` (default; the CPU reference) and `cuda`.
 //! The same generic code runs on both; see [`Cpu`] and `Cuda`.
@@ -24,6 +27,15 @@ pub mod sample;
 pub mod schedule;
 pub mod tensor;
 pub mod train;
+
+pub use checkpoint::Checkpoint;
+pub use config::{DataConfig, DdpmConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig, VdmConfig};
+pub use data::ImageSet;
+pub use eval::{evaluate, EvalOptions, EvalReport, Likelihood};
+pub use model::ddpm::Ddpm;
+pub use model::{Generative, TimeMode, Vdm};
+pub use sample::{sample, Denoiser, SampleOptions, Sampler, SamplerKind};
+pub use train::{load_ema, Trainer};
 
 /// A backend with automatic differentiation, for training.
 pub type Autodiff<B> = burn::backend::Autodiff<B>;

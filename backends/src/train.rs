@@ -52,13 +52,10 @@ pub struct StepStats {
 /// The training state of a model of family `M` (a [`Vdm`] or a [`Ddpm`](crate::model::ddpm::Ddpm)):
 /// model, EMA, optimiser and step counter.
 pub struct Trainer<B: TrainBackend, M: Trainable<B> = Vdm<B>> {
-    /// The model being optimised.
-    pub model: M,
-    /// The exponential moving average of its weights (use it for evaluation and sampling).
-    pub ema: M::InnerModule,
+    model: M,
+    ema: M::InnerModule,
     optim: OptimizerAdaptor<AdamW, M, B>,
-    /// Steps taken so far.
-    pub step: usize,
+    step: usize,
     run: RunConfig,
     image_shape: [usize; 3],
     device: B::Device,
@@ -100,6 +97,21 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         Ok(Self { model, ema, optim, step: state.step, run, image_shape: shape, device: device.clone() })
     }
 
+    /// The model being optimised.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The exponential moving average of its weights: the model to evaluate and sample from.
+    pub fn ema(&self) -> &M::InnerModule {
+        &self.ema
+    }
+
+    /// Steps taken so far.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
     /// The run's configuration.
     pub fn run_config(&self) -> &RunConfig {
         &self.run
@@ -119,10 +131,15 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         Ok(())
     }
 
-    /// The batch of the next step: consecutive slices of a per-epoch permutation of `train`, each
+    /// The batch of the next step ([`Trainer::batch_at`] the current step).
+    pub fn next_batch(&self, train: &ImageSet) -> Result<ImageSet, String> {
+        self.batch_at(self.step, train)
+    }
+
+    /// The batch of step `step` (0-based): consecutive slices of a per-epoch permutation of `train`, each
     /// image mirrored left to right with probability ½ when `train.hflip` is set (from the stream
     /// `(seed, flip, step)`).
-    pub fn next_batch(&self, train: &ImageSet) -> Result<ImageSet, String> {
+    pub fn batch_at(&self, step: usize, train: &ImageSet) -> Result<ImageSet, String> {
         if train.shape() != self.image_shape || train.is_empty() {
             return Err(format!(
                 "the model takes images of {:?}; the training set holds {} of {:?}",
@@ -131,9 +148,9 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
                 train.shape()
             ));
         }
-        let mut batch = train.select(&self.batch_indices(self.step, train.len()));
+        let mut batch = train.select(&self.batch_indices(step, train.len()));
         if self.run.train.hflip {
-            let mut coin = SplitMix64::new(derive_seed(self.run.train.seed, STREAM_FLIP, self.step as u64));
+            let mut coin = SplitMix64::new(derive_seed(self.run.train.seed, STREAM_FLIP, step as u64));
             for i in 0..batch.len() {
                 if coin.next_u64() & 1 == 1 {
                     batch.flip_horizontally(i);

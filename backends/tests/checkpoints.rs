@@ -42,7 +42,7 @@ fn saving_replaces_older_checkpoints_only_after_the_new_one_is_complete() {
     let ckpt = Checkpoint::open(dir.path()).unwrap();
     assert_eq!((ckpt.dir.clone(), ckpt.state.step, ckpt.recovered.clone()), (saved, 3, None));
     assert_eq!(ckpt.state.run, *trainer.run_config());
-    assert_eq!(parameters(&load_ema::<Cpu, Vdm<Cpu>>(&ckpt, &Default::default()).unwrap()), parameters(&trainer.ema));
+    assert_eq!(parameters(&load_ema::<Cpu, Vdm<Cpu>>(&ckpt, &Default::default()).unwrap()), parameters(trainer.ema()));
 
     // A second save at the same step (Ctrl-C right after a periodic save) writes a new copy and
     // never touches the complete one until the new one is in place.

@@ -20,7 +20,7 @@ fn trained() -> (Vdm<Cpu>, vdm_backends::data::ImageSet) {
     for _ in 0..40 {
         trainer.train_step(&train).unwrap();
     }
-    (trainer.ema, test)
+    (trainer.ema().clone(), test)
 }
 
 /// Images come back bit for bit, in one batch or several, and the file is the net codelength,
@@ -120,7 +120,7 @@ fn bad_files_are_refused() {
         for _ in 0..5 {
             trainer.train_step(&train).unwrap();
         }
-        (trainer.ema, test)
+        (trainer.ema().clone(), test)
     };
     let err = refuse_with(&other, &bytes);
     assert!(err.contains("checksum") || err.contains("seed") || err.contains("malformed"), "{err}");

@@ -139,7 +139,7 @@ fn trained(variance: Variance) -> (Ddpm<Cpu>, ImageSet) {
         let stats = trainer.train_step(&train).unwrap();
         assert!(stats.loss.is_finite());
     }
-    (trainer.ema, test)
+    (trainer.ema().clone(), test)
 }
 
 /// The sampled estimate (exact `L_0` and prior, `(T − 1) L_{t−1}` at random `t`) is unbiased:

@@ -56,22 +56,22 @@ fn a_step_is_clipping_then_adamw_with_warmup_then_the_ema() {
         let t = run.train.clone();
         let (train, _) = run.data.load(0).unwrap();
         let mut trainer = Trainer::<B>::new(&run, train.shape(), &device).unwrap();
-        let mut theta = parameter_values(&trainer.model);
-        let mut ema = parameter_values(&trainer.ema);
+        let mut theta = parameter_values(trainer.model());
+        let mut ema = parameter_values(trainer.ema());
         assert_eq!(max_error(&theta, &ema), 0.0, "the EMA starts at the model's weights");
         let (mut m, mut v): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
             (theta.iter().map(|p| vec![0.0; p.len()]).collect(), theta.iter().map(|p| vec![0.0; p.len()]).collect());
         for step in 0..4 {
             let pixels = pixels_tensor::<B>(&trainer.next_batch(&train).unwrap(), &device);
             let (_, grads) = Trainable::loss_and_gradients(
-                &trainer.model,
+                trainer.model(),
                 pixels,
                 &mut SplitMix64::new(step as u64),
                 &run.model,
                 &run.train,
             )
             .unwrap();
-            let g = gradients(&trainer.model, &grads);
+            let g = gradients(trainer.model(), &grads);
             let norm = g.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
             let scale = clip.map_or(1.0, |c| (c / norm).min(1.0));
             let lr = t.lr * ((step + 1) as f64 / t.warmup_steps as f64).min(1.0);
@@ -99,15 +99,15 @@ fn a_step_is_clipping_then_adamw_with_warmup_then_the_ema() {
                 *e = decay * *e + (1.0 - decay) * th;
             }
             let (model_error, ema_error) = (
-                max_error(&parameter_values(&trainer.model), &theta),
-                max_error(&parameter_values(&trainer.ema), &ema),
+                max_error(&parameter_values(trainer.model()), &theta),
+                max_error(&parameter_values(trainer.ema()), &ema),
             );
             assert!(
                 model_error < 2e-6 && ema_error < 2e-6,
                 "clip {clip:?}, step {step}: model off by {model_error:e}, EMA by {ema_error:e}"
             );
         }
-        assert_eq!(trainer.step, 4);
+        assert_eq!(trainer.step(), 4);
     }
 }
 
@@ -124,14 +124,8 @@ fn random_flips_mirror_about_half_of_each_batch_reproducibly() {
         let mut run = run.clone();
         run.train.hflip = hflip;
         run.train.seed = seed;
-        let mut trainer = Trainer::<B>::new(&run, train.shape(), &device).unwrap();
-        (0..4)
-            .map(|_| {
-                let batch = trainer.next_batch(&train).unwrap();
-                trainer.step += 1;
-                batch
-            })
-            .collect::<Vec<_>>()
+        let trainer = Trainer::<B>::new(&run, train.shape(), &device).unwrap();
+        (0..4).map(|step| trainer.batch_at(step, &train).unwrap()).collect::<Vec<_>>()
     };
     let (plain, flipped) = (batches(false, 7), batches(true, 7));
     assert_eq!(flipped, batches(true, 7), "flips depend on the seed and step alone");

@@ -288,7 +288,7 @@ enum Command {
 enum ClassifierCommand {
     /// Train the classifier on a run's labelled data and save it (test accuracy is printed).
     Train {
-        /// Run configuration whose [data] to use (default: the bundled digits).
+        /// Run configuration whose `[data]` to use (default: the bundled digits).
         #[arg(long)]
         config: Option<PathBuf>,
         /// A new (or empty) directory for the classifier.

@@ -84,7 +84,7 @@ impl ModelConfig {
     }
 }
 
-/// The architecture of a [`Vdm`] (`[model]` with `family = "vdm"`, the default).
+/// The architecture of a [`Vdm`](crate::model::Vdm) (`[model]` with `family = "vdm"`, the default).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VdmConfig {

@@ -191,9 +191,21 @@ pub enum Location {
 #[derive(Debug)]
 pub enum DataError {
     /// A file or directory could not be read.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A file was read but its contents are malformed.
-    Malformed { path: PathBuf, at: Location, message: String },
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// Where in it.
+        at: Location,
+        /// What is wrong.
+        message: String,
+    },
     /// The data specification is inconsistent.
     Invalid(String),
 }

@@ -180,7 +180,7 @@ impl<B: FastOps> Vdm<B> {
     /// times of `noise`, with gradients to the schedule's parameters of `part`.
     ///
     /// The values are computed in `f64` on the host (from the schedule's current parameters) and
-    /// carry the gradient of their `f32` device counterparts (see [`with_host_values`]): in `f32`,
+    /// carry the gradient of their `f32` device counterparts (see `with_host_values`): in `f32`,
     /// `γ_t` and `γ_s` of a bound with many steps would round to the same value.
     pub fn diffusion_inputs(
         &self,

@@ -29,6 +29,7 @@ fn pad<B: Backend>(x: Tensor<B, 4>, explicit: Option<[usize; 4]>) -> Tensor<B, 4
     }
 }
 
+/// [`FastOps::conv`](super::FastOps::conv) composed from burn's operations.
 pub fn conv2d<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
@@ -45,6 +46,7 @@ pub fn conv2d<B: Backend>(
     })
 }
 
+/// [`FastOps::conv_backward`](super::FastOps::conv_backward) composed from burn's operations.
 pub fn conv2d_backward<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
@@ -68,16 +70,19 @@ pub fn conv2d_backward<B: Backend>(
     (primitive(dx), dw, primitive(db))
 }
 
+/// [`FastOps::concat_channels`](super::FastOps::concat_channels) composed from burn's operations.
 pub fn concat_channels<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
     primitive(Tensor::cat(vec![tensor::<B, 4>(a), tensor(b)], 1))
 }
 
+/// [`FastOps::split_channels`](super::FastOps::split_channels) composed from burn's operations.
 pub fn split_channels<B: Backend>(x: FloatTensor<B>, channels: usize) -> (FloatTensor<B>, FloatTensor<B>) {
     let x = tensor::<B, 4>(x);
     let [n, c, h, w] = x.dims();
     (primitive(x.clone().slice([0..n, 0..channels, 0..h, 0..w])), primitive(x.slice([0..n, channels..c, 0..h, 0..w])))
 }
 
+/// [`FastOps::dropout_mask`](super::FastOps::dropout_mask) composed from burn's operations.
 pub fn dropout_mask<B: Backend>(shape: Shape, keep: f64, device: &B::Device) -> FloatTensor<B> {
     let mask = Tensor::<B, 1>::random([shape.num_elements()], Distribution::Bernoulli(keep), device).div_scalar(keep);
     B::float_reshape(primitive(mask), shape)
@@ -97,6 +102,7 @@ fn per_channel<B: Backend>(v: Tensor<B, 1>) -> Tensor<B, 4> {
     v.reshape([1, c, 1, 1])
 }
 
+/// [`FastOps::group_norm`](super::FastOps::group_norm) composed from burn's operations.
 pub fn group_norm<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
@@ -108,6 +114,7 @@ pub fn group_norm<B: Backend>(
     primitive(if spec.swish { y.clone() * sigmoid(y) } else { y })
 }
 
+/// [`FastOps::group_norm_backward`](super::FastOps::group_norm_backward) composed from burn's operations.
 pub fn group_norm_backward<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
@@ -142,6 +149,7 @@ fn attention_weights<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 
     softmax(q.swap_dims(1, 2).matmul(k).div_scalar((c as f64).sqrt()), 2)
 }
 
+/// [`FastOps::dot_product_attention`](super::FastOps::dot_product_attention) composed from burn's operations.
 pub fn dot_product_attention<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>) -> FloatTensor<B> {
     let p = attention_weights(tensor::<B, 3>(q), tensor(k));
     primitive(tensor::<B, 3>(v).matmul(p.swap_dims(1, 2)))
@@ -166,6 +174,7 @@ pub fn dot_product_attention_backward<B: Backend>(
     (primitive(dq), primitive(dk), primitive(dv))
 }
 
+/// [`FastOps::decoder_nll`](super::FastOps::decoder_nll) composed from burn's operations.
 pub fn decoder_nll<B: Backend>(
     z: FloatTensor<B>,
     f: FloatTensor<B>,

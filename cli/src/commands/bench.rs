@@ -79,7 +79,7 @@ impl BackendJob for BenchJob {
         let (train, _) = run.data.load(0).map_err(|e| e.to_string())?;
         let batch = run.train.batch_size;
         let mut trainer = Trainer::<B>::new(&run, train.shape(), &device)?;
-        let params = trainer.model.num_params();
+        let params = trainer.model().num_params();
         if !self.json {
             println!(
                 "size {:?}: {params} parameters, images {}x{}x{}, batch {batch}",
@@ -97,7 +97,7 @@ impl BackendJob for BenchJob {
         // Two warm-up evaluations, as the PyTorch script does, then the timed sampler.
         let sample = |steps| {
             let options = SampleOptions { n: batch, steps, batch_size: batch, ..SampleOptions::default() };
-            sampling::sample(&trainer.ema, [train.height, train.width], &options, &device, &mut || {})
+            sampling::sample(trainer.ema(), [train.height, train.width], &options, &device, &mut || {})
         };
         sample(2)?;
         let start = Instant::now();
@@ -108,10 +108,11 @@ impl BackendJob for BenchJob {
                                                           // The codec on the batch's images (the bench data's own), at T = sample_steps.
         let images = train.select(&(0..batch.min(train.len())).collect::<Vec<_>>());
         let start = Instant::now();
-        let (bytes, _) = codec::compress(&trainer.ema, "bench", &images, self.sample_steps, 16, batch, &device, || {})?;
+        let (bytes, _) =
+            codec::compress(trainer.ema(), "bench", &images, self.sample_steps, 16, batch, &device, || {})?;
         let encode_secs = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let decoded = codec::decompress(&trainer.ema, "bench", &bytes, None, &device, || {})?;
+        let decoded = codec::decompress(trainer.ema(), "bench", &bytes, None, &device, || {})?;
         let decode_secs = start.elapsed().as_secs_f64();
         if decoded.pixels != images.pixels {
             return Err("the codec's round trip changed the images".into());

@@ -106,14 +106,14 @@ where
             ));
         }
         let mut trainer = Trainer::<B, M>::resume(&checkpoint, &device)?;
-        println!("resuming {} at step {}", dir.display(), trainer.step);
+        println!("resuming {} at step {}", dir.display(), trainer.step());
         if let Some(steps) = args.steps {
             trainer.extend_to(steps)?;
-        } else if trainer.step >= trainer.run_config().train.steps {
-            println!("the run is complete ({} steps); pass --steps N to extend it to N steps in all", trainer.step);
+        } else if trainer.step() >= trainer.run_config().train.steps {
+            println!("the run is complete ({} steps); pass --steps N to extend it to N steps in all", trainer.step());
             return Ok(Outcome::Finished);
         }
-        keep_metrics_up_to(&dir.join("metrics.jsonl"), trainer.step)?;
+        keep_metrics_up_to(&dir.join("metrics.jsonl"), trainer.step())?;
         (trainer, train, test, lock)
     } else {
         let mut run = config.ok_or("no configuration to start a run from")?;
@@ -136,7 +136,7 @@ where
     println!(
         "model: {} ({} parameters); {} steps of {} images",
         run.model.family().to_uppercase(),
-        trainer.model.num_params(),
+        trainer.model().num_params(),
         run.train.steps,
         run.train.batch_size
     );
@@ -171,17 +171,17 @@ where
         Some(limit) if limit < test.len() => test.select(&(0..limit).collect::<Vec<_>>()),
         _ => test,
     };
-    let mut progress = Progress::new(total, "train", trainer.step);
-    let (start, first_step) = (Instant::now(), trainer.step);
-    let mut saved_step = (args.resume).then_some(trainer.step);
+    let mut progress = Progress::new(total, "train", trainer.step());
+    let (start, first_step) = (Instant::now(), trainer.step());
+    let mut saved_step = (args.resume).then_some(trainer.step());
     let mut smoothed: Option<f64> = None;
-    while trainer.step < total {
+    while trainer.step() < total {
         if interrupted.load(Ordering::SeqCst) {
             let saved = trainer.save(&dir)?;
             progress.finish();
             return Ok(Outcome::Interrupted(format!(
                 "interrupted at step {}; checkpoint {}; continue with `vdm train --run {} --resume`",
-                trainer.step,
+                trainer.step(),
                 saved.display(),
                 dir.display()
             )));
@@ -195,32 +195,33 @@ where
             };
             return Err(format!(
                 "the loss became {} at step {}; {kept} (try a lower train.lr or set train.clip_grad_norm)",
-                stats.loss, trainer.step
+                stats.loss,
+                trainer.step()
             ));
         }
         let s = smoothed.map_or(stats.loss, |s| 0.95 * s + 0.05 * stats.loss);
         smoothed = Some(s);
-        let rate = (trainer.step - first_step) as f64 * run.train.batch_size as f64 / start.elapsed().as_secs_f64();
-        progress.set(trainer.step, format!("loss {s:.3} {unit}, {rate:.0} img/s"));
+        let rate = (trainer.step() - first_step) as f64 * run.train.batch_size as f64 / start.elapsed().as_secs_f64();
+        progress.set(trainer.step(), format!("loss {s:.3} {unit}, {rate:.0} img/s"));
         log(
-            serde_json::json!({"step": trainer.step, "loss": stats.loss, "grad_norm": stats.grad_norm, "lr": stats.lr}),
+            serde_json::json!({"step": trainer.step(), "loss": stats.loss, "grad_norm": stats.grad_norm, "lr": stats.lr}),
         )?;
 
-        let done = trainer.step == total;
-        if run.eval.every > 0 && trainer.step % run.eval.every == 0 && !done {
-            let (bound, r) = trainer.ema.training_bound(&test, &run.eval, &device)?;
-            progress.println(format!("step {:>6}: {}", trainer.step, report_line(&bound, &r)));
-            log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "bound": bound}))?;
+        let done = trainer.step() == total;
+        if run.eval.every > 0 && trainer.step() % run.eval.every == 0 && !done {
+            let (bound, r) = trainer.ema().training_bound(&test, &run.eval, &device)?;
+            progress.println(format!("step {:>6}: {}", trainer.step(), report_line(&bound, &r)));
+            log(serde_json::json!({"step": trainer.step(), "eval": r.bpd, "bound": bound}))?;
         }
-        if trainer.step % run.checkpoint_every == 0 || done {
+        if trainer.step() % run.checkpoint_every == 0 || done {
             trainer.save(&dir)?;
-            saved_step = Some(trainer.step);
+            saved_step = Some(trainer.step());
         }
     }
     progress.finish();
-    let (bound, r) = trainer.ema.training_bound(&test, &run.eval, &device)?;
+    let (bound, r) = trainer.ema().training_bound(&test, &run.eval, &device)?;
     println!("{}", report_line(&bound, &r));
-    log(serde_json::json!({"step": trainer.step, "eval": r.bpd, "bound": bound}))?;
+    log(serde_json::json!({"step": trainer.step(), "eval": r.bpd, "bound": bound}))?;
     println!("{}", baselines_line(&run, &train, &test));
     println!("checkpoint: {}", Checkpoint::open(&dir)?.dir.display());
     Ok(Outcome::Finished)
