@@ -29,7 +29,7 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
-use crate::files::{describe_io, sync_dir, write_atomically, write_durably, FileDigest};
+use crate::files::{describe_io, read_verified, sync_dir, write_atomically, write_durably, FileDigest};
 
 /// The version of the checkpoint layout this build reads and writes.
 pub const FORMAT: u32 = 2;
@@ -133,23 +133,7 @@ impl Checkpoint {
             .files
             .get(name)
             .ok_or_else(|| format!("{}: state.json lists no file `{name}`", self.dir.display()))?;
-        let data = fs::read(&path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
-        let found = FileDigest::of(&data);
-        if found.bytes != expected.bytes {
-            return Err(format!(
-                "{}: {} bytes, but state.json records {}: the file is truncated or was replaced",
-                path.display(),
-                found.bytes,
-                expected.bytes
-            ));
-        }
-        if found.sha256 != expected.sha256 {
-            return Err(format!(
-                "{}: contents differ from the SHA-256 in state.json: the file is corrupt or was replaced",
-                path.display()
-            ));
-        }
-        Ok(data)
+        read_verified(&path, expected, "state.json")
     }
 
     /// Loads weight file `name` into `template`, a freshly initialised module of the architecture

@@ -24,6 +24,29 @@ impl FileDigest {
     }
 }
 
+/// The bytes of the file at `path`, checked against `expected`, the digest recorded in `record`
+/// (named in the errors): a file of another size is truncated or replaced, one of another SHA-256
+/// corrupt or replaced.
+pub fn read_verified(path: &Path, expected: &FileDigest, record: &str) -> Result<Vec<u8>, String> {
+    let data = fs::read(path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
+    let found = FileDigest::of(&data);
+    if found.bytes != expected.bytes {
+        return Err(format!(
+            "{}: {} bytes, but {record} records {}: the file is truncated or was replaced",
+            path.display(),
+            found.bytes,
+            expected.bytes
+        ));
+    }
+    if found.sha256 != expected.sha256 {
+        return Err(format!(
+            "{}: contents differ from the SHA-256 in {record}: the file is corrupt or was replaced",
+            path.display()
+        ));
+    }
+    Ok(data)
+}
+
 /// Lower-case hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -17,7 +17,7 @@ use vdm_core::rng::{derive_seed, SplitMix64};
 use crate::checkpoint::{self, encode_module, encode_record, Checkpoint};
 use crate::config::RunConfig;
 use crate::config::TrainConfig;
-use crate::data::{permutation, ImageSet};
+use crate::data::{epoch_batch, ImageSet};
 use crate::model::{Family, Trainable, Vdm};
 use crate::nn::materialise;
 use crate::ops::TrainBackend;
@@ -148,7 +148,8 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
                 train.shape()
             ));
         }
-        let mut batch = train.select(&self.batch_indices(step, train.len()));
+        let mut batch =
+            train.select(&epoch_batch(train.len(), self.run.train.batch_size, step, self.run.train.seed, STREAM_EPOCH));
         if self.run.train.hflip {
             let mut coin = SplitMix64::new(derive_seed(self.run.train.seed, STREAM_FLIP, step as u64));
             for i in 0..batch.len() {
@@ -159,30 +160,6 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         }
         Ok(batch)
     }
-
-    /// The image indices of step `step`'s batch: consecutive slices of a per-epoch permutation.
-    fn batch_indices(&self, step: usize, n: usize) -> Vec<usize> {
-        let b = self.run.train.batch_size;
-        let mut order: Option<(usize, Vec<usize>)> = None; // the current epoch's permutation
-        (step * b..(step + 1) * b)
-            .map(|position| {
-                let (epoch, offset) = (position / n, position % n);
-                let permuted = match &order {
-                    Some((e, p)) if *e == epoch => p,
-                    _ => {
-                        &order
-                            .insert((
-                                epoch,
-                                permutation(n, derive_seed(self.run.train.seed, STREAM_EPOCH, epoch as u64)),
-                            ))
-                            .1
-                    }
-                };
-                permuted[offset]
-            })
-            .collect()
-    }
-
     /// One optimisation step on the next batch drawn from `train` ([`Trainer::next_batch`]).
     pub fn train_step(&mut self, train: &ImageSet) -> Result<StepStats, String> {
         let batch = self.next_batch(train)?;

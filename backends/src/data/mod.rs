@@ -16,7 +16,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use vdm_core::rng::SplitMix64;
+use vdm_core::rng::{derive_seed, SplitMix64};
 
 pub use csv::{load_csv, CsvLayout};
 pub use digits::{digits, DIGITS_COUNT};
@@ -185,6 +185,24 @@ pub enum Location {
     Offset(u64),
     /// An entry of an archive or a directory.
     Entry(String),
+}
+
+/// The images of batch `step` (`batch_size` of them, 0-based step) when every epoch visits all `n`
+/// images once: consecutive slices of epoch `e`'s permutation, drawn from
+/// `derive_seed(seed, stream, e)`; a batch that straddles two epochs takes the end of one and the
+/// start of the next.
+pub fn epoch_batch(n: usize, batch_size: usize, step: usize, seed: u64, stream: u64) -> Vec<usize> {
+    let mut order: Option<(usize, Vec<usize>)> = None; // the current epoch's permutation
+    (step * batch_size..(step + 1) * batch_size)
+        .map(|position| {
+            let (epoch, offset) = (position / n, position % n);
+            let permuted = match &order {
+                Some((e, p)) if *e == epoch => p,
+                _ => &order.insert((epoch, permutation(n, derive_seed(seed, stream, epoch as u64)))).1,
+            };
+            permuted[offset]
+        })
+        .collect()
 }
 
 /// What went wrong reading data.

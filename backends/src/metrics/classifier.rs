@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use vdm_core::rng::derive_seed;
 
 use crate::checkpoint::{encode_module, Recording};
-use crate::data::{permutation, DataConfig, ImageSet};
-use crate::files::{describe_io, write_atomically, FileDigest};
+use crate::data::{epoch_batch, DataConfig, ImageSet};
+use crate::files::{describe_io, read_verified, write_atomically, FileDigest};
 use crate::nn::classifier::Classifier;
 use crate::nn::materialise;
 use crate::ops::TrainBackend;
@@ -100,6 +100,9 @@ pub struct ClassifierInfo {
     pub weights: FileDigest,
 }
 
+/// The random stream of the epochs' image orders.
+const STREAM_EPOCH: u64 = 1;
+
 const INFO_FILE: &str = "classifier.json";
 const WEIGHTS_FILE: &str = "weights.mpk";
 
@@ -124,18 +127,8 @@ pub fn train<B: TrainBackend>(
     let mut model = materialise(config.build::<B>(train.shape(), classes, device));
     let mut optim = AdamConfig::new().init::<B, Classifier<B>>();
     let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let mut order = Vec::new();
     for step in 0..config.steps {
-        let indices: Vec<usize> = (0..config.batch_size)
-            .map(|k| {
-                let position = step * config.batch_size + k;
-                let (epoch, offset) = (position / train.len(), position % train.len());
-                if offset == 0 || order.is_empty() {
-                    order = permutation(train.len(), derive_seed(config.seed, 1, epoch as u64));
-                }
-                order[offset]
-            })
-            .collect();
+        let indices = epoch_batch(train.len(), config.batch_size, step, config.seed, STREAM_EPOCH);
         let batch = train.select(&indices);
         let targets: Vec<i64> = indices.iter().map(|&i| i64::from(labels[i])).collect();
         let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [indices.len()]), device);
@@ -182,14 +175,7 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Classifier<B>
     let info: ClassifierInfo = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", info_path.display()))?;
     info.config.validate().map_err(|e| format!("{}: {e}", info_path.display()))?;
     let path = dir.join(WEIGHTS_FILE);
-    let bytes = fs::read(&path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
-    if FileDigest::of(&bytes) != info.weights {
-        return Err(format!(
-            "{}: size or SHA-256 differs from {}: the file is truncated, corrupt or was replaced",
-            path.display(),
-            info_path.display()
-        ));
-    }
+    let bytes = read_verified(&path, &info.weights, INFO_FILE)?;
     let record = Recorder::<B>::load(&Recording::new(), bytes, device)
         .map_err(|e| format!("{}: cannot be decoded ({e})", path.display()))?;
     let model = info.config.build::<B>(info.image_shape, info.classes, device).load_record(record);
