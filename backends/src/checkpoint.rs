@@ -29,7 +29,8 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
-use crate::files::{describe_io, read_verified, sync_dir, write_atomically, write_durably, FileDigest};
+use crate::error::{describe_io, Error, Result};
+use crate::files::{read_verified, sync_dir, write_atomically, write_durably, FileDigest};
 
 /// The version of the checkpoint layout this build reads and writes.
 pub const FORMAT: u32 = 2;
@@ -71,12 +72,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The checkpoint at `path`: a checkpoint directory itself (holding `state.json`), or a run
     /// directory, whose newest complete checkpoint is taken (see the module docs).
-    pub fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path) -> Result<Self> {
         if path.join("state.json").is_file() {
             return Self::read(path);
         }
         if !path.is_dir() {
-            return Err(format!("{} does not exist or is not a directory", path.display()));
+            return Err(Error::file(path, "does not exist or is not a directory"));
         }
         let mut candidates = checkpoint_dirs(path)?;
         candidates.sort();
@@ -91,95 +92,90 @@ impl Checkpoint {
             }
         }
         Err(match problems.is_empty() {
-            true => format!("{} holds no checkpoint (no step-* directory)", path.display()),
-            false => format!("{} holds no usable checkpoint: {}", path.display(), problems.join("; ")),
+            true => Error::file(path, "holds no checkpoint (no step-* directory)"),
+            false => {
+                let problems: Vec<String> = problems.iter().map(Error::to_string).collect();
+                Error::file(path, format!("holds no usable checkpoint: {}", problems.join("; ")))
+            }
         })
     }
 
-    fn read(dir: &Path) -> Result<Self, String> {
+    fn read(dir: &Path) -> Result<Self> {
         let file = dir.join("state.json");
-        let text = fs::read_to_string(&file).map_err(|e| format!("{}: {}", file.display(), describe_io(&e)))?;
+        let text = fs::read_to_string(&file).map_err(|e| Error::io(&file, &e))?;
         // Check the format before the rest, so an old or newer layout gets the right message.
         #[derive(Deserialize)]
         struct Format {
             format: Option<u32>,
         }
         let format = serde_json::from_str::<Format>(&text)
-            .map_err(|e| format!("{}: not a checkpoint state file: {e}", file.display()))?
+            .map_err(|e| Error::file(&file, format!("not a checkpoint state file: {e}")))?
             .format;
         if format != Some(FORMAT) {
             let found = format.map_or("an earlier vdm (no format number)".to_string(), |f| format!("format {f}"));
-            return Err(format!(
-                "{} was written by {found}; this vdm reads checkpoint format {FORMAT}",
-                file.display()
+            return Err(Error::file(
+                &file,
+                format!("was written by {found}; this vdm reads checkpoint format {FORMAT}"),
             ));
         }
         let state: CheckpointState =
-            serde_json::from_str(&text).map_err(|e| format!("{}: malformed checkpoint state: {e}", file.display()))?;
-        state.run.validate().map_err(|e| format!("{}: {e}", file.display()))?;
+            serde_json::from_str(&text).map_err(|e| Error::file(&file, format!("malformed checkpoint state: {e}")))?;
+        state.run.validate().map_err(|e| Error::file(&file, format!("{e}")))?;
         for name in state.files.keys() {
             if !is_plain_name(name) {
-                return Err(format!("{}: `{name}` is not a file name", file.display()));
+                return Err(Error::file(&file, format!("`{name}` is not a file name")));
             }
         }
         Ok(Self { dir: dir.to_owned(), state, recovered: None })
     }
 
     /// The bytes of weight file `name`, checked against its size and digest in `state.json`.
-    pub fn read_file(&self, name: &str) -> Result<Vec<u8>, String> {
+    pub fn read_file(&self, name: &str) -> Result<Vec<u8>> {
         let path = self.dir.join(name);
         let expected = self
             .state
             .files
             .get(name)
-            .ok_or_else(|| format!("{}: state.json lists no file `{name}`", self.dir.display()))?;
+            .ok_or_else(|| Error::file(&self.dir, format!("state.json lists no file `{name}`")))?;
         read_verified(&path, expected, "state.json")
     }
 
     /// Loads weight file `name` into `template`, a freshly initialised module of the architecture
     /// in `state.json`, after checking that the file holds exactly that architecture's parameters.
-    pub fn load_module<B: Backend, M: Module<B>>(
-        &self,
-        name: &str,
-        template: M,
-        device: &B::Device,
-    ) -> Result<M, String> {
+    pub fn load_module<B: Backend, M: Module<B>>(&self, name: &str, template: M, device: &B::Device) -> Result<M> {
         let path = self.dir.join(name);
         let data = self.read_file(name)?;
         // burn's loader panics or silently drops parameters when the record and the module
         // disagree, so compare their structure (names, counts, shapes) first.
         let expected = encode_module(template.clone())?;
         let decode = |bytes: &[u8]| rmpv::decode::read_value(&mut &bytes[..]);
-        let found_tree = decode(&data).map_err(|e| format!("{}: not a weight file ({e})", path.display()))?;
-        let expected_tree = decode(&expected).map_err(|e| format!("re-reading an encoded model: {e}"))?;
+        let found_tree = decode(&data).map_err(|e| Error::file(&path, format!("not a weight file ({e})")))?;
+        let expected_tree =
+            decode(&expected).map_err(|e| Error::Corrupt(format!("re-reading an encoded model: {e}")))?;
         if let Some(problem) = structure_mismatch(&expected_tree, &found_tree, &mut Vec::new()) {
-            return Err(format!("{}: does not hold the weights of the model in state.json: {problem}", path.display()));
+            return Err(Error::file(&path, format!("does not hold the weights of the model in state.json: {problem}")));
         }
         let record: M::Record = Recorder::<B>::load(&Recording::new(), data, device)
-            .map_err(|e| format!("{}: cannot be decoded ({e})", path.display()))?;
+            .map_err(|e| Error::file(&path, format!("cannot be decoded ({e})")))?;
         Ok(template.load_record(record))
     }
 
     /// Decodes weight file `name` as a record of another kind (the optimiser's state).
-    pub fn load_record<B: Backend, R: burn::record::Record<B>>(
-        &self,
-        name: &str,
-        device: &B::Device,
-    ) -> Result<R, String> {
+    pub fn load_record<B: Backend, R: burn::record::Record<B>>(&self, name: &str, device: &B::Device) -> Result<R> {
         let data = self.read_file(name)?;
         Recorder::<B>::load(&Recording::new(), data, device)
-            .map_err(|e| format!("{}: cannot be decoded ({e})", self.dir.join(name).display()))
+            .map_err(|e| Error::file(&self.dir.join(name), format!("cannot be decoded ({e})")))
     }
 }
 
 /// A module's weights as the bytes of a weight file.
-pub fn encode_module<B: Backend, M: Module<B>>(module: M) -> Result<Vec<u8>, String> {
+pub fn encode_module<B: Backend, M: Module<B>>(module: M) -> Result<Vec<u8>> {
     encode_record::<B, _>(module.into_record())
 }
 
 /// A record (a module's or an optimiser's) as the bytes of a weight file.
-pub fn encode_record<B: Backend, R: burn::record::Record<B>>(record: R) -> Result<Vec<u8>, String> {
-    Recorder::<B>::record(&Recording::new(), record, ()).map_err(|e| format!("encoding weights: {e}"))
+pub fn encode_record<B: Backend, R: burn::record::Record<B>>(record: R) -> Result<Vec<u8>> {
+    Recorder::<B>::record(&Recording::new(), record, ()).map_err(|e| Error::Corrupt(format!("encoding weights: {e}")))
 }
 
 /// Where two encoded records differ in structure: map keys, list lengths, tensor shapes and
@@ -263,7 +259,7 @@ fn latest_problem(run_dir: &Path, newest: &Path) -> Option<String> {
         Ok(name) if run_dir.join(name.trim()) == newest => None,
         Ok(name) if name.trim().is_empty() => Some(format!("{} is empty", latest.display())),
         Ok(name) => Some(format!("{} names `{}`, not the newest complete checkpoint", latest.display(), name.trim())),
-        Err(e) => Some(format!("{}: {}", latest.display(), describe_io(&e))),
+        Err(e) => Some(Error::io(&latest, &e).to_string()),
     }
 }
 
@@ -271,8 +267,8 @@ fn latest_problem(run_dir: &Path, newest: &Path) -> Option<String> {
 type Found = ((usize, usize), PathBuf);
 
 /// The checkpoint directories of a run.
-fn checkpoint_dirs(run_dir: &Path) -> Result<Vec<Found>, String> {
-    let entries = fs::read_dir(run_dir).map_err(|e| format!("{}: {}", run_dir.display(), describe_io(&e)))?;
+fn checkpoint_dirs(run_dir: &Path) -> Result<Vec<Found>> {
+    let entries = fs::read_dir(run_dir).map_err(|e| Error::io(run_dir, &e))?;
     Ok(entries
         .flatten()
         .filter_map(|entry| {
@@ -310,8 +306,8 @@ pub fn save(
     run: &RunConfig,
     files: &[(&str, Vec<u8>)],
     keep: usize,
-) -> Result<PathBuf, String> {
-    fs::create_dir_all(run_dir).map_err(|e| format!("creating {}: {}", run_dir.display(), describe_io(&e)))?;
+) -> Result<PathBuf> {
+    fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, &e))?;
     let existing = checkpoint_dirs(run_dir)?;
     let copy = existing.iter().filter(|((s, _), _)| *s == step).map(|((_, k), _)| k + 1).max().unwrap_or(1);
     let name = if copy == 1 { format!("step-{step:07}") } else { format!("step-{step:07}-{copy}") };
@@ -344,21 +340,22 @@ pub fn save(
             .max_by_key(|(key, _)| *key)
             .map_or("no earlier checkpoint exists".to_string(), |(_, d)| format!("{} is intact", d.display()));
         let needed: u64 = state.files.values().map(|f| f.bytes).sum();
-        return Err(format!(
-            "writing checkpoint {} ({:.1} MB): {}; nothing was left behind, and {intact}",
-            final_dir.display(),
-            needed as f64 / 1e6,
-            describe_io(&e)
+        return Err(Error::file(
+            &final_dir,
+            format!(
+                "writing the checkpoint ({:.1} MB): {}; nothing was left behind, and {intact}",
+                needed as f64 / 1e6,
+                describe_io(&e)
+            ),
         ));
     }
-    write_atomically(&run_dir.join(LATEST), name.as_bytes())
-        .map_err(|e| format!("updating {}: {}", run_dir.join(LATEST).display(), describe_io(&e)))?;
+    write_atomically(&run_dir.join(LATEST), name.as_bytes()).map_err(|e| Error::io(&run_dir.join(LATEST), &e))?;
     let mut older: Vec<_> = checkpoint_dirs(run_dir)?.into_iter().filter(|(_, dir)| *dir != final_dir).collect();
     older.sort();
     let surplus = (older.len() + 1).saturating_sub(keep.max(1));
     for (_, dir) in older.into_iter().take(surplus) {
         fs::remove_dir_all(&dir)
-            .map_err(|e| format!("removing the older checkpoint {}: {}", dir.display(), describe_io(&e)))?;
+            .map_err(|e| Error::file(&dir, format!("removing this older checkpoint: {}", describe_io(&e))))?;
     }
     Ok(final_dir)
 }

@@ -40,6 +40,7 @@ use vdm_core::vlb::{self, PIXEL_VALUES};
 
 use crate::config::MAX_TIME_STEPS;
 use crate::data::ImageSet;
+use crate::error::{Error, Result};
 use crate::memory;
 use crate::model::Vdm;
 use crate::ops::FastOps;
@@ -121,7 +122,7 @@ struct Chain {
 }
 
 impl Chain {
-    fn new<B: FastOps>(model: &Vdm<B>, steps: usize, latent_bits: u32) -> Result<Self, String> {
+    fn new<B: FastOps>(model: &Vdm<B>, steps: usize, latent_bits: u32) -> Result<Self> {
         Ok(Self { gammas: model.grid(steps)?.iter().map(|point| point.gamma).collect(), bins: 1 << latent_bits })
     }
 
@@ -160,9 +161,9 @@ impl Chain {
     }
 }
 
-fn decoder_model(probabilities: &[f64]) -> Result<DefaultContiguousCategoricalEntropyModel, String> {
+fn decoder_model(probabilities: &[f64]) -> Result<DefaultContiguousCategoricalEntropyModel> {
     DefaultContiguousCategoricalEntropyModel::from_floating_point_probabilities_fast(probabilities, None)
-        .map_err(|()| "the decoder's pixel distribution could not be quantised".to_string())
+        .map_err(|()| Error::Corrupt("the decoder's pixel distribution could not be quantised".into()))
 }
 
 /// `ε̂(z_t)` for all images at step `i`, in batches of `batch_size`.
@@ -195,7 +196,7 @@ fn seed_len(values: usize, steps: usize) -> Option<usize> {
 
 /// Refuses a message whose coding state cannot fit in memory: the seed, and per value and step a
 /// symbol (both sides), the latent and the network's prediction (the decoder keeps them).
-fn check_memory(values: usize, steps: usize, seed_words: usize) -> Result<(), String> {
+fn check_memory(values: usize, steps: usize, seed_words: usize) -> Result<()> {
     let per_value_step = 4 + 8 + 4;
     let need =
         (values as u128 * (steps as u128 + 1) * per_value_step + 4 * seed_words as u128).min(u64::MAX as u128) as u64;
@@ -211,19 +212,21 @@ fn seed_words(count: usize) -> Vec<u32> {
     (0..count).map(|_| rng.next_u64() as u32).collect()
 }
 
-fn check_settings(steps: usize, latent_bits: u32, batch_size: usize) -> Result<(), String> {
+fn check_settings(steps: usize, latent_bits: u32, batch_size: usize) -> Result<()> {
     if !(1..=MAX_TIME_STEPS).contains(&steps) {
-        return Err(format!("the number of steps T must be between 1 and {MAX_TIME_STEPS}, got {steps}"));
+        return Err(Error::setting(
+            "steps",
+            format!("the number of steps T must be between 1 and {MAX_TIME_STEPS}, got {steps}"),
+        ));
     }
     if !LATENT_BITS.contains(&latent_bits) {
-        return Err(format!(
-            "latent bits must be between {} and {}, got {latent_bits}",
-            LATENT_BITS.start(),
-            LATENT_BITS.end()
+        return Err(Error::setting(
+            "latent_bits",
+            format!("latent bits must be between {} and {}, got {latent_bits}", LATENT_BITS.start(), LATENT_BITS.end()),
         ));
     }
     if batch_size == 0 {
-        return Err("the batch size must be at least 1".into());
+        return Err(Error::setting("batch_size", "the batch size must be at least 1"));
     }
     Ok(())
 }
@@ -240,10 +243,10 @@ pub fn compress<B: FastOps>(
     batch_size: usize,
     device: &B::Device,
     mut on_step: impl FnMut(),
-) -> Result<(Vec<u8>, CodecStats), String> {
+) -> Result<(Vec<u8>, CodecStats)> {
     check_settings(steps, latent_bits, batch_size)?;
     if images.is_empty() {
-        return Err("there are no images to compress".into());
+        return Err(Error::Mismatch("there are no images to compress".into()));
     }
     let chain = Chain::new(model, steps, latent_bits)?;
     let shape = images.shape();
@@ -253,14 +256,20 @@ pub fn compress<B: FastOps>(
     let uniform = DefaultUniformModel::new(chain.bins);
 
     let seed_len = seed_len(m, steps).ok_or_else(|| {
-        format!("{} images over T = {steps} steps are too many for one message; compress fewer at a time", images.len())
+        Error::setting(
+            "images",
+            format!(
+                "{} images over T = {steps} steps are too many for one message; compress fewer at a time",
+                images.len()
+            ),
+        )
     })?;
     check_memory(m, steps, seed_len)?;
     let seed = seed_words(seed_len);
-    let mut coder = DefaultAnsCoder::from_binary(seed.clone()).map_err(|e| format!("{e:?}"))?;
+    let mut coder = DefaultAnsCoder::from_binary(seed.clone()).map_err(|e| Error::Corrupt(format!("{e:?}")))?;
     let start_bits = coder.num_valid_bits() as f64;
-    let pop = |coder: &mut DefaultAnsCoder, q: BinPosterior| -> Result<u32, String> {
-        coder.decode_symbol(quantizer.quantize(Bins(q))).map(|s| s as u32).map_err(|e| format!("{e:?}"))
+    let pop = |coder: &mut DefaultAnsCoder, q: BinPosterior| -> Result<u32> {
+        coder.decode_symbol(quantizer.quantize(Bins(q))).map(|s| s as u32).map_err(|e| Error::Corrupt(format!("{e:?}")))
     };
 
     // 1. Pop z_1 ~ q(z_1 | x), then z_s ~ q(z_s | z_t, x) down to z_0 (level i holds z_{i/T}).
@@ -286,7 +295,7 @@ pub fn compress<B: FastOps>(
 
     // 2. Push x under p(x | z_0); 3. push the latents under the prior, z_0 first, z_1 last.
     // Within a level, values go in reverse so that the decoder pops them in order.
-    let err = |e| format!("{e:?}");
+    let err = |e| Error::Corrupt(format!("{e:?}"));
     for j in (0..m).rev() {
         coder.encode_symbol(images.pixels[j] as usize, decoder_model(&chain.decoder(z[j]))?).map_err(err)?;
     }
@@ -298,10 +307,10 @@ pub fn compress<B: FastOps>(
     let net_bits = coder.num_valid_bits() as f64 - start_bits;
 
     // The stack without the bottom seed words no pop reached (the decoder regenerates them).
-    let words = coder.into_compressed().map_err(|e| format!("{e:?}"))?;
+    let words = coder.into_compressed().map_err(|e| Error::Corrupt(format!("{e:?}")))?;
     let untouched = seed.len() - consumed_seed_words;
     if words[..untouched] != seed[..untouched] {
-        return Err("internal error: the coder changed seed words that no pop reached".into());
+        return Err(Error::Corrupt("internal error: the coder changed seed words that no pop reached".into()));
     }
     let header = Header {
         model: model_hash.to_string(),
@@ -333,42 +342,50 @@ pub fn decompress<B: FastOps>(
     expected_steps: Option<usize>,
     device: &B::Device,
     mut on_step: impl FnMut(),
-) -> Result<ImageSet, String> {
+) -> Result<ImageSet> {
     let (header, untouched, stored) = read_file(bytes)?;
     if let Some(t) = expected_steps.filter(|&t| t as u64 != header.steps) {
-        return Err(format!("the file was compressed with T = {} steps, not {t}", header.steps));
+        return Err(Error::Mismatch(format!("the file was compressed with T = {} steps, not {t}", header.steps)));
     }
     if header.model != model_hash {
-        return Err(format!(
+        return Err(Error::Mismatch(format!(
             "the file was compressed with another model (weights SHA-256 {}), not this checkpoint's ({model_hash}); decompress with the checkpoint it was written with",
             header.model
-        ));
+        )));
     }
-    let steps = usize::try_from(header.steps).map_err(|_| "the file's T does not fit this machine".to_string())?;
+    let steps =
+        usize::try_from(header.steps).map_err(|_| Error::Corrupt("the file's T does not fit this machine".into()))?;
     let batch_size = usize::try_from(header.batch_size)
-        .map_err(|_| "the file's batch size does not fit this machine".to_string())?;
-    check_settings(steps, header.latent_bits, batch_size).map_err(|e| format!("the file's header is invalid: {e}"))?;
+        .map_err(|_| Error::Corrupt("the file's batch size does not fit this machine".into()))?;
+    check_settings(steps, header.latent_bits, batch_size)
+        .map_err(|e| Error::Corrupt(format!("the file's header is invalid: {e}")))?;
     let shape = header.shape.map(|v| v as usize);
-    crate::data::check_image_shape(shape).map_err(|e| format!("the file's header is invalid: {e}"))?;
+    crate::data::check_image_shape(shape).map_err(|e| Error::Corrupt(format!("the file's header is invalid: {e}")))?;
     if shape[0] != model.channels() {
-        return Err(format!("the file holds {}-channel images; this model takes {}", shape[0], model.channels()));
+        return Err(Error::Mismatch(format!(
+            "the file holds {}-channel images; this model takes {}",
+            shape[0],
+            model.channels()
+        )));
     }
     let d = shape.iter().product::<usize>();
-    let m =
-        usize::try_from(header.count).ok().and_then(|n| n.checked_mul(d)).ok_or("the file's image count is invalid")?;
+    let m = usize::try_from(header.count)
+        .ok()
+        .and_then(|n| n.checked_mul(d))
+        .ok_or_else(|| Error::Corrupt("the file's image count is invalid".into()))?;
     let seed_len = seed_len(m, steps)
         .filter(|&n| untouched <= n as u64)
-        .ok_or("the file's header is corrupt (image count, steps or seed length)")?;
+        .ok_or_else(|| Error::Corrupt("the file's header is corrupt (image count, steps or seed length)".into()))?;
     check_memory(m, steps, seed_len)?;
     let mut words = seed_words(untouched as usize);
     words.extend_from_slice(&stored);
     let mut coder = DefaultAnsCoder::from_compressed(words)
-        .map_err(|_| "the compressed data is malformed (its last word is zero)".to_string())?;
+        .map_err(|_| Error::Corrupt("the compressed data is malformed (its last word is zero)".into()))?;
 
     let chain = Chain::new(model, steps, header.latent_bits)?;
     let quantizer = DefaultLeakyQuantizer::new(0..=(chain.bins as i32 - 1));
     let uniform = DefaultUniformModel::new(chain.bins);
-    let err = |e| format!("the compressed data is malformed: {e:?}");
+    let err = |e| Error::Corrupt(format!("the compressed data is malformed: {e:?}"));
 
     // Pop z_1 and the z_s under the prior, keeping ε̂ for the posterior pushes.
     let mut symbols: Vec<Vec<u32>> = vec![Vec::with_capacity(m); steps + 1];
@@ -396,13 +413,13 @@ pub fn decompress<B: FastOps>(
         pixels.push(coder.decode_symbol(decoder_model(&chain.decoder(zj))?).map_err(err)? as u8);
     }
     if <[u8; 32]>::from(Sha256::digest(&pixels)) != header.images_sha256 {
-        return Err("the decoded images do not match the file's checksum: the file was written by a build or backend that evaluates the network differently".into());
+        return Err(Error::Mismatch("the decoded images do not match the file's checksum: the file was written by a build or backend that evaluates the network differently".into()));
     }
 
     // Push the latents back under the posterior, z_0 first, in the reverse of the encoder's pops.
     let f: Vec<f64> = pixels.iter().map(|&p| vlb::encode(f64::from(p), PIXEL_VALUES)).collect();
     let push = |coder: &mut DefaultAnsCoder, s: u32, q: BinPosterior| {
-        coder.encode_symbol(s as i32, quantizer.quantize(Bins(q))).map_err(|e| format!("{e:?}"))
+        coder.encode_symbol(s as i32, quantizer.quantize(Bins(q))).map_err(|e| Error::Corrupt(format!("{e:?}")))
     };
     for i in 1..=steps {
         for j in (0..m).rev() {
@@ -416,9 +433,10 @@ pub fn decompress<B: FastOps>(
     for j in (0..m).rev() {
         push(&mut coder, symbols[steps][j], chain.top(f[j]))?;
     }
-    let rest = coder.into_binary().map_err(|_| "decoding did not return the stack to its seed".to_string())?;
+    let rest =
+        coder.into_binary().map_err(|_| Error::Corrupt("decoding did not return the stack to its seed".into()))?;
     if rest.len() != seed_len || rest != seed_words(seed_len) {
-        return Err("decoding did not return the stack to its seed: the file is corrupt".into());
+        return Err(Error::Corrupt("decoding did not return the stack to its seed: the file is corrupt".into()));
     }
     Ok(ImageSet::new(pixels, shape))
 }
@@ -447,14 +465,14 @@ fn write_file(header: &Header, untouched: u64, words: &[u32]) -> Vec<u8> {
 
 /// Reads what `write_file` wrote (the format [`compress`] writes), refusing a file that is not one, has another version, or is
 /// truncated or corrupt.
-pub fn read_file(bytes: &[u8]) -> Result<(Header, u64, Vec<u32>), String> {
+pub fn read_file(bytes: &[u8]) -> Result<(Header, u64, Vec<u32>)> {
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        return Err("not a vdm compressed file (wrong magic bytes)".into());
+        return Err(Error::Corrupt("not a vdm compressed file (wrong magic bytes)".into()));
     }
     let mut at = MAGIC.len();
-    let mut take = |n: usize| -> Result<&[u8], String> {
+    let mut take = |n: usize| -> Result<&[u8]> {
         let part = bytes.get(at..at + n).ok_or_else(|| {
-            format!("the file is truncated: {} bytes, ends inside its header at byte {at}", bytes.len())
+            Error::Corrupt(format!("the file is truncated: {} bytes, ends inside its header at byte {at}", bytes.len()))
         })?;
         at += n;
         Ok(part)
@@ -463,14 +481,16 @@ pub fn read_file(bytes: &[u8]) -> Result<(Header, u64, Vec<u32>), String> {
     let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
     let version = u32_at(take(4)?);
     if version != FORMAT_VERSION {
-        return Err(format!("the file has format version {version}; this build reads version {FORMAT_VERSION}"));
+        return Err(Error::Corrupt(format!(
+            "the file has format version {version}; this build reads version {FORMAT_VERSION}"
+        )));
     }
     let hash_len = u32_at(take(4)?) as usize;
     if hash_len > 128 {
-        return Err("the file's header is corrupt (model hash length)".into());
+        return Err(Error::Corrupt("the file's header is corrupt (model hash length)".into()));
     }
     let model = String::from_utf8(take(hash_len)?.to_vec())
-        .map_err(|_| "the file's header is corrupt (model hash)".to_string())?;
+        .map_err(|_| Error::Corrupt("the file's header is corrupt (model hash)".into()))?;
     let [steps, count, batch_size, untouched, word_count] = [(); 5].map(|()| take(8).map(u64_at));
     let (steps, count, batch_size, untouched, word_count) = (steps?, count?, batch_size?, untouched?, word_count?);
     let [c, h, w, latent_bits] = [(); 4].map(|()| take(4).map(u32_at));
@@ -480,14 +500,14 @@ pub fn read_file(bytes: &[u8]) -> Result<(Header, u64, Vec<u32>), String> {
     let header_end = at;
     let expected = (word_count as u128) * 4 + 32 + header_end as u128;
     if bytes.len() as u128 != expected {
-        return Err(format!(
+        return Err(Error::Corrupt(format!(
             "the file is truncated or has trailing data: {} bytes, its header says {expected}",
             bytes.len()
-        ));
+        )));
     }
     let body_end = bytes.len() - 32;
     if Sha256::digest(&bytes[..body_end])[..] != bytes[body_end..] {
-        return Err("the file is corrupt: its checksum does not match its contents".into());
+        return Err(Error::Corrupt("the file is corrupt: its checksum does not match its contents".into()));
     }
     let words = bytes[header_end..body_end].chunks_exact(4).map(u32_at).collect();
     Ok((Header { model, steps, shape, count, latent_bits, batch_size, images_sha256 }, untouched, words))

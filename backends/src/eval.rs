@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use vdm_core::rng::SplitMix64;
 
 use crate::data::ImageSet;
+use crate::error::{Error, Result};
 use crate::tensor::pixels_tensor;
 
 /// How to evaluate, for either family.
@@ -63,7 +64,7 @@ pub trait Likelihood<B: Backend> {
         seed: u64,
         rng: &mut SplitMix64,
         on_progress: &mut dyn FnMut(usize),
-    ) -> Result<Vec<Vec<ImageBound>>, String>;
+    ) -> Result<Vec<Vec<ImageBound>>>;
 }
 
 /// The bound of every image of `images`, `options.draws` times each, `options.batch_size` images
@@ -76,12 +77,15 @@ pub fn evaluate<B: Backend, M: Likelihood<B>>(
     options: &EvalOptions,
     device: &B::Device,
     mut on_progress: impl FnMut(usize),
-) -> Result<EvalReport, String> {
+) -> Result<EvalReport> {
     if images.is_empty() {
-        return Err("there are no images to evaluate".into());
+        return Err(Error::Mismatch("there are no images to evaluate".into()));
     }
     if options.batch_size == 0 || options.draws == 0 {
-        return Err("the evaluation batch size and the number of draws must be at least 1".into());
+        return Err(Error::setting(
+            "batch_size",
+            "the evaluation batch size and the number of draws must be at least 1",
+        ));
     }
     let mut rng = SplitMix64::new(options.seed);
     let (mut per_image, mut term_sums) = (Vec::with_capacity(images.len()), [0.0f64; 3]);

@@ -8,6 +8,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error::{Error, Result};
+
 /// The size and SHA-256 of a file, as recorded in `state.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDigest {
@@ -27,21 +29,22 @@ impl FileDigest {
 /// The bytes of the file at `path`, checked against `expected`, the digest recorded in `record`
 /// (named in the errors): a file of another size is truncated or replaced, one of another SHA-256
 /// corrupt or replaced.
-pub fn read_verified(path: &Path, expected: &FileDigest, record: &str) -> Result<Vec<u8>, String> {
-    let data = fs::read(path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
+pub fn read_verified(path: &Path, expected: &FileDigest, record: &str) -> Result<Vec<u8>> {
+    let data = fs::read(path).map_err(|e| Error::io(path, &e))?;
     let found = FileDigest::of(&data);
     if found.bytes != expected.bytes {
-        return Err(format!(
-            "{}: {} bytes, but {record} records {}: the file is truncated or was replaced",
-            path.display(),
-            found.bytes,
-            expected.bytes
+        return Err(Error::file(
+            path,
+            format!(
+                "{} bytes, but {record} records {}: the file is truncated or was replaced",
+                found.bytes, expected.bytes
+            ),
         ));
     }
     if found.sha256 != expected.sha256 {
-        return Err(format!(
-            "{}: contents differ from the SHA-256 in {record}: the file is corrupt or was replaced",
-            path.display()
+        return Err(Error::file(
+            path,
+            format!("contents differ from the SHA-256 in {record}: the file is corrupt or was replaced"),
         ));
     }
     Ok(data)
@@ -80,20 +83,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
 }
 
-/// An I/O error in plain words: a full disk says so.
-pub fn describe_io(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::StorageFull => "the disk is full (no space left on the device)".into(),
-        io::ErrorKind::QuotaExceeded => "the disk quota is exceeded".into(),
-        io::ErrorKind::PermissionDenied => "permission denied".into(),
-        io::ErrorKind::NotFound => "no such file or directory".into(),
-        _ => e.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::describe_io;
 
     #[test]
     fn a_full_disk_is_reported_in_plain_words() {

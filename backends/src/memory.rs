@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::error::{Error, Result};
+
 /// Bytes of memory the operating system reports as available for new allocations
 /// (`MemAvailable` in `/proc/meminfo`); `None` where that is unknown.
 pub fn available() -> Option<u64> {
@@ -45,17 +47,17 @@ pub fn f32s(count: u128) -> u64 {
 }
 
 /// Refuses `what` if its estimated `need` exceeds the memory available now.
-pub fn check(what: &str, need: u64, advice: &str) -> Result<(), String> {
+pub fn check(what: &str, need: u64, advice: &str) -> Result<()> {
     check_against(what, need, available(), advice)
 }
 
-fn check_against(what: &str, need: u64, available: Option<u64>, advice: &str) -> Result<(), String> {
+fn check_against(what: &str, need: u64, available: Option<u64>, advice: &str) -> Result<()> {
     match available {
-        Some(have) if need > have => Err(format!(
+        Some(have) if need > have => Err(Error::Memory(format!(
             "{what} needs about {} of memory, and this machine has {} available; {advice}",
             Bytes(need),
             Bytes(have)
-        )),
+        ))),
         _ => Ok(()),
     }
 }
@@ -74,8 +76,9 @@ mod tests {
 
     #[test]
     fn refusals_state_the_estimate_and_what_is_available() {
-        let err =
-            check_against("training", 40_000_000_000, Some(20_000_000_000), "lower train.batch_size").unwrap_err();
+        let err = check_against("training", 40_000_000_000, Some(20_000_000_000), "lower train.batch_size")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("40.0 GB") && err.contains("20.0 GB") && err.contains("train.batch_size"), "{err}");
         assert!(check_against("training", 1, Some(2), "").is_ok());
         assert!(check_against("training", u64::MAX, None, "").is_ok(), "unknown availability refuses nothing");

@@ -11,6 +11,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use vdm_core::schedule::{LearnedScalar, MonotoneNet, NoiseSchedule};
 
+use crate::error::{Error, Result};
 use crate::tensor::softplus;
 
 /// The largest accepted hidden width of the monotone network (VDM uses 1024).
@@ -120,18 +121,24 @@ impl Default for ScheduleConfig {
 
 impl ScheduleConfig {
     /// Checks the parameters.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         let (lo, hi) = match *self {
             Self::Fixed { gamma_min, gamma_max } | Self::Scalar { gamma_min, gamma_max } => (gamma_min, gamma_max),
             Self::Net { gamma_min, gamma_max, width, .. } => {
                 if !(1..=MAX_NET_WIDTH).contains(&width) {
-                    return Err(format!("schedule.width must be between 1 and {MAX_NET_WIDTH}, got {width}"));
+                    return Err(Error::setting(
+                        "schedule.width",
+                        format!("schedule.width must be between 1 and {MAX_NET_WIDTH}, got {width}"),
+                    ));
                 }
                 (gamma_min, gamma_max)
             }
         };
         if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-            return Err(format!("schedule needs finite gamma_min < gamma_max, got {lo} and {hi}"));
+            return Err(Error::setting(
+                "schedule.gamma_min",
+                format!("schedule needs finite gamma_min < gamma_max, got {lo} and {hi}"),
+            ));
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ use crate::checkpoint::{self, encode_module, encode_record, Checkpoint};
 use crate::config::RunConfig;
 use crate::config::TrainConfig;
 use crate::data::{epoch_batch, ImageSet};
+use crate::error::{Error, Result};
 use crate::model::{Family, Trainable, Vdm};
 use crate::nn::materialise;
 use crate::ops::TrainBackend;
@@ -69,7 +70,7 @@ const OPTIM_FILE: &str = "optim.mpk";
 impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
     /// A new model for `run` on images of `image_shape` (`[C, H, W]`), initialised with
     /// `run.train.seed`. Refuses an invalid configuration and a batch that cannot fit in memory.
-    pub fn new(run: &RunConfig, image_shape: [usize; 3], device: &B::Device) -> Result<Self, String> {
+    pub fn new(run: &RunConfig, image_shape: [usize; 3], device: &B::Device) -> Result<Self> {
         run.validate()?;
         run.model.check_training_memory::<B>(image_shape, run.train.batch_size, device)?;
         B::seed(device, derive_seed(run.train.seed, 0, 0));
@@ -87,7 +88,7 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
     }
 
     /// Continues from `checkpoint` with the run configuration saved in it.
-    pub fn resume(checkpoint: &Checkpoint, device: &B::Device) -> Result<Self, String> {
+    pub fn resume(checkpoint: &Checkpoint, device: &B::Device) -> Result<Self> {
         let state = &checkpoint.state;
         let (run, shape) = (state.run.clone(), state.image_shape);
         run.model.check_training_memory::<B>(shape, run.train.batch_size, device)?;
@@ -123,30 +124,30 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
     }
 
     /// Extends the run to `steps` steps in all; they must lie beyond the steps already taken.
-    pub fn extend_to(&mut self, steps: usize) -> Result<(), String> {
+    pub fn extend_to(&mut self, steps: usize) -> Result<()> {
         if steps <= self.step {
-            return Err(format!("the run has already taken {} steps; --steps must exceed that to train further (it sets the total, not the number of new steps)", self.step));
+            return Err(Error::setting("steps", format!("the run has already taken {} steps; --steps must exceed that to train further (it sets the total, not the number of new steps)", self.step)));
         }
         self.run.train.steps = steps;
         Ok(())
     }
 
     /// The batch of the next step ([`Trainer::batch_at`] the current step).
-    pub fn next_batch(&self, train: &ImageSet) -> Result<ImageSet, String> {
+    pub fn next_batch(&self, train: &ImageSet) -> Result<ImageSet> {
         self.batch_at(self.step, train)
     }
 
     /// The batch of step `step` (0-based): consecutive slices of a per-epoch permutation of `train`, each
     /// image mirrored left to right with probability ½ when `train.hflip` is set (from the stream
     /// `(seed, flip, step)`).
-    pub fn batch_at(&self, step: usize, train: &ImageSet) -> Result<ImageSet, String> {
+    pub fn batch_at(&self, step: usize, train: &ImageSet) -> Result<ImageSet> {
         if train.shape() != self.image_shape || train.is_empty() {
-            return Err(format!(
+            return Err(Error::Mismatch(format!(
                 "the model takes images of {:?}; the training set holds {} of {:?}",
                 self.image_shape,
                 train.len(),
                 train.shape()
-            ));
+            )));
         }
         let mut batch =
             train.select(&epoch_batch(train.len(), self.run.train.batch_size, step, self.run.train.seed, STREAM_EPOCH));
@@ -161,7 +162,7 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         Ok(batch)
     }
     /// One optimisation step on the next batch drawn from `train` ([`Trainer::next_batch`]).
-    pub fn train_step(&mut self, train: &ImageSet) -> Result<StepStats, String> {
+    pub fn train_step(&mut self, train: &ImageSet) -> Result<StepStats> {
         let batch = self.next_batch(train)?;
         let step_seed = derive_seed(self.run.train.seed, STREAM_STEP, self.step as u64);
         B::seed(&self.device, step_seed);
@@ -197,7 +198,7 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
 
     /// Writes a checkpoint of the current state into the run directory `run_dir`, crash-safely
     /// (see [`checkpoint::save`]), keeping the newest `run.keep_checkpoints`.
-    pub fn save(&self, run_dir: &Path) -> Result<PathBuf, String> {
+    pub fn save(&self, run_dir: &Path) -> Result<PathBuf> {
         let files = [
             (MODEL_FILE, encode_module(self.model.clone())?),
             (EMA_FILE, encode_module(self.ema.clone())?),
@@ -209,7 +210,7 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
 
 /// Loads a checkpoint's EMA weights (what evaluation and sampling use) onto any backend, as a
 /// model of family `M` (an error if the checkpoint holds another family).
-pub fn load_ema<B: Backend, M: Family<B>>(checkpoint: &Checkpoint, device: &B::Device) -> Result<M, String> {
+pub fn load_ema<B: Backend, M: Family<B>>(checkpoint: &Checkpoint, device: &B::Device) -> Result<M> {
     let state = &checkpoint.state;
     checkpoint.load_module(EMA_FILE, M::build(&state.run.model, state.image_shape, device)?, device)
 }

@@ -112,7 +112,7 @@ fn a_failed_save_cleans_up_and_names_the_intact_checkpoint() {
     let (train, _) = trainer.run_config().data.load(0).unwrap();
     trainer.train_step(&train).unwrap();
     fs::write(dir.path().join("step-0000003"), b"in the way").unwrap();
-    let err = trainer.save(dir.path()).unwrap_err();
+    let err = trainer.save(dir.path()).unwrap_err().to_string();
     assert!(err.contains("step-0000002 is intact"), "{err}");
     assert_eq!(names(dir.path()), ["latest", "step-0000002", "step-0000003"], "no temporary directory is left");
     assert_eq!(Checkpoint::open(dir.path()).unwrap().state.step, 2);
@@ -140,7 +140,7 @@ fn damaged_checkpoints_are_reported_by_file() {
     let (dir, ckpt) = fresh();
     let bytes = fs::read(ckpt.join("ema.mpk")).unwrap();
     fs::write(ckpt.join("ema.mpk"), &bytes[..bytes.len() / 2]).unwrap();
-    let err = load(dir.path()).unwrap_err();
+    let err = load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("ema.mpk") && err.contains("truncated"), "{err}");
 
     let (dir, ckpt) = fresh();
@@ -148,12 +148,12 @@ fn damaged_checkpoints_are_reported_by_file() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     fs::write(ckpt.join("ema.mpk"), &bytes).unwrap();
-    let err = load(dir.path()).unwrap_err();
+    let err = load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("ema.mpk") && err.contains("corrupt"), "{err}");
 
     let (dir, ckpt) = fresh();
     fs::remove_file(ckpt.join("ema.mpk")).unwrap();
-    let err = load(dir.path()).unwrap_err();
+    let err = load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("ema.mpk") && err.contains("no such file"), "{err}");
 
     // state.json edited to another architecture: a wider network, a deeper one, a shallower one.
@@ -170,7 +170,7 @@ fn damaged_checkpoints_are_reported_by_file() {
         let state = state_of(&ckpt);
         assert!(state.contains(from), "{state}");
         fs::write(ckpt.join("state.json"), state.replace(from, to)).unwrap();
-        let err = load(dir.path()).unwrap_err();
+        let err = load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("ema.mpk") && err.contains(expected), "{to}: {err}");
     }
 
@@ -181,13 +181,13 @@ fn damaged_checkpoints_are_reported_by_file() {
     ] {
         let (dir, ckpt) = fresh();
         fs::write(ckpt.join("state.json"), content).unwrap();
-        let err = load(dir.path()).unwrap_err();
+        let err = load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("state.json") && err.contains(expected), "{content:?}: {err}");
     }
 
     let empty = tempfile::tempdir().unwrap();
-    let err = load(empty.path()).unwrap_err();
+    let err = load(empty.path()).unwrap_err().to_string();
     assert!(err.contains("holds no checkpoint"), "{err}");
-    let err = load(&empty.path().join("absent")).unwrap_err();
+    let err = load(&empty.path().join("absent")).unwrap_err().to_string();
     assert!(err.contains("does not exist"), "{err}");
 }

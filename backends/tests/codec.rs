@@ -9,6 +9,7 @@ use vdm_backends::eval::{evaluate, EvalOptions};
 use vdm_backends::model::{TimeMode, Vdm};
 use vdm_backends::train::Trainer;
 use vdm_backends::Cpu;
+use vdm_backends::Error;
 
 const HASH: &str = "0123456789abcdef";
 
@@ -97,19 +98,21 @@ fn bad_files_are_refused() {
         decompress(&model, hash, bytes, steps, &device, || {}).unwrap_err()
     };
 
-    assert!(refuse(&bytes[..bytes.len() - 5], HASH, None).contains("truncated"));
-    assert!(refuse(&bytes[..20], HASH, None).contains("truncated"));
-    assert!(refuse(b"PNG\x89 not ours", HASH, None).contains("magic"));
+    // Damaged files are Corrupt; a file of another model or T is a Mismatch; each says which.
+    let corrupt = |e: Error, what: &str| matches!(&e, Error::Corrupt(m) if m.contains(what));
+    assert!(corrupt(refuse(&bytes[..bytes.len() - 5], HASH, None), "truncated"));
+    assert!(corrupt(refuse(&bytes[..20], HASH, None), "truncated"));
+    assert!(corrupt(refuse(b"PNG\x89 not ours", HASH, None), "magic"));
     let mut flipped = bytes.clone();
     let middle = flipped.len() - 40;
     flipped[middle] ^= 1;
-    assert!(refuse(&flipped, HASH, None).contains("corrupt"));
+    assert!(corrupt(refuse(&flipped, HASH, None), "corrupt"));
     let mut version = bytes.clone();
     version[8] = 9;
-    assert!(refuse(&version, HASH, None).contains("format version"));
-    assert!(refuse(&bytes, "fedcba", None).contains("another model"));
+    assert!(corrupt(refuse(&version, HASH, None), "format version"));
+    assert!(matches!(refuse(&bytes, "fedcba", None), Error::Mismatch(m) if m.contains("another model")));
     let err = refuse(&bytes, HASH, Some(4));
-    assert!(err.contains("T = 3") && err.contains("not 4"), "{err}");
+    assert!(matches!(&err, Error::Mismatch(m) if m.contains("T = 3") && m.contains("not 4")), "{err}");
     assert!(read_file(&bytes).is_ok());
 
     // A model that computes differently but claims the same weights: detected, not silent.
@@ -127,5 +130,5 @@ fn bad_files_are_refused() {
 }
 
 fn refuse_with(model: &Vdm<Cpu>, bytes: &[u8]) -> String {
-    decompress(model, HASH, bytes, None, &Default::default(), || {}).unwrap_err()
+    decompress(model, HASH, bytes, None, &Default::default(), || {}).unwrap_err().to_string()
 }

@@ -323,7 +323,7 @@ fn data_configs_choose_their_loaders_and_check_their_splits() {
     // A PNG folder needs exactly one of test_size and test_dir.
     for (text, expected) in [("", "give data.test_size"), ("test_size = 2\ntest_dir = \"t\"", "not both")] {
         let cfg = parse(&format!("kind = \"png\"\ndir = \"d\"\n{text}")).unwrap();
-        let err = cfg.validate().unwrap_err();
+        let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains(expected), "{err}");
     }
     let missing = parse("kind = \"fashion_mnist\"\ndir = \"/nonexistent/fashion\"").unwrap();

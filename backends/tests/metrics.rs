@@ -149,5 +149,5 @@ fn classifier_trains_saves_and_loads() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&weights, bytes).unwrap();
-    assert!(classifier::load::<Cpu>(dir.path(), &device).unwrap_err().contains("SHA-256"));
+    assert!(classifier::load::<Cpu>(dir.path(), &device).unwrap_err().to_string().contains("SHA-256"));
 }

@@ -15,6 +15,7 @@ use vdm_backends::nn::ddpm_unet::UNetConfig;
 use vdm_backends::sample::{chain, sample, Denoised, Denoiser, GridPoint, SampleOptions, SamplerKind};
 use vdm_backends::tensor::BurnBatch;
 use vdm_backends::Cpu;
+use vdm_backends::Result;
 use vdm_core::analytic::optimal_eps;
 use vdm_core::process::DdpmVariance;
 use vdm_core::rng::SplitMix64;
@@ -59,7 +60,7 @@ impl Denoiser<B> for Gaussian {
         1
     }
 
-    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>, String> {
+    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>> {
         assert_eq!(steps + 1, self.grid.len());
         Ok(self.grid.clone())
     }
@@ -77,7 +78,7 @@ impl Denoiser<B> for Gaussian {
         z.into_data().iter::<f32>().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
     }
 
-    fn ancestral_variance(&self, _steps: usize) -> Result<DdpmVariance, String> {
+    fn ancestral_variance(&self, _steps: usize) -> Result<DdpmVariance> {
         Ok(self.variance)
     }
 }
@@ -291,19 +292,21 @@ fn samplers_refuse_zero_steps_and_impossible_settings() {
     assert!(matches!(run.model, ModelConfig::Vdm(_)));
     for sampler in [SamplerKind::Ancestral, SamplerKind::Ddim { eta: 0.0 }, SamplerKind::Ddim { eta: 0.5 }] {
         let options = SampleOptions { n: 2, steps: 0, sampler, seed: 0, batch_size: 2 };
-        let err = sample(&vdm, [4, 4], &options, &device, &mut || {}).unwrap_err();
+        let err = sample(&vdm, [4, 4], &options, &device, &mut || {}).unwrap_err().to_string();
         assert!(err.contains("at least 1 step"), "VDM, {sampler}: {err}");
-        let err = sample(&ddpm, [4, 4], &options, &device, &mut || {}).unwrap_err();
+        let err = sample(&ddpm, [4, 4], &options, &device, &mut || {}).unwrap_err().to_string();
         assert!(err.contains("1 to 20 steps"), "DDPM, {sampler}: {err}");
-        let err = sample(&ddpm, [4, 4], &SampleOptions { steps: 21, ..options }, &device, &mut || {}).unwrap_err();
+        let err = sample(&ddpm, [4, 4], &SampleOptions { steps: 21, ..options }, &device, &mut || {})
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("1 to 20 steps"), "DDPM, {sampler}: {err}");
     }
     let options = SampleOptions { n: 2, steps: 10, sampler: SamplerKind::Ancestral, seed: 0, batch_size: 2 };
-    assert!(sample(&ddpm, [4, 4], &options, &device, &mut || {}).unwrap_err().contains("all T = 20 steps"));
+    assert!(sample(&ddpm, [4, 4], &options, &device, &mut || {}).unwrap_err().to_string().contains("all T = 20 steps"));
     for eta in [-0.5, 1.5, f64::NAN] {
         let options = SampleOptions { sampler: SamplerKind::Ddim { eta }, ..options };
         assert!(
-            sample(&vdm, [4, 4], &options, &device, &mut || {}).unwrap_err().contains("between 0 and 1"),
+            sample(&vdm, [4, 4], &options, &device, &mut || {}).unwrap_err().to_string().contains("between 0 and 1"),
             "η = {eta}"
         );
     }

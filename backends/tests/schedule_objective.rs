@@ -56,7 +56,7 @@ fn the_variance_objective_needs_continuous_time() {
     vdm_of(&mut run).schedule = net_schedule(ShapeObjective::Variance);
     assert!(run.validate().is_ok());
     run.train.time_steps = 100;
-    let err = run.validate().unwrap_err();
+    let err = run.validate().unwrap_err().to_string();
     assert!(err.contains("continuous-time") && err.contains("time_steps"), "{err}");
 }
 

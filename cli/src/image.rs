@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use vdm_backends::data::ImageSet;
-use vdm_backends::files::{describe_io, write_atomically};
+use vdm_backends::error::describe_io;
+use vdm_backends::files::write_atomically;
 use vdm_backends::memory::{self, Bytes};
 
 /// The pixel layout of a grid of `n` images of `[c, h, w]`: `columns` columns (at most `n`) of
@@ -30,7 +31,8 @@ pub fn check_grid(n: usize, shape: [usize; 3], columns: usize, scale: usize) -> 
         &format!("a {width}x{height} PNG grid ({})", Bytes(bytes / 2)),
         bytes,
         "lower --scale or --n, or write single images with --out-dir",
-    )
+    )?;
+    Ok(())
 }
 
 /// Writes `images` as a grid of `columns` columns with a 1-pixel gap, each image scaled up by

@@ -11,6 +11,7 @@ pub use crate::data::{DataConfig, DATA_EXAMPLES};
 pub use model::*;
 pub use train::TrainConfig;
 
+use crate::error::{Error, Result};
 use crate::nn::ddpm_unet::UNetConfig;
 use crate::schedule::ShapeObjective;
 
@@ -21,17 +22,20 @@ pub const MAX_TIME_STEPS: usize = 1_000_000_000;
 
 impl EvalConfig {
     /// Checks the settings, naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
-            return Err("eval.batch_size must be at least 1".into());
+            return Err(Error::setting("eval.batch_size", "eval.batch_size must be at least 1"));
         }
         if self.limit == Some(0) {
-            return Err("eval.limit must be at least 1".into());
+            return Err(Error::setting("eval.limit", "eval.limit must be at least 1"));
         }
         if self.time_steps > MAX_TIME_STEPS {
-            return Err(format!(
-                "eval.time_steps must be at most {MAX_TIME_STEPS} (0 is continuous time), got {}",
-                self.time_steps
+            return Err(Error::setting(
+                "eval.time_steps",
+                format!(
+                    "eval.time_steps must be at most {MAX_TIME_STEPS} (0 is continuous time), got {}",
+                    self.time_steps
+                ),
             ));
         }
         Ok(())
@@ -124,24 +128,24 @@ impl RunConfig {
     }
 
     /// Checks every part, naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         self.data.validate()?;
         self.model.validate()?;
         self.train.validate()?;
         self.eval.validate()?;
         if self.checkpoint_every == 0 {
-            return Err("checkpoint_every must be at least 1".into());
+            return Err(Error::setting("checkpoint_every", "checkpoint_every must be at least 1"));
         }
         if self.keep_checkpoints == 0 {
-            return Err("keep_checkpoints must be at least 1".into());
+            return Err(Error::setting("keep_checkpoints", "keep_checkpoints must be at least 1"));
         }
         let variance_objective =
             matches!(&self.model, ModelConfig::Vdm(m) if m.schedule.shape_objective() == ShapeObjective::Variance);
         if variance_objective && self.train.time_steps != 0 {
-            return Err(format!(
+            return Err(Error::setting("model.schedule.shape_objective", format!(
                 "model.schedule.shape_objective = \"variance\" needs continuous-time training (train.time_steps = 0, got {}): with T steps the bound depends on the shape",
                 self.train.time_steps
-            ));
+            )));
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use vdm_core::ddpm::{BetaSchedule, NormalCdf};
 use vdm_core::process::DdpmVariance;
 
+use crate::error::{Error, Result};
 use crate::nn::ddpm_unet::UNetConfig;
 use crate::nn::score_unet::ScoreNetConfig;
 use crate::schedule::ScheduleConfig;
@@ -60,15 +61,15 @@ impl ModelConfig {
     }
 
     /// The VDM settings, or an error naming `what` needs a VDM.
-    pub fn vdm(&self, what: &str) -> Result<&VdmConfig, String> {
+    pub fn vdm(&self, what: &str) -> Result<&VdmConfig> {
         match self {
             Self::Vdm(c) => Ok(c),
-            Self::Ddpm(_) => Err(format!("{what} works on VDM models only; this run is a DDPM")),
+            Self::Ddpm(_) => Err(Error::Mismatch(format!("{what} works on VDM models only; this run is a DDPM"))),
         }
     }
 
     /// Checks every part.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         match self {
             Self::Vdm(c) => c.validate(),
             Self::Ddpm(c) => c.validate(),
@@ -113,7 +114,7 @@ impl VdmConfig {
     }
 
     /// Checks every part.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         self.score.validate()?;
         self.schedule.validate()
     }
@@ -282,31 +283,46 @@ impl Default for DdpmConfig {
 
 impl DdpmConfig {
     /// Checks every setting, naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         self.unet.validate()?;
         if !(2..=MAX_DDPM_STEPS).contains(&self.time_steps) {
-            return Err(format!("model.time_steps must be between 2 and {MAX_DDPM_STEPS}, got {}", self.time_steps));
+            return Err(Error::setting(
+                "model.time_steps",
+                format!("model.time_steps must be between 2 and {MAX_DDPM_STEPS}, got {}", self.time_steps),
+            ));
         }
         match self.betas {
             BetasConfig::Linear { start, end } => {
                 if !(start > 0.0 && start <= end && end < 1.0) {
-                    return Err(format!("model.betas needs 0 < start ≤ end < 1, got start = {start}, end = {end}"));
+                    return Err(Error::setting(
+                        "model.betas",
+                        format!("model.betas needs 0 < start ≤ end < 1, got start = {start}, end = {end}"),
+                    ));
                 }
             }
             BetasConfig::Cosine { s, max_beta } => {
                 if !(s > 0.0 && s.is_finite() && max_beta > 0.0 && max_beta < 1.0) {
-                    return Err(format!(
-                        "model.betas (cosine) needs s > 0 and 0 < max_beta < 1, got s = {s}, max_beta = {max_beta}"
+                    return Err(Error::setting(
+                        "model.betas",
+                        format!(
+                            "model.betas (cosine) needs s > 0 and 0 < max_beta < 1, got s = {s}, max_beta = {max_beta}"
+                        ),
                     ));
                 }
             }
         }
         let betas = BetaSchedule::from(self.betas).betas(self.time_steps);
         if let Some((i, b)) = betas.iter().enumerate().find(|(_, b)| !(**b > 0.0 && **b < 1.0)) {
-            return Err(format!("model.betas gives β_{} = {b}; every β must lie in (0, 1)", i + 1));
+            return Err(Error::setting(
+                "model.betas",
+                format!("model.betas gives β_{} = {b}; every β must lie in (0, 1)", i + 1),
+            ));
         }
         if !(self.hybrid_lambda >= 0.0 && self.hybrid_lambda.is_finite()) {
-            return Err(format!("model.hybrid_lambda must be non-negative and finite, got {}", self.hybrid_lambda));
+            return Err(Error::setting(
+                "model.hybrid_lambda",
+                format!("model.hybrid_lambda must be non-negative and finite, got {}", self.hybrid_lambda),
+            ));
         }
         Ok(())
     }

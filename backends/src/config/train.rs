@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::MAX_TIME_STEPS;
 
+use crate::error::{Error, Result};
+
 /// Optimisation settings (defaults: VDM's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -59,31 +61,43 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// Checks the settings, naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         let positive = [("batch_size", self.batch_size), ("steps", self.steps)];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("train.{name} must be at least 1"));
+            return Err(Error::setting(format!("train.{name}"), format!("train.{name} must be at least 1")));
         }
         let positive = [("lr", self.lr), ("epsilon", self.epsilon)]
             .into_iter()
             .chain(self.clip_grad_norm.map(|c| ("clip_grad_norm", c)));
         for (name, v) in positive {
             if !(v > 0.0 && v.is_finite()) {
-                return Err(format!("train.{name} must be positive and finite, got {v}"));
+                return Err(Error::setting(
+                    format!("train.{name}"),
+                    format!("train.{name} must be positive and finite, got {v}"),
+                ));
             }
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(format!("train.weight_decay must be non-negative and finite, got {}", self.weight_decay));
+            return Err(Error::setting(
+                "train.weight_decay",
+                format!("train.weight_decay must be non-negative and finite, got {}", self.weight_decay),
+            ));
         }
         for (name, v) in [("beta1", self.beta1), ("beta2", self.beta2), ("ema_decay", self.ema_decay)] {
             if !(0.0..1.0).contains(&v) {
-                return Err(format!("train.{name} must be in [0, 1), got {v}"));
+                return Err(Error::setting(
+                    format!("train.{name}"),
+                    format!("train.{name} must be in [0, 1), got {v}"),
+                ));
             }
         }
         if self.time_steps > MAX_TIME_STEPS {
-            return Err(format!(
-                "train.time_steps must be at most {MAX_TIME_STEPS} (0 is continuous time), got {}",
-                self.time_steps
+            return Err(Error::setting(
+                "train.time_steps",
+                format!(
+                    "train.time_steps must be at most {MAX_TIME_STEPS} (0 is continuous time), got {}",
+                    self.time_steps
+                ),
             ));
         }
         Ok(())

@@ -29,10 +29,10 @@ impl CsvLayout {
     pub const DIGITS: Self = Self { channels: 1, height: 8, width: 8, max_value: 16, label_column: true };
 
     /// Checks the sizes, naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), DataError> {
         check_image_shape([self.channels, self.height, self.width])?;
         if self.max_value == 0 {
-            return Err("data.max_value must be at least 1".into());
+            return Err(DataError::Invalid("data.max_value must be at least 1".into()));
         }
         Ok(())
     }

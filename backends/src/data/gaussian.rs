@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use vdm_core::rng::SplitMix64;
 
-use super::{check_image_shape, ImageSet};
+use super::{check_image_shape, DataError, ImageSet};
 
 /// Images whose pixels are independent discretised Gaussians: pixel `d` is
 /// `clamp(round(μ_d + s_d n), 0, 255)`, `n ~ N(0, 1)`, with `μ_d`, `s_d` a smooth pattern.
@@ -23,10 +23,10 @@ pub struct DiscretisedGaussianImages {
 
 impl DiscretisedGaussianImages {
     /// Checks the shape and the standard deviation.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), DataError> {
         check_image_shape([self.channels, self.height, self.width])?;
         if !(self.std.is_finite() && self.std > 0.0) {
-            return Err(format!("data.std must be positive and finite, got {}", self.std));
+            return Err(DataError::Invalid(format!("data.std must be positive and finite, got {}", self.std)));
         }
         Ok(())
     }

@@ -63,7 +63,7 @@ pub fn load_images(path: &Path, transpose: bool) -> Result<ImageSet, DataError> 
     let bytes = read_maybe_gz(path)?;
     let (sizes, header) = parse(path, &bytes, IMAGES_MAGIC, "images")?;
     let (n, h, w) = (sizes[0], sizes[1], sizes[2]);
-    check_image_shape([1, h, w]).map_err(|e| DataError::malformed(path, Location::Offset(4), e))?;
+    check_image_shape([1, h, w]).map_err(|e| DataError::malformed(path, Location::Offset(4), e.into_message()))?;
     if n == 0 {
         return Err(DataError::malformed(path, Location::Offset(4), "holds no images"));
     }

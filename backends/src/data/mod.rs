@@ -12,11 +12,12 @@ pub mod npy;
 pub mod png;
 mod source;
 
-use std::fmt;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use vdm_core::rng::{derive_seed, SplitMix64};
+
+pub use crate::error::{DataError, Location};
 
 pub use csv::{load_csv, CsvLayout};
 pub use digits::{digits, DIGITS_COUNT};
@@ -45,12 +46,16 @@ pub struct ImageSet {
 pub const MAX_FEATURES: usize = 1 << 26;
 
 /// Checks that an image shape `[C, H, W]` is non-empty and of a sane size.
-pub fn check_image_shape([c, h, w]: [usize; 3]) -> Result<(), String> {
+pub fn check_image_shape([c, h, w]: [usize; 3]) -> Result<(), DataError> {
     if c == 0 || h == 0 || w == 0 {
-        return Err(format!("images must have at least one channel, row and column, got {c}x{h}x{w}"));
+        return Err(DataError::Invalid(format!(
+            "images must have at least one channel, row and column, got {c}x{h}x{w}"
+        )));
     }
     if c.checked_mul(h).and_then(|v| v.checked_mul(w)).is_none_or(|v| v > MAX_FEATURES) {
-        return Err(format!("images of {c}x{h}x{w} values are beyond the supported {MAX_FEATURES} values per image"));
+        return Err(DataError::Invalid(format!(
+            "images of {c}x{h}x{w} values are beyond the supported {MAX_FEATURES} values per image"
+        )));
     }
     Ok(())
 }
@@ -174,19 +179,6 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     order
 }
 
-/// Where in a file a problem is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// The file as a whole.
-    File,
-    /// A line of a text file (1-based).
-    Line(usize),
-    /// A byte offset.
-    Offset(u64),
-    /// An entry of an archive or a directory.
-    Entry(String),
-}
-
 /// The images of batch `step` (`batch_size` of them, 0-based step) when every epoch visits all `n`
 /// images once: consecutive slices of epoch `e`'s permutation, drawn from
 /// `derive_seed(seed, stream, e)`; a batch that straddles two epochs takes the end of one and the
@@ -204,58 +196,6 @@ pub fn epoch_batch(n: usize, batch_size: usize, step: usize, seed: u64, stream: 
         })
         .collect()
 }
-
-/// What went wrong reading data.
-#[derive(Debug)]
-pub enum DataError {
-    /// A file or directory could not be read.
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A file was read but its contents are malformed.
-    Malformed {
-        /// The file.
-        path: PathBuf,
-        /// Where in it.
-        at: Location,
-        /// What is wrong.
-        message: String,
-    },
-    /// The data specification is inconsistent.
-    Invalid(String),
-}
-
-impl DataError {
-    /// A malformed-file error.
-    pub fn malformed(path: &Path, at: Location, message: impl Into<String>) -> Self {
-        Self::Malformed { path: path.to_owned(), at, message: message.into() }
-    }
-
-    /// An I/O error on `path`.
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_owned(), source }
-    }
-}
-
-impl fmt::Display for DataError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Io { path, source } => write!(f, "{}: {}", path.display(), crate::files::describe_io(source)),
-            Self::Malformed { path, at, message } => match at {
-                Location::File => write!(f, "{}: {message}", path.display()),
-                Location::Line(line) => write!(f, "{}: line {line}: {message}", path.display()),
-                Location::Offset(offset) => write!(f, "{}: at byte {offset}: {message}", path.display()),
-                Location::Entry(entry) => write!(f, "{}: {entry}: {message}", path.display()),
-            },
-            Self::Invalid(message) => f.write_str(message),
-        }
-    }
-}
-
-impl std::error::Error for DataError {}
 
 /// A file's bytes, gunzipped when its name ends in `.gz`.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {

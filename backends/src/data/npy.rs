@@ -74,7 +74,9 @@ pub fn load(path: &Path, spec: &NpySource) -> Result<ImageSet, DataError> {
             Some(key) if !names.iter().any(|n| n == key) => {
                 return Err(bad(Location::File, format!("has no array `{key}` (it has: {})", names.join(", "))))
             }
-            Some(key) => Some(read_labels(&mut npz, key).map_err(|e| bad(Location::Entry(key.clone()), e))?),
+            Some(key) => {
+                Some(read_labels(&mut npz, key).map_err(|e| bad(Location::Entry(key.clone()), e.into_message()))?)
+            }
             None => None,
         };
         (images, labels)
@@ -88,7 +90,7 @@ pub fn load(path: &Path, spec: &NpySource) -> Result<ImageSet, DataError> {
             None,
         )
     };
-    let images = to_image_set(array, spec).map_err(|e| bad(Location::Entry(spec.images.clone()), e))?;
+    let images = to_image_set(array, spec).map_err(|e| bad(Location::Entry(spec.images.clone()), e.into_message()))?;
     match labels {
         Some(labels) if labels.len() != images.len() => {
             Err(bad(Location::File, format!("{} labels for {} images", labels.len(), images.len())))
@@ -99,41 +101,49 @@ pub fn load(path: &Path, spec: &NpySource) -> Result<ImageSet, DataError> {
 }
 
 /// Labels of any integer type, as `u32` (negative ones are an error).
-fn read_labels<R: std::io::Read + std::io::Seek>(npz: &mut NpzReader<R>, key: &str) -> Result<Vec<u32>, String> {
+fn read_labels<R: std::io::Read + std::io::Seek>(npz: &mut NpzReader<R>, key: &str) -> Result<Vec<u32>, DataError> {
     macro_rules! try_as {
         ($($t:ty),*) => {$(
             if let Ok(a) = npz.by_name::<ndarray::OwnedRepr<$t>, ndarray::IxDyn>(key) {
-                return a.iter().map(|&v| u32::try_from(v).map_err(|_| format!("holds the label {v}, not a class number"))).collect();
+                return a.iter().map(|&v| u32::try_from(v).map_err(|_| DataError::Invalid(format!("holds the label {v}, not a class number")))).collect();
             }
         )*};
     }
     try_as!(i64, i32, u8, u16, u32, u64, i16, i8);
-    Err("is not an array of integers".into())
+    Err(DataError::Invalid("is not an array of integers".into()))
 }
 
 /// `[N, C, H, W]` bytes from an array in `spec`'s layout.
-fn to_image_set(array: ArrayD<u8>, spec: &NpySource) -> Result<ImageSet, String> {
+fn to_image_set(array: ArrayD<u8>, spec: &NpySource) -> Result<ImageSet, DataError> {
     let dims = array.shape().to_vec();
     let array = match (dims.len(), spec.shape) {
         (2, Some([c, h, w])) => {
             if dims[1] != c * h * w {
-                return Err(format!("rows of {} values do not make images of {c}x{h}x{w}", dims[1]));
+                return Err(DataError::Invalid(format!(
+                    "rows of {} values do not make images of {c}x{h}x{w}",
+                    dims[1]
+                )));
             }
             let shape = match spec.layout {
                 Layout::Nchw => vec![dims[0], c, h, w],
                 Layout::Nhwc => vec![dims[0], h, w, c],
             };
-            let flat = array.into_dimensionality::<Ix2>().map_err(|e| e.to_string())?.as_standard_layout().into_owned();
-            flat.into_shape_with_order(shape).map_err(|e| e.to_string())?.into_dyn()
+            let invalid = |e: ndarray::ShapeError| DataError::Invalid(e.to_string());
+            let flat = array.into_dimensionality::<Ix2>().map_err(invalid)?.as_standard_layout().into_owned();
+            flat.into_shape_with_order(shape).map_err(invalid)?.into_dyn()
         }
-        (2, None) => return Err(format!("is a flat array {dims:?}: give `shape = [C, H, W]` for its rows")),
+        (2, None) => {
+            return Err(DataError::Invalid(format!("is a flat array {dims:?}: give `shape = [C, H, W]` for its rows")))
+        }
         (3, _) => array.insert_axis(Axis(match spec.layout {
             Layout::Nchw => 1,
             Layout::Nhwc => 3,
         })),
         (4, _) => array,
         _ => {
-            return Err(format!("has shape {dims:?}; images are [N, H, W, C], [N, C, H, W], [N, H, W] or flat [N, D]"))
+            return Err(DataError::Invalid(format!(
+                "has shape {dims:?}; images are [N, H, W, C], [N, C, H, W], [N, H, W] or flat [N, D]"
+            )))
         }
     };
     let nchw = match spec.layout {
@@ -144,7 +154,7 @@ fn to_image_set(array: ArrayD<u8>, spec: &NpySource) -> Result<ImageSet, String>
     let shape = [s[1], s[2], s[3]];
     check_image_shape(shape)?;
     if s[0] == 0 {
-        return Err("holds no images".into());
+        return Err(DataError::Invalid("holds no images".into()));
     }
     let pixels = if nchw.is_standard_layout() {
         let (data, offset) = nchw.into_raw_vec_and_offset();

@@ -27,7 +27,7 @@ pub fn decode(path: &Path) -> Result<(Vec<u8>, [usize; 3]), DataError> {
         png::ColorType::Rgba => (4, 3),
         other => return Err(bad(format!("unsupported colour type {other:?}"))),
     };
-    check_image_shape([kept, h, w]).map_err(bad)?;
+    check_image_shape([kept, h, w]).map_err(|e| bad(e.into_message()))?;
     let rows = &buf[..h * info.line_size];
     let mut planes = vec![0u8; kept * h * w];
     for (y, row) in rows.chunks_exact(info.line_size).enumerate() {

@@ -209,33 +209,33 @@ test_size = 256
 "#,
 ];
 
-fn positive(name: &str, v: usize) -> Result<(), String> {
+fn positive(name: &str, v: usize) -> Result<(), DataError> {
     if v == 0 {
-        Err(format!("data.{name} must be at least 1"))
+        Err(DataError::Invalid(format!("data.{name} must be at least 1")))
     } else {
         Ok(())
     }
 }
 
 /// Exactly one of a held-out count and a separate test source.
-fn one_test_source(size: Option<usize>, separate: Option<&Path>, name: &str) -> Result<(), String> {
+fn one_test_source(size: Option<usize>, separate: Option<&Path>, name: &str) -> Result<(), DataError> {
     match (size, separate) {
         (Some(n), None) => positive("test_size", n),
         (None, Some(_)) => Ok(()),
-        (Some(_), Some(_)) => Err(format!("give data.test_size or data.{name}, not both")),
-        (None, None) => {
-            Err(format!("give data.test_size (images held out at random) or data.{name} (a separate test set)"))
-        }
+        (Some(_), Some(_)) => Err(DataError::Invalid(format!("give data.test_size or data.{name}, not both"))),
+        (None, None) => Err(DataError::Invalid(format!(
+            "give data.test_size (images held out at random) or data.{name} (a separate test set)"
+        ))),
     }
 }
 
 impl DataConfig {
     /// Checks the sizes and numbers, naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), DataError> {
         match self {
-            Self::Digits { test_size } if *test_size >= DIGITS_COUNT => Err(format!(
+            Self::Digits { test_size } if *test_size >= DIGITS_COUNT => Err(DataError::Invalid(format!(
                 "data.test_size must leave at least one of the {DIGITS_COUNT} digits for training, got {test_size}"
-            )),
+            ))),
             Self::Digits { test_size } => positive("test_size", *test_size),
             Self::Csv(csv) => {
                 positive("test_size", csv.test_size)?;
@@ -250,7 +250,8 @@ impl DataConfig {
             Self::Png { test_size, test_dir, .. } => one_test_source(*test_size, test_dir.as_deref(), "test_dir"),
             Self::Npy(source) => {
                 if let Some(shape) = source.shape {
-                    super::check_image_shape(shape).map_err(|e| format!("data.shape: {e}"))?;
+                    super::check_image_shape(shape)
+                        .map_err(|e| DataError::Invalid(format!("data.shape: {}", e.into_message())))?;
                 }
                 one_test_source(source.test_size, source.test_path.as_deref(), "test_path")
             }
@@ -259,7 +260,7 @@ impl DataConfig {
 
     /// `(train, test)` images.
     pub fn load(&self, seed: u64) -> Result<(ImageSet, ImageSet), DataError> {
-        self.validate().map_err(DataError::Invalid)?;
+        self.validate()?;
         let split = |images: ImageSet, test_size: usize| images.split(test_size, seed);
         let (train, test) = match self {
             Self::Digits { test_size } => split(digits(), *test_size)?,
@@ -272,7 +273,7 @@ impl DataConfig {
                     u64::try_from(bytes).unwrap_or(u64::MAX),
                     "lower data.train_size or data.test_size",
                 )
-                .map_err(DataError::Invalid)?;
+                .map_err(|e| DataError::Invalid(e.to_string()))?;
                 (images.sample(g.train_size, seed), images.sample(g.test_size, !seed))
             }
             Self::Idx { dir, prefix, transpose } => idx::load_dir(dir, prefix, *transpose, "")?,

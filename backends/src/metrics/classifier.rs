@@ -16,7 +16,8 @@ use vdm_core::rng::derive_seed;
 
 use crate::checkpoint::{encode_module, Recording};
 use crate::data::{epoch_batch, DataConfig, ImageSet};
-use crate::files::{describe_io, read_verified, write_atomically, FileDigest};
+use crate::error::{describe_io, Error, Result};
+use crate::files::{read_verified, write_atomically, FileDigest};
 use crate::nn::classifier::Classifier;
 use crate::nn::materialise;
 use crate::ops::TrainBackend;
@@ -48,7 +49,7 @@ impl Default for ClassifierConfig {
 
 impl ClassifierConfig {
     /// Checks the settings, naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         for (name, v, max) in [
             ("ch", self.ch, 1024),
             ("features", self.features, 8192),
@@ -56,11 +57,17 @@ impl ClassifierConfig {
             ("batch_size", self.batch_size, 1 << 20),
         ] {
             if v == 0 || v > max {
-                return Err(format!("classifier {name} must be between 1 and {max}, got {v}"));
+                return Err(Error::setting(
+                    format!("classifier.{name}"),
+                    format!("classifier {name} must be between 1 and {max}, got {v}"),
+                ));
             }
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(format!("classifier lr must be positive and finite, got {}", self.lr));
+            return Err(Error::setting(
+                "classifier.lr",
+                format!("classifier lr must be positive and finite, got {}", self.lr),
+            ));
         }
         Ok(())
     }
@@ -114,14 +121,12 @@ pub fn train<B: TrainBackend>(
     test: &ImageSet,
     device: &B::Device,
     mut on_step: impl FnMut(usize, f64),
-) -> Result<(Classifier<B::InnerBackend>, f64), String> {
+) -> Result<(Classifier<B::InnerBackend>, f64)> {
     config.validate()?;
-    let labels = train
-        .labels
-        .as_ref()
-        .filter(|l| !l.is_empty())
-        .ok_or("the training images have no labels; a classifier needs a labelled dataset")?;
-    let test_labels = test.labels.as_ref().ok_or("the test images have no labels")?;
+    let labels = train.labels.as_ref().filter(|l| !l.is_empty()).ok_or_else(|| {
+        Error::Mismatch("the training images have no labels; a classifier needs a labelled dataset".into())
+    })?;
+    let test_labels = test.labels.as_ref().ok_or_else(|| Error::Mismatch("the test images have no labels".into()))?;
     let classes = train.num_classes().max(test.num_classes());
     B::seed(device, derive_seed(config.seed, 0, 0));
     let mut model = materialise(config.build::<B>(train.shape(), classes, device));
@@ -136,7 +141,10 @@ pub fn train<B: TrainBackend>(
         let loss = loss_fn.forward(logits, targets);
         let value = loss.clone().into_scalar().elem::<f64>();
         if !value.is_finite() {
-            return Err(format!("the classifier's loss became {value} at step {step}; try a lower lr"));
+            return Err(Error::NonFinite {
+                step,
+                message: format!("the classifier's loss became {value} at step {step}; try a lower lr"),
+            });
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(config.lr, model, grads);
@@ -148,36 +156,34 @@ pub fn train<B: TrainBackend>(
 }
 
 /// Writes a trained classifier into the new (or empty) directory `dir`.
-pub fn save<B: Backend>(dir: &Path, model: &Classifier<B>, mut info: ClassifierInfo) -> Result<(), String> {
+pub fn save<B: Backend>(dir: &Path, model: &Classifier<B>, mut info: ClassifierInfo) -> Result<()> {
     let weights = encode_module(model.clone())?;
     info.weights = FileDigest::of(&weights);
-    let json = serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?;
-    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))?;
+    let json = serde_json::to_string_pretty(&info).map_err(|e| Error::Corrupt(e.to_string()))?;
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
     for (name, bytes) in [(WEIGHTS_FILE, weights), (INFO_FILE, json.into_bytes())] {
         let path = dir.join(name);
-        write_atomically(&path, &bytes).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
+        write_atomically(&path, &bytes).map_err(|e| Error::io(&path, &e))?;
     }
     Ok(())
 }
 
 /// Loads the classifier saved in `dir`, checking its weight file against the recorded size and
 /// SHA-256.
-pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Classifier<B>, ClassifierInfo), String> {
+pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Classifier<B>, ClassifierInfo)> {
     let info_path = dir.join(INFO_FILE);
     let text = fs::read_to_string(&info_path).map_err(|e| {
-        format!(
-            "{}: {} (is {} a classifier from `vdm classifier train`?)",
-            info_path.display(),
-            describe_io(&e),
-            dir.display()
+        Error::file(
+            &info_path,
+            format!("{} (is {} a classifier from `vdm classifier train`?)", describe_io(&e), dir.display()),
         )
     })?;
-    let info: ClassifierInfo = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", info_path.display()))?;
-    info.config.validate().map_err(|e| format!("{}: {e}", info_path.display()))?;
+    let info: ClassifierInfo = serde_json::from_str(&text).map_err(|e| Error::file(&info_path, e.to_string()))?;
+    info.config.validate().map_err(|e| e.in_file(&info_path))?;
     let path = dir.join(WEIGHTS_FILE);
     let bytes = read_verified(&path, &info.weights, INFO_FILE)?;
     let record = Recorder::<B>::load(&Recording::new(), bytes, device)
-        .map_err(|e| format!("{}: cannot be decoded ({e})", path.display()))?;
+        .map_err(|e| Error::file(&path, format!("cannot be decoded ({e})")))?;
     let model = info.config.build::<B>(info.image_shape, info.classes, device).load_record(record);
     Ok((model, info))
 }

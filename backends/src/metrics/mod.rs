@@ -8,6 +8,8 @@ pub mod classifier;
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 
+use crate::error::{Error, Result};
+
 /// The mean and covariance (unbiased, `1/(n − 1)`) of feature rows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gaussian {
@@ -19,11 +21,13 @@ pub struct Gaussian {
 
 impl Gaussian {
     /// Fits the rows of `features` (at least two, all of one length).
-    pub fn fit(features: &[Vec<f64>]) -> Result<Self, String> {
+    pub fn fit(features: &[Vec<f64>]) -> Result<Self> {
         let n = features.len();
         let d = features.first().map_or(0, Vec::len);
         if n < 2 || d == 0 || features.iter().any(|row| row.len() != d) {
-            return Err(format!("a Gaussian fit needs at least two feature rows of one non-zero length, got {n}"));
+            return Err(Error::Mismatch(format!(
+                "a Gaussian fit needs at least two feature rows of one non-zero length, got {n}"
+            )));
         }
         let x = DMatrix::from_fn(n, d, |i, j| features[i][j]);
         let mean = DVector::from_fn(d, |j, _| x.column(j).mean());
@@ -93,7 +97,7 @@ pub struct QualityReport {
 
 impl QualityReport {
     /// The metrics of samples `(features, probabilities)` against references.
-    pub fn new(samples: (&[Vec<f64>], &[Vec<f64>]), reference: (&[Vec<f64>], &[Vec<f64>])) -> Result<Self, String> {
+    pub fn new(samples: (&[Vec<f64>], &[Vec<f64>]), reference: (&[Vec<f64>], &[Vec<f64>])) -> Result<Self> {
         Ok(Self {
             fid: frechet_distance(&Gaussian::fit(samples.0)?, &Gaussian::fit(reference.0)?),
             inception_score: inception_score(samples.1),

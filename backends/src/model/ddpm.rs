@@ -18,6 +18,7 @@ use vdm_core::vlb::{self, VlbTerms};
 use vdm_core::BatchTensor;
 
 use crate::config::{DdpmConfig, Loss, Prediction, Variance};
+use crate::error::{Error, Result};
 use crate::eval::{ImageBound, Likelihood};
 use crate::memory;
 use crate::nn::ddpm_unet::UNet;
@@ -33,7 +34,7 @@ const STREAM_EVAL: u64 = 5;
 
 impl DdpmConfig {
     /// The model with its parameters not yet allocated (burn initialises them lazily).
-    pub fn build<B: Backend>(&self, shape: [usize; 3], device: &B::Device) -> Result<Ddpm<B>, String> {
+    pub fn build<B: Backend>(&self, shape: [usize; 3], device: &B::Device) -> Result<Ddpm<B>> {
         self.validate()?;
         self.unet.check_image_shape(shape)?;
         let process = Process::new(self);
@@ -46,7 +47,7 @@ impl DdpmConfig {
         shape: [usize; 3],
         batch_size: usize,
         device: &B::Device,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let params = self.build::<B>(shape, device)?.num_params() as u128;
         let values = 6 * params + batch_size as u128 * self.unet.activations_per_image(shape);
         memory::check(
@@ -65,7 +66,7 @@ impl DdpmConfig {
         shape: [usize; 3],
         batch_size: usize,
         device: &B::Device,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let params = self.build::<B>(shape, device)?.num_params() as u128;
         let values = params + batch_size as u128 * self.unet.activations_per_image(shape) / 4;
         memory::check(
@@ -334,10 +335,13 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
 
     /// The data end, then the times `τ_k = 1 + ⌊k T/steps⌋` for `k = 0..steps` (all `T` when
     /// `steps = T`; DDIM's strided schedule otherwise).
-    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>, String> {
+    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>> {
         let big_t = self.process.steps();
         if steps == 0 || steps > big_t {
-            return Err(format!("a DDPM with T = {big_t} samples with 1 to {big_t} steps, got {steps}"));
+            return Err(Error::setting(
+                "steps",
+                format!("a DDPM with T = {big_t} samples with 1 to {big_t} steps, got {steps}"),
+            ));
         }
         let times = (0..steps).map(|k| 1 + k * big_t / steps);
         Ok(std::iter::once(GridPoint::DATA)
@@ -365,11 +369,14 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
         z.into_data().iter::<f32>().map(ddpm::decode_nearest).collect()
     }
 
-    fn ancestral_variance(&self, steps: usize) -> Result<DdpmVariance, String> {
+    fn ancestral_variance(&self, steps: usize) -> Result<DdpmVariance> {
         let big_t = self.process.steps();
         if steps != big_t {
-            return Err(format!(
+            return Err(Error::setting(
+                "steps",
+                format!(
                 "DDPM's ancestral sampler takes all T = {big_t} steps (got {steps}); use the DDIM sampler for fewer"
+            ),
             ));
         }
         Ok(self.process.variance.into())
@@ -467,7 +474,7 @@ impl<B: FastOps> Likelihood<B> for Ddpm<B> {
         seed: u64,
         rng: &mut SplitMix64,
         on_progress: &mut dyn FnMut(usize),
-    ) -> Result<Vec<Vec<ImageBound>>, String> {
+    ) -> Result<Vec<Vec<ImageBound>>> {
         let shape @ [n, c, h, w] = pixels.dims();
         let device = pixels.device();
         let (d, big_t, clip) = (c * h * w, self.process.steps(), self.process.clip);

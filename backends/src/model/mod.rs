@@ -17,6 +17,7 @@ use vdm_core::rng::SplitMix64;
 
 use crate::config::{EvalConfig, ModelConfig, TrainConfig};
 use crate::data::ImageSet;
+use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalOptions, EvalReport, Likelihood};
 use crate::ops::{FastOps, TrainBackend};
 use crate::sample::Denoiser;
@@ -29,7 +30,7 @@ impl ModelConfig {
         shape: [usize; 3],
         batch_size: usize,
         device: &B::Device,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         match self {
             Self::Vdm(c) => c.check_training_memory::<B>(shape, batch_size, device),
             Self::Ddpm(c) => c.check_training_memory::<B>(shape, batch_size, device),
@@ -42,7 +43,7 @@ impl ModelConfig {
         shape: [usize; 3],
         batch_size: usize,
         device: &B::Device,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         match self {
             Self::Vdm(c) => c.check_inference_memory::<B>(shape, batch_size, device),
             Self::Ddpm(c) => c.check_inference_memory::<B>(shape, batch_size, device),
@@ -54,7 +55,7 @@ impl ModelConfig {
 pub trait Family<B: Backend>: Module<B> {
     /// The model for images of `shape` (`[C, H, W]`), parameters not yet allocated; an error if
     /// `config` is of another family.
-    fn build(config: &ModelConfig, shape: [usize; 3], device: &B::Device) -> Result<Self, String>;
+    fn build(config: &ModelConfig, shape: [usize; 3], device: &B::Device) -> Result<Self>;
 }
 
 /// A family the trainer can optimise.
@@ -67,20 +68,20 @@ pub trait Trainable<B: TrainBackend>: Family<B> + AutodiffModule<B> {
         rng: &mut SplitMix64,
         model: &ModelConfig,
         train: &TrainConfig,
-    ) -> Result<(f64, GradientsParams), String>;
+    ) -> Result<(f64, GradientsParams)>;
 }
 
 impl<B: Backend> Family<B> for Vdm<B> {
-    fn build(config: &ModelConfig, shape: [usize; 3], device: &B::Device) -> Result<Self, String> {
+    fn build(config: &ModelConfig, shape: [usize; 3], device: &B::Device) -> Result<Self> {
         Ok(config.vdm("this model")?.build(shape[0], device))
     }
 }
 
 impl<B: Backend> Family<B> for Ddpm<B> {
-    fn build(config: &ModelConfig, shape: [usize; 3], device: &B::Device) -> Result<Self, String> {
+    fn build(config: &ModelConfig, shape: [usize; 3], device: &B::Device) -> Result<Self> {
         match config {
             ModelConfig::Ddpm(c) => c.build::<B>(shape, device),
-            ModelConfig::Vdm(_) => Err("this run is a VDM, not a DDPM".into()),
+            ModelConfig::Vdm(_) => Err(Error::Mismatch("this run is a VDM, not a DDPM".into())),
         }
     }
 }
@@ -92,7 +93,7 @@ impl<B: TrainBackend> Trainable<B> for Vdm<B> {
         rng: &mut SplitMix64,
         model: &ModelConfig,
         train: &TrainConfig,
-    ) -> Result<(f64, GradientsParams), String> {
+    ) -> Result<(f64, GradientsParams)> {
         let [n, c, h, w] = pixels.dims();
         let noise = Noise::draw(rng, n, c * h * w);
         let time = TimeMode::from_steps(train.time_steps)?;
@@ -108,7 +109,7 @@ impl<B: TrainBackend> Trainable<B> for Ddpm<B> {
         rng: &mut SplitMix64,
         _model: &ModelConfig,
         _train: &TrainConfig,
-    ) -> Result<(f64, GradientsParams), String> {
+    ) -> Result<(f64, GradientsParams)> {
         Ok(Ddpm::loss_and_gradients(self, pixels, rng))
     }
 }
@@ -117,15 +118,10 @@ impl<B: TrainBackend> Trainable<B> for Ddpm<B> {
 /// evaluation, and the bound the trainer reports.
 pub trait Generative<B: FastOps>: Family<B> + Denoiser<B> + Likelihood<B> {
     /// The bound reported during training (`[eval]` of the run).
-    fn reported_bound(eval: &EvalConfig) -> Result<Self::Bound, String>;
+    fn reported_bound(eval: &EvalConfig) -> Result<Self::Bound>;
 
     /// The [`Generative::reported_bound`] of `images`, one draw per image, with its name.
-    fn training_bound(
-        &self,
-        images: &ImageSet,
-        eval: &EvalConfig,
-        device: &B::Device,
-    ) -> Result<(String, EvalReport), String> {
+    fn training_bound(&self, images: &ImageSet, eval: &EvalConfig, device: &B::Device) -> Result<(String, EvalReport)> {
         let bound = Self::reported_bound(eval)?;
         let options = EvalOptions { batch_size: eval.batch_size, draws: 1, seed: eval.seed };
         Ok((self.bound_name(bound, 1), evaluate(self, images, bound, &options, device, |_| {})?))
@@ -134,14 +130,14 @@ pub trait Generative<B: FastOps>: Family<B> + Denoiser<B> + Likelihood<B> {
 
 /// VDM's bound at `eval.time_steps` (0: continuous time).
 impl<B: FastOps> Generative<B> for Vdm<B> {
-    fn reported_bound(eval: &EvalConfig) -> Result<TimeMode, String> {
+    fn reported_bound(eval: &EvalConfig) -> Result<TimeMode> {
         TimeMode::from_steps(eval.time_steps)
     }
 }
 
 /// DDPM's estimate of its `T`-term bound from sampled terms.
 impl<B: FastOps> Generative<B> for Ddpm<B> {
-    fn reported_bound(_eval: &EvalConfig) -> Result<ddpm::Bound, String> {
+    fn reported_bound(_eval: &EvalConfig) -> Result<ddpm::Bound> {
         Ok(ddpm::Bound::Sampled)
     }
 }

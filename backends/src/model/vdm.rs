@@ -18,6 +18,7 @@ use vdm_core::vlb::{self, VlbTerms, PIXEL_VALUES};
 use vdm_core::{process, BatchTensor};
 
 use crate::config::{VdmConfig, MAX_TIME_STEPS};
+use crate::error::{Error, Result};
 use crate::eval::{ImageBound, Likelihood};
 use crate::memory;
 use crate::nn::score_unet::ScoreNet;
@@ -48,7 +49,7 @@ impl VdmConfig {
         shape: [usize; 3],
         batch_size: usize,
         device: &B::Device,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let params = self.build::<B>(shape[0], device).num_params() as u128;
         let values = 6 * params + batch_size as u128 * self.score.activations_per_image(shape);
         memory::check(
@@ -68,7 +69,7 @@ impl VdmConfig {
         shape: [usize; 3],
         batch_size: usize,
         device: &B::Device,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let params = self.build::<B>(shape[0], device).num_params() as u128;
         let values = params + batch_size as u128 * self.score.activations_per_image(shape) / 4;
         memory::check(
@@ -90,13 +91,13 @@ pub enum TimeMode {
 
 impl TimeMode {
     /// `0` means continuous, `T > 0` means `T` steps (at most [`MAX_TIME_STEPS`]).
-    pub fn from_steps(steps: usize) -> Result<Self, String> {
+    pub fn from_steps(steps: usize) -> Result<Self> {
         match steps {
             0 => Ok(Self::Continuous),
             1..=MAX_TIME_STEPS => Ok(Self::Discrete(steps)),
-            _ => Err(format!(
+            _ => Err(Error::setting("time_steps", format!(
                 "T = {steps} steps is beyond the supported {MAX_TIME_STEPS}; at that many steps the bound equals the continuous-time one (T = 0)"
-            )),
+            ))),
         }
     }
 }
@@ -254,9 +255,9 @@ impl<B: FastOps> Denoiser<B> for Vdm<B> {
 
     /// `t_i = i/T` for `i = 0..=T` with the learned `γ(t_i)`, computed in `f64` on the host; the
     /// chain ends at `z_0`, not at the data.
-    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>, String> {
+    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>> {
         if steps == 0 {
-            return Err("sampling needs at least 1 step, got 0".into());
+            return Err(Error::setting("steps", "sampling needs at least 1 step, got 0"));
         }
         TimeMode::from_steps(steps)?;
         let host = self.schedule.to_host();
@@ -280,7 +281,7 @@ impl<B: FastOps> Denoiser<B> for Vdm<B> {
         x.into_data().iter::<f32>().map(|v| vlb::decode_nearest(v, PIXEL_VALUES) as u8).collect()
     }
 
-    fn ancestral_variance(&self, _steps: usize) -> Result<DdpmVariance, String> {
+    fn ancestral_variance(&self, _steps: usize) -> Result<DdpmVariance> {
         Ok(DdpmVariance::BetaTilde)
     }
 }
@@ -308,11 +309,11 @@ impl<B: TrainBackend> Vdm<B> {
         noise: &Noise,
         time: TimeMode,
         objective: ShapeObjective,
-    ) -> Result<(f64, GradientsParams), String> {
+    ) -> Result<(f64, GradientsParams)> {
         if objective == ShapeObjective::Variance && time != TimeMode::Continuous {
-            return Err(format!(
+            return Err(Error::setting("train.time_steps", format!(
                 "the variance shape objective needs continuous-time training (train.time_steps = 0), not {time}: only in continuous time does the bound not depend on the shape"
-            ));
+            )));
         }
         let [n, c, h, w] = pixels.dims();
         let (g_t, weight) = self.diffusion_inputs(n, noise, time, Part::All);
@@ -390,7 +391,7 @@ impl<B: FastOps> Likelihood<B> for Vdm<B> {
         _seed: u64,
         rng: &mut SplitMix64,
         on_progress: &mut dyn FnMut(usize),
-    ) -> Result<Vec<Vec<ImageBound>>, String> {
+    ) -> Result<Vec<Vec<ImageBound>>> {
         let [n, c, h, w] = pixels.dims();
         let d = c * h * w;
         let host = |t: Batch4<B>| t.0.into_data().iter::<f64>().collect::<Vec<f64>>();

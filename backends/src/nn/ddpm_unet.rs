@@ -16,6 +16,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::blocks::{timestep_embedding, AttnBlock, CondProjection, Conv, Init, Norm, ResnetBlock};
+use crate::error::{Error, Result};
 use crate::ops::{self, ConvSpec, FastOps};
 
 /// The largest accepted `ch` (DDPM's largest model, LSUN 256×256, has 128).
@@ -66,40 +67,52 @@ impl UNetConfig {
     }
 
     /// Checks the sizes, naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         if self.ch < 4 || !self.ch.is_multiple_of(2) || self.ch > MAX_CHANNELS {
-            return Err(format!("unet.ch must be even and between 4 and {MAX_CHANNELS}, got {}", self.ch));
+            return Err(Error::setting(
+                "unet.ch",
+                format!("unet.ch must be even and between 4 and {MAX_CHANNELS}, got {}", self.ch),
+            ));
         }
         if self.ch_mult.is_empty() || self.ch_mult.len() > 8 || self.ch_mult.iter().any(|&m| m == 0 || m > 16) {
-            return Err(format!(
-                "unet.ch_mult needs 1 to 8 multipliers, each between 1 and 16, got {:?}",
-                self.ch_mult
+            return Err(Error::setting(
+                "unet.ch_mult",
+                format!("unet.ch_mult needs 1 to 8 multipliers, each between 1 and 16, got {:?}", self.ch_mult),
             ));
         }
         if self.num_res_blocks == 0 || self.num_res_blocks > 64 {
-            return Err(format!("unet.num_res_blocks must be between 1 and 64, got {}", self.num_res_blocks));
+            return Err(Error::setting(
+                "unet.num_res_blocks",
+                format!("unet.num_res_blocks must be between 1 and 64, got {}", self.num_res_blocks),
+            ));
         }
         if self.groups == 0 || self.ch_mult.iter().any(|&m| !(self.ch * m).is_multiple_of(self.groups)) {
-            return Err(format!(
-                "unet.groups ({}) must divide every channel count ch × ch_mult ({} × {:?})",
-                self.groups, self.ch, self.ch_mult
+            return Err(Error::setting(
+                "unet.groups",
+                format!(
+                    "unet.groups ({}) must divide every channel count ch × ch_mult ({} × {:?})",
+                    self.groups, self.ch, self.ch_mult
+                ),
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("unet.dropout must be in [0, 1), got {}", self.dropout));
+            return Err(Error::setting(
+                "unet.dropout",
+                format!("unet.dropout must be in [0, 1), got {}", self.dropout),
+            ));
         }
         Ok(())
     }
 
     /// Checks that images of `[c, h, w]` pass through the network: each of the `len(ch_mult) − 1`
     /// halvings must leave an even size, so that upsampling restores it.
-    pub fn check_image_shape(&self, [_, h, w]: [usize; 3]) -> Result<(), String> {
+    pub fn check_image_shape(&self, [_, h, w]: [usize; 3]) -> Result<()> {
         let factor = 1usize << (self.ch_mult.len() - 1);
         if !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
-            return Err(format!(
+            return Err(Error::Mismatch(format!(
                 "the U-Net halves the image {} times (len(unet.ch_mult) − 1), so height and width must be multiples of {factor}; the images are {h}x{w}",
                 self.ch_mult.len() - 1
-            ));
+            )));
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::blocks::{timestep_embedding, AttnBlock, CondProjection, Conv, Init, Norm, ResnetBlock};
+use crate::error::{Error, Result};
 use crate::ops::{self, FastOps};
 
 /// The largest accepted `n_embd` (VDM's CIFAR-10 model has 128).
@@ -60,30 +61,45 @@ impl Default for ScoreNetConfig {
 
 impl ScoreNetConfig {
     /// Checks the sizes, naming the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         if self.n_embd < 4 || !self.n_embd.is_multiple_of(2) || self.n_embd > MAX_WIDTH {
-            return Err(format!("score.n_embd must be even and between 4 and {MAX_WIDTH}, got {}", self.n_embd));
+            return Err(Error::setting(
+                "score.n_embd",
+                format!("score.n_embd must be even and between 4 and {MAX_WIDTH}, got {}", self.n_embd),
+            ));
         }
         if self.n_layer > MAX_LAYERS {
-            return Err(format!("score.n_layer must be at most {MAX_LAYERS}, got {}", self.n_layer));
+            return Err(Error::setting(
+                "score.n_layer",
+                format!("score.n_layer must be at most {MAX_LAYERS}, got {}", self.n_layer),
+            ));
         }
         if let Some(n) = self.fourier_exponents.iter().find(|n| !FOURIER_EXPONENTS.contains(n)) {
-            return Err(format!(
-                "score.fourier_exponents must lie in {}..={} (sin(2ⁿπz) of an f32 z is noise beyond that), got {n}",
-                FOURIER_EXPONENTS.start(),
-                FOURIER_EXPONENTS.end()
+            return Err(Error::setting(
+                "score.fourier_exponents",
+                format!(
+                    "score.fourier_exponents must lie in {}..={} (sin(2ⁿπz) of an f32 z is noise beyond that), got {n}",
+                    FOURIER_EXPONENTS.start(),
+                    FOURIER_EXPONENTS.end()
+                ),
             ));
         }
         if self.groups == 0 || !self.n_embd.is_multiple_of(self.groups) {
-            return Err(format!("score.groups ({}) must divide score.n_embd ({})", self.groups, self.n_embd));
+            return Err(Error::setting(
+                "score.groups",
+                format!("score.groups ({}) must divide score.n_embd ({})", self.groups, self.n_embd),
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("score.dropout must be in [0, 1), got {}", self.dropout));
+            return Err(Error::setting(
+                "score.dropout",
+                format!("score.dropout must be in [0, 1), got {}", self.dropout),
+            ));
         }
         if !(self.gamma_min.is_finite() && self.gamma_max.is_finite() && self.gamma_min < self.gamma_max) {
-            return Err(format!(
-                "score needs finite gamma_min < gamma_max, got {} and {}",
-                self.gamma_min, self.gamma_max
+            return Err(Error::setting(
+                "score.gamma_min",
+                format!("score needs finite gamma_min < gamma_max, got {} and {}", self.gamma_min, self.gamma_max),
             ));
         }
         Ok(())

@@ -7,6 +7,8 @@ use vdm_core::process;
 
 use super::{linear_step, Denoised, GridPoint, Sampler};
 
+use crate::error::{Error, Result};
+
 /// DDIM's step (eq. 12) in `γ` form, [`process::ddim`]:
 /// `z_s = α_s x̂ + √(σ_s² − σ_η²) ε̂ + σ_η ε`, `σ_η² = η² c σ_s²`; at the data end, `x̂`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -16,9 +18,9 @@ pub struct Ddim {
 
 impl Ddim {
     /// DDIM with stochasticity `eta`, which must lie in `[0, 1]`.
-    pub fn new(eta: f64) -> Result<Self, String> {
+    pub fn new(eta: f64) -> Result<Self> {
         if !(0.0..=1.0).contains(&eta) {
-            return Err(format!("DDIM's η must be between 0 and 1, got {eta}"));
+            return Err(Error::setting("eta", format!("DDIM's η must be between 0 and 1, got {eta}")));
         }
         Ok(Self { eta })
     }

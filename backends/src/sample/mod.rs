@@ -21,6 +21,7 @@ use vdm_core::process::{DdpmVariance, Step};
 use vdm_core::rng::{derive_seed, SplitMix64};
 
 use crate::data::ImageSet;
+use crate::error::{Error, Result};
 use crate::tensor::normals;
 
 /// The random stream of an image's sampling noise: image `i` draws from `(seed, STREAM_SAMPLE, i)`.
@@ -68,7 +69,7 @@ pub trait Denoiser<B: Backend> {
     /// The grid of a chain of `steps` steps, from the data end `grid[0]` to the start
     /// `grid[steps]`, where `z ~ N(0, I)`; `γ` increases along it. An error for `steps = 0` or
     /// more than the model supports.
-    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>, String>;
+    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>>;
 
     /// `ε̂` and `x̂` at `z` (`[N, C, H, W]`), a latent at `at`.
     fn predict(&self, z: Tensor<B, 4>, at: GridPoint) -> Denoised<B>;
@@ -78,7 +79,7 @@ pub trait Denoiser<B: Backend> {
 
     /// The variance of the model's ancestral step on a chain of `steps` steps: VDM's is the
     /// posterior's (`β̃`, VDM Appendix A.4); a DDPM's is its configured one and needs all `T` steps.
-    fn ancestral_variance(&self, steps: usize) -> Result<DdpmVariance, String>;
+    fn ancestral_variance(&self, steps: usize) -> Result<DdpmVariance>;
 }
 
 /// One reverse step `z_t → z_s`; `step` may keep state between the steps of a chain (a fresh
@@ -137,7 +138,7 @@ impl std::fmt::Display for SamplerKind {
 
 impl SamplerKind {
     /// A fresh sampler for a chain of `steps` steps of `denoiser`, or why it cannot run there.
-    pub fn build<B: Backend>(self, denoiser: &impl Denoiser<B>, steps: usize) -> Result<Box<dyn Sampler<B>>, String> {
+    pub fn build<B: Backend>(self, denoiser: &impl Denoiser<B>, steps: usize) -> Result<Box<dyn Sampler<B>>> {
         Ok(match self {
             Self::Ancestral => Box::new(Ancestral::new(denoiser.ancestral_variance(steps)?)),
             Self::Ddim { eta } => Box::new(Ddim::new(eta)?),
@@ -176,10 +177,10 @@ pub fn sample<B: Backend, D: Denoiser<B>>(
     options: &SampleOptions,
     device: &B::Device,
     on_step: &mut dyn FnMut(),
-) -> Result<ImageSet, String> {
+) -> Result<ImageSet> {
     let SampleOptions { n, steps, sampler, seed, batch_size } = *options;
     if batch_size == 0 {
-        return Err("the sampling batch size must be at least 1".into());
+        return Err(Error::setting("batch_size", "the sampling batch size must be at least 1"));
     }
     let grid = denoiser.grid(steps)?;
     sampler.build(denoiser, steps)?;

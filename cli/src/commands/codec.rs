@@ -10,7 +10,8 @@ use flate2::write::GzEncoder;
 use vdm_backends::checkpoint::Checkpoint;
 use vdm_backends::codec::{compress, decompress, CodecStats};
 use vdm_backends::data::{self, categorical_baseline_bpd, ImageSet};
-use vdm_backends::files::{describe_io, write_atomically};
+use vdm_backends::error::describe_io;
+use vdm_backends::files::write_atomically;
 use vdm_backends::model::Vdm;
 use vdm_backends::ops::TrainBackend;
 

@@ -20,8 +20,8 @@ use burn::tensor::backend::Backend;
 use vdm_backends::checkpoint::Checkpoint;
 use vdm_backends::config::RunConfig;
 use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
+use vdm_backends::error::describe_io;
 use vdm_backends::eval::{evaluate, EvalOptions, EvalReport, Likelihood};
-use vdm_backends::files::describe_io;
 use vdm_backends::memory::Bytes;
 use vdm_backends::model::Family;
 use vdm_backends::ops::FastOps;
@@ -91,7 +91,7 @@ fn evaluate_with_progress<B: FastOps, M: Likelihood<B>>(
     progress.set(0, model.bound_name(bound, options.draws));
     let report = evaluate(model, test, bound, options, device, |n| progress.advance(n));
     progress.finish();
-    report
+    Ok(report?)
 }
 
 /// A checkpoint (or a run's newest one), warning when the run's `latest` file had to be bypassed.

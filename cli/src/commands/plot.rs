@@ -4,7 +4,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use vdm_backends::files::{describe_io, write_atomically};
+use vdm_backends::error::describe_io;
+use vdm_backends::files::write_atomically;
 use vdm_backends::model::Vdm;
 use vdm_backends::Cpu;
 use vdm_core::schedule::NoiseSchedule;

@@ -8,7 +8,8 @@ use std::time::Instant;
 use vdm_backends::checkpoint::Checkpoint;
 use vdm_backends::config::{ModelConfig, RunConfig};
 use vdm_backends::data::ImageSet;
-use vdm_backends::files::{describe_io, write_atomically, FileDigest};
+use vdm_backends::error::describe_io;
+use vdm_backends::files::{write_atomically, FileDigest};
 use vdm_backends::metrics::classifier::{self, ClassifierConfig, ClassifierInfo};
 use vdm_backends::metrics::QualityReport;
 use vdm_backends::model::ddpm::Ddpm;
@@ -173,5 +174,5 @@ fn draw<B: FastOps, M: Generative<B>>(
     let mut progress = Progress::new(options.n.div_ceil(options.batch_size) * options.steps, "sample", 0);
     let images = sampling::sample(&model, [shape[1], shape[2]], &options, device, &mut || progress.advance(1));
     progress.finish();
-    images
+    Ok(images?)
 }

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use vdm_backends::files::{describe_io, write_atomically};
+use vdm_backends::error::describe_io;
+use vdm_backends::files::write_atomically;
 
 use vdm_backends::config::RunConfig;
 use vdm_backends::model::Vdm;

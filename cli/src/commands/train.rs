@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use vdm_backends::checkpoint::{describe_existing_run, Checkpoint};
 use vdm_backends::config::{ModelConfig, RunConfig};
-use vdm_backends::files::{describe_io, write_atomically};
+use vdm_backends::error::describe_io;
+use vdm_backends::files::write_atomically;
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Trainable, Vdm};
 use vdm_backends::ops::TrainBackend;
