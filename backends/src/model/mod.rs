@@ -1,5 +1,6 @@
-//! Diffusion models: the two families, VDM ([`Vdm`]) and DDPM ([`ddpm::Ddpm`]), and what the
-//! trainer needs of a family ([`Family`], [`Trainable`]).
+//! Diffusion models: the two families, VDM ([`Vdm`]) and DDPM ([`ddpm::Ddpm`]), what the trainer
+//! needs of a family ([`Family`], [`Trainable`]) and what a trained one offers ([`Generative`]:
+//! a denoiser for the samplers, a likelihood for evaluation).
 //!
 //! A run's `[model]` table names its family (`family = "vdm"`, the default, or `"ddpm"`); the
 //! checkpoint stores that configuration, so every command knows which family it loads.
