@@ -282,15 +282,15 @@ fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\'])
 }
 
-/// What a run directory holds, for deciding whether a new run may start there.
+/// The checkpoints (and `latest`) a run directory holds, for deciding whether a new run may start
+/// there. A directory with only the `config.toml` and `metrics.jsonl` of a run that stopped before
+/// its first checkpoint holds nothing to resume, and a new run may take it over.
 pub fn describe_existing_run(run_dir: &Path) -> Option<String> {
     let entries = fs::read_dir(run_dir).ok()?;
     let mut found: Vec<String> = entries
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| {
-            name == LATEST || name == "config.toml" || name == "metrics.jsonl" || parse_checkpoint_name(name).is_some()
-        })
+        .filter(|name| name == LATEST || parse_checkpoint_name(name).is_some())
         .collect();
     found.sort();
     (!found.is_empty()).then(|| found.join(", "))

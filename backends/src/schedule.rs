@@ -112,6 +112,10 @@ pub enum ShapeObjective {
     Variance,
 }
 
+/// The largest `|γ|` of a schedule's endpoints: within it the decoder's log-sum-exp and the
+/// process are exact in `f32` (`core/tests/stability.rs`); beyond it `α` or `σ` underflow.
+pub const MAX_GAMMA: f64 = 30.0;
+
 impl Default for ScheduleConfig {
     /// VDM's fixed linear schedule from −13.3 to 5.
     fn default() -> Self {
@@ -138,6 +142,15 @@ impl ScheduleConfig {
             return Err(Error::setting(
                 "schedule.gamma_min",
                 format!("schedule needs finite gamma_min < gamma_max, got {lo} and {hi}"),
+            ));
+        }
+        if lo < -MAX_GAMMA || hi > MAX_GAMMA {
+            return Err(Error::setting(
+                "schedule.gamma_min",
+                format!(
+                    "schedule endpoints must lie in [-{MAX_GAMMA}, {MAX_GAMMA}], where the f32 decoder and \
+                     process are exact, got gamma_min = {lo}, gamma_max = {hi}"
+                ),
             ));
         }
         Ok(())

@@ -189,6 +189,63 @@ fn write_png(path: &Path, planes: &[u8], [c, h, w]: [usize; 3], color: ::png::Co
     enc.write_header().unwrap().write_image_data(&data).unwrap();
 }
 
+/// Writes raw PNG sample bytes with any colour type and depth, a palette or a tRNS chunk.
+fn write_raw_png(
+    path: &Path,
+    [w, h]: [u32; 2],
+    color: ::png::ColorType,
+    depth: ::png::BitDepth,
+    data: &[u8],
+    palette_or_trns: Option<(bool, Vec<u8>)>,
+) {
+    let mut enc = ::png::Encoder::new(fs::File::create(path).unwrap(), w, h);
+    enc.set_color(color);
+    enc.set_depth(depth);
+    match palette_or_trns {
+        Some((true, palette)) => enc.set_palette(palette),
+        Some((false, trns)) => enc.set_trns(trns),
+        None => {}
+    }
+    enc.write_header().unwrap().write_image_data(data).unwrap();
+}
+
+/// The codec's reader takes only images whose pixel values it gives back exactly: 8-bit grey and
+/// RGB. A 16-bit, palette, alpha or tRNS image is refused with the reason (the data reader, which
+/// may convert, still reads them).
+#[test]
+fn the_lossless_png_reader_refuses_what_it_could_not_give_back() {
+    use ::png::{BitDepth, ColorType};
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    write_raw_png(&path("grey16.png"), [2, 1], ColorType::Grayscale, BitDepth::Sixteen, &[1, 2, 3, 4], None);
+    write_raw_png(&path("palette.png"), [2, 1], ColorType::Indexed, BitDepth::Eight, &[0, 1], Some((true, vec![0; 6])));
+    write_raw_png(&path("alpha.png"), [2, 1], ColorType::GrayscaleAlpha, BitDepth::Eight, &[9, 255, 8, 255], None);
+    write_raw_png(
+        &path("trns.png"),
+        [2, 1],
+        ColorType::Grayscale,
+        BitDepth::Eight,
+        &[9, 8],
+        Some((false, vec![0, 200])),
+    );
+    write_raw_png(&path("grey4.png"), [2, 1], ColorType::Grayscale, BitDepth::Four, &[0x1f], None);
+    for (name, reason) in [
+        ("grey16.png", "16 bits per sample"),
+        ("palette.png", "palette"),
+        ("alpha.png", "alpha channel"),
+        ("trns.png", "transparency chunk"),
+        ("grey4.png", "4 bits per sample"),
+    ] {
+        let err = png::decode_lossless(&path(name)).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains(reason) && err.contains("8-bit grey or RGB"), "{name}: {err}");
+        assert!(png::decode(&path(name)).is_ok(), "{name}: the data reader converts it");
+    }
+    write_raw_png(&path("grey8.png"), [2, 1], ColorType::Grayscale, BitDepth::Eight, &[9, 8], None);
+    write_raw_png(&path("rgb8.png"), [1, 1], ColorType::Rgb, BitDepth::Eight, &[1, 2, 3], None);
+    assert_eq!(png::decode_lossless(&path("grey8.png")).unwrap(), (vec![9, 8], [1, 1, 2]));
+    assert_eq!(png::decode_lossless(&path("rgb8.png")).unwrap(), (vec![1, 2, 3], [3, 1, 1]));
+}
+
 #[test]
 fn png_folders_read_flat_or_by_class() {
     let dir = tempfile::tempdir().unwrap();

@@ -55,6 +55,9 @@ fn unet_keeps_the_image_shape_and_refuses_sizes_it_cannot_halve() {
     }
     let err = UNetConfig::default().check_image_shape([3, 30, 30]).unwrap_err().to_string();
     assert!(err.contains("multiples of 8"), "{err}");
+    let lost = UNetConfig { attn_resolutions: vec![3], ..UNetConfig::digits() };
+    let err = lost.check_image_shape([1, 8, 8]).unwrap_err().to_string();
+    assert!(err.contains("attn_resolutions holds 3") && err.contains("[8, 4]"), "{err}");
 }
 
 /// `ᾱ_t` of Nichol & Dhariwal's cosine schedule (their eq. 17, `s = 0.008`, `β ≤ 0.999`).

@@ -5,6 +5,7 @@ mod device;
 mod image;
 mod plot;
 mod progress;
+mod stop;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,10 @@ fn configure_process() {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Replace output files that exist (without it, a command refuses before any work and writes
+    /// nothing). Output directories must still be new or empty.
+    #[arg(long, global = true)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -202,7 +207,8 @@ enum Command {
         /// With --test-set: at most this many images.
         #[arg(long, requires = "test_set")]
         limit: Option<usize>,
-        /// PNG images of the model's shape.
+        /// PNG images of the model's shape, 8-bit grey or RGB (others are refused: their pixel values
+        /// would not come back exactly; the pixel values, not the file bytes, are reproduced).
         #[arg(required_unless_present = "test_set")]
         images: Vec<PathBuf>,
         /// The compressed file.
@@ -355,8 +361,9 @@ impl SamplingArgs {
 pub enum Failure {
     /// An error, reported with exit status 1.
     Error(String),
-    /// Stopped by Ctrl-C after saving its work; exit status 130 like other tools.
-    Interrupted(String),
+    /// Stopped by Ctrl-C or SIGTERM after saving its work: what to say, and the exit status,
+    /// 128 + the signal like other tools (130, 143).
+    Interrupted { message: String, status: u8 },
 }
 
 impl From<String> for Failure {
@@ -428,7 +435,9 @@ fn run(command: Command) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     configure_process();
-    let command = Cli::parse().command;
+    let cli = Cli::parse();
+    commands::allow_overwrite(cli.force);
+    let command = cli.command;
     // The command runs on a worker of the thread pool (`RAYON_NUM_THREADS` threads, default one
     // per CPU), so each parallel kernel starts on a running thread, which takes a share of the
     // work, instead of this thread sleeping until the pool is done and waking again: on 2 cores
@@ -446,9 +455,9 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
-        Err(Failure::Interrupted(message)) => {
+        Err(Failure::Interrupted { message, status }) => {
             eprintln!("{message}");
-            ExitCode::from(130)
+            ExitCode::from(status)
         }
     }
 }

@@ -227,10 +227,9 @@ fn ddpm_train_eval_sample_and_fid() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let (estimate, full) = (report["bounds"][0]["bpd"].as_f64().unwrap(), report["bounds"][1]["bpd"].as_f64().unwrap());
     assert!(estimate.is_finite() && full.is_finite() && full > 0.0, "{report}");
-    for args in [&["--steps", "10"][..], &["--sampler", "ddim", "--steps", "3"]] {
-        let out =
-            vdm(&[&["sample", "--checkpoint", &run, "--n", "4", "--out", &s(&dir.path().join("s.png"))][..], args]
-                .concat());
+    for (i, args) in [&["--steps", "10"][..], &["--sampler", "ddim", "--steps", "3"]].into_iter().enumerate() {
+        let grid = s(&dir.path().join(format!("s{i}.png")));
+        let out = vdm(&[&["sample", "--checkpoint", &run, "--n", "4", "--out", &grid][..], args].concat());
         assert!(out.status.success(), "{}", text(&out));
     }
     assert_fails_with(

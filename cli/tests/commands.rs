@@ -62,7 +62,8 @@ fn plot_draws_a_runs_curves() {
         assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{name}: {}", &svg[..svg.len().min(80)]);
         assert!(svg.contains("<polyline") || svg.contains("<path"), "{name} has no curve");
     }
-    assert_exit(&vdm(&["plot", "--run", &s(&dir.path().join("absent")), "--out-dir", &s(&out_dir)]), 1, "absent");
+    let absent = vdm(&["plot", "--run", &s(&dir.path().join("absent")), "--out-dir", &s(&out_dir), "--force"]);
+    assert_exit(&absent, 1, "absent");
 }
 
 /// `vdm bench --json` prints one object with every figure, finite and positive.

@@ -84,6 +84,11 @@ fn every_configuration_number_is_validated() {
             "schedule needs finite gamma_min < gamma_max",
         ),
         (
+            "gamma_min = -13.3\ngamma_max = 5.0",
+            "gamma_min = -40.0\ngamma_max = 5.0",
+            "schedule endpoints must lie in [-30, 30]",
+        ),
+        (
             "warmup_steps = 2",
             "warmup_steps = 2\nweight_decay = nan",
             "train.weight_decay must be non-negative and finite",
@@ -156,6 +161,101 @@ fn the_model_takes_its_channels_from_the_data() {
     assert!(text(&out).contains("of 3x2x2"), "{}", text(&out));
 }
 
+/// Writes `count` PNGs of `[c, h, w]` (grey or RGB) with varied pixels into `dir`.
+fn write_pngs(dir: &std::path::Path, count: usize, [c, h, w]: [usize; 3]) {
+    fs::create_dir_all(dir).unwrap();
+    for k in 0..count {
+        let pixels: Vec<u8> = (0..c * h * w).map(|i| ((i * 37 + k * 11) % 256) as u8).collect();
+        let mut enc = png::Encoder::new(fs::File::create(dir.join(format!("{k:02}.png"))).unwrap(), w as u32, h as u32);
+        enc.set_color(if c == 3 { png::ColorType::Rgb } else { png::ColorType::Grayscale });
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header().unwrap().write_image_data(&pixels).unwrap();
+    }
+}
+
+/// A run's data files can change after training: evaluation, compression and resuming refuse
+/// images of another size or channel count, naming both shapes, instead of scoring them (another
+/// size) or panicking in a kernel (another channel count).
+#[test]
+fn commands_refuse_data_that_no_longer_has_the_trained_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    write_pngs(&images, 24, [1, 4, 4]);
+    let config = TINY.replace(
+        "kind = \"digits\"\ntest_size = 40",
+        &format!("kind = \"png\"\ndir = \"{}\"\ntest_size = 4", images.display()),
+    );
+    let run = dir.path().join("r");
+    let out = vdm(&["train", "--config", &write_config(dir.path(), &config), "--run", &s(&run)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let compressed = s(&dir.path().join("x.vbb"));
+    for shape in [[1, 8, 8], [3, 4, 4]] {
+        fs::remove_dir_all(&images).unwrap();
+        write_pngs(&images, 24, shape);
+        let now = format!("{shape:?}");
+        for args in [
+            vec!["eval", "--checkpoint", &s(&run)],
+            vec!["compress", "--checkpoint", &s(&run), "--test-set", "--steps", "2", "-o", &compressed],
+            vec!["train", "--run", &s(&run), "--resume", "--steps", "6"],
+        ] {
+            let out = vdm(&args);
+            assert_fails_with(&out, &["trained on images of [1, 4, 4]", &now]);
+        }
+    }
+}
+
+/// An output file that exists is never replaced silently: every command that writes one refuses
+/// before any work and leaves it as it was, unless --force.
+#[test]
+fn existing_output_files_are_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path());
+    let existing = |name: &str| {
+        let path = dir.path().join(name);
+        fs::write(&path, "keep").unwrap();
+        s(&path)
+    };
+    let (grid, json, packed) = (existing("grid.png"), existing("eval.json"), existing("d.vbb"));
+    let plots = dir.path().join("plots");
+    fs::create_dir(&plots).unwrap();
+    fs::write(plots.join("gamma.svg"), "keep").unwrap();
+    for args in [
+        vec!["sample", "--checkpoint", &s(&run), "--n", "2", "--steps", "2", "--out", &grid],
+        vec!["eval", "--checkpoint", &s(&run), "--limit", "4", "--json", &json],
+        vec!["compress", "--checkpoint", &s(&run), "--test-set", "--limit", "2", "--steps", "2", "-o", &packed],
+        vec!["plot", "--run", &s(&run), "--out-dir", &s(&plots)],
+    ] {
+        assert_fails_with(&vdm(&args), &["exists", "--force", "nothing was written"]);
+    }
+    for path in [&grid, &json, &packed, &s(&plots.join("gamma.svg"))] {
+        assert_eq!(fs::read_to_string(path).unwrap(), "keep", "{path} was changed");
+    }
+    let forced = vdm(&["sample", "--checkpoint", &s(&run), "--n", "2", "--steps", "2", "--out", &grid, "--force"]);
+    assert!(forced.status.success(), "{}", text(&forced));
+    assert!(fs::read(&grid).unwrap().starts_with(b"\x89PNG"), "--force replaces the file");
+}
+
+/// A run that fails before its first checkpoint (here the loss becomes NaN at step 2) leaves no
+/// checkpoint, and the directory takes a new run: nothing blocks the next `vdm train`.
+#[test]
+fn a_run_that_failed_before_its_first_checkpoint_does_not_block_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = s(&dir.path().join("r"));
+    let diverging = write_config(dir.path(), &TINY.replace("lr = 0.002", "lr = 1e30"));
+    assert_fails_with(
+        &vdm(&["train", "--config", &diverging, "--run", &run]),
+        &["the loss became", "no checkpoint had been written"],
+    );
+    let config = write_config(dir.path(), TINY);
+    let out = vdm(&["train", "--config", &config, "--run", &run]);
+    assert!(out.status.success() && text(&out).contains("starting anew"), "{}", text(&out));
+    let metrics = fs::read_to_string(dir.path().join("r/metrics.jsonl")).unwrap();
+    for line in metrics.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(value["lr"].as_f64().is_none_or(|lr| lr < 1.0), "the failed run's log was kept: {metrics}");
+    }
+}
+
 /// A run directory is never restarted over: not when `latest` is missing, empty or stale.
 #[test]
 fn a_run_whose_latest_file_is_gone_is_not_overwritten() {
@@ -182,6 +282,28 @@ fn a_run_whose_latest_file_is_gone_is_not_overwritten() {
     assert!(text(&out).contains("warning") && text(&out).contains("at step 4"), "{}", text(&out));
 }
 
+/// A crash while a line of metrics.jsonl is written leaves it torn: resuming drops that fragment
+/// (and says so) instead of gluing the next line onto it, so every line parses and `vdm plot` works.
+#[test]
+fn resume_repairs_a_torn_metrics_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path());
+    let metrics = run.join("metrics.jsonl");
+    let mut logged = fs::read_to_string(&metrics).unwrap();
+    logged.push_str("{\"step\": 3, \"lo");
+    fs::write(&metrics, &logged).unwrap();
+    let out = vdm(&["train", "--run", &s(&run), "--resume", "--steps", "5"]);
+    assert!(out.status.success() && text(&out).contains("torn last line"), "{}", text(&out));
+    let lines = fs::read_to_string(&metrics).unwrap();
+    for line in lines.lines() {
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "unparsable line {line:?}");
+    }
+    assert!(lines.lines().any(|l| l.contains("\"step\":5")), "the resumed steps are logged: {lines}");
+    fs::create_dir(dir.path().join("plots")).unwrap();
+    let plot = vdm(&["plot", "--run", &s(&run), "--out-dir", &s(&dir.path().join("plots"))]);
+    assert!(plot.status.success(), "{}", text(&plot));
+}
+
 #[test]
 fn resume_with_fewer_steps_than_taken_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,19 +324,26 @@ fn damaged_checkpoints_are_reported_by_every_command() {
     let ema = run.join("step-0000004/ema.mpk");
     let bytes = fs::read(&ema).unwrap();
     fs::write(&ema, &bytes[..bytes.len() - 10]).unwrap();
-    let run = s(&run);
+    let (run, grid) = (s(&run), s(&dir.path().join("x.png")));
     for args in [
         vec!["eval", "--checkpoint", &run],
-        vec!["sample", "--checkpoint", &run, "--out", "/tmp/x.png"],
+        vec!["sample", "--checkpoint", &run, "--out", &grid],
         vec!["train", "--run", &run, "--resume", "--steps", "9"],
     ] {
         assert_fails_with(&vdm(&args), &["ema.mpk", "truncated"]);
     }
 }
 
-/// Ctrl-C saves a checkpoint and exits with status 130; the run then resumes.
+/// Ctrl-C (SIGINT) and SIGTERM save a checkpoint and exit with status 130 and 143; the run then
+/// resumes.
 #[test]
-fn ctrl_c_saves_and_exits_130() {
+fn ctrl_c_and_sigterm_save_and_exit_128_plus_the_signal() {
+    for (signal, status) in [("INT", 130), ("TERM", 143)] {
+        stop_and_resume(signal, status);
+    }
+}
+
+fn stop_and_resume(signal: &str, status: i32) {
     let dir = tempfile::tempdir().unwrap();
     let long = TINY
         .replace("steps = 4", "steps = 100000")
@@ -239,10 +368,10 @@ fn ctrl_c_saves_and_exits_130() {
     // Meanwhile a second trainer on the same run is refused.
     let second = vdm(&["train", "--run", &s(&run), "--resume", "--steps", "200000"]);
     assert_fails_with(&second, &["another `vdm train` is running"]);
-    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(status), "SIG{signal}: {}", text(&out));
     assert!(text(&out).contains("interrupted at step") && text(&out).contains("--resume"), "{}", text(&out));
     let latest = fs::read_to_string(run.join("latest")).unwrap();
     let state: serde_json::Value =

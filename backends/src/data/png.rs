@@ -46,6 +46,36 @@ pub fn decode(path: &Path) -> Result<(Vec<u8>, [usize; 3]), DataError> {
     Ok((planes, [kept, h, w]))
 }
 
+/// Reads one PNG for lossless compression: only an image whose pixel values the codec gives back
+/// exactly as they were stored, that is 8-bit grey or 8-bit RGB without palette, alpha or
+/// transparency chunk. What is reproduced is the pixel values and the colour type, not the file's
+/// bytes (compression level, interlacing and ancillary chunks such as text or gamma are not kept).
+pub fn decode_lossless(path: &Path) -> Result<(Vec<u8>, [usize; 3]), DataError> {
+    let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let reader = png::Decoder::new(bytes.as_slice())
+        .read_info()
+        .map_err(|e| DataError::malformed(path, Location::File, format!("not a readable PNG ({e})")))?;
+    let info = reader.info();
+    let problem = match (info.color_type, info.bit_depth) {
+        (png::ColorType::Grayscale | png::ColorType::Rgb, png::BitDepth::Eight) if info.trns.is_none() => None,
+        (png::ColorType::Grayscale | png::ColorType::Rgb, png::BitDepth::Eight) => {
+            Some("has a transparency chunk (tRNS)".to_string())
+        }
+        (png::ColorType::Grayscale | png::ColorType::Rgb, depth) => {
+            Some(format!("has {} bits per sample", depth as u8))
+        }
+        (png::ColorType::Indexed, _) => Some("is a palette image".to_string()),
+        (other, _) => Some(format!("has an alpha channel ({other:?})")),
+    };
+    if let Some(problem) = problem {
+        let message = format!(
+            "{problem}; the codec gives back 8-bit grey or RGB pixel values exactly, so it would not return this image (convert it to 8-bit grey or RGB first)"
+        );
+        return Err(DataError::malformed(path, Location::File, message));
+    }
+    decode(path)
+}
+
 /// The PNG files of `dir` in name order; errors for other (non-hidden) files.
 fn png_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut files = Vec::new();

@@ -114,6 +114,15 @@ impl UNetConfig {
                 self.ch_mult.len() - 1
             )));
         }
+        let resolutions: Vec<usize> = (0..self.ch_mult.len()).map(|level| h >> level).collect();
+        if let Some(r) = self.attn_resolutions.iter().find(|r| !resolutions.contains(r)) {
+            return Err(Error::setting(
+                "unet.attn_resolutions",
+                format!(
+                    "unet.attn_resolutions holds {r}, none of the U-Net's resolutions {resolutions:?} for {h}x{w} images: its attention would be left out"
+                ),
+            ));
+        }
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use vdm_backends::files::write_atomically;
 use vdm_backends::model::Vdm;
 use vdm_backends::ops::TrainBackend;
 
-use super::{check_output_file, create_empty_dir, load, load_data};
+use super::{check_output_file, create_empty_dir, load, load_checkpoint_data};
 use crate::device::{dispatch, BackendJob, Device};
 use crate::image::{image_png, write_image};
 use crate::progress::{clock, Progress};
@@ -86,7 +86,7 @@ impl BackendJob for CompressJob {
         let shape = checkpoint.state.image_shape;
         let (train, images) = match &args.input {
             Input::TestSet { limit } => {
-                let (train, test) = load_data(&checkpoint.state.run)?;
+                let (train, test) = load_checkpoint_data(&checkpoint)?;
                 let n = limit.unwrap_or(test.len()).min(test.len());
                 (Some(train), test.select(&(0..n).collect::<Vec<_>>()))
             }
@@ -151,7 +151,7 @@ fn report(stats: &CodecStats, images: &ImageSet, train: Option<&ImageSet>, steps
 fn read_pngs(paths: &[PathBuf], shape: [usize; 3]) -> Result<ImageSet, String> {
     let mut pixels = Vec::new();
     for path in paths {
-        let (p, s) = data::png::decode(path).map_err(|e| e.to_string())?;
+        let (p, s) = data::png::decode_lossless(path).map_err(|e| e.to_string())?;
         if s != shape {
             return Err(format!("{}: an image of {s:?}; the model takes {shape:?}", path.display()));
         }

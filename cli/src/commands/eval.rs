@@ -13,7 +13,8 @@ use vdm_backends::model::{TimeMode, Vdm};
 use vdm_backends::ops::{FastOps, TrainBackend};
 
 use super::{
-    baselines_line, check_output_file, evaluate_with_progress, load_data, load_model, open_checkpoint, report_line,
+    baselines_line, check_output_file, evaluate_with_progress, load_checkpoint_data, load_model, open_checkpoint,
+    report_line,
 };
 use crate::device::{dispatch, BackendJob, Device};
 
@@ -79,7 +80,7 @@ impl BackendJob for EvalJob {
             }
             _ => {}
         }
-        let (train, mut test) = load_data(&state.run)?;
+        let (train, mut test) = load_checkpoint_data(&checkpoint)?;
         if let Some(limit) = args.limit {
             test = test.select(&(0..limit.min(test.len())).collect::<Vec<_>>());
         }

@@ -14,6 +14,7 @@ pub mod train;
 
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
@@ -49,6 +50,22 @@ fn load_data(run: &RunConfig) -> Result<(ImageSet, ImageSet), String> {
         Bytes((train.pixels.len() + test.pixels.len()) as u64),
         clock(start.elapsed().as_secs_f64())
     );
+    Ok((train, test))
+}
+
+/// A checkpoint's run's train and test images, refused unless they still have the shape the model
+/// was trained on (a run's data files can change after training).
+fn load_checkpoint_data(checkpoint: &Checkpoint) -> Result<(ImageSet, ImageSet), String> {
+    let (train, test) = load_data(&checkpoint.state.run)?;
+    let shape = checkpoint.state.image_shape;
+    for (set, images) in [("training", &train), ("test", &test)] {
+        if images.shape() != shape {
+            return Err(format!(
+                "the run was trained on images of {shape:?}, but its {set} data now has {:?}; restore the data it was trained on",
+                images.shape()
+            ));
+        }
+    }
     Ok((train, test))
 }
 
@@ -130,11 +147,25 @@ pub fn create_empty_dir(dir: &Path, option: &str) -> Result<(), String> {
     fs::create_dir_all(dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))
 }
 
-/// Checks, before any work, that a file can be written at `path`: it is not a directory, its
-/// directory exists, and a file can be created there.
+/// Whether output files that exist may be replaced (`--force`); set once by `main`.
+static OVERWRITE: AtomicBool = AtomicBool::new(false);
+
+/// Lets [`check_output_file`] accept files that exist (`--force`).
+pub fn allow_overwrite(allow: bool) {
+    OVERWRITE.store(allow, Ordering::Relaxed);
+}
+
+/// Checks, before any work, that a file can be written at `path`: it is not a directory, it does
+/// not exist (unless `--force`), its directory exists, and a file can be created there.
 pub fn check_output_file(path: &Path) -> Result<(), String> {
     if path.is_dir() {
         return Err(format!("{} is a directory; give a file name", path.display()));
+    }
+    if path.exists() && !OVERWRITE.load(Ordering::Relaxed) {
+        return Err(format!(
+            "{} exists; give another name, or --force to replace it (nothing was written)",
+            path.display()
+        ));
     }
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -10,7 +10,7 @@ use vdm_backends::model::Vdm;
 use vdm_backends::Cpu;
 use vdm_core::schedule::NoiseSchedule;
 
-use super::load;
+use super::{check_output_file, load};
 use crate::plot::{LinePlot, Series};
 
 /// `(step, bpd)` points and the `T` of the bound they measured.
@@ -37,12 +37,18 @@ fn name(run: &Path) -> String {
     run.file_name().map_or_else(|| run.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
+/// The files `vdm plot` writes into its output directory.
+const FILES: [&str; 2] = ["test_bpd.svg", "gamma.svg"];
+
 pub fn plot(runs: Vec<PathBuf>, out_dir: PathBuf) -> Result<(), String> {
     if runs.is_empty() {
         return Err("give at least one --run".into());
     }
     if !out_dir.is_dir() {
-        return Err(format!("{} is not a directory", out_dir.display()));
+        return Err(format!("{} does not exist or is not a directory", out_dir.display()));
+    }
+    for file in FILES {
+        check_output_file(&out_dir.join(file))?;
     }
     let (mut bpd, mut gamma, mut time_steps) = (Vec::new(), Vec::new(), None);
     for run in &runs {
@@ -64,7 +70,7 @@ pub fn plot(runs: Vec<PathBuf>, out_dir: PathBuf) -> Result<(), String> {
     };
     let plots = [
         (
-            "test_bpd.svg",
+            FILES[0],
             LinePlot {
                 title: &format!("test bits per dimension ({bound}, EMA weights)"),
                 x_label: "training step",
@@ -73,7 +79,7 @@ pub fn plot(runs: Vec<PathBuf>, out_dir: PathBuf) -> Result<(), String> {
             },
         ),
         (
-            "gamma.svg",
+            FILES[1],
             LinePlot {
                 title: "learned noise schedules (EMA weights)",
                 x_label: "t",

@@ -3,8 +3,6 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use vdm_backends::checkpoint::{describe_existing_run, Checkpoint};
@@ -16,9 +14,10 @@ use vdm_backends::model::{Generative, Trainable, Vdm};
 use vdm_backends::ops::TrainBackend;
 use vdm_backends::train::Trainer;
 
-use super::{baselines_line, load_data, read_config, report_line};
+use super::{baselines_line, load_checkpoint_data, load_data, read_config, report_line};
 use crate::device::{dispatch, BackendJob, Device};
 use crate::progress::Progress;
+use crate::stop;
 use crate::Failure;
 
 /// What `vdm train` was asked for.
@@ -44,13 +43,17 @@ pub fn train(args: TrainArgs, device: Device) -> Result<(), Failure> {
     }
     match dispatch(device, TrainJob(args))? {
         Outcome::Finished => Ok(()),
-        Outcome::Interrupted(message) => Err(Failure::Interrupted(message)),
+        Outcome::Interrupted { message, status } => Err(Failure::Interrupted { message, status }),
     }
 }
 
 enum Outcome {
     Finished,
-    Interrupted(String),
+    /// Stopped by a signal after saving: what to say, and the exit status (128 + the signal).
+    Interrupted {
+        message: String,
+        status: u8,
+    },
 }
 
 struct TrainJob(TrainArgs);
@@ -98,14 +101,7 @@ where
         if let Some(problem) = &checkpoint.recovered {
             eprintln!("warning: {problem}; resuming from the newest complete checkpoint, {}", checkpoint.dir.display());
         }
-        let (train, test) = load_data(&checkpoint.state.run)?;
-        if train.shape() != checkpoint.state.image_shape {
-            return Err(format!(
-                "the run was trained on images of {:?}, but its data now has {:?}",
-                checkpoint.state.image_shape,
-                train.shape()
-            ));
-        }
+        let (train, test) = load_checkpoint_data(&checkpoint)?;
         let mut trainer = Trainer::<B, M>::resume(&checkpoint, &device)?;
         println!("resuming {} at step {}", dir.display(), trainer.step());
         if let Some(steps) = args.steps {
@@ -128,6 +124,15 @@ where
         if let Some(found) = describe_existing_run(&dir) {
             return Err(format!("{} was taken by another run meanwhile ({found})", dir.display()));
         }
+        // What a run that stopped before its first checkpoint left behind: replaced, not continued.
+        let metrics = dir.join("metrics.jsonl");
+        if metrics.exists() {
+            fs::remove_file(&metrics).map_err(|e| format!("{}: {}", metrics.display(), describe_io(&e)))?;
+            eprintln!(
+                "note: {} held no checkpoint, only the log of a run that stopped before its first one; starting anew",
+                dir.display()
+            );
+        }
         (trainer, train, test, lock)
     };
     let run = trainer.run_config().clone();
@@ -146,16 +151,8 @@ where
         println!("evaluating on the first {limit} test images (eval.limit)");
     }
 
-    // The first Ctrl-C saves a checkpoint at the end of the step; a second one exits at once
-    // (which is safe: a checkpoint is complete or absent at every instant).
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    })
-    .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
+    // The first Ctrl-C or SIGTERM saves a checkpoint at the end of the step (see `stop`).
+    stop::install();
 
     let metrics_path = dir.join("metrics.jsonl");
     let mut metrics = OpenOptions::new()
@@ -177,15 +174,16 @@ where
     let mut saved_step = (args.resume).then_some(trainer.step());
     let mut smoothed: Option<f64> = None;
     while trainer.step() < total {
-        if interrupted.load(Ordering::SeqCst) {
+        if let Some(signal) = stop::requested() {
             let saved = trainer.save(&dir)?;
             progress.finish();
-            return Ok(Outcome::Interrupted(format!(
+            let message = format!(
                 "interrupted at step {}; checkpoint {}; continue with `vdm train --run {} --resume`",
                 trainer.step(),
                 saved.display(),
                 dir.display()
-            )));
+            );
+            return Ok(Outcome::Interrupted { message, status: (128 + signal) as u8 });
         }
         let stats = trainer.train_step(&train)?;
         if !stats.loss.is_finite() {
@@ -248,10 +246,17 @@ fn lock_run(dir: &Path) -> Result<fs::File, String> {
 }
 
 /// Drops the lines of `metrics.jsonl` logged after `step` (by a run that stopped before saving
-/// them in a checkpoint), so that a resumed run does not log those steps twice.
+/// them in a checkpoint), so that a resumed run does not log those steps twice, and a torn last
+/// line (a crash while writing it leaves it without its newline), which the next line would
+/// otherwise be glued onto.
 fn keep_metrics_up_to(path: &Path, step: usize) -> Result<(), String> {
     let Ok(text) = fs::read_to_string(path) else { return Ok(()) };
-    let kept: Vec<&str> = text
+    let torn = !text.is_empty() && !text.ends_with('\n');
+    let complete = if torn { &text[..text.rfind('\n').map_or(0, |i| i + 1)] } else { &text[..] };
+    if torn {
+        eprintln!("warning: {}: dropped its torn last line (written when the run stopped)", path.display());
+    }
+    let kept: Vec<&str> = complete
         .lines()
         .filter(|line| {
             serde_json::from_str::<serde_json::Value>(line)
@@ -260,7 +265,7 @@ fn keep_metrics_up_to(path: &Path, step: usize) -> Result<(), String> {
                 .is_none_or(|s| s <= step as u64)
         })
         .collect();
-    if kept.len() < text.lines().count() {
+    if torn || kept.len() < complete.lines().count() {
         let joined: String = kept.iter().map(|l| format!("{l}\n")).collect();
         write_atomically(path, joined.as_bytes()).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
     }
