@@ -74,7 +74,10 @@ pub trait Trainable<B: TrainBackend>: Family<B> + AutodiffModule<B> {
 
 impl<B: Backend> Family<B> for Vdm<B> {
     fn build(config: &ModelConfig, shape: [usize; 3], device: &B::Device) -> Result<Self> {
-        Ok(config.vdm("this model")?.build(shape[0], device))
+        match config {
+            ModelConfig::Vdm(c) => Ok(c.build(shape[0], device)),
+            ModelConfig::Ddpm(_) => Err(Error::Mismatch("this run is a DDPM, not a VDM".into())),
+        }
     }
 }
 
