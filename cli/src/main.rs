@@ -73,9 +73,9 @@ enum Command {
         /// A checkpoint or a run directory (its newest checkpoint).
         #[arg(long, default_value = "runs/digits")]
         checkpoint: PathBuf,
-        /// VDM runs: bounds to evaluate, 0 is continuous time, T > 0 the T-step bound. Repeatable.
-        /// (A DDPM's T is fixed by its run.)
-        #[arg(long = "time-steps", default_values_t = [0usize, 1000])]
+        /// VDM runs: bounds to evaluate, 0 is continuous time, T > 0 the T-step bound. Repeatable
+        /// [default: 0 and 1000]. (A DDPM's T is fixed by its run: refused there.)
+        #[arg(long = "time-steps")]
         time_steps: Vec<usize>,
         /// Images per batch.
         #[arg(long, default_value_t = 256)]

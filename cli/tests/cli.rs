@@ -236,7 +236,11 @@ fn ddpm_train_eval_sample_and_fid() {
         &vdm(&["sample", "--checkpoint", &run, "--steps", "5", "--out", &s(&dir.path().join("t.png"))]),
         &["all T = 10 steps"],
     );
-    assert_fails_with(&vdm(&["schedule", "--checkpoint", &run]), &["VDM models only"]);
+    assert_fails_with(&vdm(&["schedule", "--checkpoint", &run]), &["this run is a DDPM, not a VDM"]);
+    assert_fails_with(
+        &vdm(&["eval", "--checkpoint", &run, "--time-steps", "100"]),
+        &["--time-steps applies to VDM runs", "model.time_steps = 10"],
+    );
     let classifier = s(&dir.path().join("classifier"));
     let out = vdm(&["classifier", "train", "--out", &classifier, "--steps", "20"]);
     assert!(out.status.success() && text(&out).contains("test accuracy"), "{}", text(&out));

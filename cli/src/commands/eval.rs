@@ -38,8 +38,9 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<(), String> {
     if args.limit == Some(0) {
         return Err("--limit must be at least 1 (it is the number of test images to evaluate)".into());
     }
-    let times = args
-        .time_steps
+    // VDM's default bounds: continuous time and T = 1000.
+    let steps = if args.time_steps.is_empty() { vec![0, 1000] } else { args.time_steps.clone() };
+    let times = steps
         .iter()
         .map(|&t| TimeMode::from_steps(t).map_err(|e| format!("--time-steps: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
@@ -72,6 +73,12 @@ impl BackendJob for EvalJob {
         match &state.run.model {
             ModelConfig::Ddpm(_) if args.linear_shape => {
                 return Err("--linear-shape applies to a VDM's learned schedule; this run is a DDPM".into())
+            }
+            ModelConfig::Ddpm(c) if !args.time_steps.is_empty() => {
+                return Err(format!(
+                    "--time-steps applies to VDM runs; this DDPM's T is its model.time_steps = {} (use --full-bound for all its terms)",
+                    c.time_steps
+                ))
             }
             ModelConfig::Vdm(_) if args.full_bound => {
                 return Err(
