@@ -263,4 +263,8 @@ fn ddpm_train_eval_sample_and_fid() {
     assert!(out.status.success(), "{}", text(&out));
     let fid: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&fid_json).unwrap()).unwrap();
     assert!(fid["metrics"]["fid"].as_f64().is_some_and(|f| f.is_finite() && f >= 0.0), "{fid}");
+    assert!(text(&out).contains("cannot estimate the covariance"), "8 samples, 64 features: {}", text(&out));
+    // Training images as the samples: more than there are is said, not silently capped.
+    let out = vdm(&["fid", "--classifier", &classifier, "--n", "100000"]);
+    assert!(out.status.success() && text(&out).contains("more than the 1500 training images"), "{}", text(&out));
 }

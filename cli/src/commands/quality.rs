@@ -139,6 +139,21 @@ impl BackendJob for FidJob {
             let shown = images.select(&(0..images.len().min(64)).collect::<Vec<_>>());
             write_grid(&shown, 8, 4, path)?;
         }
+        if args.checkpoint.is_none() && args.options.n > train.len() {
+            eprintln!(
+                "warning: --n {} is more than the {} training images; all of them are used",
+                args.options.n,
+                train.len()
+            );
+        }
+        let features = info.config.features;
+        if images.len() <= features {
+            eprintln!(
+                "warning: {} images cannot estimate the covariance of the classifier's {features} features (that takes more than {features}); \
+                 this FID is dominated by that error: use --n of several hundred",
+                images.len()
+            );
+        }
         let samples = classifier.features_and_probabilities(&images, args.options.batch_size, &device);
         let reference = classifier.features_and_probabilities(&test, args.options.batch_size, &device);
         let r = QualityReport::new((&samples.0, &samples.1), (&reference.0, &reference.1))?;
