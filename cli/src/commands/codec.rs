@@ -92,9 +92,6 @@ impl BackendJob for CompressJob {
             }
             Input::Png(paths) => (None, read_pngs(paths, shape)?),
         };
-        if images.shape() != shape {
-            return Err(format!("the model takes images of {shape:?}, these are {:?}", images.shape()));
-        }
         let hash = model_hash(&checkpoint)?;
         let mut progress = Progress::new(args.steps, "encode", 0);
         let start = Instant::now();
