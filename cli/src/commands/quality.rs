@@ -111,12 +111,26 @@ impl BackendJob for FidJob {
         run.data = info.data.clone();
         run.train.seed = info.split_seed;
         let (train, test) = load_data(&run)?;
+        if args.checkpoint.is_none() && args.options.n > train.len() {
+            eprintln!(
+                "warning: --n {} is more than the {} training images; all of them are used",
+                args.options.n,
+                train.len()
+            );
+        }
+        let features = info.config.features;
+        // Said before sampling, which is the long part.
+        let used = if args.checkpoint.is_none() { args.options.n.min(train.len()) } else { args.options.n };
+        if used <= features {
+            eprintln!(
+                "warning: {} images cannot estimate the covariance of the classifier's {features} features (that takes more than {features}); \
+                 this FID is dominated by that error: use --n of several hundred",
+                used
+            );
+        }
         let start = Instant::now();
         let (images, what) = match &args.checkpoint {
-            None => (
-                train.select(&(0..args.options.n.min(train.len())).collect::<Vec<_>>()),
-                format!("{} training images", args.options.n.min(train.len())),
-            ),
+            None => (train.select(&(0..used).collect::<Vec<_>>()), format!("{used} training images")),
             Some(path) => {
                 let checkpoint = open_checkpoint(path)?;
                 if checkpoint.state.image_shape != info.image_shape {
@@ -138,21 +152,6 @@ impl BackendJob for FidJob {
         if let Some(path) = &args.grid {
             let shown = images.select(&(0..images.len().min(64)).collect::<Vec<_>>());
             write_grid(&shown, 8, 4, path)?;
-        }
-        if args.checkpoint.is_none() && args.options.n > train.len() {
-            eprintln!(
-                "warning: --n {} is more than the {} training images; all of them are used",
-                args.options.n,
-                train.len()
-            );
-        }
-        let features = info.config.features;
-        if images.len() <= features {
-            eprintln!(
-                "warning: {} images cannot estimate the covariance of the classifier's {features} features (that takes more than {features}); \
-                 this FID is dominated by that error: use --n of several hundred",
-                images.len()
-            );
         }
         let samples = classifier.features_and_probabilities(&images, args.options.batch_size, &device);
         let reference = classifier.features_and_probabilities(&test, args.options.batch_size, &device);
