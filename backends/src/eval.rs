@@ -47,6 +47,9 @@ pub trait Likelihood<B: Backend> {
     /// The bound's name as reports print it.
     fn bound_name(&self, bound: Self::Bound, draws: usize) -> String;
 
+    /// Refuses images of `shape` (`[C, H, W]`) that the network cannot take, saying why.
+    fn check_image_shape(&self, shape: [usize; 3]) -> Result<()>;
+
     /// Units of work per image (what the progress callback counts) for `draws` draws of `bound`.
     fn work_per_image(&self, bound: Self::Bound, draws: usize) -> usize;
 
@@ -87,6 +90,7 @@ pub fn evaluate<B: Backend, M: Likelihood<B>>(
             "the evaluation batch size and the number of draws must be at least 1",
         ));
     }
+    model.check_image_shape(images.shape())?;
     let mut rng = SplitMix64::new(options.seed);
     let (mut per_image, mut term_sums) = (Vec::with_capacity(images.len()), [0.0f64; 3]);
     let indices: Vec<usize> = (0..images.len()).collect();

@@ -4,13 +4,14 @@
 mod common;
 
 use burn::module::Module;
-use common::{alpha_bar_products, linear_alpha_bars, tiny_run, B};
+use common::{alpha_bar_products, linear_alpha_bars, tiny_run, tiny_score, B};
 use vdm_backends::config::ModelConfig;
 use vdm_backends::config::RunConfig;
-use vdm_backends::config::{BetasConfig, DdpmConfig, Prediction, Variance};
+use vdm_backends::config::{BetasConfig, DdpmConfig, Prediction, Variance, VdmConfig};
 use vdm_backends::data::ImageSet;
 use vdm_backends::eval::{evaluate, EvalOptions};
 use vdm_backends::model::ddpm::{Bound, Ddpm};
+use vdm_backends::model::{TimeMode, Vdm};
 use vdm_backends::nn::ddpm_unet::UNetConfig;
 use vdm_backends::sample::{sample, SampleOptions, SamplerKind};
 use vdm_backends::train::Trainer;
@@ -31,6 +32,24 @@ fn tiny_ddpm(time_steps: usize, variance: Variance) -> DdpmConfig {
 
 fn tiny_ddpm_run(steps: usize, variance: Variance) -> RunConfig {
     RunConfig { model: ModelConfig::Ddpm(tiny_ddpm(20, variance)), ..tiny_run(steps) }
+}
+
+/// The library's `evaluate` refuses images the network cannot take, with an error naming the
+/// shapes (it panicked in the GEMM kernel on another channel count).
+#[test]
+fn evaluate_refuses_images_the_network_cannot_take() {
+    let device = Default::default();
+    let options = EvalOptions { batch_size: 8, draws: 1, seed: 1 };
+    let rgb = ImageSet::new(vec![128; 2 * 3 * 4 * 4], [3, 4, 4]);
+    let odd = ImageSet::new(vec![128; 2 * 5 * 5], [1, 5, 5]);
+    let vdm: Vdm<Cpu> = VdmConfig { score: tiny_score(), ..VdmConfig::digits() }.init(1, &device);
+    let err = evaluate(&vdm, &rgb, TimeMode::Continuous, &options, &device, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("3 channels") && err.contains("takes 1"), "{err}");
+    let ddpm: Ddpm<Cpu> = tiny_ddpm(20, Variance::Beta).build([1, 4, 4], &device).unwrap();
+    let err = evaluate(&ddpm, &rgb, Bound::Sampled, &options, &device, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("3 channels") && err.contains("takes 1"), "{err}");
+    let err = evaluate(&ddpm, &odd, Bound::Sampled, &options, &device, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("multiples of 2") && err.contains("5x5"), "{err}");
 }
 
 /// DDPM's CIFAR-10 network has 35.7M parameters (35,746,307 in the original code).

@@ -26,6 +26,8 @@ use crate::ops::{FastOps, TrainBackend};
 use crate::sample::{Denoised, Denoiser, GridPoint};
 use crate::tensor::{normals, BurnBatch};
 
+use super::check_channels;
+
 /// Per-example values `[N, 1, 1, 1]` or images `[N, C, H, W]`.
 type Batch4<B> = BurnBatch<B, 4>;
 
@@ -456,6 +458,11 @@ impl<B: FastOps> Likelihood<B> for Ddpm<B> {
             Bound::Full if draws == 1 => format!("T={big_t}, all {big_t} terms; {cdf}"),
             Bound::Full => format!("T={big_t}, all {big_t} terms, {draws} draws per image; {cdf}"),
         }
+    }
+
+    fn check_image_shape(&self, shape: [usize; 3]) -> Result<()> {
+        check_channels(shape[0], self.channels())?;
+        self.net.check_image_size(shape)
     }
 
     fn work_per_image(&self, bound: Bound, draws: usize) -> usize {

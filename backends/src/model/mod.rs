@@ -145,3 +145,11 @@ impl<B: FastOps> Generative<B> for Ddpm<B> {
         Ok(ddpm::Bound::Sampled)
     }
 }
+
+/// Refuses images of `channels` channels for a network of `expected`.
+fn check_channels(channels: usize, expected: usize) -> Result<()> {
+    if channels != expected {
+        return Err(Error::Mismatch(format!("the images have {channels} channels; the model takes {expected}")));
+    }
+    Ok(())
+}

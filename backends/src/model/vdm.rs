@@ -27,6 +27,8 @@ use crate::sample::{Denoised, Denoiser, GridPoint};
 use crate::schedule::{LearnedSchedule, Part, ShapeObjective};
 use crate::tensor::{host_tensor, BurnBatch};
 
+use super::check_channels;
+
 /// Per-example values of shape `[B, 1, 1, 1]` (or images `[B, C, H, W]`).
 pub type Batch4<B> = BurnBatch<B, 4>;
 
@@ -376,6 +378,11 @@ impl<B: FastOps> Likelihood<B> for Vdm<B> {
 
     fn bound_name(&self, bound: TimeMode, _draws: usize) -> String {
         bound.to_string()
+    }
+
+    /// The network is convolutional at one resolution: any height and width, its channel count.
+    fn check_image_shape(&self, [c, ..]: [usize; 3]) -> Result<()> {
+        check_channels(c, self.channels())
     }
 
     fn work_per_image(&self, _bound: TimeMode, draws: usize) -> usize {

@@ -107,13 +107,7 @@ impl UNetConfig {
     /// Checks that images of `[c, h, w]` pass through the network: each of the `len(ch_mult) − 1`
     /// halvings must leave an even size, so that upsampling restores it.
     pub fn check_image_shape(&self, [_, h, w]: [usize; 3]) -> Result<()> {
-        let factor = 1usize << (self.ch_mult.len() - 1);
-        if !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
-            return Err(Error::Mismatch(format!(
-                "the U-Net halves the image {} times (len(unet.ch_mult) − 1), so height and width must be multiples of {factor}; the images are {h}x{w}",
-                self.ch_mult.len() - 1
-            )));
-        }
+        check_halvings(self.ch_mult.len(), h, w)?;
         let resolutions: Vec<usize> = (0..self.ch_mult.len()).map(|level| h >> level).collect();
         if let Some(r) = self.attn_resolutions.iter().find(|r| !resolutions.contains(r)) {
             return Err(Error::setting(
@@ -238,6 +232,23 @@ impl<B: Backend> UNet<B> {
     pub fn channels(&self) -> usize {
         self.conv_out.out_channels()
     }
+
+    /// Checks that images of `[c, h, w]` pass through the network's halvings and back.
+    pub fn check_image_size(&self, [_, h, w]: [usize; 3]) -> Result<()> {
+        check_halvings(self.down.len(), h, w)
+    }
+}
+
+/// Each of the `levels − 1` halvings must leave an even size, so that upsampling restores it.
+fn check_halvings(levels: usize, h: usize, w: usize) -> Result<()> {
+    let factor = 1usize << (levels - 1);
+    if !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
+        return Err(Error::Mismatch(format!(
+            "the U-Net halves the image {} times (len(unet.ch_mult) − 1), so height and width must be multiples of {factor}; the images are {h}x{w}",
+            levels - 1
+        )));
+    }
+    Ok(())
 }
 
 impl<B: FastOps> Level<B> {
