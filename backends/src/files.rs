@@ -72,11 +72,10 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    if let Err(e) = write_durably(&tmp, bytes) {
+    if let Err(e) = write_durably(&tmp, bytes).and_then(|()| fs::rename(&tmp, path)) {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    fs::rename(&tmp, path)?;
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
         _ => Ok(()),
@@ -93,5 +92,15 @@ mod tests {
         // Writing to /dev/full fails with ENOSPC, as a full disk does.
         let e = write_durably(Path::new("/dev/full"), &[0u8; 4096]).unwrap_err();
         assert!(describe_io(&e).contains("disk is full"), "{}", describe_io(&e));
+    }
+
+    /// A write whose rename fails (a directory has the name) leaves no temporary file behind.
+    #[test]
+    fn a_failed_atomic_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("taken")).unwrap();
+        assert!(write_atomically(&dir.path().join("taken"), b"x").is_err());
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["taken"]);
     }
 }

@@ -17,7 +17,7 @@ use vdm_backends::ops::TrainBackend;
 
 use super::{check_output_file, create_empty_dir, load, load_checkpoint_data};
 use crate::device::{dispatch, BackendJob, Device};
-use crate::image::{image_png, write_image};
+use crate::image::{image_png, write_images};
 use crate::progress::{clock, Progress};
 
 /// The weight file a checkpoint's model is loaded from (the EMA): its SHA-256 identifies the model.
@@ -177,9 +177,7 @@ impl BackendJob for DecompressJob {
             .map_err(|e| format!("{}: {e}", args.file.display()))?;
         progress.finish();
         let secs = start.elapsed().as_secs_f64();
-        for i in 0..images.len() {
-            write_image(images.image(i), images.shape(), &args.out_dir.join(format!("{i:06}.png")))?;
-        }
+        write_images(&images, &args.out_dir, |i| format!("{i:06}.png"))?;
         println!(
             "decoded {} images of {:?} (checksum verified) into {} in {} ({:.2} images/s)",
             images.len(),

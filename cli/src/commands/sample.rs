@@ -12,7 +12,7 @@ use vdm_backends::sample::{self as sampling, SampleOptions};
 
 use super::{check_output_file, create_empty_dir, load_model, open_checkpoint};
 use crate::device::{dispatch, BackendJob, Device};
-use crate::image::{check_grid, write_grid, write_image};
+use crate::image::{check_grid, write_grid, write_images};
 use crate::progress::{clock, Progress};
 
 /// What `vdm sample` was asked for.
@@ -78,9 +78,7 @@ fn sample_family<B: FastOps, M: Generative<B>>(
     let images = images?;
     write_grid(&images, args.columns, args.scale, &args.out)?;
     if let Some(dir) = &args.out_dir {
-        for i in 0..images.len() {
-            write_image(images.image(i), shape, &dir.join(format!("sample-{i:06}.png")))?;
-        }
+        write_images(&images, dir, |i| format!("sample-{i:06}.png"))?;
     }
     println!(
         "wrote {} samples ({} steps of {}, {}) to {}{}",
