@@ -414,3 +414,23 @@ fn horizontal_flips_mirror_each_row_of_every_channel() {
     set.flip_horizontally(0);
     assert_eq!(set.pixels, (0..12).collect::<Vec<u8>>());
 }
+
+/// Two data settings hold the same images when only their test split differs.
+#[test]
+fn same_images_ignores_only_the_split() {
+    let data = |text: &str| -> DataConfig { toml::from_str(text).unwrap() };
+    let digits = data("kind = \"digits\"\ntest_size = 297");
+    assert!(digits.same_images(&data("kind = \"digits\"\ntest_size = 40")));
+    let png = |dir: &str, split: &str| data(&format!("kind = \"png\"\ndir = \"{dir}\"\n{split}"));
+    assert!(png("a", "test_size = 10").same_images(&png("a", "test_size = 20")));
+    assert!(!png("a", "test_size = 10").same_images(&png("b", "test_size = 10")));
+    assert!(!png("a", "test_dir = \"t\"").same_images(&png("a", "test_dir = \"u\"")));
+    assert!(!digits.same_images(&png("a", "test_size = 10")));
+    let gaussian = |std: f64, n: usize| {
+        data(&format!(
+            "kind = \"gaussian\"\nchannels = 1\nheight = 4\nwidth = 4\nstd = {std}\ntrain_size = {n}\ntest_size = 8"
+        ))
+    };
+    assert!(gaussian(24.0, 100).same_images(&gaussian(24.0, 200)));
+    assert!(!gaussian(24.0, 100).same_images(&gaussian(12.0, 100)));
+}

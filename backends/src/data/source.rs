@@ -329,6 +329,24 @@ impl DataConfig {
         Ok((train, test))
     }
 
+    /// Whether `self` and `other` read the same images, however many of them each holds out for
+    /// testing: whether a classifier trained on one is a fair judge of a model of the other.
+    pub fn same_images(&self, other: &Self) -> bool {
+        fn unsplit(data: &DataConfig) -> DataConfig {
+            let mut data = data.clone();
+            match &mut data {
+                DataConfig::Digits { test_size } => *test_size = 0,
+                DataConfig::Csv(csv) => csv.test_size = 0,
+                DataConfig::Gaussian(g) => (g.train_size, g.test_size) = (0, 0),
+                DataConfig::Png { test_size, .. } => *test_size = None,
+                DataConfig::Npy(npy) => npy.test_size = None,
+                DataConfig::Idx { .. } | DataConfig::FashionMnist { .. } | DataConfig::Cifar10 { .. } => {}
+            }
+            data
+        }
+        unsplit(self) == unsplit(other)
+    }
+
     /// The exact NLL in bits per dimension, where the source has one.
     pub fn exact_bpd(&self) -> Option<f64> {
         match self {

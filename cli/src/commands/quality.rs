@@ -139,6 +139,17 @@ impl BackendJob for FidJob {
                         checkpoint.state.image_shape, info.image_shape
                     ));
                 }
+                // The reference images are the classifier's test set: they must be the model's data.
+                if !checkpoint.state.run.data.same_images(&info.data) {
+                    let describe = |data| serde_json::to_string(data).unwrap_or_else(|e| e.to_string());
+                    return Err(format!(
+                        "the model was trained on {}, the classifier on {}: its test images, the FID's reference, are another dataset; \
+                         train a classifier on the model's data with `vdm classifier train --config {}`",
+                        describe(&checkpoint.state.run.data),
+                        describe(&info.data),
+                        checkpoint.dir.parent().unwrap_or(&checkpoint.dir).join("config.toml").display()
+                    ));
+                }
                 let images = match checkpoint.state.run.model {
                     ModelConfig::Vdm(_) => draw::<B::InnerBackend, Vdm<_>>(&args, &checkpoint, &device)?,
                     ModelConfig::Ddpm(_) => draw::<B::InnerBackend, Ddpm<_>>(&args, &checkpoint, &device)?,
