@@ -14,6 +14,8 @@ pub struct Progress {
     what: String,
     total: u64,
     position: u64,
+    /// Where this process started (a resumed run starts past 0): the pace counts from here.
+    start_position: u64,
     message: String,
     start: Instant,
     last_line: Option<Instant>,
@@ -35,6 +37,7 @@ impl Progress {
             what: what.into(),
             total: total as u64,
             position: position as u64,
+            start_position: position as u64,
             message: String::new(),
             start: Instant::now(),
             last_line: None,
@@ -75,6 +78,9 @@ impl Progress {
             line.push_str(&format!(" {}", self.message));
         }
         line.push_str(&format!(", {} elapsed", clock(elapsed)));
+        if let Some(left) = remaining(elapsed, self.position.saturating_sub(self.start_position), self.total.saturating_sub(self.position)) {
+            line.push_str(&format!(", about {} left", clock(left)));
+        }
         line
     }
 
@@ -94,6 +100,12 @@ impl Progress {
     }
 }
 
+/// The time the `left` units still take at the pace of the `done` units of `elapsed` seconds
+/// (none before the first unit or after the last).
+fn remaining(elapsed: f64, done: u64, left: u64) -> Option<f64> {
+    (done > 0 && left > 0).then(|| elapsed * left as f64 / done as f64)
+}
+
 /// `1h02m03s`, `4m05s`, `6.2s`, `0.38s`.
 pub fn clock(seconds: f64) -> String {
     let seconds = seconds.max(0.0);
@@ -105,5 +117,29 @@ pub fn clock(seconds: f64) -> String {
         (0, 0, sec) => format!("{sec}s"),
         (0, min, sec) => format!("{min}m{sec:02}s"),
         (h, min, sec) => format!("{h}h{min:02}m{sec:02}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_left_is_the_pace_so_far_times_the_units_left() {
+        assert_eq!(remaining(12.0, 3, 5), Some(20.0));
+        assert_eq!(remaining(12.0, 0, 5), None, "no pace before the first unit");
+        assert_eq!(remaining(12.0, 8, 0), None, "nothing left");
+    }
+
+    /// A plain line (stderr not a terminal, as under a scheduler) says how long is left, counting
+    /// the pace from where this process started.
+    #[test]
+    fn plain_lines_say_how_long_is_left() {
+        let mut progress = Progress { bar: None, ..Progress::new(100, "sample", 40) };
+        progress.start = Instant::now() - Duration::from_secs(20);
+        progress.position = 50;
+        let line = progress.line();
+        assert!(line.starts_with("sample 50/100 (50.0%)"), "{line}");
+        assert!(line.contains(", about 1m40s left"), "{line}"); // 10 units in 20 s, 50 to go
     }
 }
