@@ -136,6 +136,9 @@ fn load<B: Backend, M: Family<B>>(path: &Path, device: &B::Device) -> Result<(M,
 /// Creates `dir` for a command's output files, or accepts it if it exists and is empty: nothing
 /// is ever overwritten. `option` names the flag in the error.
 pub fn create_empty_dir(dir: &Path, option: &str) -> Result<(), String> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!("{} is a file; {option} takes a directory (nothing is overwritten)", dir.display()));
+    }
     if dir.exists()
         && fs::read_dir(dir).map_err(|e| format!("{}: {}", dir.display(), describe_io(&e)))?.next().is_some()
     {

@@ -32,6 +32,12 @@ pub fn train(args: TrainArgs, device: Device) -> Result<(), Failure> {
     if args.steps == Some(0) {
         return Err(Failure::Error("--steps must be at least 1".into()));
     }
+    if args.run_dir.exists() && !args.run_dir.is_dir() {
+        return Err(Failure::Error(format!(
+            "{} is a file; --run takes a directory (nothing was changed)",
+            args.run_dir.display()
+        )));
+    }
     if !args.resume {
         if let Some(found) = describe_existing_run(&args.run_dir) {
             let dir = args.run_dir.display();
