@@ -401,3 +401,41 @@ fn missing_checkpoints_and_configs_are_named() {
         &["absent.toml", "no such file"],
     );
 }
+
+/// A file where a command expects a directory is named as such, and left as it was.
+#[test]
+fn a_file_given_for_a_directory_is_named_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("afile");
+    fs::write(&file, "keep").unwrap();
+    let file = s(&file);
+    assert_fails_with(&vdm(&["train", "--run", &file]), &["afile is a file; --run takes a directory"]);
+    assert_fails_with(&vdm(&["train", "--run", &file, "--resume"]), &["afile is a file; --run takes a directory"]);
+    assert_fails_with(
+        &vdm(&["classifier", "train", "--out", &file, "--steps", "1"]),
+        &["afile is a file; --out takes a directory"],
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "keep");
+}
+
+/// `vdm fid` measures against the classifier's test images, so a classifier trained on another
+/// dataset of the same image shape is refused, naming both datasets.
+#[test]
+fn fid_refuses_a_classifier_of_another_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = s(&trained_run(dir.path()));
+    let images = dir.path().join("classes");
+    for class in ["a", "b"] {
+        write_pngs(&images.join(class), 12, [1, 8, 8]);
+    }
+    let config = TINY.replace(
+        "kind = \"digits\"\ntest_size = 40",
+        &format!("kind = \"png\"\ndir = \"{}\"\ntest_size = 6", images.display()),
+    );
+    let (other, classifier) = (dir.path().join("other"), s(&dir.path().join("classifier")));
+    fs::create_dir(&other).unwrap();
+    let out = vdm(&["classifier", "train", "--config", &write_config(&other, &config), "--out", &classifier, "--steps", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = vdm(&["fid", "--checkpoint", &run, "--classifier", &classifier, "--n", "4", "--steps", "2"]);
+    assert_fails_with(&out, &["trained on {\"kind\":\"digits\"", "the classifier on {\"kind\":\"png\"", "another dataset"]);
+}
