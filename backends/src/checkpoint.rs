@@ -14,13 +14,18 @@
 //! empty or stale `latest` is reported, never mistaken for an empty run). A failed save (a full disk, say)
 //! removes its temporary directory and reports which checkpoint is still intact.
 //!
+//! **Kept checkpoints.** A checkpoint holding a [`KEEP`] file is never removed by [`save`]: `vdm
+//! compress` writes one into the checkpoint it coded with ([`keep`]), listing the compressed
+//! files, since decoding them needs exactly those weights. It is the one file ever added to a
+//! checkpoint after its save; deleting it lets the next save prune the checkpoint again.
+//!
 //! **Verified loading.** Every file is checked against the size and digest in `state.json`, and
 //! every weight file against the architecture `state.json` describes (every parameter's name and
 //! shape), so a truncated, corrupt or mismatched file is reported by name instead of failing later.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -37,6 +42,9 @@ pub const FORMAT: u32 = 2;
 
 /// The name of the file that names a run's newest checkpoint.
 pub const LATEST: &str = "latest";
+
+/// The file that keeps a checkpoint from being pruned: one line per reason (see the module docs).
+pub const KEEP: &str = "keep";
 
 /// The in-memory recorder of every weight file: named MessagePack at full precision.
 pub type Recording = NamedMpkBytesRecorder<FullPrecisionSettings>;
@@ -98,6 +106,14 @@ impl Checkpoint {
                 Error::file(path, format!("holds no usable checkpoint: {}", problems.join("; ")))
             }
         })
+    }
+
+    /// Every complete checkpoint of the run directory `run_dir`, oldest first (damaged ones are
+    /// skipped: [`Checkpoint::open`] reports them).
+    pub fn all(run_dir: &Path) -> Result<Vec<Self>> {
+        let mut found = checkpoint_dirs(run_dir)?;
+        found.sort();
+        Ok(found.into_iter().filter_map(|(_, dir)| Self::read(&dir).ok()).collect())
     }
 
     fn read(dir: &Path) -> Result<Self> {
@@ -297,7 +313,8 @@ pub fn describe_existing_run(run_dir: &Path) -> Option<String> {
 }
 
 /// Writes a new checkpoint of `step` into `run_dir` crash-safely (see the module docs), points
-/// `latest` at it and then removes all but the newest `keep` checkpoints. `files` are the weight
+/// `latest` at it and then removes all but the newest `keep` checkpoints, not counting those
+/// holding a [`KEEP`] file, which stay. `files` are the weight
 /// files by name; their digests go into `state.json`. Returns the new checkpoint's directory.
 pub fn save(
     run_dir: &Path,
@@ -350,7 +367,10 @@ pub fn save(
         ));
     }
     write_atomically(&run_dir.join(LATEST), name.as_bytes()).map_err(|e| Error::io(&run_dir.join(LATEST), &e))?;
-    let mut older: Vec<_> = checkpoint_dirs(run_dir)?.into_iter().filter(|(_, dir)| *dir != final_dir).collect();
+    let mut older: Vec<_> = checkpoint_dirs(run_dir)?
+        .into_iter()
+        .filter(|(_, dir)| *dir != final_dir && !dir.join(KEEP).exists())
+        .collect();
     older.sort();
     let surplus = (older.len() + 1).saturating_sub(keep.max(1));
     for (_, dir) in older.into_iter().take(surplus) {
@@ -358,6 +378,18 @@ pub fn save(
             .map_err(|e| Error::file(&dir, format!("removing this older checkpoint: {}", describe_io(&e))))?;
     }
     Ok(final_dir)
+}
+
+/// Keeps the checkpoint `dir` from being pruned by later saves, appending `reason` (one line) to
+/// its [`KEEP`] file durably. Fails if the checkpoint is gone (a run pruned it meanwhile).
+pub fn keep(dir: &Path, reason: &str) -> Result<()> {
+    let path = dir.join(KEEP);
+    if !dir.join("state.json").is_file() {
+        return Err(Error::file(dir, "is no longer a checkpoint (a training run may have pruned it)"));
+    }
+    let mut file = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, &e))?;
+    writeln!(file, "{}", reason.replace('\n', " ")).and_then(|()| file.sync_all()).map_err(|e| Error::io(&path, &e))?;
+    sync_dir(dir).map_err(|e| Error::io(dir, &e))
 }
 
 /// Removes `.step-*.tmp` directories left by a save that was killed.

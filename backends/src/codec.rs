@@ -46,19 +46,50 @@ use crate::model::Vdm;
 use crate::ops::FastOps;
 use crate::sample::Denoiser;
 
-/// The version of the compressed format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the compressed format this build writes; it also reads version 1, which did not
+/// record the checkpoint's step and directory.
+pub const FORMAT_VERSION: u32 = 2;
+/// The longest checkpoint path a header holds, in bytes.
+const MAX_PATH_BYTES: usize = 4096;
 const MAGIC: &[u8; 8] = b"VDM-BBAN";
 /// Latent precisions accepted: `2^bits` bins per latent value.
 pub const LATENT_BITS: std::ops::RangeInclusive<u32> = 4..=20;
 /// The seed of the initial stack's pseudo-random words (fixed: the decoder regenerates them).
 const SEED: u64 = 0x5eed_b175_bac4;
 
+/// The checkpoint a message was coded with, as its header records it: decoding needs exactly
+/// these weights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelId {
+    /// SHA-256 (hex) of the model's weight file.
+    pub sha256: String,
+    /// The checkpoint's training step (not recorded by format 1).
+    pub step: Option<u64>,
+    /// The checkpoint directory the encoder loaded (not recorded by format 1).
+    pub checkpoint: Option<String>,
+}
+
+impl ModelId {
+    /// A model known by its weight file's SHA-256 only (no checkpoint on disk).
+    pub fn weights(sha256: impl Into<String>) -> Self {
+        Self { sha256: sha256.into(), step: None, checkpoint: None }
+    }
+}
+
+impl std::fmt::Display for ModelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.step, &self.checkpoint) {
+            (Some(step), Some(dir)) => write!(f, "the checkpoint of step {step}, {dir} (weights SHA-256 {})", self.sha256),
+            _ => write!(f, "the checkpoint whose weights have SHA-256 {}", self.sha256),
+        }
+    }
+}
+
 /// What a message holds and how it was coded: everything decoding needs besides the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
-    /// SHA-256 (hex) of the model's weight file.
-    pub model: String,
+    /// The checkpoint it was coded with.
+    pub model: ModelId,
     /// Steps `T` of the latent chain.
     pub steps: u64,
     /// `[C, H, W]` of every image.
@@ -231,12 +262,12 @@ fn check_settings(steps: usize, latent_bits: u32, batch_size: usize) -> Result<(
     Ok(())
 }
 
-/// Compresses `images` losslessly with `model` (whose weight file has SHA-256 `model_hash`) over
-/// `steps` steps; `on_step` is called after each of the `T` network evaluations.
+/// Compresses `images` losslessly with `model` (the checkpoint `model_id`, which the header
+/// records) over `steps` steps; `on_step` is called after each of the `T` network evaluations.
 #[allow(clippy::too_many_arguments)]
 pub fn compress<B: FastOps>(
     model: &Vdm<B>,
-    model_hash: &str,
+    model_id: &ModelId,
     images: &ImageSet,
     steps: usize,
     latent_bits: u32,
@@ -245,6 +276,9 @@ pub fn compress<B: FastOps>(
     mut on_step: impl FnMut(),
 ) -> Result<(Vec<u8>, CodecStats)> {
     check_settings(steps, latent_bits, batch_size)?;
+    if model_id.checkpoint.as_ref().is_some_and(|p| p.len() > MAX_PATH_BYTES) {
+        return Err(Error::setting("checkpoint", format!("the checkpoint's path is longer than {MAX_PATH_BYTES} bytes")));
+    }
     if images.is_empty() {
         return Err(Error::Mismatch("there are no images to compress".into()));
     }
@@ -313,7 +347,7 @@ pub fn compress<B: FastOps>(
         return Err(Error::Corrupt("internal error: the coder changed seed words that no pop reached".into()));
     }
     let header = Header {
-        model: model_hash.to_string(),
+        model: model_id.clone(),
         steps: steps as u64,
         shape: shape.map(|v| v as u32),
         count: images.len() as u64,
@@ -347,9 +381,9 @@ pub fn decompress<B: FastOps>(
     if let Some(t) = expected_steps.filter(|&t| t as u64 != header.steps) {
         return Err(Error::Mismatch(format!("the file was compressed with T = {} steps, not {t}", header.steps)));
     }
-    if header.model != model_hash {
+    if header.model.sha256 != model_hash {
         return Err(Error::Mismatch(format!(
-            "the file was compressed with another model (weights SHA-256 {}), not this checkpoint's ({model_hash}); decompress with the checkpoint it was written with",
+            "the file was compressed with another model, {}, not this one (weights SHA-256 {model_hash}); decompress with the checkpoint it was written with",
             header.model
         )));
     }
@@ -446,8 +480,12 @@ fn write_file(header: &Header, untouched: u64, words: &[u32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + 4 * words.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(header.model.len() as u32).to_le_bytes());
-    out.extend_from_slice(header.model.as_bytes());
+    let ModelId { sha256, step, checkpoint } = &header.model;
+    for text in [sha256, checkpoint.as_deref().unwrap_or_default()] {
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.extend_from_slice(&step.unwrap_or(u64::MAX).to_le_bytes());
     for v in [header.steps, header.count, header.batch_size, untouched, words.len() as u64] {
         out.extend_from_slice(&v.to_le_bytes());
     }
@@ -480,17 +518,27 @@ pub fn read_file(bytes: &[u8]) -> Result<(Header, u64, Vec<u32>)> {
     let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
     let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
     let version = u32_at(take(4)?);
-    if version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(Error::Corrupt(format!(
-            "the file has format version {version}; this build reads version {FORMAT_VERSION}"
+            "the file has format version {version}; this build reads versions 1 to {FORMAT_VERSION}"
         )));
     }
-    let hash_len = u32_at(take(4)?) as usize;
-    if hash_len > 128 {
-        return Err(Error::Corrupt("the file's header is corrupt (model hash length)".into()));
-    }
-    let model = String::from_utf8(take(hash_len)?.to_vec())
-        .map_err(|_| Error::Corrupt("the file's header is corrupt (model hash)".into()))?;
+    let mut text = |what: &str, max: usize| -> Result<String> {
+        let len = u32_at(take(4)?) as usize;
+        if len > max {
+            return Err(Error::Corrupt(format!("the file's header is corrupt ({what} length)")));
+        }
+        String::from_utf8(take(len)?.to_vec()).map_err(|_| Error::Corrupt(format!("the file's header is corrupt ({what})")))
+    };
+    let sha256 = text("model hash", 128)?;
+    let model = match version {
+        1 => ModelId::weights(sha256),
+        _ => {
+            let checkpoint = Some(text("checkpoint path", MAX_PATH_BYTES)?).filter(|p| !p.is_empty());
+            let step = Some(u64_at(take(8)?)).filter(|&s| s != u64::MAX);
+            ModelId { sha256, step, checkpoint }
+        }
+    };
     let [steps, count, batch_size, untouched, word_count] = [(); 5].map(|()| take(8).map(u64_at));
     let (steps, count, batch_size, untouched, word_count) = (steps?, count?, batch_size?, untouched?, word_count?);
     let [c, h, w, latent_bits] = [(); 4].map(|()| take(4).map(u32_at));

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use common::{parameters, tiny_run, B};
-use vdm_backends::checkpoint::Checkpoint;
+use vdm_backends::checkpoint::{keep, Checkpoint, KEEP};
 use vdm_backends::model::Vdm;
 use vdm_backends::train::{load_ema, Trainer};
 use vdm_backends::Cpu;
@@ -63,6 +63,28 @@ fn keep_checkpoints_keeps_the_newest() {
         trainer.save(dir.path()).unwrap();
     }
     assert_eq!(names(dir.path()), ["latest", "step-0000002", "step-0000003"]);
+}
+
+/// A checkpoint holding a `keep` file (what `vdm compress` writes) outlives keep_checkpoints; all
+/// complete checkpoints are listed oldest first; and keeping one that is gone is an error.
+#[test]
+fn kept_checkpoints_are_never_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = saved_run(dir.path(), 1);
+    keep(&dir.path().join("step-0000001"), "compressed file /x.vbb").unwrap();
+    keep(&dir.path().join("step-0000001"), "compressed file /y.vbb").unwrap();
+    let (train, _) = trainer.run_config().data.load(0).unwrap();
+    for _ in 0..2 {
+        trainer.train_step(&train).unwrap();
+        trainer.save(dir.path()).unwrap();
+    }
+    assert_eq!(names(dir.path()), ["latest", "step-0000001", "step-0000003"]);
+    let kept = fs::read_to_string(dir.path().join("step-0000001").join(KEEP)).unwrap();
+    assert_eq!(kept, "compressed file /x.vbb\ncompressed file /y.vbb\n");
+    let steps: Vec<usize> = Checkpoint::all(dir.path()).unwrap().iter().map(|c| c.state.step).collect();
+    assert_eq!(steps, [1, 3]);
+    let err = keep(&dir.path().join("step-0000002"), "x").unwrap_err().to_string();
+    assert!(err.contains("step-0000002") && err.contains("no longer a checkpoint"), "{err}");
 }
 
 /// `latest` missing, empty or naming something gone: the newest complete checkpoint is used,

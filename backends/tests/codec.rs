@@ -4,7 +4,8 @@
 mod common;
 
 use common::{tiny_run, B};
-use vdm_backends::codec::{compress, decompress, read_file};
+use sha2::{Digest, Sha256};
+use vdm_backends::codec::{compress, decompress, read_file, ModelId};
 use vdm_backends::eval::{evaluate, EvalOptions};
 use vdm_backends::model::{TimeMode, Vdm};
 use vdm_backends::train::Trainer;
@@ -12,6 +13,10 @@ use vdm_backends::Cpu;
 use vdm_backends::Error;
 
 const HASH: &str = "0123456789abcdef";
+
+fn id() -> ModelId {
+    ModelId::weights(HASH)
+}
 
 fn trained() -> (Vdm<Cpu>, vdm_backends::data::ImageSet) {
     let run = tiny_run(40);
@@ -30,13 +35,16 @@ fn trained() -> (Vdm<Cpu>, vdm_backends::data::ImageSet) {
 fn compression_round_trips_and_the_file_adds_up() {
     let (model, test) = trained();
     let device = Default::default();
+    let checkpoint = "/runs/digits/step-0000040";
+    let id = ModelId { sha256: HASH.into(), step: Some(40), checkpoint: Some(checkpoint.into()) };
     for (steps, batch) in [(20, 64), (100, 64), (6, 24)] {
-        let (bytes, stats) = compress(&model, HASH, &test, steps, 16, batch, &device, || {}).unwrap();
+        let (bytes, stats) = compress(&model, &id, &test, steps, 16, batch, &device, || {}).unwrap();
         let back = decompress(&model, HASH, &bytes, Some(steps), &device, || {}).unwrap();
         assert_eq!(back.pixels, test.pixels, "T = {steps}, batch {batch}: the images must come back exactly");
         assert_eq!(back.shape(), test.shape());
+        assert_eq!(read_file(&bytes).unwrap().0.model, id, "the header records the checkpoint");
         assert!(stats.used_bpd() >= stats.effective_bpd() && stats.seed_bits > 0.0, "{stats:?}");
-        let header_bits = 8.0 * 152.0;
+        let header_bits = 8.0 * (164 + checkpoint.len()) as f64;
         assert!(
             (stats.file_bits - stats.net_bits - stats.seed_bits - header_bits).abs() <= 64.0,
             "file = net + consumed seed + header (to two words): {stats:?}"
@@ -63,7 +71,7 @@ fn the_net_rate_is_the_bound_within_its_standard_error() {
                 // every message draws other latents.
                 let mut copies = message.clone();
                 copies.pixels.rotate_left(k * message.features());
-                compress(&model, HASH, &copies, steps, 16, 128, &device, || {}).unwrap().1.effective_bpd()
+                compress(&model, &id(), &copies, steps, 16, 128, &device, || {}).unwrap().1.effective_bpd()
             })
             .collect();
         let rate = vdm_backends::eval::Estimate::of(&rates);
@@ -93,7 +101,8 @@ fn bad_files_are_refused() {
     let (model, test) = trained();
     let device = Default::default();
     let images = test.select(&[0, 1, 2, 3]);
-    let (bytes, _) = compress(&model, HASH, &images, 3, 10, 64, &device, || {}).unwrap();
+    let id = ModelId { sha256: HASH.into(), step: Some(40), checkpoint: Some("/r/step-0000040".into()) };
+    let (bytes, _) = compress(&model, &id, &images, 3, 10, 64, &device, || {}).unwrap();
     let refuse = |bytes: &[u8], hash: &str, steps: Option<usize>| {
         decompress(&model, hash, bytes, steps, &device, || {}).unwrap_err()
     };
@@ -110,10 +119,20 @@ fn bad_files_are_refused() {
     let mut version = bytes.clone();
     version[8] = 9;
     assert!(corrupt(refuse(&version, HASH, None), "format version"));
-    assert!(matches!(refuse(&bytes, "fedcba", None), Error::Mismatch(m) if m.contains("another model")));
+    let err = refuse(&bytes, "fedcba", None).to_string();
+    assert!(err.contains("another model, the checkpoint of step 40, /r/step-0000040") && err.contains(HASH), "{err}");
     let err = refuse(&bytes, HASH, Some(4));
     assert!(matches!(&err, Error::Mismatch(m) if m.contains("T = 3") && m.contains("not 4")), "{err}");
     assert!(read_file(&bytes).is_ok());
+
+    // Format 1 (before the checkpoint was recorded) is still read: the same file without the
+    // checkpoint's path and step.
+    let (hash_end, path_len) = (16 + HASH.len(), "/r/step-0000040".len());
+    let mut v1 = [&bytes[..8], &1u32.to_le_bytes(), &bytes[12..hash_end], &bytes[hash_end + 4 + path_len + 8..]].concat();
+    v1.truncate(v1.len() - 32);
+    v1.extend_from_slice(&Sha256::digest(&v1));
+    assert_eq!(read_file(&v1).unwrap().0.model, ModelId::weights(HASH));
+    assert_eq!(decompress(&model, HASH, &v1, None, &device, || {}).unwrap().pixels, images.pixels);
 
     // A model that computes differently but claims the same weights: detected, not silent.
     let (other, _) = {

@@ -188,6 +188,8 @@ enum Command {
         json: bool,
     },
     /// Compress images losslessly with a trained model (bits-back ANS over the T-step latent chain).
+    /// Decoding needs the very checkpoint used: the file records its step and directory, and a
+    /// `keep` file in that checkpoint stops training from pruning it.
     Compress {
         /// A checkpoint or a run directory (its newest checkpoint).
         #[arg(long, default_value = "runs/digits")]
@@ -222,9 +224,10 @@ enum Command {
     Decompress {
         /// The compressed file.
         file: PathBuf,
-        /// The checkpoint it was compressed with.
-        #[arg(long, default_value = "runs/digits")]
-        checkpoint: PathBuf,
+        /// The checkpoint it was compressed with, or a run directory to look for it in (default:
+        /// the checkpoint directory the file records).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
         /// Refuse the file unless it was compressed with this T.
         #[arg(long)]
         steps: Option<usize>,

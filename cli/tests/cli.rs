@@ -203,7 +203,11 @@ fn compress_and_decompress_round_trip_and_refuse_bad_files() {
     assert!(vdm(&["train", "--config", &config, "--run", &s(&other)]).status.success());
     assert_fails_with(
         &vdm(&["decompress", &s(&file), "--checkpoint", &s(&other), "-o", &fresh("o")]),
-        &["another model"],
+        &["needs the checkpoint of step 4", "holds no checkpoint with those weights (it holds step 4)"],
+    );
+    assert_fails_with(
+        &vdm(&["decompress", &s(&file), "--checkpoint", &s(&other.join("step-0000004")), "-o", &fresh("p")]),
+        &["another model, the checkpoint of step 4"],
     );
 }
 

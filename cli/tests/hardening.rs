@@ -439,3 +439,36 @@ fn fid_refuses_a_classifier_of_another_dataset() {
     let out = vdm(&["fid", "--checkpoint", &run, "--classifier", &classifier, "--n", "4", "--steps", "2"]);
     assert_fails_with(&out, &["trained on {\"kind\":\"digits\"", "the classifier on {\"kind\":\"png\"", "another dataset"]);
 }
+
+/// A compressed file needs its exact checkpoint: compress marks it with a `keep` file that
+/// training's pruning honours, decompress finds it by the recorded path or among a run's
+/// checkpoints, and when it is gone the error names its step, directory and weights.
+#[test]
+fn compressed_files_keep_and_find_their_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path());
+    let used = fs::canonicalize(run.join("step-0000004")).unwrap();
+    let file = s(&dir.path().join("x.vbb"));
+    let out = vdm(&["compress", "--checkpoint", &s(&run), "--steps", "2", "--test-set", "--limit", "3", "-o", &file]);
+    assert!(out.status.success() && text(&out).contains("holds a `keep` file"), "{}", text(&out));
+    assert_eq!(fs::read_to_string(used.join("keep")).unwrap(), format!("compressed file {file}\n"));
+    // Training on (keep_checkpoints = 1) prunes every other checkpoint, never this one.
+    let out = vdm(&["train", "--run", &s(&run), "--resume", "--steps", "8"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(used.is_dir() && run.join("step-0000008").is_dir() && !run.join("step-0000006").exists());
+    // Found by the path the file records, or by its weights among the run's checkpoints.
+    for (name, extra) in [("a", vec![]), ("b", vec!["--checkpoint", run.to_str().unwrap()])] {
+        let out_dir = s(&dir.path().join(name));
+        let out = vdm(&[vec!["decompress", &file, "-o", &out_dir], extra].concat());
+        assert!(out.status.success() && text(&out).contains("step 4"), "{}", text(&out));
+        assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 3);
+    }
+    // Gone: the error says exactly what is missing.
+    fs::rename(&used, dir.path().join("moved")).unwrap();
+    let needed = format!("needs the checkpoint of step 4, {}", used.display());
+    assert_fails_with(&vdm(&["decompress", &file, "-o", &s(&dir.path().join("c"))]), &[&needed, "does not exist"]);
+    assert_fails_with(
+        &vdm(&["decompress", &file, "--checkpoint", &s(&run), "-o", &s(&dir.path().join("d"))]),
+        &[&needed, "weights SHA-256", "holds no checkpoint with those weights (it holds step 8)"],
+    );
+}

@@ -109,7 +109,7 @@ impl BackendJob for BenchJob {
         let images = train.select(&(0..batch.min(train.len())).collect::<Vec<_>>());
         let start = Instant::now();
         let (bytes, _) =
-            codec::compress(trainer.ema(), "bench", &images, self.sample_steps, 16, batch, &device, || {})?;
+            codec::compress(trainer.ema(), &codec::ModelId::weights("bench"), &images, self.sample_steps, 16, batch, &device, || {})?;
         let encode_secs = start.elapsed().as_secs_f64();
         let start = Instant::now();
         let decoded = codec::decompress(trainer.ema(), "bench", &bytes, None, &device, || {})?;

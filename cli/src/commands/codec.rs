@@ -3,19 +3,19 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{absolute, PathBuf};
 use std::time::Instant;
 
 use flate2::write::GzEncoder;
-use vdm_backends::checkpoint::Checkpoint;
-use vdm_backends::codec::{compress, decompress, CodecStats};
+use vdm_backends::checkpoint::{self, Checkpoint, KEEP};
+use vdm_backends::codec::{compress, decompress, read_file, CodecStats, ModelId};
 use vdm_backends::data::{self, categorical_baseline_bpd, ImageSet};
 use vdm_backends::error::describe_io;
 use vdm_backends::files::write_atomically;
 use vdm_backends::model::Vdm;
 use vdm_backends::ops::TrainBackend;
 
-use super::{check_output_file, create_empty_dir, load, load_checkpoint_data};
+use super::{check_output_file, create_empty_dir, load, load_checkpoint_data, load_model, open_checkpoint};
 use crate::device::{dispatch, BackendJob, Device};
 use crate::image::{image_png, write_images};
 use crate::progress::{clock, Progress};
@@ -44,7 +44,7 @@ pub struct CompressArgs {
 /// What `vdm decompress` was asked for.
 pub struct DecompressArgs {
     pub file: PathBuf,
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     pub steps: Option<usize>,
     pub out_dir: PathBuf,
 }
@@ -92,17 +92,29 @@ impl BackendJob for CompressJob {
             }
             Input::Png(paths) => (None, read_pngs(paths, shape)?),
         };
-        let hash = model_hash(&checkpoint)?;
+        let dir = fs::canonicalize(&checkpoint.dir).map_err(|e| format!("{}: {}", checkpoint.dir.display(), describe_io(&e)))?;
+        let id = ModelId {
+            sha256: model_hash(&checkpoint)?,
+            step: Some(checkpoint.state.step as u64),
+            checkpoint: Some(dir.to_string_lossy().into_owned()),
+        };
         let mut progress = Progress::new(args.steps, "encode", 0);
         let start = Instant::now();
         let (bytes, stats) =
-            compress(&model, &hash, &images, args.steps, args.latent_bits, args.batch_size, &device, || {
+            compress(&model, &id, &images, args.steps, args.latent_bits, args.batch_size, &device, || {
                 progress.advance(1)
             })?;
         progress.finish();
         let secs = start.elapsed().as_secs_f64();
+        // Kept before the file exists, so that no file is ever without its checkpoint.
+        let out = absolute(&args.out).map_err(|e| format!("{}: {}", args.out.display(), describe_io(&e)))?;
+        checkpoint::keep(&dir, &format!("compressed file {}", out.display()))?;
         write_atomically(&args.out, &bytes).map_err(|e| format!("{}: {}", args.out.display(), describe_io(&e)))?;
         report(&stats, &images, train.as_ref(), args.steps)?;
+        println!(
+            "decoding needs this checkpoint: {} now holds a `{KEEP}` file, so training never prunes it (delete that file once the compressed files are gone)",
+            dir.display()
+        );
         println!(
             "wrote {} ({} bytes) in {} ({:.2} images/s)",
             args.out.display(),
@@ -157,6 +169,37 @@ fn read_pngs(paths: &[PathBuf], shape: [usize; 3]) -> Result<ImageSet, String> {
     Ok(ImageSet::new(pixels, shape))
 }
 
+/// The checkpoint a compressed file needs (`id`): `--checkpoint`, a checkpoint directory or a run
+/// directory whose checkpoints are searched, or else the directory the file records. The error
+/// says which step and weights are needed and what was found instead.
+fn find_checkpoint(args: &DecompressArgs, id: &ModelId) -> Result<Checkpoint, String> {
+    let file = args.file.display();
+    let path = match (&args.checkpoint, &id.checkpoint) {
+        (Some(path), _) => path.clone(),
+        (None, Some(recorded)) => PathBuf::from(recorded),
+        (None, None) => return Err(format!("{file} (format 1) does not record its checkpoint; give --checkpoint")),
+    };
+    if !path.exists() {
+        return Err(format!(
+            "{file} needs {id}, but {} does not exist; restore that checkpoint, or give --checkpoint",
+            path.display()
+        ));
+    }
+    if path.join("state.json").is_file() {
+        let checkpoint = open_checkpoint(&path)?;
+        return Ok(checkpoint); // `decompress` compares the weights' hash
+    }
+    let candidates = Checkpoint::all(&path)?;
+    let found: Vec<String> = candidates.iter().map(|c| format!("step {}", c.state.step)).collect();
+    candidates.into_iter().find(|c| model_hash(c).is_ok_and(|h| h == id.sha256)).ok_or_else(|| {
+        format!(
+            "{file} needs {id}; {} holds no checkpoint with those weights ({}): restore that checkpoint to decode it",
+            path.display(),
+            if found.is_empty() { "it holds no checkpoint".to_string() } else { format!("it holds {}", found.join(", ")) }
+        )
+    })
+}
+
 struct DecompressJob {
     args: DecompressArgs,
     bytes: Vec<u8>,
@@ -167,10 +210,10 @@ impl BackendJob for DecompressJob {
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
         let args = self.args;
-        let (model, checkpoint) = load::<B::InnerBackend, Vdm<_>>(&args.checkpoint, &device)?;
+        let (header, _, _) = read_file(&self.bytes).map_err(|e| format!("{}: {e}", args.file.display()))?;
+        let checkpoint = find_checkpoint(&args, &header.model)?;
+        let model = load_model::<B::InnerBackend, Vdm<_>>(&checkpoint, &device)?;
         let hash = model_hash(&checkpoint)?;
-        let (header, _, _) =
-            vdm_backends::codec::read_file(&self.bytes).map_err(|e| format!("{}: {e}", args.file.display()))?;
         let mut progress = Progress::new(header.steps as usize, "decode", 0);
         let start = Instant::now();
         let images = decompress(&model, &hash, &self.bytes, args.steps, &device, || progress.advance(1))
