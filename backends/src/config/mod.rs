@@ -127,6 +127,27 @@ impl RunConfig {
         }
     }
 
+    /// Reads and checks a run configuration file's text. Only `[data]` is required: every field
+    /// left out takes the value of the family's default run, the one `vdm config` prints
+    /// ([`RunConfig::digits`], or [`RunConfig::ddpm_digits`] for `family = "ddpm"`). A table with
+    /// a `kind` other than the default's (another schedule, say) replaces it whole, its own
+    /// omitted fields taking that kind's defaults.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        // Parsed as written first, so that a wrong type or name is reported at its line.
+        let written: Self = toml::from_str(text).map_err(|e| Error::setting("config", e.to_string()))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| Error::setting("config", e.to_string()))?;
+        let base = match written.model {
+            ModelConfig::Vdm(_) => Self::digits(),
+            ModelConfig::Ddpm(_) => Self::ddpm_digits(),
+        };
+        let mut merged = toml::Table::try_from(&base).map_err(|e| Error::setting("config", e.to_string()))?;
+        merged.remove("data");
+        fill_in(&mut merged, table);
+        let run: Self = merged.try_into().map_err(|e: toml::de::Error| Error::setting("config", e.to_string()))?;
+        run.validate()?;
+        Ok(run)
+    }
+
     /// Checks every part, naming the offending field.
     pub fn validate(&self) -> Result<()> {
         self.data.validate()?;
@@ -148,5 +169,22 @@ impl RunConfig {
             )));
         }
         Ok(())
+    }
+}
+
+/// Overwrites `base` with what `written` holds, table by table; a table whose `kind` differs from
+/// `base`'s replaces it whole.
+fn fill_in(base: &mut toml::Table, written: toml::Table) {
+    for (key, value) in written {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(below)), toml::Value::Table(over))
+                if over.get("kind").is_none_or(|kind| below.get("kind") == Some(kind)) =>
+            {
+                fill_in(below, over)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }

@@ -1,12 +1,13 @@
 //! `[train]`: optimisation settings, and the learning-rate and EMA schedules they define.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::MAX_TIME_STEPS;
 
 use crate::error::{Error, Result};
 
-/// Optimisation settings (defaults: VDM's).
+/// Optimisation settings. `Default` is VDM's; a file's omitted fields take the default run's instead
+/// ([`RunConfig::from_toml`](super::RunConfig::from_toml)).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -28,7 +29,8 @@ pub struct TrainConfig {
     pub epsilon: f64,
     /// Decoupled weight decay (VDM: 0.01).
     pub weight_decay: f64,
-    /// Clip the global gradient norm to this value (off when absent).
+    /// Clip the global gradient norm to this value; `false` in a file for no clipping.
+    #[serde(with = "clip_norm")]
     pub clip_grad_norm: Option<f64>,
     /// EMA decay of the weights (VDM: 0.9999), warmed up as `min(decay, (1 + k)/(10 + k))`.
     pub ema_decay: f64,
@@ -115,5 +117,32 @@ impl TrainConfig {
     /// The EMA decay used after `step` updates.
     pub fn ema_decay_at(&self, step: usize) -> f64 {
         self.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64))
+    }
+}
+
+/// `clip_grad_norm` in a file: a positive number, or `false` for none (TOML has no null, and an
+/// absent value means the default run's). Checkpoints written before `false` hold `null`.
+mod clip_norm {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(norm: &Option<f64>, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        match norm {
+            Some(norm) => serializer.serialize_f64(*norm),
+            None => serializer.serialize_bool(false),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<f64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Clip {
+            Norm(f64),
+            Off(bool),
+        }
+        match Option::<Clip>::deserialize(deserializer) {
+            Ok(None | Some(Clip::Off(false))) => Ok(None),
+            Ok(Some(Clip::Norm(norm))) => Ok(Some(norm)),
+            _ => Err(serde::de::Error::custom("train.clip_grad_norm must be a positive number, or false for none")),
+        }
     }
 }

@@ -23,7 +23,8 @@ pub fn text(family: FamilyKind) -> Result<String, String> {
     let defaults = toml::to_string_pretty(&run).map_err(|e| e.to_string())?;
     let mut out = format!(
         "# vdm run configuration: {header}.\n\
-         # Train with `vdm train --config FILE --run DIR`. Every field is optional except [data].\n\n",
+         # Train with `vdm train --config FILE --run DIR`. Every field is optional except [data]: one left out\n\
+         # takes the value printed here (a DDPM's, that of `vdm config --family ddpm`). clip_grad_norm = false: no clipping.\n\n",
     );
     out.push_str(&defaults);
     for (what, table, examples) in [("data sources", "[data]", DATA_EXAMPLES)].into_iter().chain(examples) {

@@ -33,9 +33,7 @@ use crate::progress::{clock, Progress};
 /// Reads and validates a run configuration file.
 pub fn read_config(path: &Path) -> Result<RunConfig, String> {
     let text = fs::read_to_string(path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
-    let config: RunConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    config.validate().map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(config)
+    RunConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Loads a run's train and test images, saying how much was loaded and how long it took.
