@@ -373,8 +373,10 @@ fn the_ancestral_step_of_a_mean_network_keeps_its_mean_under_clipping() {
     let mut sampler = SamplerKind::Ancestral.build(&model, 20).unwrap();
     let zeros = z.zeros_like();
     let mut no_noise = || zeros.clone();
+    let mut predict = |z, at| model.predict(z, at);
+    let mut context = vdm_backends::sample::StepContext { predict: &mut predict, noise: &mut no_noise };
     let next: Vec<f32> = sampler
-        .step(z.clone(), model.predict(z.clone(), grid[15]), grid[15], grid[14], &mut no_noise)
+        .step(z.clone(), model.predict(z.clone(), grid[15]), grid[15], grid[14], &mut context)
         .into_data()
         .to_vec()
         .unwrap();
@@ -382,7 +384,7 @@ fn the_ancestral_step_of_a_mean_network_keeps_its_mean_under_clipping() {
     let ddim: Vec<f32> = SamplerKind::Ddim { eta: 0.0 }
         .build(&model, 20)
         .unwrap()
-        .step(z.clone(), model.predict(z, grid[15]), grid[15], grid[14], &mut no_noise)
+        .step(z.clone(), model.predict(z, grid[15]), grid[15], grid[14], &mut context)
         .into_data()
         .to_vec()
         .unwrap();

@@ -12,7 +12,7 @@ use common::{linear_alpha_bars, tiny_run, vdm_of};
 use vdm_backends::config::ModelConfig;
 use vdm_backends::config::{DdpmConfig, Variance};
 use vdm_backends::nn::ddpm_unet::UNetConfig;
-use vdm_backends::sample::{chain, sample, Denoised, Denoiser, GridPoint, SampleOptions, SamplerKind};
+use vdm_backends::sample::{chain, sample, Denoised, Denoiser, GridPoint, SampleOptions, SamplerKind, StepContext};
 use vdm_backends::tensor::BurnBatch;
 use vdm_backends::Cpu;
 use vdm_backends::Result;
@@ -121,6 +121,7 @@ fn exact_moments(g: &Gaussian, sampler: SamplerKind) -> (f64, f64) {
                 let d = (1.0 - as_ - var).sqrt();
                 (as_.sqrt() * p + d * k, as_.sqrt() * p0 + d * k0, var)
             }
+            other => unreachable!("{other} is checked by tests/solver_order.rs"),
         };
         m = a * m + a0;
         v = a * a * v + noise_var;
@@ -220,7 +221,9 @@ fn a_ddim_step_is_equation_12() {
             prediction.x.clone().into_data().iter::<f64>().collect(),
         );
         let mut draw = || Tensor::<B, 4>::from_data(TensorData::new(noise.clone(), [2, 1, 4, 4]), &device);
-        let out: Vec<f64> = sampler.step(z.clone(), prediction, t, s, &mut draw).into_data().iter::<f64>().collect();
+        let mut predict = |z, at| g.predict(z, at);
+        let mut context = StepContext { predict: &mut predict, noise: &mut draw };
+        let out: Vec<f64> = sampler.step(z.clone(), prediction, t, s, &mut context).into_data().iter::<f64>().collect();
         let (at, as_) = (alpha_bar(t.gamma), alpha_bar(s.gamma));
         let sigma = eta * ((1.0 - as_) / (1.0 - at)).sqrt() * (1.0 - at / as_).sqrt();
         for i in 0..32 {
@@ -318,5 +321,7 @@ fn samplers_refuse_zero_steps_and_impossible_settings() {
 fn samplers_print_with_their_names() {
     assert_eq!(SamplerKind::Ancestral.to_string(), "ancestral");
     assert_eq!(SamplerKind::Ddim { eta: 0.5 }.to_string(), "ddim η=0.5");
+    assert_eq!(SamplerKind::DpmSolverPp { order: 2 }.to_string(), "dpm-solver++ 2M");
+    assert_eq!(SamplerKind::Heun.to_string(), "heun");
     assert_eq!(serde_json::to_string(&SamplerKind::Ddim { eta: 0.0 }).unwrap(), r#"{"name":"ddim","eta":0.0}"#);
 }

@@ -315,10 +315,13 @@ enum ClassifierCommand {
 /// How to sample: the options `vdm sample` and `vdm fid` share.
 #[derive(clap::Args)]
 struct SamplingArgs {
-    /// Sampling steps: network evaluations per image (a DDPM's ancestral sampler takes all of its T).
+    /// Sampling steps: network evaluations per image, twice that for heun (a DDPM's ancestral
+    /// sampler takes all of its T).
     #[arg(long, default_value_t = 1000)]
     steps: usize,
-    /// The reverse step: `ancestral` (the family's draw from p(z_s | z_t)) or `ddim`.
+    /// The reverse step: `ancestral` (the family's draw from p(z_s | z_t)), `ddim`, DPM-Solver++
+    /// (`dpm-solver-2m`, `dpm-solver-3m`: multistep ODE solvers of order 2 and 3, for few steps) or
+    /// `heun` (second order, two network evaluations per step).
     #[arg(long, value_enum, default_value = "ancestral")]
     sampler: SamplerArg,
     /// DDIM's stochasticity η in [0, 1] (default 0: deterministic; 1: the posterior step).
@@ -339,6 +342,14 @@ enum SamplerArg {
     Ancestral,
     /// DDIM, with --eta.
     Ddim,
+    /// DPM-Solver++(2M): second order, one network evaluation per step.
+    #[value(name = "dpm-solver-2m")]
+    DpmSolver2m,
+    /// DPM-Solver++(3M): third order, one network evaluation per step.
+    #[value(name = "dpm-solver-3m")]
+    DpmSolver3m,
+    /// Heun's method (EDM): second order, two network evaluations per step.
+    Heun,
 }
 
 impl SamplingArgs {
@@ -346,15 +357,16 @@ impl SamplingArgs {
     /// is refused elsewhere.
     fn options(self, n: usize) -> Result<SampleOptions, String> {
         let sampler = match (self.sampler, self.eta) {
-            (SamplerArg::Ancestral, None) => SamplerKind::Ancestral,
-            (SamplerArg::Ancestral, Some(_)) => {
-                return Err("--eta is DDIM's; the ancestral sampler takes none (use --sampler ddim)".into())
-            }
             (SamplerArg::Ddim, eta) => {
                 let eta = eta.unwrap_or(0.0);
                 Ddim::new(eta).map_err(|e| format!("--eta: {e}"))?;
                 SamplerKind::Ddim { eta }
             }
+            (_, Some(_)) => return Err("--eta is DDIM's; this sampler takes none (use --sampler ddim)".into()),
+            (SamplerArg::Ancestral, None) => SamplerKind::Ancestral,
+            (SamplerArg::DpmSolver2m, None) => SamplerKind::DpmSolverPp { order: 2 },
+            (SamplerArg::DpmSolver3m, None) => SamplerKind::DpmSolverPp { order: 3 },
+            (SamplerArg::Heun, None) => SamplerKind::Heun,
         };
         Ok(SampleOptions { n, steps: self.steps, sampler, seed: self.seed, batch_size: self.batch_size })
     }

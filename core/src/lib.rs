@@ -10,6 +10,7 @@
 //! | [`schedule`] | noise schedules `γ(t) = −log SNR(t)` with analytic `γ'(t)` |
 //! | [`ddpm`] | β schedules and their `γ` form, `L_simple`, the discretised Gaussian decoder |
 //! | [`process`] | `α`, `σ`, SNR; forward sample; posterior `q(z_s|z_t,x)`; VDM, DDPM and DDIM steps |
+//! | [`solver`] | DPM-Solver++ multistep updates of the probability-flow ODE in log-SNR |
 //! | [`vlb`] | prior KL, reconstruction, discrete and continuous diffusion losses, bits per dim |
 //! | [`time`] | antithetic time sampling, discretisation onto `T` steps |
 //! | [`analytic`] | closed-form optimal denoiser and expected VLB for Gaussian data |
@@ -47,6 +48,7 @@ pub mod process;
 pub mod real;
 pub mod rng;
 pub mod schedule;
+pub mod solver;
 pub mod tensor;
 pub mod time;
 pub mod vlb;

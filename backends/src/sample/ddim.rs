@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use vdm_core::process;
 
-use super::{linear_step, Denoised, GridPoint, Sampler};
+use super::{linear_step, Denoised, GridPoint, Sampler, StepContext};
 
 use crate::error::{Error, Result};
 
@@ -33,11 +33,11 @@ impl<B: Backend> Sampler<B> for Ddim {
         prediction: Denoised<B>,
         t: GridPoint,
         s: GridPoint,
-        noise: &mut dyn FnMut() -> Tensor<B, 4>,
+        context: &mut StepContext<B>,
     ) -> Tensor<B, 4> {
         if s.is_data() {
             return prediction.x;
         }
-        linear_step(process::ddim(s.gamma, t.gamma, self.eta), z, prediction.eps, self.eta > 0.0, noise)
+        linear_step(process::ddim(s.gamma, t.gamma, self.eta), z, prediction.eps, self.eta > 0.0, context.noise)
     }
 }

@@ -3,16 +3,20 @@
 //! Three parts, kept apart as diffusers keeps schedulers apart from networks and pipelines:
 //! - a [`Denoiser`] is what a model offers: its time grid, and `ε̂`, `x̂` at a latent;
 //! - a [`Sampler`] turns the prediction at `z_t` into `z_s` (its `step` may keep state between
-//!   steps, as multistep solvers need);
+//!   steps, as multistep solvers need, and evaluate the denoiser again, as Heun's method does);
 //! - [`sample`] is the one loop: batches, per-image noise streams, progress and decoding.
 //!
 //! Adding a sampler means one file here and one variant of [`SamplerKind`].
 
 mod ancestral;
 mod ddim;
+mod dpm_solver;
+mod heun;
 
 pub use ancestral::Ancestral;
 pub use ddim::Ddim;
+pub use dpm_solver::DpmSolverPp;
+pub use heun::Heun;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -82,18 +86,27 @@ pub trait Denoiser<B: Backend> {
     fn ancestral_variance(&self, steps: usize) -> Result<DdpmVariance>;
 }
 
+/// What a step may call on besides the prediction at `z_t`.
+pub struct StepContext<'a, B: Backend> {
+    /// The denoiser's prediction at another latent and grid point (a second-order step's
+    /// correction); every call is one network evaluation.
+    pub predict: &'a mut dyn FnMut(Tensor<B, 4>, GridPoint) -> Denoised<B>,
+    /// Fresh `N(0, I)` noise, drawn only by a stochastic step.
+    pub noise: &'a mut dyn FnMut() -> Tensor<B, 4>,
+}
+
 /// One reverse step `z_t → z_s`; `step` may keep state between the steps of a chain (a fresh
 /// sampler starts each chain).
 pub trait Sampler<B: Backend> {
-    /// `z_s` from `z_t`, the prediction at `t`, and fresh `N(0, I)` noise from `noise` (called
-    /// only by a stochastic step). `s` precedes `t` on the grid and may be the data end.
+    /// `z_s` from `z_t` and the prediction at `t`; `s` precedes `t` on the grid and may be the
+    /// data end.
     fn step(
         &mut self,
         z: Tensor<B, 4>,
         prediction: Denoised<B>,
         t: GridPoint,
         s: GridPoint,
-        noise: &mut dyn FnMut() -> Tensor<B, 4>,
+        context: &mut StepContext<B>,
     ) -> Tensor<B, 4>;
 }
 
@@ -125,6 +138,13 @@ pub enum SamplerKind {
         /// `η`: `0` deterministic, `1` the posterior (`β̃`) step.
         eta: f64,
     },
+    /// DPM-Solver++ of order 1 to 3, multistep ([`DpmSolverPp`]): order 2 is "2M", 3 is "3M".
+    DpmSolverPp {
+        /// The order.
+        order: usize,
+    },
+    /// Heun's second-order method ([`Heun`]): two network evaluations per step.
+    Heun,
 }
 
 impl std::fmt::Display for SamplerKind {
@@ -132,6 +152,9 @@ impl std::fmt::Display for SamplerKind {
         match self {
             Self::Ancestral => f.write_str("ancestral"),
             Self::Ddim { eta } => write!(f, "ddim η={eta}"),
+            Self::DpmSolverPp { order: 1 } => f.write_str("dpm-solver++ 1"),
+            Self::DpmSolverPp { order } => write!(f, "dpm-solver++ {order}M"),
+            Self::Heun => f.write_str("heun"),
         }
     }
 }
@@ -142,7 +165,19 @@ impl SamplerKind {
         Ok(match self {
             Self::Ancestral => Box::new(Ancestral::new(denoiser.ancestral_variance(steps)?)),
             Self::Ddim { eta } => Box::new(Ddim::new(eta)?),
+            Self::DpmSolverPp { order } => Box::new(DpmSolverPp::new(order)?),
+            Self::Heun => Box::new(Heun),
         })
+    }
+
+    /// Network evaluations per image of a chain on `grid`: one per step, and Heun's correction
+    /// at every step but one that ends at the data.
+    pub fn evaluations(self, grid: &[GridPoint]) -> usize {
+        let steps = grid.len().saturating_sub(1);
+        match self {
+            Self::Heun => 2 * steps - usize::from(grid.first().is_some_and(GridPoint::is_data)),
+            _ => steps,
+        }
     }
 }
 
@@ -151,7 +186,7 @@ impl SamplerKind {
 pub struct SampleOptions {
     /// The number of images.
     pub n: usize,
-    /// Steps of the chain (network evaluations per image).
+    /// Steps of the chain (network evaluations per image; [`SamplerKind::evaluations`]).
     pub steps: usize,
     /// The sampler.
     pub sampler: SamplerKind,
@@ -206,7 +241,7 @@ pub fn sample<B: Backend, D: Denoiser<B>>(
 }
 
 /// The reverse chain of one batch: `z` at the last point of `grid`, stepped down to `grid[0]` by
-/// `sampler`, one prediction per step; `on_step` follows each.
+/// `sampler`; `on_step` follows every network evaluation ([`SamplerKind::evaluations`]).
 pub fn chain<B: Backend>(
     denoiser: &impl Denoiser<B>,
     sampler: &mut dyn Sampler<B>,
@@ -215,10 +250,15 @@ pub fn chain<B: Backend>(
     noise: &mut dyn FnMut() -> Tensor<B, 4>,
     on_step: &mut dyn FnMut(),
 ) -> Tensor<B, 4> {
-    for i in (1..grid.len()).rev() {
-        let prediction = denoiser.predict(z.clone(), grid[i]);
+    let mut predict = |z: Tensor<B, 4>, at: GridPoint| {
+        let prediction = denoiser.predict(z, at);
         on_step();
-        z = sampler.step(z, prediction, grid[i], grid[i - 1], noise);
+        prediction
+    };
+    for i in (1..grid.len()).rev() {
+        let prediction = predict(z.clone(), grid[i]);
+        let mut context = StepContext { predict: &mut predict, noise: &mut *noise };
+        z = sampler.step(z, prediction, grid[i], grid[i - 1], &mut context);
     }
     z
 }

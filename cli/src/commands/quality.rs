@@ -129,6 +129,7 @@ impl BackendJob for FidJob {
             );
         }
         let start = Instant::now();
+        let mut nfe_used = None;
         let (images, what) = match &args.checkpoint {
             None => (train.select(&(0..used).collect::<Vec<_>>()), format!("{used} training images")),
             Some(path) => {
@@ -150,13 +151,17 @@ impl BackendJob for FidJob {
                         checkpoint.dir.parent().unwrap_or(&checkpoint.dir).join("config.toml").display()
                     ));
                 }
-                let images = match checkpoint.state.run.model {
+                let (images, nfe) = match checkpoint.state.run.model {
                     ModelConfig::Vdm(_) => draw::<B::InnerBackend, Vdm<_>>(&args, &checkpoint, &device)?,
                     ModelConfig::Ddpm(_) => draw::<B::InnerBackend, Ddpm<_>>(&args, &checkpoint, &device)?,
                 };
+                nfe_used = Some(nfe);
                 (
                     images,
-                    format!("{} samples ({} steps of {})", args.options.n, args.options.steps, args.options.sampler),
+                    format!(
+                        "{} samples ({} steps of {}, {nfe} network evaluations per image)",
+                        args.options.n, args.options.steps, args.options.sampler
+                    ),
                 )
             }
         };
@@ -178,7 +183,7 @@ impl BackendJob for FidJob {
         );
         if let Some(path) = &args.json {
             let doc = serde_json::json!({"what": what, "checkpoint": args.checkpoint, "classifier": args.classifier, "n": images.len(),
-                "steps": args.options.steps, "sampler": args.options.sampler, "seed": args.options.seed, "metrics": r});
+                "steps": args.options.steps, "nfe": nfe_used, "sampler": args.options.sampler, "seed": args.options.seed, "metrics": r});
             let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
             write_atomically(path, text.as_bytes()).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
         }
@@ -186,18 +191,20 @@ impl BackendJob for FidJob {
     }
 }
 
-/// The samples of the checkpoint's model that `args` asks for, with progress.
+/// The samples of the checkpoint's model that `args` asks for, with progress, and the network
+/// evaluations per image they took.
 fn draw<B: FastOps, M: Generative<B>>(
     args: &FidArgs,
     checkpoint: &Checkpoint,
     device: &B::Device,
-) -> Result<ImageSet, String> {
+) -> Result<(ImageSet, usize), String> {
     let model: M = load_model(checkpoint, device)?;
     let shape = checkpoint.state.image_shape;
     let options = SampleOptions { batch_size: args.options.batch_size.min(args.options.n), ..args.options };
     checkpoint.state.run.model.check_inference_memory::<B>(shape, options.batch_size, device)?;
-    let mut progress = Progress::new(options.n.div_ceil(options.batch_size) * options.steps, "sample", 0);
+    let nfe = options.sampler.evaluations(&model.grid(options.steps)?);
+    let mut progress = Progress::new(options.n.div_ceil(options.batch_size) * nfe, "sample", 0);
     let images = sampling::sample(&model, [shape[1], shape[2]], &options, device, &mut || progress.advance(1));
     progress.finish();
-    Ok(images?)
+    Ok((images?, nfe))
 }

@@ -69,8 +69,8 @@ fn sample_family<B: FastOps, M: Generative<B>>(
     let options = SampleOptions { batch_size: args.options.batch_size.min(args.options.n), ..args.options };
     check_grid(options.n, shape, args.columns, args.scale)?;
     checkpoint.state.run.model.check_inference_memory::<B>(shape, options.batch_size, device)?;
-    let evaluations = options.n.div_ceil(options.batch_size) * options.steps;
-    let mut progress = Progress::new(evaluations, "sample", 0);
+    let nfe = options.sampler.evaluations(&model.grid(options.steps)?);
+    let mut progress = Progress::new(options.n.div_ceil(options.batch_size) * nfe, "sample", 0);
     progress.set(0, format!("{} images, {} steps of {}", options.n, options.steps, options.sampler));
     let start = Instant::now();
     let images = sampling::sample(&model, [shape[1], shape[2]], &options, device, &mut || progress.advance(1));
@@ -81,7 +81,7 @@ fn sample_family<B: FastOps, M: Generative<B>>(
         write_images(&images, dir, |i| format!("sample-{i:06}.png"))?;
     }
     println!(
-        "wrote {} samples ({} steps of {}, {}) to {}{}",
+        "wrote {} samples ({} steps of {}, {nfe} network evaluations per image, {}) to {}{}",
         options.n,
         options.steps,
         options.sampler,
