@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::memory;
 use crate::model::Vdm;
 use crate::ops::FastOps;
-use crate::sample::Denoiser;
+use crate::sample::{Denoiser, Spacing};
 
 /// The version of the compressed format this build writes; it also reads version 1, which did not
 /// record the checkpoint's step and directory.
@@ -154,7 +154,7 @@ struct Chain {
 
 impl Chain {
     fn new<B: FastOps>(model: &Vdm<B>, steps: usize, latent_bits: u32) -> Result<Self> {
-        Ok(Self { gammas: model.grid(steps)?.iter().map(|point| point.gamma).collect(), bins: 1 << latent_bits })
+        Ok(Self { gammas: model.grid(steps, Spacing::Time)?.iter().map(|point| point.gamma).collect(), bins: 1 << latent_bits })
     }
 
     fn steps(&self) -> usize {

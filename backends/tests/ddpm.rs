@@ -13,7 +13,7 @@ use vdm_backends::eval::{evaluate, EvalOptions};
 use vdm_backends::model::ddpm::{Bound, Ddpm};
 use vdm_backends::model::{TimeMode, Vdm};
 use vdm_backends::nn::ddpm_unet::UNetConfig;
-use vdm_backends::sample::{sample, SampleOptions, SamplerKind};
+use vdm_backends::sample::{sample, SampleOptions, SamplerKind, Spacing};
 use vdm_backends::train::Trainer;
 use vdm_backends::Cpu;
 
@@ -197,7 +197,7 @@ fn samplers_are_deterministic_and_ddim_at_eta_one_is_the_beta_tilde_step() {
     let device = Default::default();
     let (model, _) = trained(Variance::BetaTilde);
     let draw = |sampler, steps, batch_size| {
-        sample(&model, [4, 4], &SampleOptions { n: 6, steps, sampler, seed: 11, batch_size }, &device, &mut || {})
+        sample(&model, [4, 4], &SampleOptions { n: 6, steps, sampler, spacing: Spacing::Time, seed: 11, batch_size }, &device, &mut || {})
             .unwrap()
     };
     let ancestral = draw(SamplerKind::Ancestral, 20, 6);
@@ -368,7 +368,7 @@ fn the_ancestral_step_of_a_mean_network_keeps_its_mean_under_clipping() {
         DdpmConfig { prediction: Prediction::Mean, clip_denoised: true, ..tiny_ddpm(20, Variance::Beta) }
             .build([1, 4, 4], &device)
             .unwrap();
-    let grid = model.grid(20).unwrap();
+    let grid = model.grid(20, vdm_backends::sample::Spacing::Time).unwrap();
     let z = burn::tensor::Tensor::<Cpu, 4>::from_floats([[[[3.0, -2.5, 0.5, 1.0]; 4]]], &device);
     let mut sampler = SamplerKind::Ancestral.build(&model, 20).unwrap();
     let zeros = z.zeros_like();

@@ -12,7 +12,9 @@ use common::{linear_alpha_bars, tiny_run, vdm_of};
 use vdm_backends::config::ModelConfig;
 use vdm_backends::config::{DdpmConfig, Variance};
 use vdm_backends::nn::ddpm_unet::UNetConfig;
-use vdm_backends::sample::{chain, sample, Denoised, Denoiser, GridPoint, SampleOptions, SamplerKind, StepContext};
+use vdm_backends::sample::{
+    chain, sample, Denoised, Denoiser, GridPoint, SampleOptions, SamplerKind, Spacing, StepContext,
+};
 use vdm_backends::tensor::BurnBatch;
 use vdm_backends::Cpu;
 use vdm_backends::Result;
@@ -60,7 +62,7 @@ impl Denoiser<B> for Gaussian {
         1
     }
 
-    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>> {
+    fn grid(&self, steps: usize, _spacing: Spacing) -> Result<Vec<GridPoint>> {
         assert_eq!(steps + 1, self.grid.len());
         Ok(self.grid.clone())
     }
@@ -260,7 +262,7 @@ fn the_grids_are_ddim_strided_times_and_vdm_uniform_times() {
     let model = tiny_ddpm();
     let alpha_bars = linear_alpha_bars(20);
     for steps in [1, 4, 5, 10, 20] {
-        let grid = model.grid(steps).unwrap();
+        let grid = model.grid(steps, Spacing::Time).unwrap();
         assert_eq!(grid.len(), steps + 1);
         assert!(grid[0].is_data());
         for (k, point) in grid[1..].iter().enumerate() {
@@ -278,10 +280,47 @@ fn the_grids_are_ddim_strided_times_and_vdm_uniform_times() {
     let mut run = tiny_run(1);
     let vdm = vdm_of(&mut run).init::<B>(1, &device);
     let host = vdm.schedule.to_host();
-    for (i, point) in vdm.grid(8).unwrap().iter().enumerate() {
+    for (i, point) in vdm.grid(8, Spacing::Time).unwrap().iter().enumerate() {
         use vdm_core::schedule::NoiseSchedule;
         assert_eq!((point.gamma, point.net_input), (host.gamma(i as f64 / 8.0), host.gamma(i as f64 / 8.0)));
     }
+}
+
+/// The other spacings: log-SNR points uniform in `γ`, Karras points uniform in `e^{γ/14}`, both
+/// from the data-side end to the start; a DDPM takes the steps nearest to them (every point within
+/// half a step's `γ` of its target) and refuses a spacing that would use a step twice.
+#[test]
+fn log_snr_and_karras_grids_are_spaced_as_defined() {
+    let (low, high) = (-9.0, 7.0);
+    let uniform = |v: &[f64]| v.windows(3).all(|w| ((w[2] - w[1]) - (w[1] - w[0])).abs() < 1e-12);
+    let log_snr = Spacing::LogSnr.gammas(low, high, 9).unwrap();
+    assert!(uniform(&log_snr) && log_snr[0] == low && log_snr[8] == high, "{log_snr:?}");
+    let karras = Spacing::Karras.gammas(low, high, 9).unwrap();
+    let roots: Vec<f64> = karras.iter().map(|g| (g / 14.0).exp()).collect();
+    assert!(uniform(&roots) && karras[0] == low && karras[8] == high, "{karras:?}");
+    assert!(karras.windows(2).all(|w| w[0] < w[1]) && karras[1] - karras[0] > log_snr[1] - log_snr[0]);
+    assert_eq!(Spacing::Time.gammas(low, high, 9), None);
+
+    let model = tiny_ddpm();
+    for spacing in [Spacing::LogSnr, Spacing::Karras] {
+        let grid = model.grid(6, spacing).unwrap();
+        let targets = spacing.gammas(grid[1].gamma, grid[6].gamma, 6).unwrap();
+        assert_eq!((grid[1].net_input, grid[6].net_input), (0.0, 19.0), "{spacing}: steps 1 and T");
+        for (point, target) in grid[1..].iter().zip(targets) {
+            let t = point.net_input as usize + 1;
+            let half_step = |u: usize| (model.process.gamma(u) - model.process.gamma(u - 1)) / 2.0;
+            let slack = half_step(t.max(2)).max(half_step((t + 1).min(20)));
+            assert!((point.gamma - target).abs() <= slack + 1e-12, "{spacing}: step {t}, γ {} vs {target}", point.gamma);
+        }
+        let err = model.grid(19, spacing).unwrap_err().to_string();
+        assert!(err.contains("more than once"), "{spacing}: {err}");
+    }
+    let device = Default::default();
+    let vdm = vdm_of(&mut tiny_run(1)).init::<B>(1, &device);
+    let host = vdm.schedule.to_host();
+    let gammas: Vec<f64> = vdm.grid(8, Spacing::LogSnr).unwrap().iter().map(|p| p.gamma).collect();
+    use vdm_core::schedule::NoiseSchedule;
+    assert_eq!(gammas, Spacing::LogSnr.gammas(host.gamma_0(), host.gamma_1(), 9).unwrap());
 }
 
 /// `steps = 0` is refused by every sampler on either family (it once gave all-zero images), and so
@@ -294,7 +333,7 @@ fn samplers_refuse_zero_steps_and_impossible_settings() {
     let ddpm = tiny_ddpm();
     assert!(matches!(run.model, ModelConfig::Vdm(_)));
     for sampler in [SamplerKind::Ancestral, SamplerKind::Ddim { eta: 0.0 }, SamplerKind::Ddim { eta: 0.5 }] {
-        let options = SampleOptions { n: 2, steps: 0, sampler, seed: 0, batch_size: 2 };
+        let options = SampleOptions { n: 2, steps: 0, sampler, spacing: Spacing::Time, seed: 0, batch_size: 2 };
         let err = sample(&vdm, [4, 4], &options, &device, &mut || {}).unwrap_err().to_string();
         assert!(err.contains("at least 1 step"), "VDM, {sampler}: {err}");
         let err = sample(&ddpm, [4, 4], &options, &device, &mut || {}).unwrap_err().to_string();
@@ -304,7 +343,7 @@ fn samplers_refuse_zero_steps_and_impossible_settings() {
             .to_string();
         assert!(err.contains("1 to 20 steps"), "DDPM, {sampler}: {err}");
     }
-    let options = SampleOptions { n: 2, steps: 10, sampler: SamplerKind::Ancestral, seed: 0, batch_size: 2 };
+    let options = SampleOptions { n: 2, steps: 10, sampler: SamplerKind::Ancestral, spacing: Spacing::Time, seed: 0, batch_size: 2 };
     assert!(sample(&ddpm, [4, 4], &options, &device, &mut || {}).unwrap_err().to_string().contains("all T = 20 steps"));
     for eta in [-0.5, 1.5, f64::NAN] {
         let options = SampleOptions { sampler: SamplerKind::Ddim { eta }, ..options };

@@ -6,7 +6,7 @@
 
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
-use vdm_backends::sample::{chain, Denoised, Denoiser, GridPoint, SamplerKind};
+use vdm_backends::sample::{chain, Denoised, Denoiser, GridPoint, SamplerKind, Spacing};
 use vdm_backends::tensor::BurnBatch;
 use vdm_backends::Result;
 use vdm_core::analytic::optimal_eps;
@@ -40,7 +40,7 @@ impl Denoiser<B> for Gaussian {
         1
     }
 
-    fn grid(&self, _steps: usize) -> Result<Vec<GridPoint>> {
+    fn grid(&self, _steps: usize, _spacing: Spacing) -> Result<Vec<GridPoint>> {
         Ok(self.grid.clone())
     }
 

@@ -16,7 +16,7 @@ use commands::eval::EvalArgs;
 use commands::sample::SampleArgs;
 use commands::train::TrainArgs;
 use device::Device;
-use vdm_backends::sample::{Ddim, SampleOptions, SamplerKind};
+use vdm_backends::sample::{Ddim, SampleOptions, SamplerKind, Spacing};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -324,6 +324,10 @@ struct SamplingArgs {
     /// `heun` (second order, two network evaluations per step).
     #[arg(long, value_enum, default_value = "ancestral")]
     sampler: SamplerArg,
+    /// How the steps are spaced: `time` (VDM's t = i/T, a DDPM's strided steps), `log-snr`
+    /// (uniform in λ = −γ/2, DPM-Solver's choice) or `karras` (EDM's ρ = 7 grid).
+    #[arg(long, value_enum, default_value = "time")]
+    spacing: SpacingArg,
     /// DDIM's stochasticity η in [0, 1] (default 0: deterministic; 1: the posterior step).
     #[arg(long, allow_negative_numbers = true)]
     eta: Option<f64>,
@@ -352,6 +356,17 @@ enum SamplerArg {
     Heun,
 }
 
+/// The grid spacing's name on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SpacingArg {
+    /// Uniform in the model's time.
+    Time,
+    /// Uniform in the log-SNR.
+    LogSnr,
+    /// Karras et al.'s ρ = 7 grid.
+    Karras,
+}
+
 impl SamplingArgs {
     /// The library's options for `n` images, checked before any work; `--eta` belongs to DDIM and
     /// is refused elsewhere.
@@ -368,7 +383,12 @@ impl SamplingArgs {
             (SamplerArg::DpmSolver3m, None) => SamplerKind::DpmSolverPp { order: 3 },
             (SamplerArg::Heun, None) => SamplerKind::Heun,
         };
-        Ok(SampleOptions { n, steps: self.steps, sampler, seed: self.seed, batch_size: self.batch_size })
+        let spacing = match self.spacing {
+            SpacingArg::Time => Spacing::Time,
+            SpacingArg::LogSnr => Spacing::LogSnr,
+            SpacingArg::Karras => Spacing::Karras,
+        };
+        Ok(SampleOptions { n, steps: self.steps, sampler, spacing, seed: self.seed, batch_size: self.batch_size })
     }
 }
 

@@ -231,11 +231,24 @@ fn ddpm_train_eval_sample_and_fid() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let (estimate, full) = (report["bounds"][0]["bpd"].as_f64().unwrap(), report["bounds"][1]["bpd"].as_f64().unwrap());
     assert!(estimate.is_finite() && full.is_finite() && full > 0.0, "{report}");
-    for (i, args) in [&["--steps", "10"][..], &["--sampler", "ddim", "--steps", "3"]].into_iter().enumerate() {
+    for (i, (args, nfe)) in [
+        (&["--steps", "10"][..], 10),
+        (&["--sampler", "ddim", "--steps", "3"], 3),
+        (&["--sampler", "dpm-solver-3m", "--steps", "4", "--spacing", "log-snr"], 4),
+        (&["--sampler", "heun", "--steps", "3", "--spacing", "karras"], 5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let grid = s(&dir.path().join(format!("s{i}.png")));
         let out = vdm(&[&["sample", "--checkpoint", &run, "--n", "4", "--out", &grid][..], args].concat());
-        assert!(out.status.success(), "{}", text(&out));
+        let said = format!("{nfe} network evaluations per image");
+        assert!(out.status.success() && text(&out).contains(&said), "{args:?}: {}", text(&out));
     }
+    assert_fails_with(
+        &vdm(&["sample", "--checkpoint", &run, "--sampler", "heun", "--eta", "0.5", "--out", &s(&dir.path().join("e.png"))]),
+        &["--eta is DDIM's"],
+    );
     assert_fails_with(
         &vdm(&["sample", "--checkpoint", &run, "--steps", "5", "--out", &s(&dir.path().join("t.png"))]),
         &["all T = 10 steps"],

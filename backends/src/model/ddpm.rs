@@ -23,7 +23,7 @@ use crate::eval::{ImageBound, Likelihood};
 use crate::memory;
 use crate::nn::ddpm_unet::UNet;
 use crate::ops::{FastOps, TrainBackend};
-use crate::sample::{Denoised, Denoiser, GridPoint};
+use crate::sample::{Denoised, Denoiser, GridPoint, Spacing};
 use crate::tensor::{normals, BurnBatch};
 
 use super::check_channels;
@@ -139,6 +139,24 @@ impl Process {
             f64::NEG_INFINITY
         } else {
             self.schedule.gamma_at(t)
+        }
+    }
+
+    /// The step `t ∈ 1..=T` whose `γ_t` is nearest to `gamma` (`γ_t` increases with `t`).
+    pub fn nearest_step(&self, gamma: f64) -> usize {
+        // The first step at or above `gamma`, by bisection.
+        let (mut lo, mut hi) = (1, self.steps());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.gamma(mid) < gamma {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        match lo {
+            t if t > 1 && gamma - self.gamma(t - 1) < self.gamma(t) - gamma => t - 1,
+            t => t,
         }
     }
 
@@ -337,7 +355,9 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
 
     /// The data end, then the times `τ_k = 1 + ⌊k T/steps⌋` for `k = 0..steps` (all `T` when
     /// `steps = T`; DDIM's strided schedule otherwise).
-    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>> {
+    /// DDIM's strided steps `1 + kT/S` (time spacing), or the steps nearest to `γ` values
+    /// spaced between `γ(1)` and `γ(T)` (diffusers rounds the same way); then the data end.
+    fn grid(&self, steps: usize, spacing: Spacing) -> Result<Vec<GridPoint>> {
         let big_t = self.process.steps();
         if steps == 0 || steps > big_t {
             return Err(Error::setting(
@@ -345,9 +365,18 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
                 format!("a DDPM with T = {big_t} samples with 1 to {big_t} steps, got {steps}"),
             ));
         }
-        let times = (0..steps).map(|k| 1 + k * big_t / steps);
+        let times: Vec<usize> = match spacing.gammas(self.process.gamma(1), self.process.gamma(big_t), steps) {
+            None => (0..steps).map(|k| 1 + k * big_t / steps).collect(),
+            Some(gammas) => gammas.iter().map(|&gamma| self.process.nearest_step(gamma)).collect(),
+        };
+        if times.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::setting(
+                "steps",
+                format!("{steps} steps spaced by {spacing} fall more than once on a step of this DDPM's T = {big_t}; use fewer steps or time spacing"),
+            ));
+        }
         Ok(std::iter::once(GridPoint::DATA)
-            .chain(times.map(|t| GridPoint { gamma: self.process.gamma(t), net_input: (t - 1) as f64 }))
+            .chain(times.into_iter().map(|t| GridPoint { gamma: self.process.gamma(t), net_input: (t - 1) as f64 }))
             .collect())
     }
 

@@ -23,7 +23,7 @@ use crate::eval::{ImageBound, Likelihood};
 use crate::memory;
 use crate::nn::score_unet::ScoreNet;
 use crate::ops::{self, FastOps, TrainBackend};
-use crate::sample::{Denoised, Denoiser, GridPoint};
+use crate::sample::{Denoised, Denoiser, GridPoint, Spacing};
 use crate::schedule::{LearnedSchedule, Part, ShapeObjective};
 use crate::tensor::{host_tensor, BurnBatch};
 
@@ -257,16 +257,18 @@ impl<B: FastOps> Denoiser<B> for Vdm<B> {
 
     /// `t_i = i/T` for `i = 0..=T` with the learned `γ(t_i)`, computed in `f64` on the host; the
     /// chain ends at `z_0`, not at the data.
-    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>> {
+    /// `t_i = i/T` with the learned `γ(t_i)`, or `γ` itself spaced between `γ(0)` and `γ(1)`
+    /// (the network takes `γ`, so any value between them is a grid point).
+    fn grid(&self, steps: usize, spacing: Spacing) -> Result<Vec<GridPoint>> {
         if steps == 0 {
             return Err(Error::setting("steps", "sampling needs at least 1 step, got 0"));
         }
         TimeMode::from_steps(steps)?;
         let host = self.schedule.to_host();
-        Ok((0..=steps)
-            .map(|i| host.gamma(i as f64 / steps as f64))
-            .map(|gamma| GridPoint { gamma, net_input: gamma })
-            .collect())
+        let gammas = spacing
+            .gammas(host.gamma_0(), host.gamma_1(), steps + 1)
+            .unwrap_or_else(|| (0..=steps).map(|i| host.gamma(i as f64 / steps as f64)).collect());
+        Ok(gammas.into_iter().map(|gamma| GridPoint { gamma, net_input: gamma }).collect())
     }
 
     /// `ε̂(z_t; γ_t)` from the score network and `x̂ = (z_t − σ_t ε̂)/α_t` (VDM eq. 12).

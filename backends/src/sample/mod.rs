@@ -51,6 +51,54 @@ impl GridPoint {
     }
 }
 
+/// How a chain's points are spaced between the model's two ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spacing {
+    /// Uniform in the model's time: VDM's `t = i/T`, a DDPM's strided steps (DDIM's).
+    #[default]
+    Time,
+    /// Uniform in the log-SNR `λ = −γ/2`, DPM-Solver's choice (a DDPM's points are the steps
+    /// nearest to it).
+    LogSnr,
+    /// The ρ = 7 grid of Karras et al. (EDM) in `σ/α = e^{γ/2}`: dense near the data.
+    Karras,
+}
+
+impl std::fmt::Display for Spacing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Time => "time",
+            Self::LogSnr => "log-snr",
+            Self::Karras => "karras",
+        })
+    }
+}
+
+impl Spacing {
+    /// `points` values of `γ` from `low` to `high`, both included (one point: `high`),
+    /// increasing, spaced uniformly in `λ` ([`Spacing::LogSnr`]) or in `(σ/α)^{1/ρ}`
+    /// ([`Spacing::Karras`]); `None` for [`Spacing::Time`], which only the model can place.
+    pub fn gammas(self, low: f64, high: f64, points: usize) -> Option<Vec<f64>> {
+        const RHO: f64 = 7.0;
+        if points < 2 {
+            return (self != Self::Time).then(|| vec![high; points]);
+        }
+        let fraction = |i: usize| i as f64 / (points - 1) as f64;
+        let mut gammas: Vec<f64> = match self {
+            Self::Time => return None,
+            Self::LogSnr => (0..points).map(|i| low + (high - low) * fraction(i)).collect(),
+            // σ/α = e^{γ/2}, so (σ/α)^{1/ρ} = e^{γ/(2ρ)}.
+            Self::Karras => {
+                let (a, b) = ((low / (2.0 * RHO)).exp(), (high / (2.0 * RHO)).exp());
+                (0..points).map(|i| 2.0 * RHO * (a + (b - a) * fraction(i)).ln()).collect()
+            }
+        };
+        (gammas[0], gammas[points - 1]) = (low, high);
+        Some(gammas)
+    }
+}
+
 /// A model's predictions at a latent `z_t`, `[N, C, H, W]` each.
 #[derive(Clone, Debug)]
 pub struct Denoised<B: Backend> {
@@ -70,10 +118,10 @@ pub trait Denoiser<B: Backend> {
     /// Image channels.
     fn channels(&self) -> usize;
 
-    /// The grid of a chain of `steps` steps, from the data end `grid[0]` to the start
-    /// `grid[steps]`, where `z ~ N(0, I)`; `γ` increases along it. An error for `steps = 0` or
-    /// more than the model supports.
-    fn grid(&self, steps: usize) -> Result<Vec<GridPoint>>;
+    /// The grid of a chain of `steps` steps spaced by `spacing`, from the data end `grid[0]` to
+    /// the start `grid[steps]`, where `z ~ N(0, I)`; `γ` increases along it. An error for
+    /// `steps = 0` or more than the model supports.
+    fn grid(&self, steps: usize, spacing: Spacing) -> Result<Vec<GridPoint>>;
 
     /// `ε̂` and `x̂` at `z` (`[N, C, H, W]`), a latent at `at`.
     fn predict(&self, z: Tensor<B, 4>, at: GridPoint) -> Denoised<B>;
@@ -190,6 +238,8 @@ pub struct SampleOptions {
     pub steps: usize,
     /// The sampler.
     pub sampler: SamplerKind,
+    /// How the chain's points are spaced.
+    pub spacing: Spacing,
     /// Image `i`'s noise comes from the stream `(seed, i)` alone.
     pub seed: u64,
     /// Images per network evaluation (the result does not depend on it).
@@ -197,9 +247,9 @@ pub struct SampleOptions {
 }
 
 impl Default for SampleOptions {
-    /// 64 images, 1000 ancestral steps, seed 0, 64 at a time.
+    /// 64 images, 1000 ancestral steps spaced in time, seed 0, 64 at a time.
     fn default() -> Self {
-        Self { n: 64, steps: 1000, sampler: SamplerKind::Ancestral, seed: 0, batch_size: 64 }
+        Self { n: 64, steps: 1000, sampler: SamplerKind::Ancestral, spacing: Spacing::Time, seed: 0, batch_size: 64 }
     }
 }
 
@@ -213,11 +263,11 @@ pub fn sample<B: Backend, D: Denoiser<B>>(
     device: &B::Device,
     on_step: &mut dyn FnMut(),
 ) -> Result<ImageSet> {
-    let SampleOptions { n, steps, sampler, seed, batch_size } = *options;
+    let SampleOptions { n, steps, sampler, spacing, seed, batch_size } = *options;
     if batch_size == 0 {
         return Err(Error::setting("batch_size", "the sampling batch size must be at least 1"));
     }
-    let grid = denoiser.grid(steps)?;
+    let grid = denoiser.grid(steps, spacing)?;
     sampler.build(denoiser, steps)?;
     let channels = denoiser.channels();
     let mut pixels = Vec::with_capacity(n * channels * height * width);

@@ -159,8 +159,8 @@ impl BackendJob for FidJob {
                 (
                     images,
                     format!(
-                        "{} samples ({} steps of {}, {nfe} network evaluations per image)",
-                        args.options.n, args.options.steps, args.options.sampler
+                        "{} samples ({} steps of {} spaced in {}, {nfe} network evaluations per image)",
+                        args.options.n, args.options.steps, args.options.sampler, args.options.spacing
                     ),
                 )
             }
@@ -183,7 +183,7 @@ impl BackendJob for FidJob {
         );
         if let Some(path) = &args.json {
             let doc = serde_json::json!({"what": what, "checkpoint": args.checkpoint, "classifier": args.classifier, "n": images.len(),
-                "steps": args.options.steps, "nfe": nfe_used, "sampler": args.options.sampler, "seed": args.options.seed, "metrics": r});
+                "steps": args.options.steps, "nfe": nfe_used, "sampler": args.options.sampler, "spacing": args.options.spacing, "seed": args.options.seed, "metrics": r});
             let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
             write_atomically(path, text.as_bytes()).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
         }
@@ -202,7 +202,7 @@ fn draw<B: FastOps, M: Generative<B>>(
     let shape = checkpoint.state.image_shape;
     let options = SampleOptions { batch_size: args.options.batch_size.min(args.options.n), ..args.options };
     checkpoint.state.run.model.check_inference_memory::<B>(shape, options.batch_size, device)?;
-    let nfe = options.sampler.evaluations(&model.grid(options.steps)?);
+    let nfe = options.sampler.evaluations(&model.grid(options.steps, options.spacing)?);
     let mut progress = Progress::new(options.n.div_ceil(options.batch_size) * nfe, "sample", 0);
     let images = sampling::sample(&model, [shape[1], shape[2]], &options, device, &mut || progress.advance(1));
     progress.finish();

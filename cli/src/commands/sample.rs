@@ -69,7 +69,7 @@ fn sample_family<B: FastOps, M: Generative<B>>(
     let options = SampleOptions { batch_size: args.options.batch_size.min(args.options.n), ..args.options };
     check_grid(options.n, shape, args.columns, args.scale)?;
     checkpoint.state.run.model.check_inference_memory::<B>(shape, options.batch_size, device)?;
-    let nfe = options.sampler.evaluations(&model.grid(options.steps)?);
+    let nfe = options.sampler.evaluations(&model.grid(options.steps, options.spacing)?);
     let mut progress = Progress::new(options.n.div_ceil(options.batch_size) * nfe, "sample", 0);
     progress.set(0, format!("{} images, {} steps of {}", options.n, options.steps, options.sampler));
     let start = Instant::now();
@@ -81,10 +81,11 @@ fn sample_family<B: FastOps, M: Generative<B>>(
         write_images(&images, dir, |i| format!("sample-{i:06}.png"))?;
     }
     println!(
-        "wrote {} samples ({} steps of {}, {nfe} network evaluations per image, {}) to {}{}",
+        "wrote {} samples ({} steps of {} spaced in {}, {nfe} network evaluations per image, {}) to {}{}",
         options.n,
         options.steps,
         options.sampler,
+        options.spacing,
         clock(start.elapsed().as_secs_f64()),
         args.out.display(),
         args.out_dir.map(|d| format!(" and {}", d.display())).unwrap_or_default()
