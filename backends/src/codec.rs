@@ -79,7 +79,9 @@ impl ModelId {
 impl std::fmt::Display for ModelId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.step, &self.checkpoint) {
-            (Some(step), Some(dir)) => write!(f, "the checkpoint of step {step}, {dir} (weights SHA-256 {})", self.sha256),
+            (Some(step), Some(dir)) => {
+                write!(f, "the checkpoint of step {step}, {dir} (weights SHA-256 {})", self.sha256)
+            }
             _ => write!(f, "the checkpoint whose weights have SHA-256 {}", self.sha256),
         }
     }
@@ -154,7 +156,10 @@ struct Chain {
 
 impl Chain {
     fn new<B: FastOps>(model: &Vdm<B>, steps: usize, latent_bits: u32) -> Result<Self> {
-        Ok(Self { gammas: model.grid(steps, Spacing::Time)?.iter().map(|point| point.gamma).collect(), bins: 1 << latent_bits })
+        Ok(Self {
+            gammas: model.grid(steps, Spacing::Time)?.iter().map(|point| point.gamma).collect(),
+            bins: 1 << latent_bits,
+        })
     }
 
     fn steps(&self) -> usize {
@@ -277,7 +282,10 @@ pub fn compress<B: FastOps>(
 ) -> Result<(Vec<u8>, CodecStats)> {
     check_settings(steps, latent_bits, batch_size)?;
     if model_id.checkpoint.as_ref().is_some_and(|p| p.len() > MAX_PATH_BYTES) {
-        return Err(Error::setting("checkpoint", format!("the checkpoint's path is longer than {MAX_PATH_BYTES} bytes")));
+        return Err(Error::setting(
+            "checkpoint",
+            format!("the checkpoint's path is longer than {MAX_PATH_BYTES} bytes"),
+        ));
     }
     if images.is_empty() {
         return Err(Error::Mismatch("there are no images to compress".into()));
@@ -528,7 +536,8 @@ pub fn read_file(bytes: &[u8]) -> Result<(Header, u64, Vec<u32>)> {
         if len > max {
             return Err(Error::Corrupt(format!("the file's header is corrupt ({what} length)")));
         }
-        String::from_utf8(take(len)?.to_vec()).map_err(|_| Error::Corrupt(format!("the file's header is corrupt ({what})")))
+        String::from_utf8(take(len)?.to_vec())
+            .map_err(|_| Error::Corrupt(format!("the file's header is corrupt ({what})")))
     };
     let sha256 = text("model hash", 128)?;
     let model = match version {

@@ -128,7 +128,8 @@ fn bad_files_are_refused() {
     // Format 1 (before the checkpoint was recorded) is still read: the same file without the
     // checkpoint's path and step.
     let (hash_end, path_len) = (16 + HASH.len(), "/r/step-0000040".len());
-    let mut v1 = [&bytes[..8], &1u32.to_le_bytes(), &bytes[12..hash_end], &bytes[hash_end + 4 + path_len + 8..]].concat();
+    let mut v1 =
+        [&bytes[..8], &1u32.to_le_bytes(), &bytes[12..hash_end], &bytes[hash_end + 4 + path_len + 8..]].concat();
     v1.truncate(v1.len() - 32);
     v1.extend_from_slice(&Sha256::digest(&v1));
     assert_eq!(read_file(&v1).unwrap().0.model, ModelId::weights(HASH));

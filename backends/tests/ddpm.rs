@@ -197,8 +197,14 @@ fn samplers_are_deterministic_and_ddim_at_eta_one_is_the_beta_tilde_step() {
     let device = Default::default();
     let (model, _) = trained(Variance::BetaTilde);
     let draw = |sampler, steps, batch_size| {
-        sample(&model, [4, 4], &SampleOptions { n: 6, steps, sampler, spacing: Spacing::Time, seed: 11, batch_size }, &device, &mut || {})
-            .unwrap()
+        sample(
+            &model,
+            [4, 4],
+            &SampleOptions { n: 6, steps, sampler, spacing: Spacing::Time, seed: 11, batch_size },
+            &device,
+            &mut || {},
+        )
+        .unwrap()
     };
     let ancestral = draw(SamplerKind::Ancestral, 20, 6);
     assert_eq!(ancestral.pixels, draw(SamplerKind::Ancestral, 20, 4).pixels, "the batch size changes the samples");

@@ -310,7 +310,11 @@ fn log_snr_and_karras_grids_are_spaced_as_defined() {
             let t = point.net_input as usize + 1;
             let half_step = |u: usize| (model.process.gamma(u) - model.process.gamma(u - 1)) / 2.0;
             let slack = half_step(t.max(2)).max(half_step((t + 1).min(20)));
-            assert!((point.gamma - target).abs() <= slack + 1e-12, "{spacing}: step {t}, γ {} vs {target}", point.gamma);
+            assert!(
+                (point.gamma - target).abs() <= slack + 1e-12,
+                "{spacing}: step {t}, γ {} vs {target}",
+                point.gamma
+            );
         }
         let err = model.grid(19, spacing).unwrap_err().to_string();
         assert!(err.contains("more than once"), "{spacing}: {err}");
@@ -343,7 +347,14 @@ fn samplers_refuse_zero_steps_and_impossible_settings() {
             .to_string();
         assert!(err.contains("1 to 20 steps"), "DDPM, {sampler}: {err}");
     }
-    let options = SampleOptions { n: 2, steps: 10, sampler: SamplerKind::Ancestral, spacing: Spacing::Time, seed: 0, batch_size: 2 };
+    let options = SampleOptions {
+        n: 2,
+        steps: 10,
+        sampler: SamplerKind::Ancestral,
+        spacing: Spacing::Time,
+        seed: 0,
+        batch_size: 2,
+    };
     assert!(sample(&ddpm, [4, 4], &options, &device, &mut || {}).unwrap_err().to_string().contains("all T = 20 steps"));
     for eta in [-0.5, 1.5, f64::NAN] {
         let options = SampleOptions { sampler: SamplerKind::Ddim { eta }, ..options };

@@ -96,8 +96,7 @@ const STEPS: [usize; 5] = [32, 64, 128, 256, 512];
 
 /// The least-squares slope of `−log error` against `log steps` over [`STEPS`].
 fn order(sampler: SamplerKind) -> f64 {
-    let points: Vec<(f64, f64)> =
-        STEPS.iter().map(|&n| ((n as f64).ln(), -error(sampler, n).ln())).collect();
+    let points: Vec<(f64, f64)> = STEPS.iter().map(|&n| ((n as f64).ln(), -error(sampler, n).ln())).collect();
     let (mx, my) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x / 5.0, b + y / 5.0));
     let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
     let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
@@ -108,7 +107,8 @@ fn order(sampler: SamplerKind) -> f64 {
 #[test]
 fn first_order_dpm_solver_is_ddim() {
     for steps in [3, 8, 50] {
-        let (ours, ddim) = (solve(SamplerKind::DpmSolverPp { order: 1 }, steps), solve(SamplerKind::Ddim { eta: 0.0 }, steps));
+        let (ours, ddim) =
+            (solve(SamplerKind::DpmSolverPp { order: 1 }, steps), solve(SamplerKind::Ddim { eta: 0.0 }, steps));
         let gap = ours.iter().zip(&ddim).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(gap < 1e-12, "{steps} steps: DPM-Solver++(1) and DDIM differ by {gap}");
     }

@@ -93,7 +93,14 @@ fn sampling_produces_images_of_the_requested_shape_independently_of_the_batch_si
     let images = sample(
         &model,
         [5, 6],
-        &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, spacing: Spacing::Time, seed: 0, batch_size: 5 },
+        &SampleOptions {
+            n: 5,
+            steps: 4,
+            sampler: SamplerKind::Ancestral,
+            spacing: Spacing::Time,
+            seed: 0,
+            batch_size: 5,
+        },
         &device,
         &mut || {},
     )
@@ -102,7 +109,14 @@ fn sampling_produces_images_of_the_requested_shape_independently_of_the_batch_si
     let again = sample(
         &model,
         [5, 6],
-        &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, spacing: Spacing::Time, seed: 0, batch_size: 2 },
+        &SampleOptions {
+            n: 5,
+            steps: 4,
+            sampler: SamplerKind::Ancestral,
+            spacing: Spacing::Time,
+            seed: 0,
+            batch_size: 2,
+        },
         &device,
         &mut || {},
     )
@@ -111,7 +125,14 @@ fn sampling_produces_images_of_the_requested_shape_independently_of_the_batch_si
     let other = sample(
         &model,
         [5, 6],
-        &SampleOptions { n: 5, steps: 4, sampler: SamplerKind::Ancestral, spacing: Spacing::Time, seed: 1, batch_size: 5 },
+        &SampleOptions {
+            n: 5,
+            steps: 4,
+            sampler: SamplerKind::Ancestral,
+            spacing: Spacing::Time,
+            seed: 1,
+            batch_size: 5,
+        },
         &device,
         &mut || {},
     )
@@ -129,7 +150,14 @@ fn ddim_with_eta_one_samples_like_the_ancestral_sampler() {
     let ancestral = sample(
         &model,
         [4, 4],
-        &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ancestral, spacing: Spacing::Time, seed: 3, batch_size: 8 },
+        &SampleOptions {
+            n: 8,
+            steps: 6,
+            sampler: SamplerKind::Ancestral,
+            spacing: Spacing::Time,
+            seed: 3,
+            batch_size: 8,
+        },
         &device,
         &mut || {},
     )
@@ -137,7 +165,14 @@ fn ddim_with_eta_one_samples_like_the_ancestral_sampler() {
     let ddim_1 = sample(
         &model,
         [4, 4],
-        &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ddim { eta: 1.0 }, spacing: Spacing::Time, seed: 3, batch_size: 8 },
+        &SampleOptions {
+            n: 8,
+            steps: 6,
+            sampler: SamplerKind::Ddim { eta: 1.0 },
+            spacing: Spacing::Time,
+            seed: 3,
+            batch_size: 8,
+        },
         &device,
         &mut || {},
     )
@@ -145,7 +180,14 @@ fn ddim_with_eta_one_samples_like_the_ancestral_sampler() {
     let ddim_0 = sample(
         &model,
         [4, 4],
-        &SampleOptions { n: 8, steps: 6, sampler: SamplerKind::Ddim { eta: 0.0 }, spacing: Spacing::Time, seed: 3, batch_size: 8 },
+        &SampleOptions {
+            n: 8,
+            steps: 6,
+            sampler: SamplerKind::Ddim { eta: 0.0 },
+            spacing: Spacing::Time,
+            seed: 3,
+            batch_size: 8,
+        },
         &device,
         &mut || {},
     )

@@ -78,7 +78,11 @@ impl Progress {
             line.push_str(&format!(" {}", self.message));
         }
         line.push_str(&format!(", {} elapsed", clock(elapsed)));
-        if let Some(left) = remaining(elapsed, self.position.saturating_sub(self.start_position), self.total.saturating_sub(self.position)) {
+        if let Some(left) = remaining(
+            elapsed,
+            self.position.saturating_sub(self.start_position),
+            self.total.saturating_sub(self.position),
+        ) {
             line.push_str(&format!(", about {} left", clock(left)));
         }
         line

@@ -246,7 +246,17 @@ fn ddpm_train_eval_sample_and_fid() {
         assert!(out.status.success() && text(&out).contains(&said), "{args:?}: {}", text(&out));
     }
     assert_fails_with(
-        &vdm(&["sample", "--checkpoint", &run, "--sampler", "heun", "--eta", "0.5", "--out", &s(&dir.path().join("e.png"))]),
+        &vdm(&[
+            "sample",
+            "--checkpoint",
+            &run,
+            "--sampler",
+            "heun",
+            "--eta",
+            "0.5",
+            "--out",
+            &s(&dir.path().join("e.png")),
+        ]),
         &["--eta is DDIM's"],
     );
     assert_fails_with(

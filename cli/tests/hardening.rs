@@ -434,10 +434,14 @@ fn fid_refuses_a_classifier_of_another_dataset() {
     );
     let (other, classifier) = (dir.path().join("other"), s(&dir.path().join("classifier")));
     fs::create_dir(&other).unwrap();
-    let out = vdm(&["classifier", "train", "--config", &write_config(&other, &config), "--out", &classifier, "--steps", "2"]);
+    let out =
+        vdm(&["classifier", "train", "--config", &write_config(&other, &config), "--out", &classifier, "--steps", "2"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = vdm(&["fid", "--checkpoint", &run, "--classifier", &classifier, "--n", "4", "--steps", "2"]);
-    assert_fails_with(&out, &["trained on {\"kind\":\"digits\"", "the classifier on {\"kind\":\"png\"", "another dataset"]);
+    assert_fails_with(
+        &out,
+        &["trained on {\"kind\":\"digits\"", "the classifier on {\"kind\":\"png\"", "another dataset"],
+    );
 }
 
 /// A compressed file needs its exact checkpoint: compress marks it with a `keep` file that

@@ -47,6 +47,9 @@ impl<B: Backend> Sampler<B> for DpmSolverPp<B> {
         self.history.truncate(self.order);
         let gammas: Vec<f64> = self.history.iter().map(|(gamma, _)| *gamma).collect();
         let weights = dpm_solver_pp(s.gamma, &gammas);
-        self.history.iter().zip(weights.x_hat).fold(z.mul_scalar(weights.z), |sum, ((_, x), w)| sum + x.clone().mul_scalar(w))
+        self.history
+            .iter()
+            .zip(weights.x_hat)
+            .fold(z.mul_scalar(weights.z), |sum, ((_, x), w)| sum + x.clone().mul_scalar(w))
     }
 }

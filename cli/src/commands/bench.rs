@@ -108,8 +108,16 @@ impl BackendJob for BenchJob {
                                                           // The codec on the batch's images (the bench data's own), at T = sample_steps.
         let images = train.select(&(0..batch.min(train.len())).collect::<Vec<_>>());
         let start = Instant::now();
-        let (bytes, _) =
-            codec::compress(trainer.ema(), &codec::ModelId::weights("bench"), &images, self.sample_steps, 16, batch, &device, || {})?;
+        let (bytes, _) = codec::compress(
+            trainer.ema(),
+            &codec::ModelId::weights("bench"),
+            &images,
+            self.sample_steps,
+            16,
+            batch,
+            &device,
+            || {},
+        )?;
         let encode_secs = start.elapsed().as_secs_f64();
         let start = Instant::now();
         let decoded = codec::decompress(trainer.ema(), "bench", &bytes, None, &device, || {})?;

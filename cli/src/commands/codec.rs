@@ -92,7 +92,8 @@ impl BackendJob for CompressJob {
             }
             Input::Png(paths) => (None, read_pngs(paths, shape)?),
         };
-        let dir = fs::canonicalize(&checkpoint.dir).map_err(|e| format!("{}: {}", checkpoint.dir.display(), describe_io(&e)))?;
+        let dir = fs::canonicalize(&checkpoint.dir)
+            .map_err(|e| format!("{}: {}", checkpoint.dir.display(), describe_io(&e)))?;
         let id = ModelId {
             sha256: model_hash(&checkpoint)?,
             step: Some(checkpoint.state.step as u64),
@@ -195,7 +196,11 @@ fn find_checkpoint(args: &DecompressArgs, id: &ModelId) -> Result<Checkpoint, St
         format!(
             "{file} needs {id}; {} holds no checkpoint with those weights ({}): restore that checkpoint to decode it",
             path.display(),
-            if found.is_empty() { "it holds no checkpoint".to_string() } else { format!("it holds {}", found.join(", ")) }
+            if found.is_empty() {
+                "it holds no checkpoint".to_string()
+            } else {
+                format!("it holds {}", found.join(", "))
+            }
         )
     })
 }
