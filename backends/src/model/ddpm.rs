@@ -348,6 +348,19 @@ impl<B: FastOps> Ddpm<B> {
     }
 }
 
+/// `times` (increasing, not strictly; `times.len() ≤ big_t`) made strictly increasing within
+/// `1..=big_t` by moving each as little as the ones before and after it require.
+fn distinct_steps(mut times: Vec<usize>, big_t: usize) -> Vec<usize> {
+    for k in 1..times.len() {
+        times[k] = times[k].max(times[k - 1] + 1);
+    }
+    let last = times.len().saturating_sub(1);
+    for k in (0..times.len()).rev() {
+        times[k] = times[k].min(big_t - (last - k));
+    }
+    times
+}
+
 impl<B: FastOps> Denoiser<B> for Ddpm<B> {
     fn channels(&self) -> usize {
         self.net.channels()
@@ -356,7 +369,8 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
     /// The data end, then the times `τ_k = 1 + ⌊k T/steps⌋` for `k = 0..steps` (all `T` when
     /// `steps = T`; DDIM's strided schedule otherwise).
     /// DDIM's strided steps `1 + kT/S` (time spacing), or the steps nearest to `γ` values
-    /// spaced between `γ(1)` and `γ(T)` (diffusers rounds the same way); then the data end.
+    /// spaced between `γ(1)` and `γ(T)` (diffusers rounds the same way), moved apart where two
+    /// would fall on one step (near `t = 1`, where `γ` moves fastest); then the data end.
     fn grid(&self, steps: usize, spacing: Spacing) -> Result<Vec<GridPoint>> {
         let big_t = self.process.steps();
         if steps == 0 || steps > big_t {
@@ -367,14 +381,8 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
         }
         let times: Vec<usize> = match spacing.gammas(self.process.gamma(1), self.process.gamma(big_t), steps) {
             None => (0..steps).map(|k| 1 + k * big_t / steps).collect(),
-            Some(gammas) => gammas.iter().map(|&gamma| self.process.nearest_step(gamma)).collect(),
+            Some(gammas) => distinct_steps(gammas.iter().map(|&gamma| self.process.nearest_step(gamma)).collect(), big_t),
         };
-        if times.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(Error::setting(
-                "steps",
-                format!("{steps} steps spaced by {spacing} fall more than once on a step of this DDPM's T = {big_t}; use fewer steps or time spacing"),
-            ));
-        }
         Ok(std::iter::once(GridPoint::DATA)
             .chain(times.into_iter().map(|t| GridPoint { gamma: self.process.gamma(t), net_input: (t - 1) as f64 }))
             .collect())
