@@ -187,8 +187,7 @@ fn find_checkpoint(args: &DecompressArgs, id: &ModelId) -> Result<Checkpoint, St
         ));
     }
     if path.join("state.json").is_file() {
-        let checkpoint = open_checkpoint(&path)?;
-        return Ok(checkpoint); // `decompress` compares the weights' hash
+        return open_checkpoint(&path); // `decompress` compares the weights' hash
     }
     let candidates = Checkpoint::all(&path)?;
     let found: Vec<String> = candidates.iter().map(|c| format!("step {}", c.state.step)).collect();
