@@ -381,7 +381,9 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
         }
         let times: Vec<usize> = match spacing.gammas(self.process.gamma(1), self.process.gamma(big_t), steps) {
             None => (0..steps).map(|k| 1 + k * big_t / steps).collect(),
-            Some(gammas) => distinct_steps(gammas.iter().map(|&gamma| self.process.nearest_step(gamma)).collect(), big_t),
+            Some(gammas) => {
+                distinct_steps(gammas.iter().map(|&gamma| self.process.nearest_step(gamma)).collect(), big_t)
+            }
         };
         Ok(std::iter::once(GridPoint::DATA)
             .chain(times.into_iter().map(|t| GridPoint { gamma: self.process.gamma(t), net_input: (t - 1) as f64 }))
