@@ -24,8 +24,9 @@ use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
 use vdm_backends::error::describe_io;
 use vdm_backends::eval::{evaluate, EvalOptions, EvalReport, Likelihood};
 use vdm_backends::memory::Bytes;
-use vdm_backends::model::Family;
+use vdm_backends::model::{Family, Generative};
 use vdm_backends::ops::FastOps;
+use vdm_backends::sample::{self as sampling, SampleOptions};
 use vdm_backends::train::load_ema;
 
 use crate::progress::{clock, Progress};
@@ -107,6 +108,25 @@ fn evaluate_with_progress<B: FastOps, M: Likelihood<B>>(
     let report = evaluate(model, test, bound, options, device, |n| progress.advance(n));
     progress.finish();
     Ok(report?)
+}
+
+/// `options.n` samples of `model`, the checkpoint's, under a progress bar of network evaluations,
+/// after checking that a batch fits in memory; with the evaluations per image they took.
+fn sample_with_progress<B: FastOps, M: Generative<B>>(
+    model: &M,
+    checkpoint: &Checkpoint,
+    options: &SampleOptions,
+    device: &B::Device,
+) -> Result<(ImageSet, usize), String> {
+    let shape = checkpoint.state.image_shape;
+    let options = SampleOptions { batch_size: options.batch_size.min(options.n), ..*options };
+    checkpoint.state.run.model.check_inference_memory::<B>(shape, options.batch_size, device)?;
+    let nfe = options.sampler.evaluations(&model.grid(options.steps, options.spacing)?);
+    let mut progress = Progress::new(options.n.div_ceil(options.batch_size) * nfe, "sample", 0);
+    progress.set(0, format!("{} images, {} steps of {}", options.n, options.steps, options.sampler));
+    let images = sampling::sample(model, [shape[1], shape[2]], &options, device, &mut || progress.advance(1));
+    progress.finish();
+    Ok((images?, nfe))
 }
 
 /// A checkpoint (or a run's newest one), warning when the run's `latest` file had to be bypassed.

@@ -15,9 +15,11 @@ use vdm_backends::metrics::QualityReport;
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Vdm};
 use vdm_backends::ops::{FastOps, TrainBackend};
-use vdm_backends::sample::{self as sampling, SampleOptions};
+use vdm_backends::sample::SampleOptions;
 
-use super::{check_output_file, create_empty_dir, load_data, load_model, open_checkpoint, read_config};
+use super::{
+    check_output_file, create_empty_dir, load_data, load_model, open_checkpoint, read_config, sample_with_progress,
+};
 use crate::device::{dispatch, BackendJob, Device};
 use crate::image::write_grid;
 use crate::progress::{clock, Progress};
@@ -129,9 +131,8 @@ impl BackendJob for FidJob {
             );
         }
         let start = Instant::now();
-        let mut nfe_used = None;
-        let (images, what) = match &args.checkpoint {
-            None => (train.select(&(0..used).collect::<Vec<_>>()), format!("{used} training images")),
+        let (images, what, nfe) = match &args.checkpoint {
+            None => (train.select(&(0..used).collect::<Vec<_>>()), format!("{used} training images"), None),
             Some(path) => {
                 let checkpoint = open_checkpoint(path)?;
                 if checkpoint.state.image_shape != info.image_shape {
@@ -155,13 +156,13 @@ impl BackendJob for FidJob {
                     ModelConfig::Vdm(_) => draw::<B::InnerBackend, Vdm<_>>(&args, &checkpoint, &device)?,
                     ModelConfig::Ddpm(_) => draw::<B::InnerBackend, Ddpm<_>>(&args, &checkpoint, &device)?,
                 };
-                nfe_used = Some(nfe);
                 (
                     images,
                     format!(
                         "{} samples ({} steps of {} spaced in {}, {nfe} network evaluations per image)",
                         args.options.n, args.options.steps, args.options.sampler, args.options.spacing
                     ),
+                    Some(nfe),
                 )
             }
         };
@@ -183,7 +184,7 @@ impl BackendJob for FidJob {
         );
         if let Some(path) = &args.json {
             let doc = serde_json::json!({"what": what, "checkpoint": args.checkpoint, "classifier": args.classifier, "n": images.len(),
-                "steps": args.options.steps, "nfe": nfe_used, "sampler": args.options.sampler, "spacing": args.options.spacing, "seed": args.options.seed, "metrics": r});
+                "steps": args.options.steps, "nfe": nfe, "sampler": args.options.sampler, "spacing": args.options.spacing, "seed": args.options.seed, "metrics": r});
             let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
             write_atomically(path, text.as_bytes()).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
         }
@@ -199,12 +200,5 @@ fn draw<B: FastOps, M: Generative<B>>(
     device: &B::Device,
 ) -> Result<(ImageSet, usize), String> {
     let model: M = load_model(checkpoint, device)?;
-    let shape = checkpoint.state.image_shape;
-    let options = SampleOptions { batch_size: args.options.batch_size.min(args.options.n), ..args.options };
-    checkpoint.state.run.model.check_inference_memory::<B>(shape, options.batch_size, device)?;
-    let nfe = options.sampler.evaluations(&model.grid(options.steps, options.spacing)?);
-    let mut progress = Progress::new(options.n.div_ceil(options.batch_size) * nfe, "sample", 0);
-    let images = sampling::sample(&model, [shape[1], shape[2]], &options, device, &mut || progress.advance(1));
-    progress.finish();
-    Ok((images?, nfe))
+    sample_with_progress(&model, checkpoint, &args.options, device)
 }

@@ -8,12 +8,12 @@ use vdm_backends::config::ModelConfig;
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Vdm};
 use vdm_backends::ops::{FastOps, TrainBackend};
-use vdm_backends::sample::{self as sampling, SampleOptions};
+use vdm_backends::sample::SampleOptions;
 
-use super::{check_output_file, create_empty_dir, load_model, open_checkpoint};
+use super::{check_output_file, create_empty_dir, load_model, open_checkpoint, sample_with_progress};
 use crate::device::{dispatch, BackendJob, Device};
 use crate::image::{check_grid, write_grid, write_images};
-use crate::progress::{clock, Progress};
+use crate::progress::clock;
 
 /// What `vdm sample` was asked for.
 pub struct SampleArgs {
@@ -65,17 +65,10 @@ fn sample_family<B: FastOps, M: Generative<B>>(
     device: &B::Device,
 ) -> Result<(), String> {
     let model: M = load_model(checkpoint, device)?;
-    let shape = checkpoint.state.image_shape;
-    let options = SampleOptions { batch_size: args.options.batch_size.min(args.options.n), ..args.options };
-    check_grid(options.n, shape, args.columns, args.scale)?;
-    checkpoint.state.run.model.check_inference_memory::<B>(shape, options.batch_size, device)?;
-    let nfe = options.sampler.evaluations(&model.grid(options.steps, options.spacing)?);
-    let mut progress = Progress::new(options.n.div_ceil(options.batch_size) * nfe, "sample", 0);
-    progress.set(0, format!("{} images, {} steps of {}", options.n, options.steps, options.sampler));
+    let options = args.options;
+    check_grid(options.n, checkpoint.state.image_shape, args.columns, args.scale)?;
     let start = Instant::now();
-    let images = sampling::sample(&model, [shape[1], shape[2]], &options, device, &mut || progress.advance(1));
-    progress.finish();
-    let images = images?;
+    let (images, nfe) = sample_with_progress(&model, checkpoint, &options, device)?;
     write_grid(&images, args.columns, args.scale, &args.out)?;
     if let Some(dir) = &args.out_dir {
         write_images(&images, dir, |i| format!("sample-{i:06}.png"))?;
