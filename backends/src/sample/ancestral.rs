@@ -8,8 +8,7 @@ use vdm_core::process::{self, DdpmVariance};
 use super::{linear_step, Denoised, GridPoint, Sampler, StepContext};
 
 /// `z_s = (α_s/α_t)(z_t − σ_t c ε̂) + σ ε` ([`process::ddpm`]), the model's reverse mean `μ_θ`
-/// plus noise, with `σ² = β̃ = c σ_s²` (VDM's step, [`process::ancestral`]) or `β = c σ_t²`; at
-/// the data end, `x̂`.
+/// plus noise, with `σ² = β̃ = c σ_s²` (VDM's step, [`process::ancestral`]) or `β = c σ_t²`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ancestral {
     variance: DdpmVariance,
@@ -31,9 +30,6 @@ impl<B: Backend> Sampler<B> for Ancestral {
         s: GridPoint,
         context: &mut StepContext<B>,
     ) -> Tensor<B, 4> {
-        if s.is_data() {
-            return prediction.x;
-        }
         let eps = prediction.reverse_mean_eps.unwrap_or(prediction.eps);
         linear_step(process::ddpm(s.gamma, t.gamma, self.variance), z, eps, true, context.noise)
     }

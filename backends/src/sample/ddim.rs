@@ -10,7 +10,7 @@ use super::{linear_step, Denoised, GridPoint, Sampler, StepContext};
 use crate::error::{Error, Result};
 
 /// DDIM's step (eq. 12) in `γ` form, [`process::ddim`]:
-/// `z_s = α_s x̂ + √(σ_s² − σ_η²) ε̂ + σ_η ε`, `σ_η² = η² c σ_s²`; at the data end, `x̂`.
+/// `z_s = α_s x̂ + √(σ_s² − σ_η²) ε̂ + σ_η ε`, `σ_η² = η² c σ_s²`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ddim {
     eta: f64,
@@ -35,9 +35,6 @@ impl<B: Backend> Sampler<B> for Ddim {
         s: GridPoint,
         context: &mut StepContext<B>,
     ) -> Tensor<B, 4> {
-        if s.is_data() {
-            return prediction.x;
-        }
         linear_step(process::ddim(s.gamma, t.gamma, self.eta), z, prediction.eps, self.eta > 0.0, context.noise)
     }
 }

@@ -12,8 +12,7 @@ use super::{Denoised, GridPoint, Sampler, StepContext};
 use crate::error::{Error, Result};
 
 /// DPM-Solver++ of order `k`: each step uses the predictions `x̂` at the last `k` grid points
-/// (fewer at the start of a chain, where there are fewer). A step to the data end (`γ = −∞`, a
-/// DDPM's last) is `x̂`.
+/// (fewer at the start of a chain, where there are fewer).
 #[derive(Clone, Debug)]
 pub struct DpmSolverPp<B: Backend> {
     order: usize,
@@ -40,9 +39,6 @@ impl<B: Backend> Sampler<B> for DpmSolverPp<B> {
         s: GridPoint,
         _context: &mut StepContext<B>,
     ) -> Tensor<B, 4> {
-        if s.is_data() {
-            return prediction.x;
-        }
         self.history.push_front((t.gamma, prediction.x));
         self.history.truncate(self.order);
         let gammas: Vec<f64> = self.history.iter().map(|(gamma, _)| *gamma).collect();

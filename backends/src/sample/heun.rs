@@ -13,8 +13,8 @@ use vdm_core::process::alpha;
 use super::{Denoised, GridPoint, Sampler, StepContext};
 
 /// `x_s = x_t + (σ_s − σ_t)(ε̂_t + ε̂(x_e, s))/2` with the Euler point
-/// `x_e = x_t + (σ_s − σ_t) ε̂_t`: two network evaluations per step. A step to the data end
-/// (`σ = 0`) is the Euler step alone, which lands on `x̂`.
+/// `x_e = x_t + (σ_s − σ_t) ε̂_t`: two network evaluations per step. (A step to the data end,
+/// `σ = 0`, would be the Euler step alone, which lands on `x̂`: [`super::chain`] takes `x̂` there.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Heun;
 
@@ -27,9 +27,6 @@ impl<B: Backend> Sampler<B> for Heun {
         s: GridPoint,
         context: &mut StepContext<B>,
     ) -> Tensor<B, 4> {
-        if s.is_data() {
-            return prediction.x;
-        }
         // σ_s − σ_t = e^{γ_s/2} − e^{γ_t/2}, in the form that keeps close points exact.
         let delta = (t.gamma / 2.0).exp() * ((s.gamma - t.gamma) / 2.0).exp_m1();
         let (alpha_t, alpha_s) = (alpha(t.gamma), alpha(s.gamma));

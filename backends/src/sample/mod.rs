@@ -100,8 +100,8 @@ pub struct StepContext<'a, B: Backend> {
 /// One reverse step `z_t → z_s`; `step` may keep state between the steps of a chain (a fresh
 /// sampler starts each chain).
 pub trait Sampler<B: Backend> {
-    /// `z_s` from `z_t` and the prediction at `t`; `s` precedes `t` on the grid and may be the
-    /// data end.
+    /// `z_s` from `z_t` and the prediction at `t`; `s` precedes `t` on the grid. It is never the
+    /// data end (`γ = −∞`): [`chain`] takes `x̂` there, where every sampler's step lands.
     fn step(
         &mut self,
         z: Tensor<B, 4>,
@@ -245,7 +245,8 @@ pub fn sample<B: Backend, D: Denoiser<B>>(
 }
 
 /// The reverse chain of one batch: `z` at the last point of `grid`, stepped down to `grid[0]` by
-/// `sampler`; `on_step` follows every network evaluation ([`SamplerKind::evaluations`]).
+/// `sampler`, or to `x̂` where `grid[0]` is the data end (a DDPM's); `on_step` follows every
+/// network evaluation ([`SamplerKind::evaluations`]).
 pub fn chain<B: Backend>(
     denoiser: &impl Denoiser<B>,
     sampler: &mut dyn Sampler<B>,
@@ -261,6 +262,9 @@ pub fn chain<B: Backend>(
     };
     for i in (1..grid.len()).rev() {
         let prediction = predict(z.clone(), grid[i]);
+        if grid[i - 1].is_data() {
+            return prediction.x;
+        }
         let mut context = StepContext { predict: &mut predict, noise: &mut *noise };
         z = sampler.step(z, prediction, grid[i], grid[i - 1], &mut context);
     }
