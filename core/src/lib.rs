@@ -12,6 +12,7 @@
 //! | [`process`] | `α`, `σ`, SNR; forward sample; posterior `q(z_s|z_t,x)`; VDM, DDPM and DDIM steps |
 //! | [`solver`] | DPM-Solver++ multistep updates of the probability-flow ODE in log-SNR |
 //! | [`vlb`] | prior KL, reconstruction, discrete and continuous diffusion losses, bits per dim |
+//! | [`weighting`] | weightings `w(λ)` of the diffusion loss: ELBO, `L_simple`, sigmoid, EDM |
 //! | [`time`] | antithetic time sampling, discretisation onto `T` steps |
 //! | [`analytic`] | closed-form optimal denoiser and expected VLB for Gaussian data |
 //! | [`bits_back`] | `Φ`, `Φ⁻¹`, and the prior-equal-mass bins of bits-back coding |
@@ -52,6 +53,7 @@ pub mod solver;
 pub mod tensor;
 pub mod time;
 pub mod vlb;
+pub mod weighting;
 
 pub use real::Real;
 pub use tensor::{Batch, BatchTensor};

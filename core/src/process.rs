@@ -50,6 +50,30 @@ pub fn predict_x<T: BatchTensor>(z_t: T, eps_hat: T, gamma_t: T) -> T {
     z_t.sub(sigma(gamma_t.clone()).mul(eps_hat)).div(alpha(gamma_t))
 }
 
+/// What a network's output estimates; every target is read back as the noise prediction `ε̂`, so
+/// the loss `‖ε − ε̂‖²` has the same units whichever is predicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The noise `ε` (VDM, DDPM).
+    Eps,
+    /// The data `x`: `ε̂ = (z_t − α_t x̂)/σ_t`.
+    X,
+    /// The velocity `v = α_t ε − σ_t x` (Salimans & Ho 2022, §4): `ε̂ = σ_t z_t + α_t v̂`, since
+    /// `σ_t z_t + α_t v = (σ_t² + α_t²) ε`.
+    V,
+}
+
+impl Target {
+    /// The noise prediction `ε̂` from the network's `output` at `z_t`, `γ_t`.
+    pub fn eps<T: BatchTensor>(self, output: T, z_t: T, gamma_t: T) -> T {
+        match self {
+            Self::Eps => output,
+            Self::X => z_t.sub(alpha(gamma_t.clone()).mul(output)).div(sigma(gamma_t)),
+            Self::V => sigma(gamma_t.clone()).mul(z_t).add(alpha(gamma_t).mul(output)),
+        }
+    }
+}
+
 /// A diagonal Gaussian `N(mean, variance)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gaussian<T> {

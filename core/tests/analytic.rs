@@ -12,6 +12,7 @@ use vdm_core::rng::SplitMix64;
 use vdm_core::schedule::{Cosine, FixedLinear, MonotoneNet, NoiseSchedule};
 use vdm_core::time::{antithetic_times, discretize};
 use vdm_core::vlb::{diffusion_loss_continuous, diffusion_loss_discrete, prior_kl};
+use vdm_core::weighting::Weighting;
 use vdm_core::{Batch, BatchTensor};
 
 fn one_dim() -> GaussianData {
@@ -86,24 +87,19 @@ impl Grid {
 
     /// `E L_∞` by composite Simpson over `t` with `intervals` (even) subintervals.
     fn continuous(&self, schedule: &impl NoiseSchedule<f64>, intervals: usize) -> ExpectedVlb {
-        let h = 1.0 / intervals as f64;
-        let diffusion: f64 = (0..=intervals)
-            .map(|k| {
-                let t = k as f64 * h;
-                let simpson = if k == 0 || k == intervals {
-                    1.0
-                } else if k % 2 == 1 {
-                    4.0
-                } else {
-                    2.0
-                };
-                let gp = self.gamma(schedule.gamma_prime(t));
-                let loss = diffusion_loss_continuous(self.eps.clone(), self.optimal_eps(schedule.gamma(t)), gp);
-                simpson * h / 3.0 * self.expect(loss)
-            })
-            .sum();
+        let diffusion = self.weighted_diffusion(schedule, Weighting::Elbo, intervals);
         let (prior, reconstruction) = self.prior_and_reconstruction(schedule.gamma_0(), schedule.gamma_1());
         ExpectedVlb { prior, reconstruction, diffusion }
+    }
+
+    /// The expected one-sample estimate `½ w(−γ_t) γ'(t) ‖ε − ε̂*‖²` of the weighted diffusion
+    /// loss, `t ~ U(0, 1)`, by composite Simpson over `t`.
+    fn weighted_diffusion(&self, schedule: &impl NoiseSchedule<f64>, weighting: Weighting, intervals: usize) -> f64 {
+        simpson(0.0, 1.0, intervals, |t| {
+            let (g, gp) = (schedule.gamma(t), schedule.gamma_prime(t));
+            let weight = self.gamma(gp * weighting.weight(-g));
+            self.expect(diffusion_loss_continuous(self.eps.clone(), self.optimal_eps(g), weight))
+        })
     }
 
     /// `E L_T`, averaging the one-step estimator over all `T` steps (exact, no sampling).
@@ -125,6 +121,22 @@ impl Grid {
         let (prior, reconstruction) = self.prior_and_reconstruction(schedule.gamma_0(), schedule.gamma_1());
         ExpectedVlb { prior, reconstruction, diffusion }
     }
+}
+
+/// Composite Simpson of `f` over `[a, b]` with `intervals` (even) subintervals.
+fn simpson(a: f64, b: f64, intervals: usize, f: impl Fn(f64) -> f64) -> f64 {
+    let h = (b - a) / intervals as f64;
+    (0..=intervals)
+        .map(|k| {
+            let coefficient = match k {
+                0 => 1.0,
+                k if k == intervals => 1.0,
+                k if k % 2 == 1 => 4.0,
+                _ => 2.0,
+            };
+            coefficient * h / 3.0 * f(a + k as f64 * h)
+        })
+        .sum()
 }
 
 fn assert_close(what: &str, got: f64, want: f64, tol: f64) {
@@ -266,4 +278,33 @@ fn continuous_vlb_is_invariant_to_the_schedule_shape() {
             assert!((ma - mb).abs() < 4.0 * se, "{a} {ma:.4} vs {b} {mb:.4} differ by more than 4 × {se:.4}");
         }
     }
+}
+
+/// Each weighting's estimator `½ w(−γ_t) γ'(t) ‖ε − ε̂‖²` at `t ~ U(0, 1)` has the expectation
+/// `½ ∫ w(λ) E‖ε − ε̂(z_λ)‖² dλ` over `λ ∈ [−γ₁, −γ₀]` (Kingma & Gao 2023 eq. 3), whatever the
+/// schedule's shape: the per-λ loss of the optimal denoiser is `Σ_d sigmoid(ln s_d² + λ)`
+/// ([`analytic`]), integrated over `λ` directly, against the estimator's exact expectation over
+/// `(x, ε)` integrated over `t` on a linear and a cosine schedule. `elbo` is the VLB's own term.
+#[test]
+fn weighted_losses_are_integrals_over_log_snr() {
+    let data = four_dim();
+    let grid = Grid::new(&data);
+    let (g0, g1) = (-10.0, 8.0);
+    let per_lambda = |lambda: f64| data.std.iter().map(|s| 1.0 / (1.0 + (-(s * s).ln() - lambda).exp())).sum::<f64>();
+    let weightings = [
+        Weighting::Elbo,
+        Weighting::EpsMse,
+        Weighting::Sigmoid { bias: 2.0 },
+        Weighting::Sigmoid { bias: -3.0 },
+        Weighting::Edm { p_mean: -1.2, p_std: 1.2, sigma_data: 0.5 },
+    ];
+    for weighting in weightings {
+        let integral = 0.5 * simpson(-g1, -g0, 20_000, |l| weighting.weight(l) * per_lambda(l));
+        let linear = grid.weighted_diffusion(&FixedLinear::new(g0, g1), weighting, 20_000);
+        let cosine = grid.weighted_diffusion(&Cosine::new(g0, g1, 0.008), weighting, 200_000);
+        assert_close(&format!("{weighting:?} on the linear schedule"), linear, integral, 1e-8 * integral);
+        assert_close(&format!("{weighting:?} on the cosine schedule"), cosine, integral, 1e-5 * integral);
+    }
+    let elbo = grid.weighted_diffusion(&FixedLinear::new(g0, g1), Weighting::Elbo, 20_000);
+    assert_close("elbo", elbo, data.expected_vlb_continuous(g0, g1).diffusion, 1e-7);
 }

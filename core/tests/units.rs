@@ -252,3 +252,19 @@ mod bits_back {
         }
     }
 }
+
+/// Every prediction target reads back the noise exactly: `x` and `v = α ε − σ x` of a known
+/// `z = α x + σ ε` give `ε` again.
+#[test]
+fn prediction_targets_read_back_the_noise() {
+    use vdm_core::process::{alpha, diffuse, sigma, Target};
+    for gamma in [-12.0, -3.0, 0.0, 2.5, 6.0] {
+        let (x, eps) = (0.37f64, -1.3f64);
+        let z = diffuse(x, eps, gamma);
+        let v = alpha(gamma) * eps - sigma(gamma) * x;
+        for (target, output) in [(Target::Eps, eps), (Target::X, x), (Target::V, v)] {
+            let got = target.eps(output, z, gamma);
+            assert!((got - eps).abs() < 1e-9 * (1.0 + (-gamma / 2.0).exp()), "{target:?} at γ = {gamma}: {got}");
+        }
+    }
+}
