@@ -208,8 +208,12 @@ fn vlb_gradients_reach_the_learned_schedules() {
         },
     ];
     for (schedule, time) in schedules.iter().flat_map(|s| [(s, TimeMode::Continuous), (s, TimeMode::Discrete(10))]) {
-        let model = vdm_backends::config::VdmConfig { score: tiny_score(), schedule: schedule.clone() }
-            .init::<Autodiff<B>>(1, &device);
+        let model = vdm_backends::config::VdmConfig {
+            score: tiny_score(),
+            schedule: schedule.clone(),
+            ..vdm_backends::config::VdmConfig::digits()
+        }
+        .init::<Autodiff<B>>(1, &device);
         let noise = Noise::draw(&mut SplitMix64::new(0), images.len(), images.features());
         let terms = model.vlb_terms(pixels_tensor(&images, &device), &noise, time);
         let loss = terms.total().0.mean();

@@ -14,6 +14,7 @@ use vdm_backends::tensor::pixels_tensor;
 use vdm_backends::{Autodiff, Cpu};
 use vdm_core::rng::SplitMix64;
 use vdm_core::vlb;
+use vdm_core::weighting::Weighting;
 
 fn assert_all_close(what: &str, got: &[Vec<f64>], want: &[Vec<f64>], rel: f64) {
     assert_eq!(got.len(), want.len(), "{what}: parameter count");
@@ -36,13 +37,14 @@ fn the_vlb_objective_equals_plain_backpropagation() {
     let images = vdm_backends::data::digits().select(&[0, 1, 2, 3, 4, 5]);
     let schedules = [ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 }, net_schedule(ShapeObjective::Vlb)];
     for (schedule, time) in schedules.iter().flat_map(|s| [(s, TimeMode::Continuous), (s, TimeMode::Discrete(10))]) {
-        let model: Vdm<B> = VdmConfig { score: tiny_score(), schedule: schedule.clone() }.init(1, &device);
+        let model: Vdm<B> =
+            VdmConfig { score: tiny_score(), schedule: schedule.clone(), ..VdmConfig::digits() }.init(1, &device);
         let noise = Noise::draw(&mut SplitMix64::new(5), images.len(), images.features());
         let pixels = pixels_tensor::<B>(&images, &device);
 
         let loss = vlb::nats_to_bpd(model.vlb_terms(pixels.clone(), &noise, time).total(), images.features()).0.mean();
         let want = gradients(&model, &GradientsParams::from_grads(loss.backward(), &model));
-        let (_, grads) = model.loss_and_gradients(pixels, &noise, time, ShapeObjective::Vlb).unwrap();
+        let (_, grads) = model.loss_and_gradients(pixels, &noise, time, Weighting::Elbo, ShapeObjective::Vlb).unwrap();
         let got = gradients(&model, &grads);
         assert!(want.iter().all(|g| !g.is_empty()), "{schedule:?}: every parameter has a gradient");
         assert_all_close(&format!("{schedule:?} {time}"), &got, &want, 1e-4);
@@ -73,15 +75,17 @@ fn frozen_endpoints_change_only_the_endpoints_gradients() {
         *learn_endpoints = false;
     }
     let learned: Vdm<B> =
-        VdmConfig { score: tiny_score(), schedule: net_schedule(ShapeObjective::Variance) }.init(1, &device);
+        VdmConfig { score: tiny_score(), schedule: net_schedule(ShapeObjective::Variance), ..VdmConfig::digits() }
+            .init(1, &device);
     // The same score network (its initialisation is random) with frozen endpoints.
-    let frozen = Vdm { score: learned.score.clone(), schedule: frozen_schedule.init(&device) };
+    let frozen = Vdm { score: learned.score.clone(), schedule: frozen_schedule.init(&device), target: learned.target };
     let grads = |model: &Vdm<B>| {
         let (_, grads) = model
             .loss_and_gradients(
                 pixels_tensor::<B>(&images, &device),
                 &noise,
                 TimeMode::Continuous,
+                Weighting::Elbo,
                 ShapeObjective::Variance,
             )
             .unwrap();

@@ -18,6 +18,7 @@ use vdm_core::rng::SplitMix64;
 use vdm_core::schedule::NoiseSchedule;
 use vdm_core::time::antithetic_times;
 use vdm_core::vlb;
+use vdm_core::weighting::Weighting;
 
 /// `mean_i L_i²` of a batch in bpd², with the diffusion term's `γ_t` and `γ'(t)` taken from `host`.
 fn mean_square<B: FastOps>(model: &Vdm<B>, pixels: Tensor<B, 4>, noise: &Noise, host: &HostSchedule) -> f64 {
@@ -42,13 +43,16 @@ fn the_variance_gradient_matches_finite_differences() {
     let device = Default::default();
     let images = vdm_backends::data::digits().select(&[10, 11, 12, 13, 14, 15, 16, 17]);
     let model: Vdm<B> =
-        VdmConfig { score: tiny_score(), schedule: net_schedule(ShapeObjective::Variance) }.init(1, &device);
+        VdmConfig { score: tiny_score(), schedule: net_schedule(ShapeObjective::Variance), ..VdmConfig::digits() }
+            .init(1, &device);
     let noise = Noise::draw(&mut SplitMix64::new(8), images.len(), images.features());
     let pixels = pixels_tensor::<B>(&images, &device);
-    let (_, grads) =
-        model.loss_and_gradients(pixels.clone(), &noise, TimeMode::Continuous, ShapeObjective::Variance).unwrap();
+    let (_, grads) = model
+        .loss_and_gradients(pixels.clone(), &noise, TimeMode::Continuous, Weighting::Elbo, ShapeObjective::Variance)
+        .unwrap();
     let variance = gradients(&model.schedule, &grads);
-    let (_, grads) = model.loss_and_gradients(pixels, &noise, TimeMode::Continuous, ShapeObjective::Vlb).unwrap();
+    let (_, grads) =
+        model.loss_and_gradients(pixels, &noise, TimeMode::Continuous, Weighting::Elbo, ShapeObjective::Vlb).unwrap();
     let vlb = gradients(&model.schedule, &grads);
     // Visiting order: b, w (the endpoints), then l1_w, l2_w, l2_b, l3_w (the shape).
     assert_eq!(variance[..2], vlb[..2], "the endpoints follow the VLB under either objective");

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use vdm_core::ddpm::{BetaSchedule, NormalCdf};
-use vdm_core::process::DdpmVariance;
+use vdm_core::process::{DdpmVariance, Target};
+use vdm_core::weighting::Weighting;
 
 use crate::error::{Error, Result};
 use crate::nn::ddpm_unet::UNetConfig;
@@ -79,7 +80,8 @@ impl ModelConfig {
     /// The unit of the training loss the trainer reports.
     pub fn loss_unit(&self) -> &'static str {
         match self {
-            Self::Vdm(_) => "bpd",
+            Self::Vdm(c) if c.weighting == WeightingConfig::Elbo => "bpd",
+            Self::Vdm(_) => "bpd (weighted)",
             Self::Ddpm(c) => loss_unit(c.loss),
         }
     }
@@ -93,6 +95,148 @@ pub struct VdmConfig {
     pub score: ScoreNetConfig,
     /// The noise schedule.
     pub schedule: ScheduleConfig,
+    /// What the network's output estimates (`"eps"`, `"x"` or `"v"`).
+    pub prediction: VdmPrediction,
+    /// The weighting `w(λ)` of the diffusion loss in training (`[model.weighting]`); evaluation
+    /// always reports the bound.
+    pub weighting: WeightingConfig,
+}
+
+/// What a VDM's network predicts; the loss is taken on the `ε̂` it implies whichever it is, so it
+/// has the same units ([`Target`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VdmPrediction {
+    /// The noise `ε` (VDM).
+    #[default]
+    Eps,
+    /// The data `x`.
+    X,
+    /// The velocity `v = α ε − σ x` (Salimans & Ho 2022).
+    V,
+}
+
+impl From<VdmPrediction> for Target {
+    fn from(p: VdmPrediction) -> Self {
+        match p {
+            VdmPrediction::Eps => Target::Eps,
+            VdmPrediction::X => Target::X,
+            VdmPrediction::V => Target::V,
+        }
+    }
+}
+
+/// The weighting `w(λ)`, `λ = log SNR`, of a VDM's continuous-time diffusion loss
+/// `½ ∫ w(λ) ‖ε − ε̂‖² dλ` ([`vdm_core::weighting`]; Kingma & Gao 2023). With `T` training steps
+/// the `T`-step loss's term at `t` is weighted by `w(λ_t)`. The schedule's endpoints always follow
+/// the bound, so that `vdm eval` reports a bound the schedule was trained for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WeightingConfig {
+    /// `w = 1`: the variational bound itself (VDM).
+    #[default]
+    Elbo,
+    /// `w(λ) = σ(−λ)/√(β₀² + 2(β₁ − β₀) softplus(−λ))`, `β₀ = 0.1`, `β₁ = 20`: DDPM's `L_simple`
+    /// in continuous time (the density of `λ` under DDPM's linear-β schedule).
+    EpsMse,
+    /// `w(λ) = σ(bias − λ)`: the bound at high noise, decaying at low noise (Kingma & Gao 2023 §5).
+    Sigmoid {
+        /// The shift `b` (default 2).
+        #[serde(default = "default_sigmoid_bias")]
+        bias: f64,
+    },
+    /// EDM's loss (Karras et al. 2022): `w(λ) = N(λ; −2 P_mean, (2 P_std)²) (e^{−λ} + σ_data²)/σ_data²`.
+    Edm {
+        /// `P_mean` (default −1.2).
+        #[serde(default = "default_p_mean")]
+        p_mean: f64,
+        /// `P_std` (default 1.2).
+        #[serde(default = "default_p_std")]
+        p_std: f64,
+        /// `σ_data` (default 0.5).
+        #[serde(default = "default_sigma_data")]
+        sigma_data: f64,
+    },
+}
+
+/// Commented examples of every weighting, for `vdm config`.
+pub const WEIGHTING_EXAMPLES: &[&str] = &[
+    r#"
+## The diffusion loss (1/2) * integral of w(lambda) * E|eps - eps_hat|^2 over lambda = log SNR = -gamma
+## (Kingma & Gao 2023); the schedule's endpoints follow the bound whatever w is, and `vdm eval`
+## reports the bound. "elbo": w = 1, the bound itself (the default).
+[model.weighting]
+kind = "elbo"
+"#,
+    r#"
+## DDPM's L_simple in continuous time: w(lambda) = sigmoid(-lambda) / sqrt(0.1^2 + 2 * 19.9 * softplus(-lambda)),
+## the density of lambda when t ~ U(0, 1) on DDPM's linear-beta process.
+[model.weighting]
+kind = "eps_mse"
+"#,
+    r#"
+## w(lambda) = sigmoid(bias - lambda): the bound at high noise, decaying at low noise (Kingma & Gao 2023).
+[model.weighting]
+kind = "sigmoid"
+bias = 2.0
+"#,
+    r#"
+## EDM's loss (Karras et al. 2022): w(lambda) = N(lambda; -2 p_mean, (2 p_std)^2) * (exp(-lambda) + sigma_data^2) / sigma_data^2.
+[model.weighting]
+kind = "edm"
+p_mean = -1.2
+p_std = 1.2
+sigma_data = 0.5
+"#,
+];
+
+fn default_sigmoid_bias() -> f64 {
+    2.0
+}
+fn default_p_mean() -> f64 {
+    -1.2
+}
+fn default_p_std() -> f64 {
+    1.2
+}
+fn default_sigma_data() -> f64 {
+    0.5
+}
+
+impl WeightingConfig {
+    /// Checks the parameters, naming the offending field.
+    pub fn validate(&self) -> Result<()> {
+        let check = |name: &str, value: f64, positive: bool| {
+            if !value.is_finite() || (positive && value <= 0.0) {
+                let what = if positive { "positive and finite" } else { "finite" };
+                return Err(Error::setting(
+                    format!("model.weighting.{name}"),
+                    format!("model.weighting.{name} must be {what}, got {value}"),
+                ));
+            }
+            Ok(())
+        };
+        match *self {
+            Self::Elbo | Self::EpsMse => Ok(()),
+            Self::Sigmoid { bias } => check("bias", bias, false),
+            Self::Edm { p_mean, p_std, sigma_data } => {
+                check("p_mean", p_mean, false)?;
+                check("p_std", p_std, true)?;
+                check("sigma_data", sigma_data, true)
+            }
+        }
+    }
+}
+
+impl From<WeightingConfig> for Weighting {
+    fn from(w: WeightingConfig) -> Self {
+        match w {
+            WeightingConfig::Elbo => Weighting::Elbo,
+            WeightingConfig::EpsMse => Weighting::EpsMse,
+            WeightingConfig::Sigmoid { bias } => Weighting::Sigmoid { bias },
+            WeightingConfig::Edm { p_mean, p_std, sigma_data } => Weighting::Edm { p_mean, p_std, sigma_data },
+        }
+    }
 }
 
 impl VdmConfig {
@@ -110,13 +254,16 @@ impl VdmConfig {
                 gamma_max: 5.0,
             },
             schedule: ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
+            prediction: VdmPrediction::Eps,
+            weighting: WeightingConfig::Elbo,
         }
     }
 
     /// Checks every part.
     pub fn validate(&self) -> Result<()> {
         self.score.validate()?;
-        self.schedule.validate()
+        self.schedule.validate()?;
+        self.weighting.validate()
     }
 }
 

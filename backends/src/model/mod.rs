@@ -101,8 +101,9 @@ impl<B: TrainBackend> Trainable<B> for Vdm<B> {
         let [n, c, h, w] = pixels.dims();
         let noise = Noise::draw(rng, n, c * h * w);
         let time = TimeMode::from_steps(train.time_steps)?;
-        let objective = model.vdm("VDM training")?.schedule.shape_objective();
-        Vdm::loss_and_gradients(self, pixels, &noise, time, objective)
+        let config = model.vdm("VDM training")?;
+        let objective = config.schedule.shape_objective();
+        Vdm::loss_and_gradients(self, pixels, &noise, time, config.weighting.into(), objective)
     }
 }
 

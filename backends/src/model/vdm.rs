@@ -10,11 +10,12 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ElementConversion;
 use burn::tensor::{Tensor, TensorData};
-use vdm_core::process::DdpmVariance;
+use vdm_core::process::{DdpmVariance, Target};
 use vdm_core::rng::SplitMix64;
 use vdm_core::schedule::NoiseSchedule;
 use vdm_core::time::{antithetic_times, discretize};
 use vdm_core::vlb::{self, VlbTerms, PIXEL_VALUES};
+use vdm_core::weighting::Weighting;
 use vdm_core::{process, BatchTensor};
 
 use crate::config::{VdmConfig, MAX_TIME_STEPS};
@@ -36,7 +37,11 @@ impl VdmConfig {
     /// A model for images of `channels` channels with its parameters not yet allocated (burn
     /// initialises them lazily, on first use): cheap, for counting parameters.
     pub fn build<B: Backend>(&self, channels: usize, device: &B::Device) -> Vdm<B> {
-        Vdm { score: self.score.init(channels, device), schedule: self.schedule.init(device) }
+        Vdm {
+            score: self.score.init(channels, device),
+            schedule: self.schedule.init(device),
+            target: self.prediction.into(),
+        }
     }
 
     /// A freshly initialised model for images of `channels` channels (see [`crate::nn::materialise`]).
@@ -153,6 +158,9 @@ pub struct Vdm<B: Backend> {
     pub score: ScoreNet<B>,
     /// `γ(t)`.
     pub schedule: LearnedSchedule<B>,
+    /// What the score network's output estimates.
+    #[module(skip)]
+    pub target: Target,
 }
 
 /// `device`, a tensor computed in `f32` that carries the gradient, with its values replaced by
@@ -244,7 +252,8 @@ impl<B: FastOps> Vdm<B> {
             BurnBatch(ops::decoder_nll(z.0, f.0.clone(), g0.neg().exp().0, PIXEL_VALUES)).sum_example();
 
         let z_t = process::diffuse(f, eps.clone(), per_example(g_t.clone()));
-        let eps_hat = BurnBatch(self.score.forward(z_t.0, g_t));
+        let output = BurnBatch(self.score.forward(z_t.0.clone(), g_t.clone()));
+        let eps_hat = self.target.eps(output, z_t, per_example(g_t));
         let diffusion = vlb::diffusion_loss(eps, eps_hat, per_example(weight));
         VlbTerms { prior, reconstruction, diffusion }
     }
@@ -271,10 +280,13 @@ impl<B: FastOps> Denoiser<B> for Vdm<B> {
         Ok(gammas.into_iter().map(|gamma| GridPoint { gamma, net_input: gamma }).collect())
     }
 
-    /// `ε̂(z_t; γ_t)` from the score network and `x̂ = (z_t − σ_t ε̂)/α_t` (VDM eq. 12).
+    /// `ε̂(z_t; γ_t)` from the score network's output ([`Target::eps`]) and
+    /// `x̂ = (z_t − σ_t ε̂)/α_t` (VDM eq. 12).
     fn predict(&self, z: Tensor<B, 4>, at: GridPoint) -> Denoised<B> {
         let count = z.dims()[0];
-        let eps = self.score.forward(z.clone(), Tensor::full([count], at.net_input as f32, &z.device()));
+        let gamma = Tensor::full([count], at.net_input as f32, &z.device());
+        let output = BurnBatch(self.score.forward(z.clone(), gamma.clone()));
+        let eps = self.target.eps(output, BurnBatch(z.clone()), per_example(gamma)).0;
         let x = (z - eps.clone().mul_scalar(process::sigma(at.gamma))).div_scalar(process::alpha(at.gamma));
         Denoised { eps, x, reverse_mean_eps: None }
     }
@@ -291,20 +303,26 @@ impl<B: FastOps> Denoiser<B> for Vdm<B> {
 }
 
 impl<B: TrainBackend> Vdm<B> {
-    /// One training batch: the mean VLB in bits per dimension and the gradient of every parameter.
+    /// One training batch: the mean weighted loss (the VLB in bits per dimension for
+    /// [`Weighting::Elbo`]) and the gradient of every parameter.
     ///
-    /// The score network and the schedule's endpoints follow the gradient of the mean VLB `L̄`;
-    /// the schedule's shape follows `objective` (VDM §5.2): `L̄` again, or the mean square
-    /// `mean_i L_i²`, whose gradient for the shape is that of the estimator's variance.
+    /// The score network follows the gradient of the mean weighted loss `W̄`, whose diffusion term
+    /// is the VLB's scaled per example by `w(λ_t)` ([`vdm_core::weighting`]). The schedule's
+    /// endpoints follow the mean VLB `L̄`, and its shape follows `objective` (VDM §5.2): `L̄` again,
+    /// or the mean square of the per-example training losses `mean_i W_i²`, whose gradient for
+    /// the shape is that of the estimator's variance (the weighted loss, like the bound, depends on
+    /// the shape only through that variance).
     ///
     /// No higher-order autodiff is needed. The diffusion term depends on the schedule only through
-    /// `g_i = γ(t_i)` and the weight `w_i` (`γ'(t_i)` in continuous time), so the batch's VLB is
+    /// `g_i = γ(t_i)` and the weight `w_i` (`γ'(t_i)` in continuous time), so the batch's loss is
     /// computed from detached copies of `g` and `w` that require gradients: one backward pass gives
     /// the network's gradient, the endpoints' gradient through the prior and reconstruction terms,
-    /// and `∂L̄/∂g_i`, `∂L̄/∂w_i`. A second, cheap backward pass through the schedule alone, of
+    /// and `∂W̄/∂g_i`, `∂W̄/∂w_i`. Example `i`'s diffusion term is the only one that depends on
+    /// `(g_i, w_i)`, scaled by the constant `w(λ_i)`, so `∂L̄/∂(g_i, w_i) = ∂W̄/∂(g_i, w_i) / w(λ_i)`.
+    /// A second, cheap backward pass through the schedule alone, of
     ///
-    /// `Σ_i a_i γ(t_i) + b_i w(t_i)`, with `(a_i, b_i) = (∂L̄/∂g_i, ∂L̄/∂w_i)` for the endpoints and,
-    /// for the shape under the variance objective, `2 L_i (∂L̄/∂g_i, ∂L̄/∂w_i) = ∂(mean_j L_j²)/∂(g_i, w_i)`,
+    /// `Σ_i a_i γ(t_i) + b_i w(t_i)`, with `(a_i, b_i) = ∂L̄/∂(g_i, w_i)` for the endpoints and,
+    /// for the shape under the variance objective, `2 W_i ∂W̄/∂(g_i, w_i) = ∂(mean_j W_j²)/∂(g_i, w_i)`,
     ///
     /// adds the schedule's share (the chain rule with the per-example coefficients held fixed).
     pub fn loss_and_gradients(
@@ -312,6 +330,7 @@ impl<B: TrainBackend> Vdm<B> {
         pixels: Tensor<B, 4>,
         noise: &Noise,
         time: TimeMode,
+        weighting: Weighting,
         objective: ShapeObjective,
     ) -> Result<(f64, GradientsParams)> {
         if objective == ShapeObjective::Variance && time != TimeMode::Continuous {
@@ -320,36 +339,54 @@ impl<B: TrainBackend> Vdm<B> {
             )));
         }
         let [n, c, h, w] = pixels.dims();
+        let device = pixels.device();
         let (g_t, weight) = self.diffusion_inputs(n, noise, time, Part::All);
         let (g_leaf, w_leaf) = (g_t.detach().require_grad(), weight.detach().require_grad());
-        let terms = self.vlb_terms_at(pixels, noise, g_leaf.clone(), w_leaf.clone());
-        let per_example = vlb::nats_to_bpd(terms.total(), c * h * w).0.reshape([n]);
-        let losses = per_example.clone().inner();
-        let loss = per_example.mean();
-        let bpd = loss.clone().into_scalar().elem::<f64>();
+        let mut terms = self.vlb_terms_at(pixels, noise, g_leaf.clone(), w_leaf.clone());
+        // w(λ_i) = w(−γ_i), held constant; `None` for the bound itself.
+        let emphasis = (!weighting.is_elbo()).then(|| {
+            let host = self.schedule.to_host();
+            let lambdas = antithetic_times(noise.u0, n).map(|t| match time {
+                TimeMode::Continuous => -host.gamma(t),
+                TimeMode::Discrete(steps) => -host.gamma(discretize(t, steps).1),
+            });
+            host_tensor::<B>(&lambdas.map(|l| weighting.weight(l)).collect::<Vec<_>>(), &device)
+        });
+        if let Some(emphasis) = &emphasis {
+            terms.diffusion = terms.diffusion.mul(per_example(emphasis.clone()));
+        }
+        let per_image = vlb::nats_to_bpd(terms.total(), c * h * w).0.reshape([n]);
+        let losses = per_image.clone().inner();
+        let loss = per_image.mean();
+        let value = loss.clone().into_scalar().elem::<f64>();
         let grads = loss.backward();
         let coefficient =
             |leaf: &Tensor<B, 1>| Tensor::<B, 1>::from_inner(leaf.grad(&grads).unwrap_or_else(|| losses.zeros_like()));
         let (dg, dw) = (coefficient(&g_leaf), coefficient(&w_leaf));
         let mut gradients = GradientsParams::from_grads(grads, self);
         if !self.schedule.is_trainable() {
-            return Ok((bpd, gradients));
+            return Ok((value, gradients));
         }
+        // The bound's coefficients ∂L̄/∂(g_i, w_i).
+        let (bound_dg, bound_dw) = match emphasis {
+            None => (dg.clone(), dw.clone()),
+            Some(emphasis) => (dg.clone() / emphasis.clone(), dw.clone() / emphasis),
+        };
         let surrogate = match objective {
             ShapeObjective::Vlb => {
                 let (g, w) = self.diffusion_inputs(n, noise, time, Part::All);
-                dg * g + dw * w
+                bound_dg * g + bound_dw * w
             }
             ShapeObjective::Variance => {
                 let (g_e, w_e) = self.diffusion_inputs(n, noise, time, Part::Endpoints);
                 let (g_s, w_s) = self.diffusion_inputs(n, noise, time, Part::Shape);
-                let twice_l = Tensor::<B, 1>::from_inner(losses).mul_scalar(2.0);
-                dg.clone() * g_e + dw.clone() * w_e + twice_l * (dg * g_s + dw * w_s)
+                let twice_w = Tensor::<B, 1>::from_inner(losses).mul_scalar(2.0);
+                bound_dg * g_e + bound_dw * w_e + twice_w * (dg * g_s + dw * w_s)
             }
         };
         let schedule_gradients = GradientsParams::from_grads(surrogate.sum().backward(), &self.schedule);
         add_gradients(&self.schedule, &mut gradients, schedule_gradients);
-        Ok((bpd, gradients))
+        Ok((value, gradients))
     }
 }
 

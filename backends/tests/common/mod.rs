@@ -39,6 +39,7 @@ pub fn tiny_run(steps: usize) -> RunConfig {
                 ..ScoreNetConfig::default()
             },
             schedule: ScheduleConfig::Scalar { gamma_min: -13.3, gamma_max: 5.0 },
+            ..VdmConfig::digits()
         }),
         train: TrainConfig {
             batch_size: 16,
