@@ -217,7 +217,7 @@ fn eps_hat<B: FastOps>(
         let n = chunk.len() / d;
         let values: Vec<f32> = chunk.iter().map(|&v| v as f32).collect();
         let input = Tensor::<B, 4>::from_data(TensorData::new(values, [n, shape[0], shape[1], shape[2]]), device);
-        let output = model.score.forward(input, Tensor::full([n], gamma as f32, device));
+        let output = model.eps_hat(input, Tensor::full([n], gamma as f32, device));
         out.extend(output.into_data().iter::<f32>());
     }
     out

@@ -179,6 +179,13 @@ impl<B: Backend> Vdm<B> {
 }
 
 impl<B: FastOps> Vdm<B> {
+    /// `ε̂(z_t; γ_t)` for `z_t` of shape `[N, C, H, W]` and `γ_t` of shape `[N]`: the score
+    /// network's output read as the model's target ([`Target::eps`]).
+    pub fn eps_hat(&self, z: Tensor<B, 4>, gamma: Tensor<B, 1>) -> Tensor<B, 4> {
+        let output = BurnBatch(self.score.forward(z.clone(), gamma.clone()));
+        self.target.eps(output, BurnBatch(z), per_example(gamma)).0
+    }
+
     /// The VLB terms of each image in nats (VDM eq. 11–17), from `pixels` (`[N, C, H, W]`,
     /// values `0..=255`) and `noise`. Gradients reach every parameter.
     pub fn vlb_terms(&self, pixels: Tensor<B, 4>, noise: &Noise, time: TimeMode) -> VlbTerms<Batch4<B>> {
@@ -252,8 +259,7 @@ impl<B: FastOps> Vdm<B> {
             BurnBatch(ops::decoder_nll(z.0, f.0.clone(), g0.neg().exp().0, PIXEL_VALUES)).sum_example();
 
         let z_t = process::diffuse(f, eps.clone(), per_example(g_t.clone()));
-        let output = BurnBatch(self.score.forward(z_t.0.clone(), g_t.clone()));
-        let eps_hat = self.target.eps(output, z_t, per_example(g_t));
+        let eps_hat = BurnBatch(self.eps_hat(z_t.0, g_t));
         let diffusion = vlb::diffusion_loss(eps, eps_hat, per_example(weight));
         VlbTerms { prior, reconstruction, diffusion }
     }
@@ -284,9 +290,7 @@ impl<B: FastOps> Denoiser<B> for Vdm<B> {
     /// `x̂ = (z_t − σ_t ε̂)/α_t` (VDM eq. 12).
     fn predict(&self, z: Tensor<B, 4>, at: GridPoint) -> Denoised<B> {
         let count = z.dims()[0];
-        let gamma = Tensor::full([count], at.net_input as f32, &z.device());
-        let output = BurnBatch(self.score.forward(z.clone(), gamma.clone()));
-        let eps = self.target.eps(output, BurnBatch(z.clone()), per_example(gamma)).0;
+        let eps = self.eps_hat(z.clone(), Tensor::full([count], at.net_input as f32, &z.device()));
         let x = (z - eps.clone().mul_scalar(process::sigma(at.gamma))).div_scalar(process::alpha(at.gamma));
         Denoised { eps, x, reverse_mean_eps: None }
     }
