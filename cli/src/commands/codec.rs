@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use flate2::write::GzEncoder;
 use vdm_backends::checkpoint::{self, Checkpoint, KEEP};
-use vdm_backends::codec::{compress, decompress, read_file, CodecStats, ModelId};
+use vdm_backends::codec::{compress, decompress, network_evaluations, read_file, CodecStats, ModelId};
 use vdm_backends::data::{self, categorical_baseline_bpd, ImageSet};
 use vdm_backends::error::describe_io;
 use vdm_backends::files::write_atomically;
@@ -99,7 +99,8 @@ impl BackendJob for CompressJob {
             step: Some(checkpoint.state.step as u64),
             checkpoint: Some(dir.to_string_lossy().into_owned()),
         };
-        let mut progress = Progress::new(args.steps, "encode", 0);
+        let evaluations = network_evaluations(images.len(), args.steps, args.batch_size);
+        let mut progress = Progress::new(evaluations, "encode", 0);
         let start = Instant::now();
         let (bytes, stats) =
             compress(&model, &id, &images, args.steps, args.latent_bits, args.batch_size, &device, || {
@@ -214,11 +215,12 @@ impl BackendJob for DecompressJob {
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
         let args = self.args;
-        let (header, _, _) = read_file(&self.bytes).map_err(|e| format!("{}: {e}", args.file.display()))?;
+        let header = read_file(&self.bytes).map_err(|e| format!("{}: {e}", args.file.display()))?.header;
         let checkpoint = find_checkpoint(&args, &header.model)?;
         let model = load_model::<B::InnerBackend, Vdm<_>>(&checkpoint, &device)?;
         let hash = model_hash(&checkpoint)?;
-        let mut progress = Progress::new(header.steps as usize, "decode", 0);
+        let evaluations = network_evaluations(header.count as usize, header.steps as usize, header.batch_size as usize);
+        let mut progress = Progress::new(evaluations, "decode", 0);
         let start = Instant::now();
         let images = decompress(&model, &hash, &self.bytes, args.steps, &device, || progress.advance(1))
             .map_err(|e| format!("{}: {e}", args.file.display()))?;

@@ -1,0 +1,283 @@
+//! Lossless compression with a trained VDM: bits-back ANS over the `T`-step latent chain in
+//! Bit-Swap order (Kingma, Abbeel & Ho 2019; [`bitswap`]), with `constriction`'s stack coder.
+//!
+//! Images are coded in batches one after another on one stack, each batch level by level with one
+//! batched network evaluation per level. The net codelength of a batch is
+//! `−log p(x, z) + log q(z | x)`, whose expectation is the `T`-step negative VLB; the file adds the
+//! seed bits the first batch's first pops consumed and a header of about 100 bytes
+//! ([`format`]), and both are reported ([`CodecStats`]).
+//!
+//! The stack starts on pseudo-random seed words that the decoder regenerates; the file stores the
+//! stack without the seed words no pop reached. Encoder and decoder must compute every
+//! distribution bit for bit alike: the network runs on the same batches in the same order on both
+//! sides, all other arithmetic is `f64` on the host, and the file carries a checksum of the images,
+//! so a decoder that computed differently (another binary or backend) reports it instead of
+//! returning wrong images.
+
+mod bitswap;
+mod format;
+
+use burn::tensor::{Tensor, TensorData};
+use constriction::stream::stack::DefaultAnsCoder;
+use vdm_core::rng::SplitMix64;
+
+pub use bitswap::{batches, FIRST_BATCH};
+pub use format::{read_file, Header, Message, ModelId, FORMAT_VERSION};
+
+use crate::config::MAX_TIME_STEPS;
+use crate::data::ImageSet;
+use crate::error::{Error, Result};
+use crate::memory;
+use crate::model::Vdm;
+use crate::ops::FastOps;
+use bitswap::Chain;
+use format::{images_checksum, recorded_hash, write_file, MAX_PATH_BYTES};
+
+/// Latent precisions accepted: `2^bits` bins per standard deviation of each level's narrower
+/// distribution.
+pub const LATENT_BITS: std::ops::RangeInclusive<u32> = 1..=12;
+/// The seed of the initial stack's pseudo-random words (fixed: the decoder regenerates them).
+const SEED: u64 = 0x5eed_b175_bac4;
+
+/// Sizes of a message, in bits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CodecStats {
+    /// The coded stack's growth: `−log₂ p(x, z) + log₂ q(z | x)` summed, as coded.
+    pub net_bits: f64,
+    /// The seed bits the pops consumed (stored in the file, besides the net codelength).
+    pub seed_bits: f64,
+    /// The whole file.
+    pub file_bits: f64,
+    /// Values coded (images × features).
+    pub dims: usize,
+}
+
+impl CodecStats {
+    /// The net codelength per dimension: the rate once the initial bits are amortised.
+    pub fn effective_bpd(&self) -> f64 {
+        self.net_bits / self.dims as f64
+    }
+
+    /// The file's size per dimension, the initial bits and the header included.
+    pub fn used_bpd(&self) -> f64 {
+        self.file_bits / self.dims as f64
+    }
+}
+
+/// The network evaluations coding `count` images over `steps` steps takes (encoding and decoding
+/// alike): `T` per batch ([`batches`]).
+pub fn network_evaluations(count: usize, steps: usize, batch_size: usize) -> usize {
+    bitswap::batch_count(count, batch_size).saturating_mul(steps)
+}
+
+/// `ε̂(z_t)` for latents `z` (images of `shape`, flattened) at `γ_t`, in batches of `batch_size`.
+fn eps_hat<B: FastOps>(
+    model: &Vdm<B>,
+    z: &[f64],
+    shape: [usize; 3],
+    gamma: f64,
+    batch_size: usize,
+    device: &B::Device,
+) -> Vec<f32> {
+    let d = shape.iter().product::<usize>();
+    let mut out = Vec::with_capacity(z.len());
+    for chunk in z.chunks(batch_size * d) {
+        let n = chunk.len() / d;
+        let values: Vec<f32> = chunk.iter().map(|&v| v as f32).collect();
+        let input = Tensor::<B, 4>::from_data(TensorData::new(values, [n, shape[0], shape[1], shape[2]]), device);
+        let output = model.eps_hat(input, Tensor::full([n], gamma as f32, device));
+        out.extend(output.into_data().iter::<f32>());
+    }
+    out
+}
+
+fn seed_words(count: usize) -> Vec<u32> {
+    let mut rng = SplitMix64::new(SEED);
+    (0..count).map(|_| rng.next_u64() as u32).collect()
+}
+
+fn check_settings(steps: usize, latent_bits: u32, batch_size: usize) -> Result<()> {
+    if !(1..=MAX_TIME_STEPS).contains(&steps) {
+        return Err(Error::setting(
+            "steps",
+            format!("the number of steps T must be between 1 and {MAX_TIME_STEPS}, got {steps}"),
+        ));
+    }
+    if !LATENT_BITS.contains(&latent_bits) {
+        return Err(Error::setting(
+            "latent_bits",
+            format!("latent bits must be between {} and {}, got {latent_bits}", LATENT_BITS.start(), LATENT_BITS.end()),
+        ));
+    }
+    if batch_size == 0 {
+        return Err(Error::setting("batch_size", "the batch size must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Compresses `images` losslessly with `model` (the checkpoint `model_id`, which the header
+/// records) over `steps` steps, `batch_size` images per network evaluation after the first image;
+/// `on_step` is called after each network evaluation ([`network_evaluations`] in all).
+#[allow(clippy::too_many_arguments)]
+pub fn compress<B: FastOps>(
+    model: &Vdm<B>,
+    model_id: &ModelId,
+    images: &ImageSet,
+    steps: usize,
+    latent_bits: u32,
+    batch_size: usize,
+    device: &B::Device,
+    mut on_step: impl FnMut(),
+) -> Result<(Vec<u8>, CodecStats)> {
+    check_settings(steps, latent_bits, batch_size)?;
+    if model_id.checkpoint.as_ref().is_some_and(|p| p.len() > MAX_PATH_BYTES) {
+        return Err(Error::setting(
+            "checkpoint",
+            format!("the checkpoint's path is longer than {MAX_PATH_BYTES} bytes"),
+        ));
+    }
+    if images.is_empty() {
+        return Err(Error::Mismatch("there are no images to compress".into()));
+    }
+    let chain = Chain::new(model, steps, latent_bits)?;
+    let shape = images.shape();
+    let d = images.features();
+    let seed = seed_words(bitswap::seed_len(batch_size.min(images.len()) * d));
+    let mut coder = DefaultAnsCoder::from_binary(seed.clone()).map_err(|e| Error::Corrupt(format!("{e:?}")))?;
+    let start_bits = coder.num_valid_bits() as f64;
+    let mut lowest = seed.len();
+    for range in batches(images.len(), batch_size) {
+        let pixels = &images.pixels[range.start * d..range.end * d];
+        bitswap::encode_batch(
+            &chain,
+            &mut coder,
+            pixels,
+            |z, gamma| {
+                let eps = eps_hat(model, z, shape, gamma, batch_size, device);
+                on_step();
+                eps
+            },
+            |coder| lowest = lowest.min(coder.bulk().len()),
+        )?;
+        if lowest == 0 {
+            return Err(Error::Corrupt("internal error: a batch's pops exhausted the seed".into()));
+        }
+    }
+    let net_bits = coder.num_valid_bits() as f64 - start_bits;
+
+    // The stack without the bottom seed words no pop reached (the decoder regenerates them).
+    let words = coder.into_compressed().map_err(|e| Error::Corrupt(format!("{e:?}")))?;
+    if words[..lowest] != seed[..lowest] {
+        return Err(Error::Corrupt("internal error: the coder changed seed words that no pop reached".into()));
+    }
+    let header = Header {
+        model: ModelId { sha256: recorded_hash(&model_id.sha256), ..model_id.clone() },
+        steps: steps as u64,
+        shape: shape.map(|v| v as u32),
+        count: images.len() as u64,
+        latent_bits,
+        batch_size: batch_size as u64,
+        images_checksum: images_checksum(&images.pixels),
+    };
+    let bytes = write_file(&Message { header, untouched: lowest as u64, words: words[lowest..].to_vec() });
+    let stats = CodecStats {
+        net_bits,
+        seed_bits: 32.0 * (seed.len() - lowest) as f64,
+        file_bits: 8.0 * bytes.len() as f64,
+        dims: images.len() * d,
+    };
+    Ok((bytes, stats))
+}
+
+/// Decompresses a file written by [`compress`] with the same
+/// `model` (weight file SHA-256 `model_hash`), checking that it was written for this model (and
+/// for `expected_steps`, if given) and that the images come back bit-identical. `on_step` is
+/// called after each network evaluation.
+pub fn decompress<B: FastOps>(
+    model: &Vdm<B>,
+    model_hash: &str,
+    bytes: &[u8],
+    expected_steps: Option<usize>,
+    device: &B::Device,
+    on_step: impl FnMut(),
+) -> Result<ImageSet> {
+    let message = read_file(bytes)?;
+    let header = &message.header;
+    if let Some(t) = expected_steps.filter(|&t| t as u64 != header.steps) {
+        return Err(Error::Mismatch(format!("the file was compressed with T = {} steps, not {t}", header.steps)));
+    }
+    if header.model.sha256 != recorded_hash(model_hash) {
+        return Err(Error::Mismatch(format!(
+            "the file was compressed with another model, {}, not this one (weights SHA-256 {model_hash}); decompress with the checkpoint it was written with",
+            header.model
+        )));
+    }
+    let invalid = |e: &dyn std::fmt::Display| Error::Corrupt(format!("the file's header is invalid: {e}"));
+    let steps =
+        usize::try_from(header.steps).map_err(|_| Error::Corrupt("the file's T does not fit this machine".into()))?;
+    let batch_size = usize::try_from(header.batch_size)
+        .map_err(|_| Error::Corrupt("the file's batch size does not fit this machine".into()))?;
+    if !(1..=MAX_TIME_STEPS).contains(&steps) || batch_size == 0 {
+        return Err(invalid(&format!("T = {steps}, batch size {batch_size}")));
+    }
+    let shape = header.shape.map(|v| v as usize);
+    crate::data::check_image_shape(shape).map_err(|e| invalid(&e))?;
+    if shape[0] != model.channels() {
+        return Err(Error::Mismatch(format!(
+            "the file holds {}-channel images; this model takes {}",
+            shape[0],
+            model.channels()
+        )));
+    }
+    check_settings(steps, header.latent_bits, batch_size).map_err(|e| invalid(&e))?;
+    decode(model, message, device, on_step)
+}
+
+/// Decodes a format-3 message, batches last to first.
+fn decode<B: FastOps>(
+    model: &Vdm<B>,
+    message: Message,
+    device: &B::Device,
+    mut on_step: impl FnMut(),
+) -> Result<ImageSet> {
+    let Message { header, untouched, words: stored } = message;
+    let (steps, batch_size) = (header.steps as usize, header.batch_size as usize);
+    let shape = header.shape.map(|v| v as usize);
+    let d = shape.iter().product::<usize>();
+    let count = usize::try_from(header.count)
+        .ok()
+        .filter(|n| n.checked_mul(d).is_some() && *n > 0)
+        .ok_or_else(|| Error::Corrupt("the file's image count is invalid".into()))?;
+    memory::check(
+        &format!("decoding {count} images of {}x{}x{}", shape[0], shape[1], shape[2]),
+        (count as u128 * (d as u128 + 16)).min(u64::MAX as u128) as u64,
+        "the file's header claims more images than this machine can hold",
+    )?;
+    let seed_len = bitswap::seed_len(batch_size.min(count) * d);
+    if untouched > seed_len as u64 {
+        return Err(Error::Corrupt("the file's header is corrupt (seed length)".into()));
+    }
+    let chain = Chain::new(model, steps, header.latent_bits)?;
+    let mut words = seed_words(untouched as usize);
+    words.extend_from_slice(&stored);
+    let mut coder = DefaultAnsCoder::from_compressed(words)
+        .map_err(|_| Error::Corrupt("the compressed data is malformed (its last word is zero)".into()))?;
+    let mut pixels = vec![0u8; count * d];
+    for range in batches(count, batch_size).into_iter().rev() {
+        let decoded = bitswap::decode_batch(&chain, &mut coder, range.len() * d, |z, gamma| {
+            let eps = eps_hat(model, z, shape, gamma, batch_size, device);
+            on_step();
+            eps
+        })?;
+        pixels[range.start * d..range.end * d].copy_from_slice(&decoded);
+    }
+    if images_checksum(&pixels) != header.images_checksum {
+        return Err(Error::Mismatch("the decoded images do not match the file's checksum: the file was written by a build or backend that evaluates the network differently".into()));
+    }
+    let rest =
+        coder.into_binary().map_err(|_| Error::Corrupt("decoding did not return the stack to its seed".into()))?;
+    if rest.len() != seed_len || rest != seed_words(seed_len) {
+        return Err(Error::Corrupt("decoding did not return the stack to its seed: the file is corrupt".into()));
+    }
+    Ok(ImageSet::new(pixels, shape))
+}
