@@ -200,7 +200,7 @@ enum Command {
         /// Each latent value is coded on a grid of 2^bits bins per standard deviation of its narrower
         /// distribution (1 to 12). On the digits 1 gave the smallest files at T = 10, 100 and 1000
         /// (docs/results.md); finer grids borrow more seed bits per pop.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = vdm_backends::codec::DEFAULT_LATENT_BITS)]
         latent_bits: u32,
         /// Images per network evaluation (the decoder uses the same).
         #[arg(long, default_value_t = 256)]

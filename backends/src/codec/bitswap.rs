@@ -80,10 +80,11 @@ pub fn batch_count(count: usize, batch_size: usize) -> usize {
 }
 
 /// The seed words a message whose largest batch has `batch_values` values can borrow: its first two
-/// levels popped before any push, each pop at most 24 bits a value, and 8 bits a value for the walk
-/// of the later levels' net costs. (Unused seed words cost nothing: the file leaves them out.)
+/// levels popped before any push, each pop at most 32 bits a value (the latents' precision), and 8
+/// bits a value for the walk of the later levels' net costs. (Unused seed words cost nothing: the
+/// file leaves them out.)
 pub fn seed_len(batch_values: usize) -> usize {
-    batch_values * 7 / 4 + 64
+    batch_values * 9 / 4 + 64
 }
 
 /// The grid of one level: symbols `−reach ..= reach`, value `symbol × delta`.

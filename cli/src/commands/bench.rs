@@ -105,7 +105,8 @@ impl BackendJob for BenchJob {
         let sample_secs = start.elapsed().as_secs_f64();
 
         let peak = vdm_backends::memory::peak_resident(); // of training and sampling, as PyTorch's
-                                                          // The codec on the batch's images (the bench data's own), at T = sample_steps.
+
+        // The codec on the batch's images (the bench data's own), at T = sample_steps.
         let images = train.select(&(0..batch.min(train.len())).collect::<Vec<_>>());
         let start = Instant::now();
         let (bytes, _) = codec::compress(
@@ -113,7 +114,7 @@ impl BackendJob for BenchJob {
             &codec::ModelId::weights("bench"),
             &images,
             self.sample_steps,
-            16,
+            codec::DEFAULT_LATENT_BITS,
             batch,
             &device,
             || {},
