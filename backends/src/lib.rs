@@ -9,8 +9,8 @@
 //! ([`config`]), sample-quality metrics ([`metrics`]) and lossless compression by bits-back coding
 //! ([`codec`]). What most programs need is re-exported at the root.
 //!
-//! Backends are chosen by cargo feature: `ndarray` (default; the CPU reference) and `cuda`.
-//! The same generic code runs on both; see [`Cpu`] and `Cuda`.
+//! Backends are chosen by cargo feature: `ndarray` (default; the CPU reference), `cuda` and `wgpu`
+//! (Vulkan). The same generic code runs on all; see [`Cpu`], `Cuda` and `Wgpu`.
 
 pub mod checkpoint;
 pub mod codec;
@@ -49,3 +49,8 @@ pub type Cpu = burn::backend::NdArray<f32>;
 /// The CUDA backend (burn-cuda, f32).
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda<f32, i32>;
+
+/// The Vulkan backend (burn-wgpu with CubeCL's SPIR-V compiler, f32): the CUDA backend's kernels
+/// on any Vulkan device, Mesa's CPU driver lavapipe included.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Vulkan<f32, i32>;

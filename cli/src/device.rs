@@ -1,4 +1,4 @@
-//! Choosing the backend at run time: `--device cpu|cuda`.
+//! Choosing the backend at run time: `--device cpu|cuda|wgpu`.
 
 use clap::ValueEnum;
 use vdm_backends::ops::TrainBackend;
@@ -10,6 +10,19 @@ pub enum Device {
     Cpu,
     /// burn-cuda on the first NVIDIA GPU.
     Cuda,
+    /// burn-wgpu on the first Vulkan device (Mesa's lavapipe runs it on the CPU).
+    Wgpu,
+}
+
+impl Device {
+    /// The name `--device` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+            Device::Wgpu => "wgpu",
+        }
+    }
 }
 
 /// Work generic over the training backend; `run` is instantiated once per compiled backend.
@@ -25,6 +38,7 @@ pub fn dispatch<J: BackendJob>(device: Device, job: J) -> Result<J::Output, Stri
     match device {
         Device::Cpu => run_cpu(job),
         Device::Cuda => run_cuda(job),
+        Device::Wgpu => run_wgpu(job),
     }
 }
 
@@ -35,26 +49,51 @@ fn run_cpu<J: BackendJob>(job: J) -> Result<J::Output, String> {
 
 #[cfg(not(feature = "ndarray"))]
 fn run_cpu<J: BackendJob>(_job: J) -> Result<J::Output, String> {
-    Err("this vdm binary was built without the CPU backend; rebuild it with `cargo build --release --features ndarray -p vdm-cli`".into())
+    Err(missing("the CPU backend", "ndarray", Device::Cpu))
 }
 
-/// What a panic inside burn-cuda (it panics, from its device thread, when no driver can be
-/// loaded) is reported as.
-#[cfg(feature = "cuda")]
-pub const CUDA_FAILED: &str =
-    "the CUDA backend failed (see the message above); is an NVIDIA driver installed and a GPU visible?";
+/// Runs `job` on backend `B`'s default device, turning a panic of the backend (burn-cuda and
+/// burn-wgpu panic, from their device threads, when no driver or adapter can be loaded) into the
+/// error `failed`.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn run_gpu<B: TrainBackend, J: BackendJob>(job: J, failed: &str) -> Result<J::Output, String> {
+    let run = std::panic::AssertUnwindSafe(|| job.run::<B>(Default::default()));
+    std::panic::catch_unwind(run).unwrap_or_else(|_| Err(failed.into()))
+}
 
-/// Runs `job` on CUDA, turning a panic of the backend into [`CUDA_FAILED`].
 #[cfg(feature = "cuda")]
 fn run_cuda<J: BackendJob>(job: J) -> Result<J::Output, String> {
-    let run =
-        std::panic::AssertUnwindSafe(|| job.run::<vdm_backends::Autodiff<vdm_backends::Cuda>>(Default::default()));
-    std::panic::catch_unwind(run).unwrap_or_else(|_| Err(CUDA_FAILED.into()))
+    run_gpu::<vdm_backends::Autodiff<vdm_backends::Cuda>, J>(
+        job,
+        "the CUDA backend failed (see the message above); is an NVIDIA driver installed and a GPU visible?",
+    )
 }
 
 #[cfg(not(feature = "cuda"))]
 fn run_cuda<J: BackendJob>(_job: J) -> Result<J::Output, String> {
-    Err("this vdm binary was built without CUDA support; rebuild it with \
-         `cargo build --release --features cuda -p vdm-cli` to use --device cuda"
-        .into())
+    Err(missing("CUDA support", "cuda", Device::Cuda))
+}
+
+#[cfg(feature = "wgpu")]
+fn run_wgpu<J: BackendJob>(job: J) -> Result<J::Output, String> {
+    run_gpu::<vdm_backends::Autodiff<vdm_backends::Wgpu>, J>(
+        job,
+        "the wgpu backend failed (see the message above); is a Vulkan driver installed? \
+         (without a GPU, Debian's mesa-vulkan-drivers runs Vulkan on the CPU)",
+    )
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn run_wgpu<J: BackendJob>(_job: J) -> Result<J::Output, String> {
+    Err(missing("wgpu (Vulkan) support", "wgpu", Device::Wgpu))
+}
+
+/// The error for a backend this binary was built without.
+#[allow(dead_code)] // unused in a binary built with every backend
+fn missing(what: &str, feature: &str, device: Device) -> String {
+    format!(
+        "this vdm binary was built without {what}; rebuild it with \
+         `cargo build --release --features {feature} -p vdm-cli` to use --device {}",
+        device.name()
+    )
 }

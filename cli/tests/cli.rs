@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_fails_with, s, text, trained_run, vdm, write_config, TINY};
+use common::{assert_fails_with, s, text, tiny_ddpm, trained_run, vdm, write_config, TINY};
 
 #[test]
 fn train_resume_eval_sample_and_schedule() {
@@ -216,12 +216,7 @@ fn compress_and_decompress_round_trip_and_refuse_bad_files() {
 #[test]
 fn ddpm_train_eval_sample_and_fid() {
     let dir = tempfile::tempdir().unwrap();
-    let ddpm = TINY.replace(
-        "[model.score]\nn_embd = 8\nn_layer = 1\ngroups = 4\ndropout = 0.0\nfourier_exponents = [4]\n\n[model.schedule]\nkind = \"scalar\"\ngamma_min = -13.3\ngamma_max = 5.0\n",
-        "[model]\nfamily = \"ddpm\"\ntime_steps = 10\nloss = \"hybrid\"\n\n[model.unet]\nch = 8\nch_mult = [1, 2]\nnum_res_blocks = 1\nattn_resolutions = [4]\ngroups = 4\n",
-    );
-    assert!(ddpm.contains("family = \"ddpm\""));
-    let config = write_config(dir.path(), &ddpm);
+    let config = write_config(dir.path(), &tiny_ddpm());
     let run = s(&dir.path().join("run"));
     let out = vdm(&["train", "--config", &config, "--run", &run]);
     assert!(out.status.success() && text(&out).contains("DDPM"), "{}", text(&out));

@@ -388,7 +388,19 @@ fn stop_and_resume(signal: &str, status: i32) {
 fn asking_for_cuda_without_it_says_how_to_get_it() {
     let out = vdm(&["bench", "--device", "cuda"]);
     assert_fails_with(&out, &["built without CUDA support", "cargo build --release --features cuda -p vdm-cli"]);
-    assert_fails_with(&vdm(&["crosscheck"]), &["--features cuda -p vdm-cli"]);
+    assert_fails_with(&vdm(&["crosscheck", "--device", "cuda"]), &["--features cuda -p vdm-cli"]);
+}
+
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn asking_for_wgpu_without_it_says_how_to_get_it() {
+    let out = vdm(&["sample", "--device", "wgpu"]);
+    assert_fails_with(
+        &out,
+        &["built without wgpu (Vulkan) support", "cargo build --release --features wgpu -p vdm-cli"],
+    );
+    assert_fails_with(&vdm(&["crosscheck", "--device", "wgpu"]), &["--features wgpu -p vdm-cli"]);
+    assert_fails_with(&vdm(&["crosscheck", "--device", "cpu"]), &["compares another backend"]);
 }
 
 #[test]

@@ -71,7 +71,7 @@ impl<B: FastOps> Conv<B> {
         };
         let bias = match shift {
             Some(shift) => shift + bias,
-            None => bias.expand([n, o]),
+            None => ops::per_image(bias, n),
         };
         ops::conv_with(x, self.conv.weight.val(), bias, residual, self.spec)
     }
@@ -222,7 +222,7 @@ fn pointwise<B: FastOps>(layer: &Linear<B>, x: Tensor<B, 4>, residual: Option<Te
     let [d_in, d_out] = layer.weight.dims();
     let weight = layer.weight.val().transpose().reshape([d_out, d_in, 1, 1]);
     let bias = match &layer.bias {
-        Some(b) => b.val().unsqueeze_dim::<2>(0).expand([n, d_out]),
+        Some(b) => ops::per_image(b.val().unsqueeze_dim(0), n),
         None => Tensor::zeros([n, d_out], &x.device()),
     };
     ops::conv_with(x, weight, bias, residual, ConvSpec::same(1))

@@ -190,6 +190,9 @@ impl<B: AutodiffBackend<InnerBackend: FastOps> + FastOps> TrainBackend for B {}
 #[cfg(feature = "cuda")]
 impl FastOps for crate::Cuda {}
 
+#[cfg(feature = "wgpu")]
+impl FastOps for crate::Wgpu {}
+
 /// `f64` on the CPU, through burn's generic operations: for checks that need the precision
 /// (finite differences).
 impl FastOps for burn::backend::NdArray<f64> {}
@@ -206,8 +209,17 @@ pub fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
 
 /// `conv(x, weight) + bias` with one bias per output channel `[O]` ([`FastOps::conv`]).
 pub fn conv<B: FastOps>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor<B, 1>, spec: ConvSpec) -> Tensor<B, 4> {
-    let [n, o] = [x.dims()[0], bias.dims()[0]];
-    conv_with(x, weight, bias.unsqueeze_dim::<2>(0).expand([n, o]), None, spec)
+    let n = x.dims()[0];
+    conv_with(x, weight, per_image(bias.unsqueeze_dim(0), n), None, spec)
+}
+
+/// `row` `[1, O]` repeated for `n` images, `[N, O]`, as a new tensor (a broadcast sum), not an
+/// `expand`ed view: burn-cubecl 0.21 (the CUDA and wgpu backends) loses the broadcast when it
+/// reshapes an expanded or `repeat_dim`med `[N, 1]` tensor, and the convolution reshapes its bias
+/// (a 0.5% error with one output channel, found by `backends/tests/wgpu.rs`).
+pub fn per_image<B: Backend>(row: Tensor<B, 2>, n: usize) -> Tensor<B, 2> {
+    let o = row.dims()[1];
+    Tensor::zeros([n, o], &row.device()) + row
 }
 
 /// [`FastOps::conv`] on tensors: a bias per image and output channel `[N, O]`, and a residual.

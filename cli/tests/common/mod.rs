@@ -54,6 +54,16 @@ every = 2
 batch_size = 40
 "#;
 
+/// [`TINY`] as a DDPM (T = 10, the hybrid loss) with a small U-Net that has attention.
+pub fn tiny_ddpm() -> String {
+    let ddpm = TINY.replace(
+        "[model.score]\nn_embd = 8\nn_layer = 1\ngroups = 4\ndropout = 0.0\nfourier_exponents = [4]\n\n[model.schedule]\nkind = \"scalar\"\ngamma_min = -13.3\ngamma_max = 5.0\n",
+        "[model]\nfamily = \"ddpm\"\ntime_steps = 10\nloss = \"hybrid\"\n\n[model.unet]\nch = 8\nch_mult = [1, 2]\nnum_res_blocks = 1\nattn_resolutions = [4]\ngroups = 4\n",
+    );
+    assert!(ddpm.contains("family = \"ddpm\""), "TINY no longer has the sections tiny_ddpm replaces");
+    ddpm
+}
+
 pub fn write_config(dir: &Path, text: &str) -> String {
     let path = dir.join("run.toml");
     std::fs::write(&path, text).unwrap();
