@@ -1,5 +1,5 @@
 //! Lossless compression with a trained VDM: bits-back ANS over the `T`-step latent chain in
-//! Bit-Swap order (Kingma, Abbeel & Ho 2019; [`bitswap`]), with `constriction`'s stack coder.
+//! Bit-Swap order (Kingma, Abbeel & Ho 2019; `bitswap.rs`), with `constriction`'s stack coder.
 //!
 //! Images are coded in batches one after another on one stack, each batch level by level with one
 //! batched network evaluation per level. The net codelength of a batch is

@@ -145,7 +145,7 @@ mod cpu {
                 test.len(),
                 args.tolerance
             );
-            if !(largest <= args.tolerance) {
+            if !within(largest, args.tolerance) {
                 failures.push(format!("the bound differs by {largest:.2e} bpd on one image"));
             }
 
@@ -169,7 +169,7 @@ mod cpu {
                     100.0 * share,
                     100.0 * args.sample_tolerance
                 );
-                if !(share <= args.sample_tolerance) {
+                if !within(share, args.sample_tolerance) {
                     failures.push(format!("{:.3}% of the samples' pixel values differ", 100.0 * share));
                 }
             }
@@ -201,10 +201,10 @@ mod cpu {
                     self.name,
                     args.train_tolerance
                 );
-                if !(largest <= args.train_tolerance) {
+                if !within(largest, args.train_tolerance) {
                     failures.push(format!("a training loss differs by {largest:.2e} (relative)"));
                 }
-                if !(distance <= args.train_tolerance) {
+                if !within(distance, args.train_tolerance) {
                     failures.push(format!("the trained parameters differ by {distance:.2e} (relative)"));
                 }
             }
@@ -229,6 +229,11 @@ mod cpu {
              (the `ndarray` feature)"
             .into())
     }
+}
+
+/// `difference ≤ tolerance`; false for a NaN difference, which fails the check.
+fn within(difference: f64, tolerance: f64) -> bool {
+    difference <= tolerance
 }
 
 /// The share of pixel values that differ between two sets of images of one shape, and the largest
