@@ -28,6 +28,7 @@ pub mod sample;
 pub mod schedule;
 pub mod tensor;
 pub mod train;
+pub mod transfer;
 
 pub use checkpoint::Checkpoint;
 pub use config::{DataConfig, DdpmConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig, VdmConfig};

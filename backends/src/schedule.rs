@@ -7,12 +7,13 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use vdm_core::schedule::{LearnedScalar, MonotoneNet, NoiseSchedule};
 
 use crate::error::{Error, Result};
 use crate::tensor::softplus;
+use crate::transfer::{download, upload};
 
 /// The largest accepted hidden width of the monotone network (VDM uses 1024).
 pub const MAX_NET_WIDTH: usize = 1 << 16;
@@ -167,7 +168,7 @@ impl ScheduleConfig {
     /// A freshly initialised schedule module.
     pub fn init<B: Backend>(&self, device: &B::Device) -> LearnedSchedule<B> {
         let scalar = |v: f64, trainable: bool| {
-            let p = Param::from_tensor(Tensor::from_floats([v as f32], device));
+            let p = Param::from_tensor(upload(TensorData::new(vec![v as f32], [1]), device));
             if trainable {
                 p
             } else {
@@ -186,7 +187,7 @@ impl ScheduleConfig {
                 let net = MonotoneNet::<f64>::init_shape(width, seed);
                 let vector = |v: &[f64]| {
                     let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-                    Param::from_tensor(Tensor::from_floats(v.as_slice(), device))
+                    Param::from_tensor(upload(TensorData::new(v.clone(), [v.len()]), device))
                 };
                 LearnedSchedule::Net(NetSchedule {
                     b: scalar(gamma_min, learn_endpoints),
@@ -301,7 +302,7 @@ impl<B: Backend> LearnedSchedule<B> {
 }
 
 fn values<B: Backend>(p: &Param<Tensor<B, 1>>) -> Vec<f64> {
-    p.val().into_data().iter::<f64>().collect()
+    download(p.val()).iter::<f64>().collect()
 }
 
 fn scalar<B: Backend>(p: &Param<Tensor<B, 1>>) -> f64 {
@@ -373,7 +374,7 @@ impl<B: Backend> NetSchedule<B> {
     /// The normalised shape `(γ̃(t) − γ̃(0))/(γ̃(1) − γ̃(0))` and its derivative.
     fn shape(&self, t: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let n = t.dims()[0];
-        let ends = Tensor::from_floats([0.0, 1.0], &t.device());
+        let ends = upload(TensorData::new(vec![0f32, 1.0], [2]), &t.device());
         let (raw, raw_prime) = self.raw(Tensor::cat(vec![t, ends], 0));
         let (r0, r1) = (raw.clone().narrow(0, n, 1), raw.clone().narrow(0, n + 1, 1));
         let range = r1 - r0.clone();

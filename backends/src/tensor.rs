@@ -16,6 +16,7 @@ use vdm_core::rng::SplitMix64;
 use vdm_core::BatchTensor;
 
 use crate::data::ImageSet;
+use crate::transfer::upload;
 
 /// A burn tensor seen as a batch of examples along axis 0 (see the module docs).
 #[derive(Clone, Debug)]
@@ -118,17 +119,17 @@ pub(crate) fn normals<B: Backend>(streams: &mut [SplitMix64], shape: [usize; 4],
     let d = shape[1] * shape[2] * shape[3];
     let values: Vec<f32> =
         streams.iter_mut().flat_map(|rng| (0..d).map(|_| rng.normal::<f32>()).collect::<Vec<_>>()).collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
+    upload(TensorData::new(values, shape), device)
 }
 
 /// `[N, C, H, W]` pixel values as floats on `device`.
 pub fn pixels_tensor<B: Backend>(images: &ImageSet, device: &B::Device) -> Tensor<B, 4> {
     let data: Vec<f32> = images.pixels.iter().map(|&p| f32::from(p)).collect();
-    Tensor::from_data(TensorData::new(data, [images.len(), images.channels, images.height, images.width]), device)
+    upload(TensorData::new(data, [images.len(), images.channels, images.height, images.width]), device)
 }
 
 /// `values` on `device`, rounded once to the backend's float type (`Tensor::from_floats` would
 /// round them to `f32` first).
 pub fn host_tensor<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 1> {
-    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+    upload(TensorData::new(values.to_vec(), [values.len()]), device)
 }

@@ -11,7 +11,7 @@ use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, P
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 use vdm_core::rng::{derive_seed, SplitMix64};
 
 use crate::checkpoint::{self, encode_module, encode_record, Checkpoint};
@@ -23,6 +23,7 @@ use crate::model::{Family, Trainable, Vdm};
 use crate::nn::materialise;
 use crate::ops::TrainBackend;
 use crate::tensor::pixels_tensor;
+use crate::transfer::download;
 
 /// AdamW with `config`'s settings.
 fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(config: &TrainConfig) -> OptimizerAdaptor<AdamW, M, B> {
@@ -234,7 +235,7 @@ fn global_grad_norm<B: AutodiffBackend, M: Module<B>>(model: &M, grads: &Gradien
     }
     let mut visitor = SumSquares::<B> { grads, total: None };
     model.visit(&mut visitor);
-    visitor.total.map_or(0.0, |s| s.into_scalar().elem::<f64>().sqrt())
+    visitor.total.map_or(0.0, |s| download(s).iter::<f64>().next().expect("one value").sqrt())
 }
 
 /// Multiplies every gradient by `factor`.

@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::memory;
 use crate::model::Vdm;
 use crate::ops::FastOps;
+use crate::transfer::{download, upload};
 use bitswap::Chain;
 use format::{images_checksum, recorded_hash, write_file, MAX_PATH_BYTES};
 
@@ -87,9 +88,9 @@ fn eps_hat<B: FastOps>(
     for chunk in z.chunks(batch_size * d) {
         let n = chunk.len() / d;
         let values: Vec<f32> = chunk.iter().map(|&v| v as f32).collect();
-        let input = Tensor::<B, 4>::from_data(TensorData::new(values, [n, shape[0], shape[1], shape[2]]), device);
+        let input: Tensor<B, 4> = upload(TensorData::new(values, [n, shape[0], shape[1], shape[2]]), device);
         let output = model.eps_hat(input, Tensor::full([n], gamma as f32, device));
-        out.extend(output.into_data().iter::<f32>());
+        out.extend(download(output).iter::<f32>());
     }
     out
 }

@@ -10,7 +10,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::record::Recorder;
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use vdm_core::rng::derive_seed;
 
@@ -22,6 +22,7 @@ use crate::nn::classifier::Classifier;
 use crate::nn::materialise;
 use crate::ops::TrainBackend;
 use crate::tensor::pixels_tensor;
+use crate::transfer::{download, upload};
 
 /// The classifier's sizes and training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -136,10 +137,10 @@ pub fn train<B: TrainBackend>(
         let indices = epoch_batch(train.len(), config.batch_size, step, config.seed, STREAM_EPOCH);
         let batch = train.select(&indices);
         let targets: Vec<i64> = indices.iter().map(|&i| i64::from(labels[i])).collect();
-        let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [indices.len()]), device);
+        let targets: Tensor<B, 1, Int> = upload(TensorData::new(targets, [indices.len()]), device);
         let (_, logits) = model.forward(pixels_tensor::<B>(&batch, device));
         let loss = loss_fn.forward(logits, targets);
-        let value = loss.clone().into_scalar().elem::<f64>();
+        let value = download(loss.clone()).iter::<f64>().next().expect("the loss is one value");
         if !value.is_finite() {
             return Err(Error::NonFinite {
                 step,

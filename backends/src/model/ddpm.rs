@@ -9,7 +9,7 @@
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use vdm_core::ddpm::{self, DiscreteSchedule, NormalCdf};
 use vdm_core::process::{self, DdpmVariance};
 use vdm_core::rng::{derive_seed, SplitMix64};
@@ -25,6 +25,7 @@ use crate::nn::ddpm_unet::UNet;
 use crate::ops::{FastOps, TrainBackend};
 use crate::sample::{Denoised, Denoiser, GridPoint, Spacing};
 use crate::tensor::{normals, BurnBatch};
+use crate::transfer::{download, upload};
 
 use super::check_channels;
 
@@ -210,13 +211,13 @@ pub struct Ddpm<B: Backend> {
 
 /// `values` as per-example `[N, 1, 1, 1]` values on `device`.
 fn per_example<B: Backend>(values: &[f64], device: &B::Device) -> Batch4<B> {
-    BurnBatch(Tensor::from_data(TensorData::new(values.to_vec(), [values.len(), 1, 1, 1]), device))
+    BurnBatch(upload(TensorData::new(values.to_vec(), [values.len(), 1, 1, 1]), device))
 }
 
 /// Standard normal noise of `shape`, all from `rng`.
 fn normals_from<B: Backend>(rng: &mut SplitMix64, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
     let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.normal::<f32>()).collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
+    upload(TensorData::new(values, shape), device)
 }
 
 /// One pass of the network at per-example times, with everything the losses need.
@@ -274,7 +275,7 @@ impl<B: FastOps> Ddpm<B> {
         let device = pixels.device();
         let host = self.process.coefficients(times);
         let k = PassCoefficients::upload(&host, &device);
-        let index = Tensor::from_data(TensorData::new(host.index, [times.len()]), &device);
+        let index = upload(TensorData::new(host.index, [times.len()]), &device);
         let x0 = ddpm::encode(BurnBatch(pixels));
         let eps = BurnBatch(eps);
         let z = k.alpha_t.clone().mul(x0.clone()).add(k.sigma_t.clone().mul(eps.clone()));
@@ -407,7 +408,7 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
 
     /// `x̂` at the data end, rounded to the nearest of the 256 levels.
     fn decode(&self, z: Tensor<B, 4>) -> Vec<u8> {
-        z.into_data().iter::<f32>().map(ddpm::decode_nearest).collect()
+        download(z).iter::<f32>().map(ddpm::decode_nearest).collect()
     }
 
     fn ancestral_variance(&self, steps: usize) -> Result<DdpmVariance> {
@@ -440,7 +441,7 @@ impl<B: TrainBackend> Ddpm<B> {
             Loss::Vlb => vlb_bpd(),
             Loss::Hybrid => self.simple_loss(&p).0.mean() + vlb_bpd().mul_scalar(self.process.hybrid_lambda),
         };
-        let value = loss.clone().into_scalar().elem::<f64>();
+        let value = download(loss.clone()).iter::<f64>().next().expect("the loss is one value");
         (value, GradientsParams::from_grads(loss.backward(), self))
     }
 }
@@ -524,7 +525,7 @@ impl<B: FastOps> Likelihood<B> for Ddpm<B> {
         let shape @ [n, c, h, w] = pixels.dims();
         let device = pixels.device();
         let (d, big_t, clip) = (c * h * w, self.process.steps(), self.process.clip);
-        let host = |t: Batch4<B>| vlb::nats_to_bpd(t, d).0.into_data().iter::<f64>().collect::<Vec<f64>>();
+        let host = |t: Batch4<B>| download(vlb::nats_to_bpd(t, d).0).iter::<f64>().collect::<Vec<f64>>();
         // Per draw and image: the three terms in bpd.
         let mut estimates: Vec<Vec<[f64; 3]>> = Vec::with_capacity(draws);
         match bound {

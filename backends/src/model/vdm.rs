@@ -8,7 +8,6 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ElementConversion;
 use burn::tensor::{Tensor, TensorData};
 use vdm_core::process::{DdpmVariance, Target};
 use vdm_core::rng::SplitMix64;
@@ -27,6 +26,7 @@ use crate::ops::{self, FastOps, TrainBackend};
 use crate::sample::{Denoised, Denoiser, GridPoint, Spacing};
 use crate::schedule::{LearnedSchedule, Part, ShapeObjective};
 use crate::tensor::{host_tensor, BurnBatch};
+use crate::transfer::{download, upload};
 
 use super::check_channels;
 
@@ -143,7 +143,7 @@ impl Noise {
 }
 
 fn tensor4<B: Backend>(values: Vec<f32>, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
-    Tensor::from_data(TensorData::new(values, shape), device)
+    upload(TensorData::new(values, shape), device)
 }
 
 fn per_example<B: Backend>(values: Tensor<B, 1>) -> Batch4<B> {
@@ -298,7 +298,7 @@ impl<B: FastOps> Denoiser<B> for Vdm<B> {
     /// The decoder's mode at `z_0/α_0`: the nearest of the 256 levels.
     fn decode(&self, z: Tensor<B, 4>) -> Vec<u8> {
         let x = z.div_scalar(process::alpha(self.schedule.to_host().gamma_0()));
-        x.into_data().iter::<f32>().map(|v| vlb::decode_nearest(v, PIXEL_VALUES) as u8).collect()
+        download(x).iter::<f32>().map(|v| vlb::decode_nearest(v, PIXEL_VALUES) as u8).collect()
     }
 
     fn ancestral_variance(&self, _steps: usize) -> Result<DdpmVariance> {
@@ -362,7 +362,7 @@ impl<B: TrainBackend> Vdm<B> {
         let per_image = vlb::nats_to_bpd(terms.total(), c * h * w).0.reshape([n]);
         let losses = per_image.clone().inner();
         let loss = per_image.mean();
-        let value = loss.clone().into_scalar().elem::<f64>();
+        let value = download(loss.clone()).iter::<f64>().next().expect("the loss is one value");
         let grads = loss.backward();
         let coefficient =
             |leaf: &Tensor<B, 1>| Tensor::<B, 1>::from_inner(leaf.grad(&grads).unwrap_or_else(|| losses.zeros_like()));
@@ -444,7 +444,7 @@ impl<B: FastOps> Likelihood<B> for Vdm<B> {
     ) -> Result<Vec<Vec<ImageBound>>> {
         let [n, c, h, w] = pixels.dims();
         let d = c * h * w;
-        let host = |t: Batch4<B>| t.0.into_data().iter::<f64>().collect::<Vec<f64>>();
+        let host = |t: Batch4<B>| download(t.0).iter::<f64>().collect::<Vec<f64>>();
         let mut estimates = Vec::with_capacity(draws);
         for _ in 0..draws {
             let noise = Noise::draw(rng, n, d);

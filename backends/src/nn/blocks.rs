@@ -7,9 +7,10 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Float, Tensor, TensorData};
 
 use crate::ops::{self, ConvSpec, FastOps, NormSpec};
+use crate::transfer::upload;
 
 /// How a layer's weights start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +113,7 @@ pub fn timestep_embedding<B: Backend>(t: Tensor<B, 1>, dim: usize) -> Tensor<B, 
     let device = t.device();
     let scale = (10_000f64).ln() / (half as f64 - 1.0);
     let freqs: Vec<f32> = (0..half).map(|k| (-(k as f64) * scale).exp() as f32).collect();
-    let freqs = Tensor::<B, 1>::from_floats(freqs.as_slice(), &device).unsqueeze_dim::<2>(0);
+    let freqs = upload::<B, 1, Float>(TensorData::new(freqs, [half]), &device).unsqueeze_dim::<2>(0);
     let args = t.unsqueeze_dim::<2>(1) * freqs;
     Tensor::cat(vec![args.clone().sin(), args.cos()], 1)
 }

@@ -17,6 +17,7 @@ use super::blocks::{Conv, Init};
 use crate::data::ImageSet;
 use crate::ops::{ConvSpec, FastOps};
 use crate::tensor::pixels_tensor;
+use crate::transfer::download;
 
 /// The classifier network.
 #[derive(Module, Debug)]
@@ -79,6 +80,6 @@ impl<B: FastOps> Classifier<B> {
 /// A `[N, K]` tensor as `N` host rows.
 fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f64>> {
     let [_, k] = t.dims();
-    let values: Vec<f64> = t.into_data().iter::<f64>().collect();
+    let values: Vec<f64> = download(t).iter::<f64>().collect();
     values.chunks(k.max(1)).map(<[f64]>::to_vec).collect()
 }

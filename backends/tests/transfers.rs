@@ -1,0 +1,64 @@
+//! Host↔device copies per training step ([`Transfers`]): on a GPU each download waits for the
+//! device, so a step should make as few as it can. The counts are those of the code, the same on
+//! every backend; checked here on the CPU for each kind of model and training objective.
+
+mod common;
+
+use common::{net_schedule, tiny_run, vdm_of, B};
+use vdm_backends::config::{DdpmConfig, ModelConfig, RunConfig, WeightingConfig};
+use vdm_backends::model::ddpm::Ddpm;
+use vdm_backends::model::Trainable;
+use vdm_backends::nn::ddpm_unet::UNetConfig;
+use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
+use vdm_backends::train::Trainer;
+use vdm_backends::transfer::Transfers;
+
+/// The copies of one training step (the second: the first may differ only by initialisation).
+fn per_step<M: Trainable<B>>(run: &RunConfig) -> Transfers {
+    let (train, _) = run.data.load(0).unwrap();
+    let mut trainer = Trainer::<B, M>::new(run, train.shape(), &Default::default()).unwrap();
+    trainer.train_step(&train).unwrap();
+    Transfers::counted(|| trainer.train_step(&train).unwrap()).1
+}
+
+fn vdm(edit: impl FnOnce(&mut RunConfig)) -> Transfers {
+    let mut run = tiny_run(10);
+    edit(&mut run);
+    per_step::<vdm_backends::Vdm<B>>(&run)
+}
+
+#[test]
+fn a_training_step_makes_few_copies() {
+    let ddpm = {
+        let unet = UNetConfig {
+            ch: 8,
+            ch_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attn_resolutions: vec![2],
+            dropout: 0.0,
+            groups: 4,
+        };
+        RunConfig {
+            model: ModelConfig::Ddpm(DdpmConfig { unet, time_steps: 20, ..DdpmConfig::default() }),
+            ..tiny_run(10)
+        }
+    };
+    let cases = [
+        (
+            "VDM, fixed linear schedule",
+            vdm(|r| vdm_of(r).schedule = ScheduleConfig::Fixed { gamma_min: -13.3, gamma_max: 5.0 }),
+        ),
+        ("VDM, learned linear schedule", vdm(|_| {})),
+        ("VDM, learned schedule", vdm(|r| vdm_of(r).schedule = net_schedule(ShapeObjective::Vlb))),
+        (
+            "VDM, learned schedule, variance objective",
+            vdm(|r| vdm_of(r).schedule = net_schedule(ShapeObjective::Variance)),
+        ),
+        ("VDM, sigmoid weighting", vdm(|r| vdm_of(r).weighting = WeightingConfig::Sigmoid { bias: 2.0 })),
+        ("VDM, 100 steps", vdm(|r| r.train.time_steps = 100)),
+        ("DDPM", per_step::<Ddpm<B>>(&ddpm)),
+    ];
+    for (name, t) in cases {
+        eprintln!("COUNT {name}: {} uploads, {} downloads", t.uploads, t.downloads);
+    }
+}
