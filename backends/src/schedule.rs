@@ -13,7 +13,7 @@ use vdm_core::schedule::{LearnedScalar, MonotoneNet, NoiseSchedule};
 
 use crate::error::{Error, Result};
 use crate::tensor::softplus;
-use crate::transfer::{download, upload};
+use crate::transfer::{download_values, upload};
 
 /// The largest accepted hidden width of the monotone network (VDM uses 1024).
 pub const MAX_NET_WIDTH: usize = 1 << 16;
@@ -187,7 +187,8 @@ impl ScheduleConfig {
                 let net = MonotoneNet::<f64>::init_shape(width, seed);
                 let vector = |v: &[f64]| {
                     let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-                    Param::from_tensor(upload(TensorData::new(v.clone(), [v.len()]), device))
+                    let len = v.len();
+                    Param::from_tensor(upload(TensorData::new(v, [len]), device))
                 };
                 LearnedSchedule::Net(NetSchedule {
                     b: scalar(gamma_min, learn_endpoints),
@@ -279,34 +280,24 @@ impl<B: Backend> LearnedSchedule<B> {
     }
 
     /// The same schedule on the host in `f64`, for values that `f32` cannot resolve (the `γ`
-    /// differences of a bound with many steps).
+    /// differences of a bound with many steps): its parameters, read in one copy.
     pub fn to_host(&self) -> HostSchedule {
         match self {
-            Self::Linear(s) => HostSchedule::Linear(LearnedScalar { b: scalar(&s.b), w: scalar(&s.w) }),
+            Self::Linear(s) => {
+                let [b, w] = download_values([&s.b, &s.w].map(Param::val));
+                HostSchedule::Linear(LearnedScalar { b: b[0], w: w[0] })
+            }
             Self::Net(s) => {
-                let (b, w) = (scalar(&s.b), scalar(&s.w));
+                let [b, w, l1_w, l2_w, l2_b, l3_w] =
+                    download_values([&s.b, &s.w, &s.l1_w, &s.l2_w, &s.l2_b, &s.l3_w].map(Param::val));
+                let (b, w) = (b[0], w[0]);
                 HostSchedule::Net(
-                    MonotoneNet {
-                        l1_w: scalar(&s.l1_w),
-                        l1_b: 0.0,
-                        l2_w: values(&s.l2_w),
-                        l2_b: values(&s.l2_b),
-                        l3_w: values(&s.l3_w),
-                        endpoints: None,
-                    }
-                    .with_endpoints(b, b + w.abs()),
+                    MonotoneNet { l1_w: l1_w[0], l1_b: 0.0, l2_w, l2_b, l3_w, endpoints: None }
+                        .with_endpoints(b, b + w.abs()),
                 )
             }
         }
     }
-}
-
-fn values<B: Backend>(p: &Param<Tensor<B, 1>>) -> Vec<f64> {
-    download(p.val()).iter::<f64>().collect()
-}
-
-fn scalar<B: Backend>(p: &Param<Tensor<B, 1>>) -> f64 {
-    values(p)[0]
 }
 
 /// A [`LearnedSchedule`]'s current values as a [`vdm_core`] schedule in `f64`.
@@ -374,8 +365,9 @@ impl<B: Backend> NetSchedule<B> {
     /// The normalised shape `(γ̃(t) − γ̃(0))/(γ̃(1) − γ̃(0))` and its derivative.
     fn shape(&self, t: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let n = t.dims()[0];
-        let ends = upload(TensorData::new(vec![0f32, 1.0], [2]), &t.device());
-        let (raw, raw_prime) = self.raw(Tensor::cat(vec![t, ends], 0));
+        let device = t.device();
+        let (raw, raw_prime) =
+            self.raw(Tensor::cat(vec![t, Tensor::zeros([1], &device), Tensor::ones([1], &device)], 0));
         let (r0, r1) = (raw.clone().narrow(0, n, 1), raw.clone().narrow(0, n + 1, 1));
         let range = r1 - r0.clone();
         ((raw.narrow(0, 0, n) - r0) / range.clone(), raw_prime.narrow(0, 0, n) / range)

@@ -23,7 +23,7 @@ use crate::model::{Family, Trainable, Vdm};
 use crate::nn::materialise;
 use crate::ops::TrainBackend;
 use crate::tensor::pixels_tensor;
-use crate::transfer::download;
+use crate::transfer::download_values;
 
 /// AdamW with `config`'s settings.
 fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(config: &TrainConfig) -> OptimizerAdaptor<AdamW, M, B> {
@@ -174,27 +174,31 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
             &self.run.model,
             &self.run.train,
         )?;
-        let (grad_norm, lr) = self.apply_gradients(grads);
+        let lr = self.run.train.lr_at(self.step);
+        let grad_norm = self.apply_gradients(grads);
+        // Its statistics in one read, after all of its work is queued.
+        let [loss, grad_norm] = download_values([loss, grad_norm]).map(|v| v[0]);
         Ok(StepStats { loss, grad_norm, lr })
     }
 
     /// The optimiser's share of a step, given the gradients of the model's parameters: they are
     /// scaled to the global norm `clip_grad_norm` where it is exceeded, AdamW (decoupled weight
     /// decay) steps at `lr_at(step)`, the EMA follows with `ema_decay_at(step)`, and the step count
-    /// advances. Returns the gradients' global norm before clipping and the learning rate.
-    pub fn apply_gradients(&mut self, mut grads: GradientsParams) -> (f64, f64) {
-        let grad_norm = global_grad_norm(&self.model, &grads);
+    /// advances. Returns the gradients' global norm before clipping, `[1]`, left on the device
+    /// (the clipping factor is computed there too: nothing waits for the device).
+    pub fn apply_gradients(&mut self, mut grads: GradientsParams) -> Tensor<B::InnerBackend, 1> {
+        let grad_norm = global_grad_norm(&self.model, &grads, &self.device);
         if let Some(max) = self.run.train.clip_grad_norm {
-            if grad_norm > max {
-                scale_grads(&self.model, &mut grads, max / grad_norm);
-            }
+            // min(1, max/‖g‖): 1 (no change) within the bound, 0 for an infinite norm.
+            let factor = grad_norm.clone().recip().mul_scalar(max).clamp_max(1.0);
+            scale_grads(&self.model, &mut grads, factor);
         }
         let lr = self.run.train.lr_at(self.step);
         self.model = self.optim.step(lr, self.model.clone(), grads);
         let decay = self.run.train.ema_decay_at(self.step);
         self.ema = ema_update(self.ema.clone(), &self.model.valid(), decay);
         self.step += 1;
-        (grad_norm, lr)
+        grad_norm
     }
 
     /// Writes a checkpoint of the current state into the run directory `run_dir`, crash-safely
@@ -216,8 +220,12 @@ pub fn load_ema<B: Backend, M: Family<B>>(checkpoint: &Checkpoint, device: &B::D
     checkpoint.load_module(EMA_FILE, M::build(&state.run.model, state.image_shape, device)?, device)
 }
 
-/// `‖g‖₂` over all parameters' gradients together.
-fn global_grad_norm<B: AutodiffBackend, M: Module<B>>(model: &M, grads: &GradientsParams) -> f64 {
+/// `‖g‖₂` over all parameters' gradients together, `[1]` on the device.
+fn global_grad_norm<B: AutodiffBackend, M: Module<B>>(
+    model: &M,
+    grads: &GradientsParams,
+    device: &B::Device,
+) -> Tensor<B::InnerBackend, 1> {
     struct SumSquares<'a, B: AutodiffBackend> {
         grads: &'a GradientsParams,
         total: Option<Tensor<B::InnerBackend, 1>>,
@@ -235,23 +243,28 @@ fn global_grad_norm<B: AutodiffBackend, M: Module<B>>(model: &M, grads: &Gradien
     }
     let mut visitor = SumSquares::<B> { grads, total: None };
     model.visit(&mut visitor);
-    visitor.total.map_or(0.0, |s| download(s).iter::<f64>().next().expect("one value").sqrt())
+    visitor.total.unwrap_or_else(|| Tensor::<B, 1>::zeros([1], device).inner()).sqrt()
 }
 
-/// Multiplies every gradient by `factor`.
-fn scale_grads<B: AutodiffBackend, M: Module<B>>(model: &M, grads: &mut GradientsParams, factor: f64) {
-    struct Scale<'a> {
+/// Multiplies every gradient by `factor` (`[1]`, on the device).
+fn scale_grads<B: AutodiffBackend, M: Module<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    factor: Tensor<B::InnerBackend, 1>,
+) {
+    struct Scale<'a, B: AutodiffBackend> {
         grads: &'a mut GradientsParams,
-        factor: f64,
+        factor: Tensor<B::InnerBackend, 1>,
     }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-                self.grads.register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.factor));
+                let factor = self.factor.clone().reshape([1; D]);
+                self.grads.register::<B::InnerBackend, D>(param.id, g * factor);
             }
         }
     }
-    model.visit(&mut Scale { grads, factor });
+    model.visit(&mut Scale::<B> { grads, factor });
 }
 
 /// `ema ← decay · ema + (1 − decay) · current`, parameter by parameter (matched by id).

@@ -61,16 +61,12 @@ pub fn upload_rows<B: Backend, const R: usize>(rows: [&[f64]; R], device: &B::De
 }
 
 /// `tensors`' values on the host in one copy, in `f64`, one vector per tensor.
-pub fn download_values<B: Backend>(tensors: Vec<Tensor<B, 1>>) -> Vec<Vec<f64>> {
-    let lengths: Vec<usize> = tensors.iter().map(|t| t.dims()[0]).collect();
-    let all: Vec<f64> = download(Tensor::cat(tensors, 0)).iter::<f64>().collect();
-    let mut rest = all.as_slice();
-    lengths
-        .into_iter()
-        .map(|len| {
-            let (head, tail) = rest.split_at(len);
-            rest = tail;
-            head.to_vec()
-        })
-        .collect()
+pub fn download_values<B: Backend, const N: usize>(tensors: [Tensor<B, 1>; N]) -> [Vec<f64>; N] {
+    let lengths = tensors.each_ref().map(|t| t.dims()[0]);
+    let all: Vec<f64> = download(Tensor::cat(tensors.into(), 0)).iter::<f64>().collect();
+    let mut start = 0;
+    lengths.map(|len| {
+        start += len;
+        all[start - len..start].to_vec()
+    })
 }

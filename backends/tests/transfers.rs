@@ -27,6 +27,11 @@ fn vdm(edit: impl FnOnce(&mut RunConfig)) -> Transfers {
     per_step::<vdm_backends::Vdm<B>>(&run)
 }
 
+/// The copies per step of each kind of model, as docs/results.md states them ("Host–device round
+/// trips per training step"): the schedule's parameters read in one download (VDM), the loss and
+/// gradient norm in another after the step's work; uploads of the pixels, the noise, the host's
+/// `f64` values of the schedule (times, exact `γ` and weights; the endpoints), the time
+/// embedding's frequencies, and the per-example weighting where there is one.
 #[test]
 fn a_training_step_makes_few_copies() {
     let ddpm = {
@@ -43,22 +48,21 @@ fn a_training_step_makes_few_copies() {
             ..tiny_run(10)
         }
     };
+    let fixed = ScheduleConfig::Fixed { gamma_min: -13.3, gamma_max: 5.0 };
     let cases = [
-        (
-            "VDM, fixed linear schedule",
-            vdm(|r| vdm_of(r).schedule = ScheduleConfig::Fixed { gamma_min: -13.3, gamma_max: 5.0 }),
-        ),
-        ("VDM, learned linear schedule", vdm(|_| {})),
-        ("VDM, learned schedule", vdm(|r| vdm_of(r).schedule = net_schedule(ShapeObjective::Vlb))),
+        ("VDM, fixed linear schedule", vdm(|r| vdm_of(r).schedule = fixed), [5, 2]),
+        ("VDM, learned linear schedule", vdm(|_| {}), [6, 2]),
+        ("VDM, learned schedule", vdm(|r| vdm_of(r).schedule = net_schedule(ShapeObjective::Vlb)), [6, 2]),
         (
             "VDM, learned schedule, variance objective",
             vdm(|r| vdm_of(r).schedule = net_schedule(ShapeObjective::Variance)),
+            [7, 2],
         ),
-        ("VDM, sigmoid weighting", vdm(|r| vdm_of(r).weighting = WeightingConfig::Sigmoid { bias: 2.0 })),
-        ("VDM, 100 steps", vdm(|r| r.train.time_steps = 100)),
-        ("DDPM", per_step::<Ddpm<B>>(&ddpm)),
+        ("VDM, sigmoid weighting", vdm(|r| vdm_of(r).weighting = WeightingConfig::Sigmoid { bias: 2.0 }), [7, 2]),
+        ("VDM, 100 steps", vdm(|r| r.train.time_steps = 100), [6, 2]),
+        ("DDPM", per_step::<Ddpm<B>>(&ddpm), [4, 1]),
     ];
-    for (name, t) in cases {
-        eprintln!("COUNT {name}: {} uploads, {} downloads", t.uploads, t.downloads);
+    for (name, got, [uploads, downloads]) in cases {
+        assert_eq!(got, Transfers { uploads, downloads }, "{name} (docs/results.md states the counts)");
     }
 }

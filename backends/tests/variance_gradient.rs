@@ -27,7 +27,7 @@ fn mean_square<B: FastOps>(model: &Vdm<B>, pixels: Tensor<B, 4>, noise: &Noise, 
     let device = pixels.device();
     let g: Vec<f64> = times.iter().map(|&t| host.gamma(t)).collect();
     let gp: Vec<f64> = times.iter().map(|&t| host.gamma_prime(t)).collect();
-    let terms = model.vlb_terms_at(pixels, noise, host_tensor(&g, &device), host_tensor(&gp, &device));
+    let terms = model.vlb_terms_at(host, pixels, noise, host_tensor(&g, &device), host_tensor(&gp, &device));
     let l: Vec<f64> = vlb::nats_to_bpd(terms.total(), c * h * w).0.into_data().iter::<f64>().collect();
     l.iter().map(|v| v * v).sum::<f64>() / n as f64
 }

@@ -83,6 +83,7 @@ fn the_network_follows_the_weighted_loss_and_the_schedule_the_bound() {
 
                 let (value, got) =
                     model.loss_and_gradients(pixels.clone(), &noise, time, weighting, ShapeObjective::Vlb).unwrap();
+                let value: f64 = value.into_scalar().into();
                 assert!((value - want_value).abs() < 1e-5 * want_value.abs(), "{what}: loss {value} vs {want_value}");
                 assert_all_close(
                     &format!("{what}: score network"),

@@ -25,7 +25,7 @@ use crate::nn::ddpm_unet::UNet;
 use crate::ops::{FastOps, TrainBackend};
 use crate::sample::{Denoised, Denoiser, GridPoint, Spacing};
 use crate::tensor::{normals, BurnBatch};
-use crate::transfer::{download, upload};
+use crate::transfer::{download, upload, upload_rows};
 
 use super::check_channels;
 
@@ -241,17 +241,13 @@ struct PassCoefficients<B: Backend> {
 }
 
 impl<B: Backend> PassCoefficients<B> {
-    fn upload(k: &Coefficients, device: &B::Device) -> Self {
-        let on = |v: &[f64]| per_example::<B>(v, device);
-        Self {
-            alpha_t: on(&k.alpha_t),
-            sigma_t: on(&k.sigma_t),
-            alpha_s: on(&k.alpha_s),
-            c: on(&k.c),
-            var_q: on(&k.var_q),
-            var_p: on(&k.var_p),
-            decoder: on(&k.decoder),
-        }
+    /// The coefficients, and the network's time input `[N]`, in one upload.
+    fn upload(k: &Coefficients, device: &B::Device) -> (Self, Tensor<B, 1>) {
+        let rows = [&k.index, &k.alpha_t, &k.sigma_t, &k.alpha_s, &k.c, &k.var_q, &k.var_p, &k.decoder];
+        let [index, rest @ ..] = upload_rows::<B, 8>(rows.map(Vec::as_slice), device);
+        let [alpha_t, sigma_t, alpha_s, c, var_q, var_p, decoder] =
+            rest.map(|row| BurnBatch(row.reshape([k.index.len(), 1, 1, 1])));
+        (Self { alpha_t, sigma_t, alpha_s, c, var_q, var_p, decoder }, index)
     }
 
     /// The posterior mean `μ̃_t(z, x) = α_s((1 − c) z/α_t + c x)` (DDPM eq. 7 in `γ` form; see
@@ -274,8 +270,7 @@ impl<B: FastOps> Ddpm<B> {
     fn pass(&self, pixels: Tensor<B, 4>, eps: Tensor<B, 4>, times: &[usize]) -> Pass<B> {
         let device = pixels.device();
         let host = self.process.coefficients(times);
-        let k = PassCoefficients::upload(&host, &device);
-        let index = upload(TensorData::new(host.index, [times.len()]), &device);
+        let (k, index) = PassCoefficients::upload(&host, &device);
         let x0 = ddpm::encode(BurnBatch(pixels));
         let eps = BurnBatch(eps);
         let z = k.alpha_t.clone().mul(x0.clone()).add(k.sigma_t.clone().mul(eps.clone()));
@@ -397,7 +392,7 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
     fn predict(&self, z: Tensor<B, 4>, at: GridPoint) -> Denoised<B> {
         let (count, device) = (z.dims()[0], z.device());
         let t = at.net_input as usize + 1;
-        let k = PassCoefficients::upload(&self.process.coefficients(&vec![t; count]), &device);
+        let (k, _) = PassCoefficients::upload(&self.process.coefficients(&vec![t; count]), &device);
         let out = BurnBatch(self.net.forward(z.clone(), Tensor::full([count], at.net_input as f32, &device)));
         let (x, eps) = self.x0_and_eps(BurnBatch(z.clone()), out.clone(), &k, self.process.clip);
         // A μ-predicting network's output is the reverse mean whether or not x̂ is clipped.
@@ -427,9 +422,13 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
 
 impl<B: TrainBackend> Ddpm<B> {
     /// One training batch: the loss (`L_simple` as a mean squared error per value, `L_vlb` in
-    /// bits per dimension, or their hybrid) and the gradient of every parameter. Times are
-    /// antithetic over `1..=T` and the noise comes from `rng`.
-    pub fn loss_and_gradients(&self, pixels: Tensor<B, 4>, rng: &mut SplitMix64) -> (f64, GradientsParams) {
+    /// bits per dimension, or their hybrid; `[1]`, left on the device) and the gradient of every
+    /// parameter. Times are antithetic over `1..=T` and the noise comes from `rng`.
+    pub fn loss_and_gradients(
+        &self,
+        pixels: Tensor<B, 4>,
+        rng: &mut SplitMix64,
+    ) -> (Tensor<B::InnerBackend, 1>, GradientsParams) {
         let [n, c, h, w] = pixels.dims();
         let times = self.process.draw_times(rng, n);
         let eps = normals_from::<B>(rng, [n, c, h, w], &pixels.device());
@@ -441,8 +440,7 @@ impl<B: TrainBackend> Ddpm<B> {
             Loss::Vlb => vlb_bpd(),
             Loss::Hybrid => self.simple_loss(&p).0.mean() + vlb_bpd().mul_scalar(self.process.hybrid_lambda),
         };
-        let value = download(loss.clone()).iter::<f64>().next().expect("the loss is one value");
-        (value, GradientsParams::from_grads(loss.backward(), self))
+        (loss.clone().inner(), GradientsParams::from_grads(loss.backward(), self))
     }
 }
 

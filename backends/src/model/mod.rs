@@ -62,14 +62,15 @@ pub trait Family<B: Backend>: Module<B> {
 /// A family the trainer can optimise.
 pub trait Trainable<B: TrainBackend>: Family<B> + AutodiffModule<B> {
     /// The loss of one batch of `pixels` (`[N, C, H, W]`, values `0..=255`) with randomness from
-    /// `rng`, and the gradient of every parameter, under the run's `model` and `train` settings.
+    /// `rng` (`[1]`, left on the device: the trainer reads it with the gradient norm in one copy),
+    /// and the gradient of every parameter, under the run's `model` and `train` settings.
     fn loss_and_gradients(
         &self,
         pixels: Tensor<B, 4>,
         rng: &mut SplitMix64,
         model: &ModelConfig,
         train: &TrainConfig,
-    ) -> Result<(f64, GradientsParams)>;
+    ) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams)>;
 }
 
 impl<B: Backend> Family<B> for Vdm<B> {
@@ -97,7 +98,7 @@ impl<B: TrainBackend> Trainable<B> for Vdm<B> {
         rng: &mut SplitMix64,
         model: &ModelConfig,
         train: &TrainConfig,
-    ) -> Result<(f64, GradientsParams)> {
+    ) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams)> {
         let [n, c, h, w] = pixels.dims();
         let noise = Noise::draw(rng, n, c * h * w);
         let time = TimeMode::from_steps(train.time_steps)?;
@@ -114,7 +115,7 @@ impl<B: TrainBackend> Trainable<B> for Ddpm<B> {
         rng: &mut SplitMix64,
         _model: &ModelConfig,
         _train: &TrainConfig,
-    ) -> Result<(f64, GradientsParams)> {
+    ) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams)> {
         Ok(Ddpm::loss_and_gradients(self, pixels, rng))
     }
 }

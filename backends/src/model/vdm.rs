@@ -24,9 +24,9 @@ use crate::memory;
 use crate::nn::score_unet::ScoreNet;
 use crate::ops::{self, FastOps, TrainBackend};
 use crate::sample::{Denoised, Denoiser, GridPoint, Spacing};
-use crate::schedule::{LearnedSchedule, Part, ShapeObjective};
+use crate::schedule::{HostSchedule, LearnedSchedule, Part, ShapeObjective};
 use crate::tensor::{host_tensor, BurnBatch};
-use crate::transfer::{download, upload};
+use crate::transfer::{download, upload, upload_rows};
 
 use super::check_channels;
 
@@ -164,10 +164,9 @@ pub struct Vdm<B: Backend> {
 }
 
 /// `device`, a tensor computed in `f32` that carries the gradient, with its values replaced by
-/// the exact `host` values: `device − stopgrad(device) + host`. The value is `host` (rounded once
-/// to the backend's precision); the gradient is `device`'s.
-fn with_host_values<B: Backend>(device: Tensor<B, 1>, host: &[f64]) -> Tensor<B, 1> {
-    let exact = host_tensor(host, &device.device());
+/// the `exact` values computed on the host: `device − stopgrad(device) + exact`. The value is
+/// `exact` (rounded once to the backend's precision); the gradient is `device`'s.
+fn with_host_values<B: Backend>(device: Tensor<B, 1>, exact: Tensor<B, 1>) -> Tensor<B, 1> {
     device.clone() - device.detach() + exact
 }
 
@@ -189,68 +188,72 @@ impl<B: FastOps> Vdm<B> {
     /// The VLB terms of each image in nats (VDM eq. 11–17), from `pixels` (`[N, C, H, W]`,
     /// values `0..=255`) and `noise`. Gradients reach every parameter.
     pub fn vlb_terms(&self, pixels: Tensor<B, 4>, noise: &Noise, time: TimeMode) -> VlbTerms<Batch4<B>> {
-        let (g_t, weight) = self.diffusion_inputs(pixels.dims()[0], noise, time, Part::All);
-        self.vlb_terms_at(pixels, noise, g_t, weight)
+        let host = self.schedule.to_host();
+        let (g_t, weight) = self.diffusion_inputs(&host, pixels.dims()[0], noise, time, Part::All);
+        self.vlb_terms_at(&host, pixels, noise, g_t, weight)
     }
 
     /// Each example's `γ_t` and diffusion-loss weight (`[N]` each): `γ'(t)` in continuous time
     /// (VDM eq. 17), `T·expm1(γ_t − γ_s)` with `T` steps (eq. 13 in ε form), at the antithetic
     /// times of `noise`, with gradients to the schedule's parameters of `part`.
     ///
-    /// The values are computed in `f64` on the host (from the schedule's current parameters) and
-    /// carry the gradient of their `f32` device counterparts (see `with_host_values`): in `f32`,
-    /// `γ_t` and `γ_s` of a bound with many steps would round to the same value.
+    /// The values are computed in `f64` on the host from `host`, the schedule's current parameters
+    /// ([`LearnedSchedule::to_host`](crate::schedule::LearnedSchedule::to_host)), and carry the
+    /// gradient of their `f32` device counterparts (see `with_host_values`): in `f32`, `γ_t` and
+    /// `γ_s` of a bound with many steps would round to the same value. One upload.
     pub fn diffusion_inputs(
         &self,
+        host: &HostSchedule,
         n: usize,
         noise: &Noise,
         time: TimeMode,
         part: Part,
     ) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let device = self.schedule.endpoints().0.device();
-        let host = self.schedule.to_host();
         let times: Vec<f64> = antithetic_times(noise.u0, n).collect();
-        let on_device = |v: &[f64]| host_tensor::<B>(v, &device);
+        let gammas = |times: &[f64]| times.iter().map(|&t| host.gamma(t)).collect::<Vec<_>>();
         match time {
             TimeMode::Continuous => {
-                let (g_t, g_prime) = self.schedule.gamma_and_prime_of(on_device(&times), part);
-                let g_t = with_host_values(g_t, &times.iter().map(|&t| host.gamma(t)).collect::<Vec<_>>());
-                let g_prime =
-                    with_host_values(g_prime, &times.iter().map(|&t| host.gamma_prime(t)).collect::<Vec<_>>());
-                (g_t, g_prime)
+                let prime: Vec<f64> = times.iter().map(|&t| host.gamma_prime(t)).collect();
+                let [t, exact_g, exact_prime] = upload_rows::<B, 3>([&times, &gammas(&times), &prime], &device);
+                let (g_t, g_prime) = self.schedule.gamma_and_prime_of(t, part);
+                (with_host_values(g_t, exact_g), with_host_values(g_prime, exact_prime))
             }
             TimeMode::Discrete(steps) => {
                 let (s, t): (Vec<f64>, Vec<f64>) = times.iter().map(|&t| discretize(t, steps)).unzip();
-                let g_t = self.schedule.gamma_and_prime_of(on_device(&t), part).0;
-                let g_s = self.schedule.gamma_and_prime_of(on_device(&s), part).0;
-                let weight = (g_t.clone() - g_s).exp().sub_scalar(1.0).mul_scalar(steps as f64);
-                let exact: Vec<f64> =
+                let exact_weight: Vec<f64> =
                     s.iter().zip(&t).map(|(&s, &t)| steps as f64 * (host.gamma(t) - host.gamma(s)).exp_m1()).collect();
-                let g_t = with_host_values(g_t, &t.iter().map(|&t| host.gamma(t)).collect::<Vec<_>>());
-                (g_t, with_host_values(weight, &exact))
+                let [t_on, s_on, exact_g, exact_weight] =
+                    upload_rows::<B, 4>([&t, &s, &gammas(&t), &exact_weight], &device);
+                let g_t = self.schedule.gamma_and_prime_of(t_on, part).0;
+                let g_s = self.schedule.gamma_and_prime_of(s_on, part).0;
+                let weight = (g_t.clone() - g_s).exp().sub_scalar(1.0).mul_scalar(steps as f64);
+                (with_host_values(g_t, exact_g), with_host_values(weight, exact_weight))
             }
         }
     }
 
     /// The VLB terms as [`Vdm::vlb_terms`], with the diffusion term's `γ_t` and weight given
-    /// (`[N]` each, from [`Vdm::diffusion_inputs`]).
+    /// (`[N]` each, from [`Vdm::diffusion_inputs`]) and the schedule's endpoints from `host`.
+    /// Two uploads: the noise, and the endpoints.
     pub fn vlb_terms_at(
         &self,
+        host: &HostSchedule,
         pixels: Tensor<B, 4>,
         noise: &Noise,
         g_t: Tensor<B, 1>,
         weight: Tensor<B, 1>,
     ) -> VlbTerms<Batch4<B>> {
         let device = pixels.device();
-        let shape: [usize; 4] = pixels.dims();
-        let host = self.schedule.to_host();
+        let [n, c, h, w] = pixels.dims();
         let f = vlb::encode(BurnBatch(pixels), PIXEL_VALUES);
-        let eps = BurnBatch(tensor4::<B>(noise.eps.clone(), shape, &device));
-        let eps_0 = BurnBatch(tensor4::<B>(noise.eps_0.clone(), shape, &device));
+        let both = tensor4::<B>([noise.eps.as_slice(), &noise.eps_0].concat(), [2 * n, c, h, w], &device);
+        let [eps, eps_0] = [0, n].map(|start| BurnBatch(both.clone().narrow(0, start, n)));
 
         let (g0, g1) = self.schedule.endpoints();
-        let g0 = per_example(with_host_values(g0, &[host.gamma_0()]));
-        let g1 = per_example(with_host_values(g1, &[host.gamma_1()]));
+        let [exact_g0, exact_g1] = upload_rows::<B, 2>([&[host.gamma_0()], &[host.gamma_1()]], &device);
+        let g0 = per_example(with_host_values(g0, exact_g0));
+        let g1 = per_example(with_host_values(g1, exact_g1));
         let prior = vlb::prior_kl(f.clone(), g1);
         let z_0 = process::diffuse(f.clone(), eps_0, g0.clone());
         // vlb::reconstruction_nll, as one fused operation (tested against it).
@@ -308,7 +311,8 @@ impl<B: FastOps> Denoiser<B> for Vdm<B> {
 
 impl<B: TrainBackend> Vdm<B> {
     /// One training batch: the mean weighted loss (the VLB in bits per dimension for
-    /// [`Weighting::Elbo`]) and the gradient of every parameter.
+    /// [`Weighting::Elbo`]; `[1]`, left on the device) and the gradient of every parameter. The
+    /// schedule is read once (one download).
     ///
     /// The score network follows the gradient of the mean weighted loss `W̄`, whose diffusion term
     /// is the VLB's scaled per example by `w(λ_t)` ([`vdm_core::weighting`]). The schedule's
@@ -336,7 +340,7 @@ impl<B: TrainBackend> Vdm<B> {
         time: TimeMode,
         weighting: Weighting,
         objective: ShapeObjective,
-    ) -> Result<(f64, GradientsParams)> {
+    ) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams)> {
         if objective == ShapeObjective::Variance && time != TimeMode::Continuous {
             return Err(Error::setting("train.time_steps", format!(
                 "the variance shape objective needs continuous-time training (train.time_steps = 0), not {time}: only in continuous time does the bound not depend on the shape"
@@ -344,12 +348,12 @@ impl<B: TrainBackend> Vdm<B> {
         }
         let [n, c, h, w] = pixels.dims();
         let device = pixels.device();
-        let (g_t, weight) = self.diffusion_inputs(n, noise, time, Part::All);
+        let host = self.schedule.to_host();
+        let (g_t, weight) = self.diffusion_inputs(&host, n, noise, time, Part::All);
         let (g_leaf, w_leaf) = (g_t.detach().require_grad(), weight.detach().require_grad());
-        let mut terms = self.vlb_terms_at(pixels, noise, g_leaf.clone(), w_leaf.clone());
+        let mut terms = self.vlb_terms_at(&host, pixels, noise, g_leaf.clone(), w_leaf.clone());
         // w(λ_i) = w(−γ_i), held constant; `None` for the bound itself.
         let emphasis = (!weighting.is_elbo()).then(|| {
-            let host = self.schedule.to_host();
             let lambdas = antithetic_times(noise.u0, n).map(|t| match time {
                 TimeMode::Continuous => -host.gamma(t),
                 TimeMode::Discrete(steps) => -host.gamma(discretize(t, steps).1),
@@ -362,7 +366,7 @@ impl<B: TrainBackend> Vdm<B> {
         let per_image = vlb::nats_to_bpd(terms.total(), c * h * w).0.reshape([n]);
         let losses = per_image.clone().inner();
         let loss = per_image.mean();
-        let value = download(loss.clone()).iter::<f64>().next().expect("the loss is one value");
+        let value = loss.clone().inner();
         let grads = loss.backward();
         let coefficient =
             |leaf: &Tensor<B, 1>| Tensor::<B, 1>::from_inner(leaf.grad(&grads).unwrap_or_else(|| losses.zeros_like()));
@@ -378,12 +382,12 @@ impl<B: TrainBackend> Vdm<B> {
         };
         let surrogate = match objective {
             ShapeObjective::Vlb => {
-                let (g, w) = self.diffusion_inputs(n, noise, time, Part::All);
+                let (g, w) = self.diffusion_inputs(&host, n, noise, time, Part::All);
                 bound_dg * g + bound_dw * w
             }
             ShapeObjective::Variance => {
-                let (g_e, w_e) = self.diffusion_inputs(n, noise, time, Part::Endpoints);
-                let (g_s, w_s) = self.diffusion_inputs(n, noise, time, Part::Shape);
+                let (g_e, w_e) = self.diffusion_inputs(&host, n, noise, time, Part::Endpoints);
+                let (g_s, w_s) = self.diffusion_inputs(&host, n, noise, time, Part::Shape);
                 let twice_w = Tensor::<B, 1>::from_inner(losses).mul_scalar(2.0);
                 bound_dg * g_e + bound_dw * w_e + twice_w * (dg * g_s + dw * w_s)
             }

@@ -194,7 +194,10 @@ impl FastOps for crate::Cuda {}
 impl FastOps for crate::Wgpu {}
 
 /// `f64` on the CPU, through burn's generic operations: for checks that need the precision
-/// (finite differences).
+/// (finite differences). Beware that burn 0.21's `NdArray<f32>` and `NdArray<f64>` share one
+/// device, whose default float type the first tensor made in the process fixes: after any `f32`
+/// tensor, `NdArray<f64>` creates `f32` tensors (check `Tensor::dtype`; the `f64` tests run alone
+/// in their test binaries).
 impl FastOps for burn::backend::NdArray<f64> {}
 
 /// The primitive of a float tensor.
