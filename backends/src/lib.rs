@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod config;
 pub mod data;
+pub mod diffusers;
 pub mod error;
 pub mod eval;
 pub mod files;

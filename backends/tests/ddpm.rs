@@ -26,6 +26,7 @@ fn tiny_ddpm(time_steps: usize, variance: Variance) -> DdpmConfig {
         attn_resolutions: vec![2],
         dropout: 0.0,
         groups: 4,
+        ..UNetConfig::default()
     };
     DdpmConfig { unet, time_steps, variance, ..DdpmConfig::default() }
 }

@@ -249,6 +249,7 @@ fn tiny_ddpm() -> vdm_backends::model::ddpm::Ddpm<B> {
         attn_resolutions: vec![2],
         dropout: 0.0,
         groups: 4,
+        ..UNetConfig::default()
     };
     DdpmConfig { unet, time_steps: 20, variance: Variance::Beta, ..DdpmConfig::default() }
         .build([1, 4, 4], &Default::default())

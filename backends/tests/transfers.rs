@@ -42,6 +42,7 @@ fn a_training_step_makes_few_copies() {
             attn_resolutions: vec![2],
             dropout: 0.0,
             groups: 4,
+            ..UNetConfig::default()
         };
         RunConfig {
             model: ModelConfig::Ddpm(DdpmConfig { unet, time_steps: 20, ..DdpmConfig::default() }),

@@ -78,7 +78,20 @@ impl<B: FastOps> Conv<B> {
     }
 }
 
-/// Group normalisation (32 groups in VDM and DDPM), optionally followed by swish.
+/// A group normalisation's settings: `groups` groups (32 in VDM and DDPM), `epsilon` added to
+/// the variance (1e-6 in both original codes; vdm-rs's networks have used burn's default, 1e-5).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Grouping {
+    /// The number of groups (divides the channels).
+    pub groups: usize,
+    /// Added to the variance.
+    pub epsilon: f64,
+}
+
+/// burn's default GroupNorm epsilon, which VDM's score network uses.
+pub const BURN_GROUP_NORM_EPSILON: f64 = 1e-5;
+
+/// Group normalisation, optionally followed by swish.
 #[derive(Module, Debug)]
 pub struct Norm<B: Backend> {
     norm: GroupNorm<B>,
@@ -87,9 +100,10 @@ pub struct Norm<B: Backend> {
 }
 
 impl<B: Backend> Norm<B> {
-    /// `groups` groups over `channels` channels; `swish` adds `y σ(y)` after it.
-    pub fn new(groups: usize, channels: usize, swish: bool, device: &B::Device) -> Self {
-        Self { norm: GroupNormConfig::new(groups, channels).init(device), swish }
+    /// `grouping` over `channels` channels; `swish` adds `y σ(y)` after it.
+    pub fn new(grouping: Grouping, channels: usize, swish: bool, device: &B::Device) -> Self {
+        let config = GroupNormConfig::new(grouping.groups, channels).with_epsilon(grouping.epsilon);
+        Self { norm: config.init(device), swish }
     }
 }
 
@@ -147,7 +161,7 @@ impl<B: Backend> ResnetBlock<B> {
         c_in: usize,
         c_out: usize,
         d_cond: usize,
-        groups: usize,
+        grouping: Grouping,
         dropout: f64,
         cond: CondProjection,
         device: &B::Device,
@@ -159,10 +173,10 @@ impl<B: Backend> ResnetBlock<B> {
             CondProjection::Dense => LinearConfig::new(d_cond, c_out),
         };
         Self {
-            norm1: Norm::new(groups, c_in, true, device),
+            norm1: Norm::new(grouping, c_in, true, device),
             conv1: Conv::same(c_in, c_out, 3, Init::Default, device),
             cond_proj: cond_proj.init(device),
-            norm2: Norm::new(groups, c_out, true, device),
+            norm2: Norm::new(grouping, c_out, true, device),
             dropout: DropoutConfig::new(dropout).init(),
             conv2: Conv::same(c_out, c_out, 3, Init::Zeros, device),
             shortcut: (c_in != c_out).then(|| Conv::same(c_in, c_out, 1, Init::Default, device)),
@@ -193,10 +207,10 @@ pub struct AttnBlock<B: Backend> {
 }
 
 impl<B: Backend> AttnBlock<B> {
-    /// Attention over `c` channels, normalised with `groups` groups.
-    pub fn new(c: usize, groups: usize, device: &B::Device) -> Self {
+    /// Attention over `c` channels, normalised with `grouping`.
+    pub fn new(c: usize, grouping: Grouping, device: &B::Device) -> Self {
         Self {
-            norm: Norm::new(groups, c, false, device),
+            norm: Norm::new(grouping, c, false, device),
             q: LinearConfig::new(c, c).init(device),
             k: LinearConfig::new(c, c).init(device),
             v: LinearConfig::new(c, c).init(device),
@@ -276,7 +290,7 @@ mod tests {
         use burn::tensor::activation::softmax;
         let device = Default::default();
         let (b, c, hgt, wid) = (2, 8, 3, 5);
-        let mut block = AttnBlock::<Cpu>::new(c, 4, &device);
+        let mut block = AttnBlock::<Cpu>::new(c, Grouping { groups: 4, epsilon: BURN_GROUP_NORM_EPSILON }, &device);
         let random = |shape: [usize; 2]| {
             Param::from_tensor(Tensor::<Cpu, 2>::random(shape, Distribution::Normal(0.0, 0.5), &device))
         };

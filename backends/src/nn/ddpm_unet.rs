@@ -15,7 +15,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{timestep_embedding, AttnBlock, CondProjection, Conv, Init, Norm, ResnetBlock};
+use super::blocks::{
+    timestep_embedding, AttnBlock, CondProjection, Conv, Grouping, Init, Norm, ResnetBlock, BURN_GROUP_NORM_EPSILON,
+};
 use crate::error::{Error, Result};
 use crate::ops::{self, ConvSpec, FastOps};
 
@@ -38,6 +40,9 @@ pub struct UNetConfig {
     pub dropout: f64,
     /// GroupNorm groups (32 in DDPM); must divide every channel count.
     pub groups: usize,
+    /// GroupNorm's epsilon. DDPM's code (and diffusers' `google/ddpm-cifar10-32`) uses 1e-6; the
+    /// default is burn's 1e-5, which every run made before this setting existed was trained with.
+    pub norm_eps: f64,
 }
 
 impl Default for UNetConfig {
@@ -50,6 +55,7 @@ impl Default for UNetConfig {
             attn_resolutions: vec![16],
             dropout: 0.1,
             groups: 32,
+            norm_eps: BURN_GROUP_NORM_EPSILON,
         }
     }
 }
@@ -57,13 +63,21 @@ impl Default for UNetConfig {
 impl UNetConfig {
     /// A small U-Net for the 8×8 digits: `ch = 32`, `ch_mult = (1, 2)`, 2 blocks, attention at 4×4.
     pub fn digits() -> Self {
-        Self { ch: 32, ch_mult: vec![1, 2], num_res_blocks: 2, attn_resolutions: vec![4], dropout: 0.0, groups: 8 }
+        Self { ch: 32, ch_mult: vec![1, 2], attn_resolutions: vec![4], dropout: 0.0, groups: 8, ..Self::default() }
     }
 
     /// A small U-Net for 28×28 images (Fashion-MNIST): `ch = 32`, `ch_mult = (1, 2, 2)`, 1 block,
     /// attention at 7×7.
     pub fn mnist() -> Self {
-        Self { ch: 32, ch_mult: vec![1, 2, 2], num_res_blocks: 1, attn_resolutions: vec![7], dropout: 0.0, groups: 8 }
+        Self {
+            ch: 32,
+            ch_mult: vec![1, 2, 2],
+            num_res_blocks: 1,
+            attn_resolutions: vec![7],
+            dropout: 0.0,
+            groups: 8,
+            ..Self::default()
+        }
     }
 
     /// Checks the sizes, naming the offending field.
@@ -93,6 +107,12 @@ impl UNetConfig {
                     "unet.groups ({}) must divide every channel count ch × ch_mult ({} × {:?})",
                     self.groups, self.ch, self.ch_mult
                 ),
+            ));
+        }
+        if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
+            return Err(Error::setting(
+                "unet.norm_eps",
+                format!("unet.norm_eps must be in (0, 1), got {}", self.norm_eps),
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -141,12 +161,13 @@ impl UNetConfig {
     /// height is listed in `attn_resolutions`.
     pub fn init<B: Backend>(&self, [channels, height, _]: [usize; 3], device: &B::Device) -> UNet<B> {
         let temb = 4 * self.ch;
+        let grouping = Grouping { groups: self.groups, epsilon: self.norm_eps };
         let block = |c_in: usize, c_out: usize| {
-            ResnetBlock::new(c_in, c_out, temb, self.groups, self.dropout, CondProjection::Dense, device)
+            ResnetBlock::new(c_in, c_out, temb, grouping, self.dropout, CondProjection::Dense, device)
         };
         let attends = |level: usize| self.attn_resolutions.contains(&(height >> level));
         let attn = |count: usize, c: usize, level: usize| match attends(level) {
-            true => (0..count).map(|_| AttnBlock::new(c, self.groups, device)).collect(),
+            true => (0..count).map(|_| AttnBlock::new(c, grouping, device)).collect(),
             false => Vec::new(),
         };
         let levels = self.ch_mult.len();
@@ -168,7 +189,7 @@ impl UNetConfig {
             });
             down.push(Level { blocks, attn: attn(self.num_res_blocks, c, level), resample });
         }
-        let (mid1, mid_attn, mid2) = (block(c, c), AttnBlock::new(c, self.groups, device), block(c, c));
+        let (mid1, mid_attn, mid2) = (block(c, c), AttnBlock::new(c, grouping, device), block(c, c));
         let mut up = Vec::with_capacity(levels);
         for (level, &mult) in self.ch_mult.iter().enumerate().rev() {
             let c_out = self.ch * mult;
@@ -190,7 +211,7 @@ impl UNetConfig {
             mid_attn,
             mid2,
             up,
-            norm_out: Norm::new(self.groups, c, true, device),
+            norm_out: Norm::new(grouping, c, true, device),
             conv_out: Conv::same(c, channels, 3, Init::Zeros, device),
             ch: self.ch,
         }

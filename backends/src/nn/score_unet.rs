@@ -12,7 +12,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{timestep_embedding, AttnBlock, CondProjection, Conv, Init, Norm, ResnetBlock};
+use super::blocks::{
+    timestep_embedding, AttnBlock, CondProjection, Conv, Grouping, Init, Norm, ResnetBlock, BURN_GROUP_NORM_EPSILON,
+};
 use crate::error::{Error, Result};
 use crate::ops::{self, FastOps};
 
@@ -121,19 +123,19 @@ impl ScoreNetConfig {
         let n = self.n_embd;
         let in_channels = channels * (1 + 2 * self.fourier_exponents.len());
         let conv = |c_in: usize, c_out: usize, init: Init| Conv::same(c_in, c_out, 3, init, device);
-        let block = |c_in: usize| {
-            ResnetBlock::new(c_in, n, 4 * n, self.groups, self.dropout, CondProjection::ZeroNoBias, device)
-        };
+        let grouping = Grouping { groups: self.groups, epsilon: BURN_GROUP_NORM_EPSILON };
+        let block =
+            |c_in: usize| ResnetBlock::new(c_in, n, 4 * n, grouping, self.dropout, CondProjection::ZeroNoBias, device);
         ScoreNet {
             dense0: LinearConfig::new(n, 4 * n).init(device),
             dense1: LinearConfig::new(4 * n, 4 * n).init(device),
             conv_in: conv(in_channels, n, Init::Default),
             down: (0..self.n_layer).map(|_| block(n)).collect(),
             mid1: block(n),
-            mid_attn: AttnBlock::new(n, self.groups, device),
+            mid_attn: AttnBlock::new(n, grouping, device),
             mid2: block(n),
             up: (0..=self.n_layer).map(|_| block(2 * n)).collect(),
-            norm_out: Norm::new(self.groups, n, true, device),
+            norm_out: Norm::new(grouping, n, true, device),
             conv_out: conv(n, channels, Init::Zeros),
             n_embd: n,
             fourier_exponents: self.fourier_exponents.clone(),

@@ -1,0 +1,400 @@
+//! DDPM's U-Net in the layout of diffusers' `UNet2DModel`: its `config.json` and its weights as
+//! safetensors (`diffusion_pytorch_model.safetensors`), in and out.
+//!
+//! The two networks are the same function (DDPM's `diffusion_tf/models/unet.py`), named
+//! differently: diffusers' `down_blocks.{i}.resnets.{j}` is this crate's `down.{i}.blocks.{j}`,
+//! its `time_embedding.linear_1` our `dense0`, and so on ([`diffusers_name`]). PyTorch's linear
+//! layers store their weight `[out, in]`, burn's `[in, out]`; GroupNorm's `weight`/`bias` are
+//! burn's `gamma`/`beta`. Convolutions are laid out alike.
+
+use std::collections::HashSet;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::nn::ddpm_unet::{UNet, UNetConfig};
+use crate::transfer::{download, upload};
+
+/// The weights file of a diffusers model folder.
+pub const WEIGHTS_FILE: &str = "diffusion_pytorch_model.safetensors";
+/// Its configuration.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// diffusers' `UNet2DModel` configuration of `config` for images of `[channels, size, size]`.
+pub fn unet_config_json(config: &UNetConfig, [channels, size, _]: [usize; 3]) -> Value {
+    let levels = config.ch_mult.len();
+    let attends = |level: usize| config.attn_resolutions.contains(&(size >> level));
+    let down: Vec<&str> = (0..levels).map(|l| if attends(l) { "AttnDownBlock2D" } else { "DownBlock2D" }).collect();
+    let up: Vec<&str> = (0..levels).rev().map(|l| if attends(l) { "AttnUpBlock2D" } else { "UpBlock2D" }).collect();
+    json!({
+        "_class_name": "UNet2DModel",
+        "sample_size": size,
+        "in_channels": channels,
+        "out_channels": channels,
+        "center_input_sample": false,
+        "time_embedding_type": "positional",
+        "freq_shift": 1,
+        "flip_sin_to_cos": false,
+        "down_block_types": down,
+        "up_block_types": up,
+        "mid_block_type": "UNetMidBlock2D",
+        "block_out_channels": config.ch_mult.iter().map(|m| m * config.ch).collect::<Vec<_>>(),
+        "layers_per_block": config.num_res_blocks,
+        "mid_block_scale_factor": 1,
+        "downsample_padding": 0,
+        "downsample_type": "conv",
+        "upsample_type": "conv",
+        "dropout": config.dropout,
+        "act_fn": "silu",
+        "attention_head_dim": null,
+        "norm_num_groups": config.groups,
+        "attn_norm_num_groups": null,
+        "norm_eps": config.norm_eps,
+        "resnet_time_scale_shift": "default",
+        "add_attention": true,
+        "class_embed_type": null,
+        "num_class_embeds": null,
+    })
+}
+
+/// The [`UNetConfig`] and image shape `[C, H, W]` of a diffusers `UNet2DModel` configuration,
+/// refusing, by name, every setting that makes another network than DDPM's.
+pub fn unet_config_from_json(value: &Value) -> Result<(UNetConfig, [usize; 3])> {
+    let field = |name: &str| value.get(name).unwrap_or(&Value::Null);
+    let wrong = |name: &str, want: &str| {
+        Error::setting(name, format!("{CONFIG_FILE}: {name} is {}; DDPM's U-Net needs {want}", field(name)))
+    };
+    let count = |name: &str| field(name).as_u64().map(|v| v as usize).ok_or_else(|| wrong(name, "a whole number"));
+    let expect = |name: &str, want: Value, absent_ok: bool| {
+        let got = field(name);
+        if got == &want || (absent_ok && got.is_null()) {
+            Ok(())
+        } else {
+            Err(wrong(name, &want.to_string()))
+        }
+    };
+    if let Some(class) = field("_class_name").as_str().filter(|c| *c != "UNet2DModel") {
+        return Err(Error::Mismatch(format!("{CONFIG_FILE} describes a {class}, not a UNet2DModel")));
+    }
+    expect("center_input_sample", json!(false), true)?;
+    expect("time_embedding_type", json!("positional"), true)?;
+    expect("freq_shift", json!(1), false)?;
+    expect("flip_sin_to_cos", json!(false), false)?;
+    expect("mid_block_type", json!("UNetMidBlock2D"), true)?;
+    expect("mid_block_scale_factor", json!(1), true)?;
+    expect("downsample_padding", json!(0), false)?;
+    expect("downsample_type", json!("conv"), true)?;
+    expect("upsample_type", json!("conv"), true)?;
+    expect("act_fn", json!("silu"), true)?;
+    expect("attention_head_dim", Value::Null, true)?;
+    expect("attn_norm_num_groups", Value::Null, true)?;
+    expect("resnet_time_scale_shift", json!("default"), true)?;
+    expect("add_attention", json!(true), true)?;
+    expect("class_embed_type", Value::Null, true)?;
+    expect("num_class_embeds", Value::Null, true)?;
+    let (size, channels) = (count("sample_size")?, count("in_channels")?);
+    if count("out_channels")? != channels {
+        return Err(wrong("out_channels", &format!("in_channels ({channels})")));
+    }
+    let widths: Vec<usize> = field("block_out_channels")
+        .as_array()
+        .and_then(|a| a.iter().map(|v| v.as_u64().map(|v| v as usize)).collect())
+        .ok_or_else(|| wrong("block_out_channels", "a list of channel counts"))?;
+    let ch = *widths.first().ok_or_else(|| wrong("block_out_channels", "at least one channel count"))?;
+    if ch == 0 || widths.iter().any(|w| w % ch != 0) {
+        return Err(wrong("block_out_channels", "multiples of its first entry"));
+    }
+    let names = |name: &str| -> Result<Vec<String>> {
+        field(name)
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect())
+            .ok_or_else(|| wrong(name, "a list of block names"))
+    };
+    let (down, up) = (names("down_block_types")?, names("up_block_types")?);
+    let levels = widths.len();
+    let mut attn_resolutions = Vec::new();
+    for level in 0..levels {
+        let attends = match down.get(level).map(String::as_str) {
+            Some("AttnDownBlock2D") => true,
+            Some("DownBlock2D") => false,
+            _ => return Err(wrong("down_block_types", "DownBlock2D or AttnDownBlock2D per block_out_channels entry")),
+        };
+        let up_attends = match up.get(levels - 1 - level).map(String::as_str) {
+            Some("AttnUpBlock2D") => true,
+            Some("UpBlock2D") => false,
+            _ => return Err(wrong("up_block_types", "UpBlock2D or AttnUpBlock2D per block_out_channels entry")),
+        };
+        if attends != up_attends {
+            return Err(wrong("up_block_types", "attention at the resolutions where down_block_types has it"));
+        }
+        if attends {
+            attn_resolutions.push(size >> level);
+        }
+    }
+    if down.len() != levels || up.len() != levels {
+        return Err(wrong("down_block_types", "one block per block_out_channels entry, down and up"));
+    }
+    if !field("time_embedding_dim").is_null() && count("time_embedding_dim")? != 4 * ch {
+        return Err(wrong("time_embedding_dim", &format!("4 × block_out_channels[0] ({}) or null", 4 * ch)));
+    }
+    let norm_eps = field("norm_eps").as_f64().ok_or_else(|| wrong("norm_eps", "a number"))?;
+    let dropout = match field("dropout") {
+        Value::Null => 0.0,
+        v => v.as_f64().ok_or_else(|| wrong("dropout", "a number"))?,
+    };
+    let config = UNetConfig {
+        ch,
+        ch_mult: widths.iter().map(|w| w / ch).collect(),
+        num_res_blocks: count("layers_per_block")?,
+        attn_resolutions,
+        dropout,
+        groups: count("norm_num_groups")?,
+        norm_eps,
+    };
+    let shape = [channels, size, size];
+    config.validate()?;
+    config.check_image_shape(shape)?;
+    Ok((config, shape))
+}
+
+/// The diffusers name of the parameter of [`UNet`] at `path` (field names from the root).
+fn diffusers_name(path: &[String]) -> Option<String> {
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    let (param, module) = path.split_last()?;
+    let param = match *param {
+        "gamma" => "weight",
+        "beta" => "bias",
+        other => other,
+    };
+    // `Conv` and `Norm` wrap burn's `Conv2d` and `GroupNorm` in a field `conv` or `norm`.
+    let module = match module.split_last() {
+        Some((&("conv" | "norm"), outer)) if !outer.is_empty() => outer,
+        _ => module,
+    };
+    let resnet = |rest: &[&str]| -> Option<&'static str> {
+        Some(match rest {
+            ["norm1"] => "norm1",
+            ["conv1"] => "conv1",
+            ["cond_proj"] => "time_emb_proj",
+            ["norm2"] => "norm2",
+            ["conv2"] => "conv2",
+            ["shortcut"] => "conv_shortcut",
+            _ => return None,
+        })
+    };
+    let attention = |rest: &[&str]| -> Option<&'static str> {
+        Some(match rest {
+            ["norm"] => "group_norm",
+            ["q"] => "to_q",
+            ["k"] => "to_k",
+            ["v"] => "to_v",
+            ["proj_out"] => "to_out.0",
+            _ => return None,
+        })
+    };
+    let name = match module {
+        ["dense0"] => "time_embedding.linear_1".to_string(),
+        ["dense1"] => "time_embedding.linear_2".to_string(),
+        ["conv_in"] => "conv_in".to_string(),
+        ["norm_out"] => "conv_norm_out".to_string(),
+        ["conv_out"] => "conv_out".to_string(),
+        ["mid1", rest @ ..] => format!("mid_block.resnets.0.{}", resnet(rest)?),
+        ["mid_attn", rest @ ..] => format!("mid_block.attentions.0.{}", attention(rest)?),
+        ["mid2", rest @ ..] => format!("mid_block.resnets.1.{}", resnet(rest)?),
+        [way @ ("down" | "up"), level, "blocks", j, rest @ ..] => {
+            format!("{way}_blocks.{level}.resnets.{j}.{}", resnet(rest)?)
+        }
+        [way @ ("down" | "up"), level, "attn", j, rest @ ..] => {
+            format!("{way}_blocks.{level}.attentions.{j}.{}", attention(rest)?)
+        }
+        ["down", level, "resample"] => format!("down_blocks.{level}.downsamplers.0.conv"),
+        ["up", level, "resample"] => format!("up_blocks.{level}.upsamplers.0.conv"),
+        _ => return None,
+    };
+    Some(format!("{name}.{param}"))
+}
+
+/// The module path while a visitor or mapper walks a module: field names, and whether the
+/// innermost container is a linear layer (whose `weight` PyTorch stores transposed).
+#[derive(Default)]
+struct Path {
+    names: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl Path {
+    fn enter(&mut self, name: &str, container: &str) {
+        self.names.push(name.to_string());
+        self.containers.push(container.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.names.pop();
+        self.containers.pop();
+    }
+
+    /// The diffusers name of the parameter here, and whether it is a linear layer's weight.
+    fn diffusers(&self) -> Result<(String, bool)> {
+        let name = diffusers_name(&self.names).ok_or_else(|| {
+            Error::Mismatch(format!("the U-Net parameter {} has no diffusers name", self.names.join(".")))
+        })?;
+        let linear_weight = self.containers.last().is_some_and(|c| c == "Struct:Linear")
+            && self.names.last().is_some_and(|n| n == "weight");
+        Ok((name, linear_weight))
+    }
+}
+
+/// `unet`'s weights as a diffusers safetensors file (`f32`, PyTorch's layouts).
+pub fn export_unet<B: Backend>(unet: &UNet<B>) -> Result<Vec<u8>> {
+    struct Collect {
+        path: Path,
+        tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+        error: Option<Error>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.path.enter(name, container);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            match self.path.diffusers() {
+                Ok((name, linear_weight)) => {
+                    let value = if linear_weight { param.val().transpose() } else { param.val() };
+                    let shape = value.dims().to_vec();
+                    let bytes = download(value).iter::<f32>().flat_map(f32::to_le_bytes).collect();
+                    self.tensors.push((name, shape, bytes));
+                }
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            }
+        }
+    }
+    let mut collect = Collect { path: Path::default(), tensors: Vec::new(), error: None };
+    unet.visit(&mut collect);
+    if let Some(e) = collect.error {
+        return Err(e);
+    }
+    let views = collect
+        .tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map_err(|e| Error::Mismatch(format!("{name}: {e}")))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None).map_err(|e| Error::Mismatch(format!("writing {WEIGHTS_FILE}: {e}")))
+}
+
+/// `unet` (built from the file's configuration) with the weights of the diffusers safetensors
+/// file `bytes`. Every tensor must be there with its shape and `f32`, and the file must hold no
+/// other; an error names the first tensor that is not.
+pub fn import_unet<B: Backend>(unet: UNet<B>, bytes: &[u8]) -> Result<UNet<B>> {
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::Corrupt(format!("{WEIGHTS_FILE} is not a safetensors file: {e}")))?;
+    struct Load<'a> {
+        path: Path,
+        file: &'a SafeTensors<'a>,
+        used: HashSet<String>,
+        error: Option<Error>,
+    }
+    impl Load<'_> {
+        fn read<B: Backend, const D: usize>(&mut self, current: &Tensor<B, D>) -> Result<Tensor<B, D>> {
+            let (name, linear_weight) = self.path.diffusers()?;
+            let view =
+                self.file.tensor(&name).map_err(|_| Error::Mismatch(format!("{WEIGHTS_FILE} has no tensor {name}")))?;
+            let mut want = current.dims().to_vec();
+            if linear_weight {
+                want.reverse();
+            }
+            if view.shape() != want.as_slice() {
+                return Err(Error::Mismatch(format!(
+                    "{WEIGHTS_FILE}: {name} has shape {:?}; the network configured by {CONFIG_FILE} needs {want:?}",
+                    view.shape()
+                )));
+            }
+            if view.dtype() != Dtype::F32 {
+                return Err(Error::Mismatch(format!("{WEIGHTS_FILE}: {name} is {:?}, not F32", view.dtype())));
+            }
+            let values: Vec<f32> =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let tensor: Tensor<B, D> = upload(TensorData::new(values, want), &current.device());
+            self.used.insert(name);
+            Ok(if linear_weight { tensor.transpose() } else { tensor })
+        }
+    }
+    impl<B: Backend> ModuleMapper<B> for Load<'_> {
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.path.enter(name, container);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.exit();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, current, mapper) = param.consume();
+            let value = match self.read(&current) {
+                Ok(value) => value,
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                    current
+                }
+            };
+            Param::from_mapped_value(id, value, mapper)
+        }
+    }
+    let mut load = Load { path: Path::default(), file: &file, used: HashSet::new(), error: None };
+    let unet = unet.map(&mut load);
+    if let Some(e) = load.error {
+        return Err(e);
+    }
+    let mut unused: Vec<String> =
+        file.names().into_iter().filter(|n| !load.used.contains(*n)).map(String::from).collect();
+    unused.sort();
+    if let Some(first) = unused.first() {
+        return Err(Error::Mismatch(format!(
+            "{WEIGHTS_FILE} holds {} tensor(s) the network configured by {CONFIG_FILE} has no place for, first {first}",
+            unused.len()
+        )));
+    }
+    Ok(unet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every parameter of a U-Net with all kinds of block has a distinct diffusers name.
+    #[test]
+    fn every_parameter_has_its_own_name() {
+        let config = UNetConfig {
+            ch: 8,
+            ch_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attn_resolutions: vec![4],
+            groups: 4,
+            ..UNetConfig::default()
+        };
+        let unet = config.init::<crate::Cpu>([1, 8, 8], &Default::default());
+        let bytes = export_unet(&unet).unwrap();
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        let names = file.names();
+        struct Count(usize);
+        impl<B: Backend> ModuleVisitor<B> for Count {
+            fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<B, D>>) {
+                self.0 += 1;
+            }
+        }
+        let mut count = Count(0);
+        unet.visit(&mut count);
+        assert_eq!(names.len(), count.0, "one tensor per parameter");
+        assert!(names.contains(&"up_blocks.0.attentions.1.to_out.0.weight"), "{names:?}");
+        assert!(names.contains(&"down_blocks.0.downsamplers.0.conv.weight"), "{names:?}");
+    }
+}
