@@ -15,10 +15,13 @@ use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{json, Value};
 
+use crate::config::{BetasConfig, DdpmConfig, Prediction, Variance};
 use crate::error::{Error, Result};
 use crate::nn::ddpm_unet::{UNet, UNetConfig};
 use crate::transfer::{download, upload};
 
+/// The scheduler's configuration, beside `config.json` or in a pipeline's `scheduler/` folder.
+pub const SCHEDULER_FILE: &str = "scheduler_config.json";
 /// The weights file of a diffusers model folder.
 pub const WEIGHTS_FILE: &str = "diffusion_pytorch_model.safetensors";
 /// Its configuration.
@@ -159,6 +162,82 @@ pub fn unet_config_from_json(value: &Value) -> Result<(UNetConfig, [usize; 3])> 
     config.validate()?;
     config.check_image_shape(shape)?;
     Ok((config, shape))
+}
+
+/// diffusers' `DDPMScheduler` configuration of `config`'s process. A μ-predicting DDPM has none.
+pub fn scheduler_config_json(config: &DdpmConfig) -> Result<Value> {
+    let (schedule, start, end) = match config.betas {
+        BetasConfig::Linear { start, end } => ("linear", start, end),
+        BetasConfig::Cosine { s, max_beta } if s == 0.008 && max_beta == 0.999 => ("squaredcos_cap_v2", 1e-4, 0.02),
+        BetasConfig::Cosine { .. } => {
+            return Err(Error::setting(
+                "model.betas",
+                "diffusers' cosine schedule has s = 0.008 and max_beta = 0.999 only",
+            ))
+        }
+    };
+    let prediction = match config.prediction {
+        Prediction::Eps => "epsilon",
+        Prediction::X0 => "sample",
+        Prediction::Mean => {
+            return Err(Error::setting("model.prediction", "diffusers' DDPMScheduler has no mean prediction"))
+        }
+    };
+    Ok(json!({
+        "_class_name": "DDPMScheduler",
+        "num_train_timesteps": config.time_steps,
+        "beta_schedule": schedule,
+        "beta_start": start,
+        "beta_end": end,
+        "trained_betas": null,
+        "variance_type": match config.variance { Variance::Beta => "fixed_large", Variance::BetaTilde => "fixed_small" },
+        "prediction_type": prediction,
+        "clip_sample": config.clip_denoised,
+        "clip_sample_range": 1.0,
+        "thresholding": false,
+        "timestep_spacing": "leading",
+        "steps_offset": 0,
+    }))
+}
+
+/// The DDPM process of a diffusers `DDPMScheduler` configuration, on the network `unet`,
+/// refusing by name what this crate's DDPM does not have.
+pub fn ddpm_config_from_scheduler(value: &Value, unet: UNetConfig) -> Result<DdpmConfig> {
+    let field = |name: &str| value.get(name).unwrap_or(&Value::Null);
+    let wrong = |name: &str, want: &str| {
+        Error::setting(name, format!("{SCHEDULER_FILE}: {name} is {}; vdm-rs's DDPM needs {want}", field(name)))
+    };
+    let number = |name: &str| field(name).as_f64().ok_or_else(|| wrong(name, "a number"));
+    if !field("trained_betas").is_null() {
+        return Err(wrong("trained_betas", "null (a named beta_schedule)"));
+    }
+    if field("thresholding").as_bool() == Some(true) {
+        return Err(wrong("thresholding", "false"));
+    }
+    let betas = match field("beta_schedule").as_str() {
+        Some("linear") => BetasConfig::Linear { start: number("beta_start")?, end: number("beta_end")? },
+        Some("squaredcos_cap_v2") => BetasConfig::Cosine { s: 0.008, max_beta: 0.999 },
+        _ => return Err(wrong("beta_schedule", "linear or squaredcos_cap_v2")),
+    };
+    let variance = match field("variance_type").as_str() {
+        Some("fixed_small") | None => Variance::BetaTilde,
+        Some("fixed_large") => Variance::Beta,
+        _ => return Err(wrong("variance_type", "fixed_small or fixed_large")),
+    };
+    let prediction = match field("prediction_type").as_str() {
+        Some("epsilon") | None => Prediction::Eps,
+        Some("sample") => Prediction::X0,
+        _ => return Err(wrong("prediction_type", "epsilon or sample")),
+    };
+    let clip_denoised = field("clip_sample").as_bool().unwrap_or(true);
+    if clip_denoised && field("clip_sample_range").as_f64().is_some_and(|r| r != 1.0) {
+        return Err(wrong("clip_sample_range", "1.0"));
+    }
+    let time_steps = field("num_train_timesteps")
+        .as_u64()
+        .map(|t| t as usize)
+        .ok_or_else(|| wrong("num_train_timesteps", "a whole number"))?;
+    Ok(DdpmConfig { unet, betas, time_steps, prediction, variance, clip_denoised, ..DdpmConfig::default() })
 }
 
 /// The diffusers name of the parameter of [`UNet`] at `path` (field names from the root).

@@ -88,6 +88,15 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         })
     }
 
+    /// A run at step 0 whose model and EMA are `model`, weights made elsewhere (a network imported
+    /// with [`crate::diffusers::import_unet`]), with a fresh optimiser.
+    pub fn from_model(run: &RunConfig, image_shape: [usize; 3], model: M, device: &B::Device) -> Result<Self> {
+        let mut trainer = Self::new(run, image_shape, device)?;
+        trainer.ema = model.valid();
+        trainer.model = model;
+        Ok(trainer)
+    }
+
     /// Continues from `checkpoint` with the run configuration saved in it.
     pub fn resume(checkpoint: &Checkpoint, device: &B::Device) -> Result<Self> {
         let state = &checkpoint.state;

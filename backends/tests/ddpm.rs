@@ -4,7 +4,7 @@
 mod common;
 
 use burn::module::Module;
-use common::{alpha_bar_products, linear_alpha_bars, tiny_run, tiny_score, B};
+use common::{alpha_bar_products, linear_alpha_bars, tiny_run, tiny_score, tiny_unet, B};
 use vdm_backends::config::ModelConfig;
 use vdm_backends::config::RunConfig;
 use vdm_backends::config::{BetasConfig, DdpmConfig, Prediction, Variance, VdmConfig};
@@ -19,16 +19,7 @@ use vdm_backends::Cpu;
 
 /// A DDPM with `T` steps and a U-Net small enough for 4×4 images.
 fn tiny_ddpm(time_steps: usize, variance: Variance) -> DdpmConfig {
-    let unet = UNetConfig {
-        ch: 8,
-        ch_mult: vec![1, 2],
-        num_res_blocks: 1,
-        attn_resolutions: vec![2],
-        dropout: 0.0,
-        groups: 4,
-        ..UNetConfig::default()
-    };
-    DdpmConfig { unet, time_steps, variance, ..DdpmConfig::default() }
+    DdpmConfig { unet: tiny_unet(), time_steps, variance, ..DdpmConfig::default() }
 }
 
 fn tiny_ddpm_run(steps: usize, variance: Variance) -> RunConfig {

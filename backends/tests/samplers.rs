@@ -8,10 +8,9 @@
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
-use common::{linear_alpha_bars, tiny_run, vdm_of};
+use common::{linear_alpha_bars, tiny_run, tiny_unet, vdm_of};
 use vdm_backends::config::ModelConfig;
 use vdm_backends::config::{DdpmConfig, Variance};
-use vdm_backends::nn::ddpm_unet::UNetConfig;
 use vdm_backends::sample::{
     chain, sample, Denoised, Denoiser, GridPoint, SampleOptions, SamplerKind, Spacing, StepContext,
 };
@@ -242,16 +241,7 @@ fn a_ddim_step_is_equation_12() {
 
 /// A tiny DDPM with `T = 20`.
 fn tiny_ddpm() -> vdm_backends::model::ddpm::Ddpm<B> {
-    let unet = UNetConfig {
-        ch: 8,
-        ch_mult: vec![1, 2],
-        num_res_blocks: 1,
-        attn_resolutions: vec![2],
-        dropout: 0.0,
-        groups: 4,
-        ..UNetConfig::default()
-    };
-    DdpmConfig { unet, time_steps: 20, variance: Variance::Beta, ..DdpmConfig::default() }
+    DdpmConfig { unet: tiny_unet(), time_steps: 20, variance: Variance::Beta, ..DdpmConfig::default() }
         .build([1, 4, 4], &Default::default())
         .unwrap()
 }

@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{net_schedule, tiny_run, vdm_of, B};
+use common::{net_schedule, tiny_run, tiny_unet, vdm_of, B};
 use vdm_backends::config::{DdpmConfig, ModelConfig, RunConfig, WeightingConfig};
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::Trainable;
-use vdm_backends::nn::ddpm_unet::UNetConfig;
 use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
 use vdm_backends::train::Trainer;
 use vdm_backends::transfer::Transfers;
@@ -34,20 +33,9 @@ fn vdm(edit: impl FnOnce(&mut RunConfig)) -> Transfers {
 /// embedding's frequencies, and the per-example weighting where there is one.
 #[test]
 fn a_training_step_makes_few_copies() {
-    let ddpm = {
-        let unet = UNetConfig {
-            ch: 8,
-            ch_mult: vec![1, 2],
-            num_res_blocks: 1,
-            attn_resolutions: vec![2],
-            dropout: 0.0,
-            groups: 4,
-            ..UNetConfig::default()
-        };
-        RunConfig {
-            model: ModelConfig::Ddpm(DdpmConfig { unet, time_steps: 20, ..DdpmConfig::default() }),
-            ..tiny_run(10)
-        }
+    let ddpm = RunConfig {
+        model: ModelConfig::Ddpm(DdpmConfig { unet: tiny_unet(), time_steps: 20, ..DdpmConfig::default() }),
+        ..tiny_run(10)
     };
     let fixed = ScheduleConfig::Fixed { gamma_min: -13.3, gamma_max: 5.0 };
     let cases = [

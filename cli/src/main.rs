@@ -312,6 +312,29 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Make a DDPM run from a diffusers model folder (UNet2DModel + DDPMScheduler, safetensors).
+    Import {
+        /// A UNet2DModel folder (config.json, diffusion_pytorch_model.safetensors,
+        /// scheduler_config.json), or a pipeline folder with unet/ and scheduler/.
+        #[arg(long)]
+        diffusers: PathBuf,
+        /// The new run directory (must be new or empty).
+        #[arg(long)]
+        run: PathBuf,
+        /// A run configuration (TOML) for the run's [data], [train] and [eval] (its [model] is
+        /// the imported one); needed unless the images are the bundled digits' 1x8x8.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write a DDPM checkpoint's EMA network as a diffusers folder (UNet2DModel + DDPMScheduler).
+    Export {
+        /// A checkpoint or a run directory (its newest checkpoint).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The folder to write (must be new or empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `vdm classifier ...`.
@@ -511,6 +534,10 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Config { family } => Ok(commands::config::print(family)?),
         Command::Data { config } => Ok(commands::data::describe(config)?),
+        Command::Import { diffusers, run, config } => {
+            Ok(commands::interop::import(&diffusers, &run, config.as_deref())?)
+        }
+        Command::Export { checkpoint, out } => Ok(commands::interop::export(&checkpoint, &out)?),
     }
 }
 

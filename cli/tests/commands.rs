@@ -86,3 +86,28 @@ fn bench_reports_its_figures_as_json() {
     }
     assert_eq!(doc["size"], "tiny");
 }
+
+/// `vdm import` makes a DDPM run of a diffusers folder (the committed small UNet2DModel) that
+/// `vdm eval` reads; `vdm export` writes it back as a folder that imports again to the same file;
+/// a VDM run, an occupied run directory and a folder without the weights are refused.
+#[test]
+fn import_and_export_diffusers_folders() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../backends/tests/data/diffusers-small");
+    let dir = tempfile::tempdir().unwrap();
+    let (run, out, again, rerun) =
+        (dir.path().join("run"), dir.path().join("out"), dir.path().join("again"), dir.path().join("rerun"));
+    assert_exit(&vdm(&["import", "--diffusers", &s(&fixture), "--run", &s(&run)]), 0, "imported");
+    assert_exit(&vdm(&["eval", "--checkpoint", &s(&run), "--limit", "8"]), 0, "test bpd T=1000");
+    assert_exit(&vdm(&["export", "--checkpoint", &s(&run), "--out", &s(&out)]), 0, "exported");
+    assert_exit(&vdm(&["import", "--diffusers", &s(&out), "--run", &s(&rerun)]), 0, "imported");
+    assert_exit(&vdm(&["export", "--checkpoint", &s(&rerun), "--out", &s(&again)]), 0, "exported");
+    for file in ["config.json", "scheduler_config.json", "diffusion_pytorch_model.safetensors"] {
+        assert!(std::fs::read(out.join(file)).unwrap() == std::fs::read(again.join(file)).unwrap(), "{file} changed");
+    }
+    assert_exit(&vdm(&["import", "--diffusers", &s(&fixture), "--run", &s(&run)]), 1, "not empty");
+    assert_exit(&vdm(&["import", "--diffusers", &s(dir.path()), "--run", &s(&dir.path().join("x"))]), 1, "config.json");
+    let vdm_dir = dir.path().join("vdm");
+    std::fs::create_dir(&vdm_dir).unwrap();
+    let vdm_run = trained_run(&vdm_dir);
+    assert_exit(&vdm(&["export", "--checkpoint", &s(&vdm_run), "--out", &s(&dir.path().join("y"))]), 1, "is a VDM");
+}

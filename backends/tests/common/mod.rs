@@ -11,6 +11,7 @@ use vdm_backends::config::{DataConfig, EvalConfig, RunConfig};
 use vdm_backends::config::{ModelConfig, VdmConfig};
 use vdm_backends::data::GaussianSource;
 use vdm_backends::model::Vdm;
+use vdm_backends::nn::ddpm_unet::UNetConfig;
 use vdm_backends::nn::score_unet::ScoreNetConfig;
 use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
 use vdm_backends::{Autodiff, Cpu};
@@ -53,6 +54,19 @@ pub fn tiny_run(steps: usize) -> RunConfig {
         eval: EvalConfig { every: 0, batch_size: 64, ..EvalConfig::default() },
         checkpoint_every: 1000,
         keep_checkpoints: 1,
+    }
+}
+
+/// A U-Net small enough for 4×4 images: two resolutions, attention at 2×2.
+pub fn tiny_unet() -> UNetConfig {
+    UNetConfig {
+        ch: 8,
+        ch_mult: vec![1, 2],
+        num_res_blocks: 1,
+        attn_resolutions: vec![2],
+        dropout: 0.0,
+        groups: 4,
+        ..UNetConfig::default()
     }
 }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod crosscheck;
 pub mod data;
 pub mod eval;
+pub mod interop;
 pub mod plot;
 pub mod quality;
 pub mod sample;
