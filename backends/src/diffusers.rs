@@ -3,7 +3,7 @@
 //!
 //! The two networks are the same function (DDPM's `diffusion_tf/models/unet.py`), named
 //! differently: diffusers' `down_blocks.{i}.resnets.{j}` is this crate's `down.{i}.blocks.{j}`,
-//! its `time_embedding.linear_1` our `dense0`, and so on ([`diffusers_name`]). PyTorch's linear
+//! its `time_embedding.linear_1` our `dense0`, and so on (`diffusers_name`). PyTorch's linear
 //! layers store their weight `[out, in]`, burn's `[in, out]`; GroupNorm's `weight`/`bias` are
 //! burn's `gamma`/`beta`. Convolutions are laid out alike.
 
