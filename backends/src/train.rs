@@ -76,6 +76,15 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         run.model.check_training_memory::<B>(image_shape, run.train.batch_size, device)?;
         B::seed(device, derive_seed(run.train.seed, 0, 0));
         let model = materialise(M::build(&run.model, image_shape, device)?);
+        Self::from_model(run, image_shape, model, device)
+    }
+
+    /// A run at step 0 whose model and EMA are `model` (freshly initialised by [`Trainer::new`],
+    /// or weights made elsewhere: a network imported with [`crate::diffusers::import_unet`]), with
+    /// a fresh optimiser. Refuses what [`Trainer::new`] refuses.
+    pub fn from_model(run: &RunConfig, image_shape: [usize; 3], model: M, device: &B::Device) -> Result<Self> {
+        run.validate()?;
+        run.model.check_training_memory::<B>(image_shape, run.train.batch_size, device)?;
         let ema = model.valid();
         Ok(Self {
             model,
@@ -86,15 +95,6 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
             image_shape,
             device: device.clone(),
         })
-    }
-
-    /// A run at step 0 whose model and EMA are `model`, weights made elsewhere (a network imported
-    /// with [`crate::diffusers::import_unet`]), with a fresh optimiser.
-    pub fn from_model(run: &RunConfig, image_shape: [usize; 3], model: M, device: &B::Device) -> Result<Self> {
-        let mut trainer = Self::new(run, image_shape, device)?;
-        trainer.ema = model.valid();
-        trainer.model = model;
-        Ok(trainer)
     }
 
     /// Continues from `checkpoint` with the run configuration saved in it.

@@ -51,8 +51,9 @@ pub fn download<B: Backend, const D: usize, K: TensorKind<B> + BasicOps<B>>(tens
 
 /// Several vectors of values on `device` in one copy, as tensors `[len]` each.
 pub fn upload_rows<B: Backend, const R: usize>(rows: [&[f64]; R], device: &B::Device) -> [Tensor<B, 1>; R] {
-    let all: Tensor<B, 1> =
-        upload(TensorData::new(rows.concat(), [rows.iter().map(|r| r.len()).sum::<usize>()]), device);
+    let values = rows.concat();
+    let len = values.len();
+    let all: Tensor<B, 1> = upload(TensorData::new(values, [len]), device);
     let mut start = 0;
     rows.map(|row| {
         start += row.len();

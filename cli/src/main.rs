@@ -151,40 +151,11 @@ enum Command {
     /// Run one checkpoint (VDM or DDPM) on the CPU and on a GPU backend with the same seeds, and
     /// compare: the bound per image, seeded samples, and training steps from its state.
     Crosscheck {
-        /// A checkpoint or run directory.
-        #[arg(long, default_value = "runs/digits")]
-        checkpoint: PathBuf,
+        #[command(flatten)]
+        args: commands::crosscheck::CrosscheckArgs,
         /// The backend to compare with the CPU reference.
         #[arg(long, value_enum)]
         device: Device,
-        /// Test images to evaluate.
-        #[arg(long, default_value_t = 256)]
-        images: usize,
-        /// A VDM's bound to compare: 0 continuous, T > 0 discrete (default: the run's `[eval]` bound).
-        #[arg(long = "time-steps")]
-        time_steps: Option<usize>,
-        /// Largest accepted |bpd_cpu − bpd_other| for any image.
-        #[arg(long, default_value_t = 1e-3)]
-        tolerance: f64,
-        /// Images to draw on both backends (DDIM, η = 0, the same starting noise); 0 skips.
-        #[arg(long, default_value_t = 16)]
-        samples: usize,
-        /// DDIM steps of those samples (at most a DDPM's T).
-        #[arg(long = "sample-steps", default_value_t = 50)]
-        sample_steps: usize,
-        /// Largest accepted share of the samples' pixel values that differ.
-        #[arg(long = "sample-tolerance", default_value_t = 0.01)]
-        sample_tolerance: f64,
-        /// Training steps from the checkpoint's state (model, optimiser, step) on both; 0 skips.
-        #[arg(long = "train-steps", default_value_t = 3)]
-        train_steps: usize,
-        /// Largest accepted relative difference of each step's loss and of the parameters after
-        /// the steps (‖θ_cpu − θ_other‖ / ‖θ_cpu‖).
-        #[arg(long = "train-tolerance", default_value_t = 1e-4)]
-        train_tolerance: f64,
-        /// Seed of the evaluation noise and of the samples.
-        #[arg(long, default_value_t = 1234)]
-        seed: u64,
     },
     /// Measure training and sampling throughput (images/s) for a named model size.
     Bench {
@@ -479,33 +450,7 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Schedule { checkpoint, config, points, plot } => {
             Ok(commands::schedule::schedule(checkpoint, config, points, plot)?)
         }
-        Command::Crosscheck {
-            checkpoint,
-            device,
-            images,
-            time_steps,
-            tolerance,
-            samples,
-            sample_steps,
-            sample_tolerance,
-            train_steps,
-            train_tolerance,
-            seed,
-        } => Ok(commands::crosscheck::crosscheck(
-            commands::crosscheck::CrosscheckArgs {
-                checkpoint,
-                images,
-                time_steps,
-                tolerance,
-                samples,
-                sample_steps,
-                sample_tolerance,
-                train_steps,
-                train_tolerance,
-                seed,
-            },
-            device,
-        )?),
+        Command::Crosscheck { args, device } => Ok(commands::crosscheck::crosscheck(args, device)?),
         Command::Bench { size, batch_size, steps, sample_steps, device, json } => {
             Ok(commands::bench::run(commands::bench::BenchJob { size, batch_size, steps, sample_steps, json }, device)?)
         }

@@ -21,16 +21,38 @@ use super::{evaluate_with_progress, load_checkpoint_data, open_checkpoint, repor
 use crate::device::{dispatch, BackendJob, Device};
 
 /// What `vdm crosscheck` was asked for.
+#[derive(clap::Args)]
 pub struct CrosscheckArgs {
+    /// A checkpoint or run directory.
+    #[arg(long, default_value = "runs/digits")]
     pub checkpoint: PathBuf,
+    /// Test images to evaluate.
+    #[arg(long, default_value_t = 256)]
     pub images: usize,
+    /// A VDM's bound to compare: 0 continuous, T > 0 discrete (default: the run's `[eval]` bound).
+    #[arg(long = "time-steps")]
     pub time_steps: Option<usize>,
+    /// Largest accepted |bpd_cpu − bpd_other| for any image.
+    #[arg(long, default_value_t = 1e-3)]
     pub tolerance: f64,
+    /// Images to draw on both backends (DDIM, η = 0, the same starting noise); 0 skips.
+    #[arg(long, default_value_t = 16)]
     pub samples: usize,
+    /// DDIM steps of those samples (at most a DDPM's T).
+    #[arg(long = "sample-steps", default_value_t = 50)]
     pub sample_steps: usize,
+    /// Largest accepted share of the samples' pixel values that differ.
+    #[arg(long = "sample-tolerance", default_value_t = 0.01)]
     pub sample_tolerance: f64,
+    /// Training steps from the checkpoint's state (model, optimiser, step) on both; 0 skips.
+    #[arg(long = "train-steps", default_value_t = 3)]
     pub train_steps: usize,
+    /// Largest accepted relative difference of each step's loss and of the parameters after
+    /// the steps (‖θ_cpu − θ_other‖ / ‖θ_cpu‖).
+    #[arg(long = "train-tolerance", default_value_t = 1e-4)]
     pub train_tolerance: f64,
+    /// Seed of the evaluation noise and of the samples.
+    #[arg(long, default_value_t = 1234)]
     pub seed: u64,
 }
 
