@@ -3,22 +3,17 @@
 //!
 //! The two networks are the same function (DDPM's `diffusion_tf/models/unet.py`), named
 //! differently: diffusers' `down_blocks.{i}.resnets.{j}` is this crate's `down.{i}.blocks.{j}`,
-//! its `time_embedding.linear_1` our `dense0`, and so on (`diffusers_name`). PyTorch's linear
-//! layers store their weight `[out, in]`, burn's `[in, out]`; GroupNorm's `weight`/`bias` are
-//! burn's `gamma`/`beta`. Convolutions are laid out alike.
+//! its `time_embedding.linear_1` our `dense0`, and so on (`diffusers_name`); GroupNorm's
+//! `weight`/`bias` are burn's `gamma`/`beta`. The tensors go through `named_tensors`, which
+//! transposes linear layers' weights to PyTorch's `[out, in]`.
 
-use std::collections::HashSet;
-
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors};
 use serde_json::{json, Value};
 
 use crate::config::{BetasConfig, DdpmConfig, Prediction, Variance};
 use crate::error::{Error, Result};
+use crate::named_tensors::{self, Layout};
 use crate::nn::ddpm_unet::{UNet, UNetConfig};
-use crate::transfer::{download, upload};
 
 /// The scheduler's configuration, beside `config.json` or in a pipeline's `scheduler/` folder.
 pub const SCHEDULER_FILE: &str = "scheduler_config.json";
@@ -297,156 +292,28 @@ fn diffusers_name(path: &[String]) -> Option<String> {
     Some(format!("{name}.{param}"))
 }
 
-/// The module path while a visitor or mapper walks a module: field names, and whether the
-/// innermost container is a linear layer (whose `weight` PyTorch stores transposed).
-#[derive(Default)]
-struct Path {
-    names: Vec<String>,
-    containers: Vec<String>,
-}
-
-impl Path {
-    fn enter(&mut self, name: &str, container: &str) {
-        self.names.push(name.to_string());
-        self.containers.push(container.to_string());
-    }
-
-    fn exit(&mut self) {
-        self.names.pop();
-        self.containers.pop();
-    }
-
-    /// The diffusers name of the parameter here, and whether it is a linear layer's weight.
-    fn diffusers(&self) -> Result<(String, bool)> {
-        let name = diffusers_name(&self.names).ok_or_else(|| {
-            Error::Mismatch(format!("the U-Net parameter {} has no diffusers name", self.names.join(".")))
-        })?;
-        let linear_weight = self.containers.last().is_some_and(|c| c == "Struct:Linear")
-            && self.names.last().is_some_and(|n| n == "weight");
-        Ok((name, linear_weight))
-    }
-}
+/// diffusers' names of the U-Net's parameters.
+const LAYOUT: Layout =
+    Layout { weights_file: WEIGHTS_FILE, config_file: CONFIG_FILE, names: "diffusers", name: diffusers_name };
 
 /// `unet`'s weights as a diffusers safetensors file (`f32`, PyTorch's layouts).
 pub fn export_unet<B: Backend>(unet: &UNet<B>) -> Result<Vec<u8>> {
-    struct Collect {
-        path: Path,
-        tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
-        error: Option<Error>,
-    }
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn enter_module(&mut self, name: &str, container: &str) {
-            self.path.enter(name, container);
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.exit();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            match self.path.diffusers() {
-                Ok((name, linear_weight)) => {
-                    let value = if linear_weight { param.val().transpose() } else { param.val() };
-                    let shape = value.dims().to_vec();
-                    let bytes = download(value).iter::<f32>().flat_map(f32::to_le_bytes).collect();
-                    self.tensors.push((name, shape, bytes));
-                }
-                Err(e) => {
-                    self.error.get_or_insert(e);
-                }
-            }
-        }
-    }
-    let mut collect = Collect { path: Path::default(), tensors: Vec::new(), error: None };
-    unet.visit(&mut collect);
-    if let Some(e) = collect.error {
-        return Err(e);
-    }
-    let views = collect
-        .tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map_err(|e| Error::Mismatch(format!("{name}: {e}")))?;
-            Ok((name.clone(), view))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, None).map_err(|e| Error::Mismatch(format!("writing {WEIGHTS_FILE}: {e}")))
+    named_tensors::export(unet, &LAYOUT)
 }
 
 /// `unet` (built from the file's configuration) with the weights of the diffusers safetensors
 /// file `bytes`. Every tensor must be there with its shape and `f32`, and the file must hold no
 /// other; an error names the first tensor that is not.
 pub fn import_unet<B: Backend>(unet: UNet<B>, bytes: &[u8]) -> Result<UNet<B>> {
-    let file = SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::Corrupt(format!("{WEIGHTS_FILE} is not a safetensors file: {e}")))?;
-    struct Load<'a> {
-        path: Path,
-        file: &'a SafeTensors<'a>,
-        used: HashSet<String>,
-        error: Option<Error>,
-    }
-    impl Load<'_> {
-        fn read<B: Backend, const D: usize>(&mut self, current: &Tensor<B, D>) -> Result<Tensor<B, D>> {
-            let (name, linear_weight) = self.path.diffusers()?;
-            let view =
-                self.file.tensor(&name).map_err(|_| Error::Mismatch(format!("{WEIGHTS_FILE} has no tensor {name}")))?;
-            let mut want = current.dims().to_vec();
-            if linear_weight {
-                want.reverse();
-            }
-            if view.shape() != want.as_slice() {
-                return Err(Error::Mismatch(format!(
-                    "{WEIGHTS_FILE}: {name} has shape {:?}; the network configured by {CONFIG_FILE} needs {want:?}",
-                    view.shape()
-                )));
-            }
-            if view.dtype() != Dtype::F32 {
-                return Err(Error::Mismatch(format!("{WEIGHTS_FILE}: {name} is {:?}, not F32", view.dtype())));
-            }
-            let values: Vec<f32> =
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            let tensor: Tensor<B, D> = upload(TensorData::new(values, want), &current.device());
-            self.used.insert(name);
-            Ok(if linear_weight { tensor.transpose() } else { tensor })
-        }
-    }
-    impl<B: Backend> ModuleMapper<B> for Load<'_> {
-        fn enter_module(&mut self, name: &str, container: &str) {
-            self.path.enter(name, container);
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.exit();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let (id, current, mapper) = param.consume();
-            let value = match self.read(&current) {
-                Ok(value) => value,
-                Err(e) => {
-                    self.error.get_or_insert(e);
-                    current
-                }
-            };
-            Param::from_mapped_value(id, value, mapper)
-        }
-    }
-    let mut load = Load { path: Path::default(), file: &file, used: HashSet::new(), error: None };
-    let unet = unet.map(&mut load);
-    if let Some(e) = load.error {
-        return Err(e);
-    }
-    let mut unused: Vec<String> =
-        file.names().into_iter().filter(|n| !load.used.contains(*n)).map(String::from).collect();
-    unused.sort();
-    if let Some(first) = unused.first() {
-        return Err(Error::Mismatch(format!(
-            "{WEIGHTS_FILE} holds {} tensor(s) the network configured by {CONFIG_FILE} has no place for, first {first}",
-            unused.len()
-        )));
-    }
-    Ok(unet)
+    named_tensors::import(unet, bytes, &LAYOUT)
 }
 
 #[cfg(test)]
 mod tests {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+    use safetensors::SafeTensors;
+
     use super::*;
 
     /// Every parameter of a U-Net with all kinds of block has a distinct diffusers name.

@@ -23,6 +23,7 @@ pub mod files;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+mod named_tensors;
 pub mod nn;
 pub mod ops;
 pub mod sample;
