@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """vdm-rs against PyTorch on the same network, side by side: runs `vdm bench --json` and
 `scripts/pytorch_reference.py --json` (eager, and with --compile) in alternation, ROUNDS times
-each, and prints the medians as a Markdown table with the ratios.
+each, and prints the medians as a Markdown table with the ratios. The DDPM sizes (`ddpm-small`,
+`ddpm-cifar`) are compared with diffusers' UNet2DModel instead (`scripts/diffusers_bench.py`,
+eager).
 
     python3 scripts/bench_vs_pytorch.py [--vdm target/release/vdm] [--rounds 3]
         [--size tiny --batch-size 64 --steps 10 --sample-steps 20] [--threads 2] [--no-compile]
         [--device cpu|cuda]
 
 Run it on an otherwise idle machine; each process is started fresh, so peak resident memory is
-the process's own. Needs `pip install torch numpy`.
+the process's own. Needs `pip install torch numpy` (and `diffusers` for the DDPM sizes).
 """
 import argparse
 import json
@@ -42,10 +44,14 @@ def main():
     if a.batch_size:
         common += ["--batch-size", str(a.batch_size)]
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-    torch_cmd = [sys.executable, os.path.join(HERE, "pytorch_reference.py"), "--threads", str(a.threads), "--json"] + common
-    commands = {"vdm-rs": [a.vdm, "bench", "--json"] + common, "pytorch-eager": torch_cmd}
-    if not a.no_compile:
-        commands["pytorch-compile"] = torch_cmd + ["--compile"]
+    commands = {"vdm-rs": [a.vdm, "bench", "--json"] + common}
+    if a.size.startswith("ddpm-"):
+        commands["diffusers"] = [sys.executable, os.path.join(HERE, "diffusers_bench.py"), "--threads", str(a.threads), "--json"] + common
+    else:
+        torch_cmd = [sys.executable, os.path.join(HERE, "pytorch_reference.py"), "--threads", str(a.threads), "--json"] + common
+        commands["pytorch-eager"] = torch_cmd
+        if not a.no_compile:
+            commands["pytorch-compile"] = torch_cmd + ["--compile"]
 
     results = {name: [] for name in commands}
     for r in range(a.rounds):
