@@ -283,12 +283,17 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Make a DDPM run from a diffusers model folder (UNet2DModel + DDPMScheduler, safetensors).
+    /// Make a run from a model folder: a DDPM from diffusers' (UNet2DModel + DDPMScheduler), or a
+    /// VDM from one `vdm export` wrote (PyTorch's layout).
+    #[command(group(clap::ArgGroup::new("source").required(true)))]
     Import {
         /// A UNet2DModel folder (config.json, diffusion_pytorch_model.safetensors,
         /// scheduler_config.json), or a pipeline folder with unet/ and scheduler/.
-        #[arg(long)]
-        diffusers: PathBuf,
+        #[arg(long, group = "source")]
+        diffusers: Option<PathBuf>,
+        /// A VDM folder as `vdm export` writes it (config.json, model.safetensors).
+        #[arg(long, group = "source")]
+        vdm: Option<PathBuf>,
         /// The new run directory (must be new or empty).
         #[arg(long)]
         run: PathBuf,
@@ -297,7 +302,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Write a DDPM checkpoint's EMA network as a diffusers folder (UNet2DModel + DDPMScheduler).
+    /// Write a checkpoint's EMA model as safetensors with a JSON config: a DDPM as a diffusers
+    /// folder (UNet2DModel + DDPMScheduler), a VDM in PyTorch's layout (vdm_backends::pytorch_layout).
     Export {
         /// A checkpoint or a run directory (its newest checkpoint).
         #[arg(long)]
@@ -479,8 +485,13 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Config { family } => Ok(commands::config::print(family)?),
         Command::Data { config } => Ok(commands::data::describe(config)?),
-        Command::Import { diffusers, run, config } => {
-            Ok(commands::interop::import(&diffusers, &run, config.as_deref())?)
+        Command::Import { diffusers, vdm, run, config } => {
+            let source = match (diffusers, vdm) {
+                (Some(dir), _) => commands::interop::Source::Diffusers(dir),
+                (None, Some(dir)) => commands::interop::Source::Vdm(dir),
+                (None, None) => unreachable!("clap requires one of --diffusers and --vdm"),
+            };
+            Ok(commands::interop::import(&source, &run, config.as_deref())?)
         }
         Command::Export { checkpoint, out } => Ok(commands::interop::export(&checkpoint, &out)?),
     }

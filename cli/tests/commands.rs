@@ -66,7 +66,8 @@ fn plot_draws_a_runs_curves() {
     assert_exit(&absent, 1, "absent");
 }
 
-/// `vdm bench --json` prints one object with every figure, finite and positive.
+/// `vdm bench --json` prints one object with every figure, finite and positive; for DDPM's U-Net
+/// without the codec's.
 #[test]
 fn bench_reports_its_figures_as_json() {
     let out = vdm(&["bench", "--size", "tiny", "--steps", "2", "--sample-steps", "2", "--json"]);
@@ -85,11 +86,22 @@ fn bench_reports_its_figures_as_json() {
         assert!(v.is_finite() && v > 0.0, "{field} = {v}");
     }
     assert_eq!(doc["size"], "tiny");
+    // DDPM's U-Net: training and sampling, no codec (it codes VDM models only).
+    let out =
+        vdm(&["bench", "--size", "ddpm-small", "--batch-size", "4", "--steps", "1", "--sample-steps", "2", "--json"]);
+    assert_exit(&out, 0, "\"size\":\"ddpm-small\"");
+    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().to_string();
+    let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
+    for field in ["train_images_per_s", "sample_ms_per_eval"] {
+        let v = doc[field].as_f64().unwrap_or_else(|| panic!("{field} missing in {line}"));
+        assert!(v.is_finite() && v > 0.0, "{field} = {v}");
+    }
+    assert!(doc["encode_images_per_s"].is_null(), "{line}");
 }
 
 /// `vdm import` makes a DDPM run of a diffusers folder (the committed small UNet2DModel) that
 /// `vdm eval` reads; `vdm export` writes it back as a folder that imports again to the same file;
-/// a VDM run, an occupied run directory and a folder without the weights are refused.
+/// an occupied run directory and a folder without the weights are refused.
 #[test]
 fn import_and_export_diffusers_folders() {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../backends/tests/data/diffusers-small");
@@ -106,8 +118,31 @@ fn import_and_export_diffusers_folders() {
     }
     assert_exit(&vdm(&["import", "--diffusers", &s(&fixture), "--run", &s(&run)]), 1, "not empty");
     assert_exit(&vdm(&["import", "--diffusers", &s(dir.path()), "--run", &s(&dir.path().join("x"))]), 1, "config.json");
-    let vdm_dir = dir.path().join("vdm");
-    std::fs::create_dir(&vdm_dir).unwrap();
-    let vdm_run = trained_run(&vdm_dir);
-    assert_exit(&vdm(&["export", "--checkpoint", &s(&vdm_run), "--out", &s(&dir.path().join("y"))]), 1, "is a VDM");
+}
+
+/// A VDM run goes out in PyTorch's layout and comes back as a run with the same bound; the
+/// export of the import is the same files.
+#[test]
+fn export_and_import_a_vdm_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path());
+    let config = common::write_config(dir.path(), common::TINY);
+    let (out, again, rerun) = (dir.path().join("out"), dir.path().join("again"), dir.path().join("rerun"));
+    assert_exit(&vdm(&["export", "--checkpoint", &s(&run), "--out", &s(&out)]), 0, "exported");
+    assert_exit(&vdm(&["import", "--vdm", &s(&out), "--run", &s(&rerun), "--config", &config]), 0, "imported");
+    let bound = |run: &std::path::Path| {
+        let out = vdm(&["eval", "--checkpoint", &s(run), "--limit", "8"]);
+        assert_exit(&out, 0, "bpd");
+        text(&out).lines().filter(|l| l.contains("bpd")).map(String::from).collect::<Vec<_>>()
+    };
+    assert_eq!(bound(&run), bound(&rerun), "the imported run's bound");
+    assert_exit(&vdm(&["export", "--checkpoint", &s(&rerun), "--out", &s(&again)]), 0, "exported");
+    for file in ["config.json", "model.safetensors"] {
+        assert!(std::fs::read(out.join(file)).unwrap() == std::fs::read(again.join(file)).unwrap(), "{file} changed");
+    }
+    // Without --config the bundled digits' run is made for 1x8x8 images; a diffusers folder is
+    // not a VDM folder.
+    assert_exit(&vdm(&["import", "--vdm", &s(&out), "--run", &s(&dir.path().join("d"))]), 0, "imported");
+    let diffusers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../backends/tests/data/diffusers-small");
+    assert_exit(&vdm(&["import", "--vdm", &s(&diffusers), "--run", &s(&dir.path().join("x"))]), 1, "format");
 }

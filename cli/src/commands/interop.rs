@@ -1,5 +1,6 @@
-//! `vdm import` / `vdm export`: DDPM models in diffusers' layout (`UNet2DModel` and
-//! `DDPMScheduler` folders, safetensors weights) in and out of vdm-rs runs.
+//! `vdm import` / `vdm export`: models in and out of vdm-rs runs as safetensors with a JSON
+//! config: DDPM in diffusers' layout (`UNet2DModel` and `DDPMScheduler` folders), VDM in
+//! PyTorch's layout ([`vdm_backends::pytorch_layout`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use vdm_backends::diffusers::{
 };
 use vdm_backends::error::describe_io;
 use vdm_backends::model::ddpm::Ddpm;
+use vdm_backends::model::{Trainable, Vdm};
+use vdm_backends::pytorch_layout;
 use vdm_backends::train::Trainer;
 use vdm_backends::{Autodiff, Cpu};
 
@@ -46,78 +49,126 @@ fn locate(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     Ok((unet, scheduler))
 }
 
-/// Makes the run directory `run_dir` from the diffusers folder `dir`: its network as the model
-/// and EMA of a checkpoint at step 0, its scheduler as the DDPM's process, and `[data]`, `[train]`
-/// and `[eval]` from `config` (a run configuration file), or the bundled digits' for 1×8×8 images.
-pub fn import(dir: &Path, run_dir: &Path, config: Option<&Path>) -> Result<(), String> {
-    let (unet_dir, scheduler_file) = locate(dir)?;
+/// A model folder to import.
+pub enum Source {
+    /// A diffusers `UNet2DModel` folder with its scheduler, or a pipeline folder.
+    Diffusers(PathBuf),
+    /// A VDM folder written by `vdm export`.
+    Vdm(PathBuf),
+}
+
+type B = Autodiff<Cpu>;
+
+/// Makes the run directory `run_dir` from the model folder `source`: its network as the model
+/// and EMA of a checkpoint at step 0, and `[data]`, `[train]` and `[eval]` from `config` (a run
+/// configuration file), or the bundled digits' for 1×8×8 images.
+pub fn import(source: &Source, run_dir: &Path, config: Option<&Path>) -> Result<(), String> {
     let at = |file: &Path, e: vdm_backends::Error| format!("{}: {e}", file.display());
-    let (unet, shape) = unet_config_from_json(&read_json(&unet_dir.join(CONFIG_FILE))?)
-        .map_err(|e| at(&unet_dir.join(CONFIG_FILE), e))?;
-    let ddpm = ddpm_config_from_scheduler(&read_json(&scheduler_file)?, unet).map_err(|e| at(&scheduler_file, e))?;
+    let device = Default::default();
+    match source {
+        Source::Diffusers(dir) => {
+            let (unet_dir, scheduler_file) = locate(dir)?;
+            let (unet, shape) = unet_config_from_json(&read_json(&unet_dir.join(CONFIG_FILE))?)
+                .map_err(|e| at(&unet_dir.join(CONFIG_FILE), e))?;
+            let ddpm =
+                ddpm_config_from_scheduler(&read_json(&scheduler_file)?, unet).map_err(|e| at(&scheduler_file, e))?;
+            let run = run_config(ModelConfig::Ddpm(ddpm.clone()), shape, config)?;
+            create_empty_dir(run_dir, "--run")?;
+            let weights = read(&unet_dir.join(WEIGHTS_FILE))?;
+            let mut model: Ddpm<B> = ddpm.build(shape, &device)?;
+            model.net = import_unet(model.net, &weights).map_err(|e| at(&unet_dir.join(WEIGHTS_FILE), e))?;
+            save(&run, shape, model, run_dir, &format!("{}, T = {}", dir.display(), ddpm.time_steps))
+        }
+        Source::Vdm(dir) => {
+            let config_file = dir.join(pytorch_layout::CONFIG_FILE);
+            let weights_file = dir.join(pytorch_layout::WEIGHTS_FILE);
+            let (vdm, shape) =
+                pytorch_layout::config_from_json(&read_json(&config_file)?).map_err(|e| at(&config_file, e))?;
+            let run = run_config(ModelConfig::Vdm(vdm.clone()), shape, config)?;
+            create_empty_dir(run_dir, "--run")?;
+            let weights = read(&weights_file)?;
+            let model = pytorch_layout::import_vdm(vdm.build::<B>(shape[0], &device), &weights)
+                .map_err(|e| at(&weights_file, e))?;
+            save(&run, shape, model, run_dir, &dir.display().to_string())
+        }
+    }
+}
+
+/// The run of the imported `model` on images of `shape`: `config`'s other tables, or the
+/// family's default run on the bundled digits.
+fn run_config(model: ModelConfig, shape: [usize; 3], config: Option<&Path>) -> Result<RunConfig, String> {
     let mut run = match config {
         Some(path) => read_config(path)?,
-        None if shape == [1, 8, 8] => RunConfig::ddpm_digits(),
+        None if shape == [1, 8, 8] => match model {
+            ModelConfig::Vdm(_) => RunConfig::digits(),
+            ModelConfig::Ddpm(_) => RunConfig::ddpm_digits(),
+        },
         None => {
             return Err(format!(
-                "the network takes {}x{}x{} images: say where they are with --config FILE (its [data] table; `vdm config --family ddpm` prints one)",
+                "the network takes {}x{}x{} images: say where they are with --config FILE (its [data] table; `vdm config` prints one)",
                 shape[0], shape[1], shape[2]
             ))
         }
     };
-    run.model = ModelConfig::Ddpm(ddpm.clone());
+    run.model = model;
     run.validate()?;
-    create_empty_dir(run_dir, "--run")?;
-    let device = Default::default();
-    type B = Autodiff<Cpu>;
-    let weights = read(&unet_dir.join(WEIGHTS_FILE))?;
-    let mut model: Ddpm<B> = ddpm.build(shape, &device)?;
-    model.net = import_unet(model.net, &weights).map_err(|e| at(&unet_dir.join(WEIGHTS_FILE), e))?;
-    let saved = Trainer::<B, Ddpm<B>>::from_model(&run, shape, model, &device)?.save(run_dir)?;
+    Ok(run)
+}
+
+/// Saves `model` as the model and EMA of a step-0 checkpoint of `run` in `run_dir`.
+fn save<M: Trainable<B>>(
+    run: &RunConfig,
+    shape: [usize; 3],
+    model: M,
+    run_dir: &Path,
+    what: &str,
+) -> Result<(), String> {
+    let saved = Trainer::<B, M>::from_model(run, shape, model, &Default::default())?.save(run_dir)?;
     println!(
-        "imported {} ({}x{}x{} images, T = {}) into {}; `vdm eval --checkpoint {}` and `vdm sample` use it",
-        dir.display(),
+        "imported {what} ({}x{}x{} images) into {}; `vdm eval --checkpoint {}` and `vdm sample` use it",
         shape[0],
         shape[1],
         shape[2],
-        ddpm.time_steps,
         saved.display(),
         run_dir.display()
     );
     Ok(())
 }
 
-/// Writes the EMA network of a DDPM checkpoint as a diffusers `UNet2DModel` folder `out` with its
-/// scheduler's configuration.
+/// Writes the EMA model of a checkpoint to the folder `out`: a DDPM's network as a diffusers
+/// `UNet2DModel` folder with its scheduler's configuration, a VDM in PyTorch's layout.
 pub fn export(checkpoint: &Path, out: &Path) -> Result<(), String> {
     let checkpoint = open_checkpoint(checkpoint)?;
-    let ModelConfig::Ddpm(ddpm) = &checkpoint.state.run.model else {
-        return Err(format!(
-            "{} is a VDM; vdm export writes DDPM networks (diffusers has no VDM score network)",
-            checkpoint.dir.display()
-        ));
-    };
     let shape = checkpoint.state.image_shape;
-    if shape[1] != shape[2] {
-        return Err(format!("diffusers' UNet2DModel takes square images; these are {}x{}", shape[1], shape[2]));
-    }
-    let scheduler = scheduler_config_json(ddpm)?;
-    let model: Ddpm<Cpu> = load_model(&checkpoint, &Default::default())?;
-    let weights = export_unet(&model.net)?;
-    create_empty_dir(out, "--out")?;
     let json = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON values serialise");
-    for (name, bytes) in [
-        (CONFIG_FILE, json(&unet_config_json(&ddpm.unet, shape))),
-        (SCHEDULER_FILE, json(&scheduler)),
-        (WEIGHTS_FILE, weights),
-    ] {
+    let (files, how) = match &checkpoint.state.run.model {
+        ModelConfig::Ddpm(ddpm) => {
+            if shape[1] != shape[2] {
+                return Err(format!("diffusers' UNet2DModel takes square images; these are {}x{}", shape[1], shape[2]));
+            }
+            let scheduler = scheduler_config_json(ddpm)?;
+            let model: Ddpm<Cpu> = load_model(&checkpoint, &Default::default())?;
+            let files = vec![
+                (CONFIG_FILE, json(&unet_config_json(&ddpm.unet, shape))),
+                (SCHEDULER_FILE, json(&scheduler)),
+                (WEIGHTS_FILE, export_unet(&model.net)?),
+            ];
+            (files, "diffusers: UNet2DModel.from_pretrained and DDPMScheduler.from_pretrained")
+        }
+        ModelConfig::Vdm(vdm) => {
+            let model: Vdm<Cpu> = load_model(&checkpoint, &Default::default())?;
+            let files = vec![
+                (pytorch_layout::CONFIG_FILE, json(&pytorch_layout::config_json(vdm, shape))),
+                (pytorch_layout::WEIGHTS_FILE, pytorch_layout::export_vdm(&model)?),
+            ];
+            (files, "PyTorch: score.* is the state_dict of scripts/pytorch_reference.py's ScoreNet")
+        }
+    };
+    create_empty_dir(out, "--out")?;
+    for (name, bytes) in files {
         let path = out.join(name);
         fs::write(&path, bytes).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
     }
-    println!(
-        "exported the EMA weights of {} to {} (diffusers: UNet2DModel.from_pretrained and DDPMScheduler.from_pretrained)",
-        checkpoint.dir.display(),
-        out.display()
-    );
+    println!("exported the EMA weights of {} to {} ({how})", checkpoint.dir.display(), out.display());
     Ok(())
 }
