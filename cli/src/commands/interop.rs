@@ -97,15 +97,16 @@ pub fn import(source: &Source, run_dir: &Path, config: Option<&Path>) -> Result<
 /// The run of the imported `model` on images of `shape`: `config`'s other tables, or the
 /// family's default run on the bundled digits.
 fn run_config(model: ModelConfig, shape: [usize; 3], config: Option<&Path>) -> Result<RunConfig, String> {
+    let (digits, family) = match model {
+        ModelConfig::Vdm(_) => (RunConfig::digits(), "vdm"),
+        ModelConfig::Ddpm(_) => (RunConfig::ddpm_digits(), "ddpm"),
+    };
     let mut run = match config {
         Some(path) => read_config(path)?,
-        None if shape == [1, 8, 8] => match model {
-            ModelConfig::Vdm(_) => RunConfig::digits(),
-            ModelConfig::Ddpm(_) => RunConfig::ddpm_digits(),
-        },
+        None if shape == [1, 8, 8] => digits,
         None => {
             return Err(format!(
-                "the network takes {}x{}x{} images: say where they are with --config FILE (its [data] table; `vdm config` prints one)",
+                "the network takes {}x{}x{} images: say where they are with --config FILE (its [data] table; `vdm config --family {family}` prints one)",
                 shape[0], shape[1], shape[2]
             ))
         }
