@@ -4,6 +4,8 @@
 //! variances are vdm-core's, the export gives back diffusers' tensors bit for bit, and files
 //! that do not fit are refused by name.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
@@ -14,6 +16,8 @@ use vdm_backends::nn::ddpm_unet::UNet;
 use vdm_backends::Cpu;
 use vdm_core::ddpm::{BetaSchedule, DiscreteSchedule};
 use vdm_core::process::posterior;
+
+use common::{assert_matches_reference, assert_same_tensors, floats};
 
 /// The committed small model.
 fn small() -> PathBuf {
@@ -30,12 +34,6 @@ fn fixture(name: &str) -> Vec<u8> {
 
 fn config() -> Value {
     serde_json::from_slice(&fixture("config.json")).unwrap()
-}
-
-fn floats(file: &SafeTensors, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let view = file.tensor(name).unwrap();
-    let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    (values, view.shape().to_vec())
 }
 
 fn imported(dir: &Path) -> UNet<Cpu> {
@@ -73,10 +71,7 @@ fn compare_outputs(dir: &Path) {
     let x = Tensor::<Cpu, 4>::from_data(TensorData::new(x, [shape[0], shape[1], shape[2], shape[3]]), &device);
     let t = Tensor::<Cpu, 1>::from_data(TensorData::new(t.clone(), [t.len()]), &device);
     let got: Vec<f32> = imported(dir).forward(x, t).into_data().iter::<f32>().collect();
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    eprintln!("largest difference {worst:e} of {scale}");
-    assert!(worst <= 1e-5 * scale, "largest difference {worst:e}, output scale {scale}");
+    assert_matches_reference(&got, &want);
 }
 
 /// diffusers' linear-β DDPMScheduler has vdm-core's `β_t`, `ᾱ_t` and posterior variance
@@ -122,20 +117,7 @@ fn the_scheduler_is_vdm_cores() {
 /// network.
 #[test]
 fn export_after_import_is_bit_identical() {
-    let original = fixture("diffusion_pytorch_model.safetensors");
-    let original = SafeTensors::deserialize(&original).unwrap();
-    let exported = export_unet(&imported(&small())).unwrap();
-    let exported = SafeTensors::deserialize(&exported).unwrap();
-    let mut names = original.names();
-    names.sort();
-    let mut again = exported.names();
-    again.sort();
-    assert_eq!(names, again, "the same tensor names");
-    for name in names {
-        let (a, b) = (original.tensor(name).unwrap(), exported.tensor(name).unwrap());
-        assert_eq!((a.shape(), a.dtype()), (b.shape(), b.dtype()), "{name}");
-        assert!(a.data() == b.data(), "{name}: the values differ");
-    }
+    assert_same_tensors(&fixture("diffusion_pytorch_model.safetensors"), &export_unet(&imported(&small())).unwrap());
     let (unet, shape) = unet_config_from_json(&config()).unwrap();
     assert_eq!(unet_config_from_json(&unet_config_json(&unet, shape)).unwrap(), (unet, shape));
 }

@@ -4,6 +4,8 @@
 //! export gives back PyTorch's tensors bit for bit; a model with the monotone-network schedule
 //! goes out and back unchanged; files that do not fit are refused by name.
 
+mod common;
+
 use std::path::PathBuf;
 
 use burn::tensor::{Tensor, TensorData};
@@ -15,6 +17,8 @@ use vdm_backends::pytorch_layout::{config_from_json, config_json, export_vdm, im
 use vdm_backends::schedule::ScheduleConfig;
 use vdm_backends::Cpu;
 
+use common::{assert_matches_reference, assert_same_tensors, floats};
+
 fn fixture(name: &str) -> Vec<u8> {
     let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "data", "vdm-pytorch-small", name].iter().collect();
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -22,12 +26,6 @@ fn fixture(name: &str) -> Vec<u8> {
 
 fn config() -> Value {
     serde_json::from_slice(&fixture("config.json")).unwrap()
-}
-
-fn floats(file: &SafeTensors, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let view = file.tensor(name).unwrap();
-    let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    (values, view.shape().to_vec())
 }
 
 fn fresh(config: &VdmConfig, channels: usize) -> Vdm<Cpu> {
@@ -64,24 +62,7 @@ fn the_imported_network_computes_what_pytorch_computes() {
     let z = Tensor::<Cpu, 4>::from_data(TensorData::new(z, [shape[0], shape[1], shape[2], shape[3]]), &device);
     let gamma = Tensor::<Cpu, 1>::from_data(TensorData::new(gamma.clone(), [gamma.len()]), &device);
     let got: Vec<f32> = imported().score.forward(z, gamma).into_data().iter::<f32>().collect();
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    eprintln!("largest difference {worst:e} of {scale}");
-    assert!(worst <= 1e-5 * scale, "largest difference {worst:e}, output scale {scale}");
-}
-
-/// Every tensor of `a` is in `b` with the same shape, dtype and bytes, and no other.
-fn assert_same_tensors(a: &[u8], b: &[u8]) {
-    let (a, b) = (SafeTensors::deserialize(a).unwrap(), SafeTensors::deserialize(b).unwrap());
-    let (mut names, mut others) = (a.names(), b.names());
-    names.sort();
-    others.sort();
-    assert_eq!(names, others, "the same tensor names");
-    for name in names {
-        let (x, y) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
-        assert_eq!((x.shape(), x.dtype()), (y.shape(), y.dtype()), "{name}");
-        assert!(x.data() == y.data(), "{name}: the values differ");
-    }
+    assert_matches_reference(&got, &want);
 }
 
 /// Export gives back PyTorch's tensors bit for bit (names, `[out, in]` linear weights), and

@@ -138,3 +138,34 @@ pub fn alpha_bar_products(betas: &[f64]) -> Vec<f64> {
         })
         .collect()
 }
+
+/// The `f32` values and shape of tensor `name` of a safetensors file.
+pub fn floats(file: &safetensors::SafeTensors, name: &str) -> (Vec<f32>, Vec<usize>) {
+    let view = file.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    (values, view.shape().to_vec())
+}
+
+/// `got` equals the peer implementation's `want` to `1e-5` of its largest magnitude (f32); the
+/// largest difference is printed (`--nocapture`) for the docs.
+pub fn assert_matches_reference(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "output sizes");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    eprintln!("largest difference {worst:e} of {scale}");
+    assert!(worst <= 1e-5 * scale, "largest difference {worst:e}, output scale {scale}");
+}
+
+/// The safetensors files `a` and `b` hold the same tensors: names, shapes, dtypes and bytes.
+pub fn assert_same_tensors(a: &[u8], b: &[u8]) {
+    let (a, b) = (safetensors::SafeTensors::deserialize(a).unwrap(), safetensors::SafeTensors::deserialize(b).unwrap());
+    let (mut names, mut others) = (a.names(), b.names());
+    names.sort();
+    others.sort();
+    assert_eq!(names, others, "the same tensor names");
+    for name in names {
+        let (x, y) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
+        assert_eq!((x.shape(), x.dtype()), (y.shape(), y.dtype()), "{name}");
+        assert!(x.data() == y.data(), "{name}: the values differ");
+    }
+}
