@@ -14,9 +14,7 @@ DDIMScheduler's step with η = 1 (vdm-rs samples DDPM with DDIM, η = 1, for few
 Both after two warm-up steps. Needs `pip install torch diffusers`.
 """
 import argparse
-import json
 import os
-import resource
 import sys
 import time
 
@@ -26,6 +24,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from diffusers_reference import DDPM, SIZES as REFERENCE_SIZES  # noqa: E402
+from pytorch_reference import report  # noqa: E402
 
 SIZES = {
     # vdm-rs's UNetConfig::digits(): ch 32, ch_mult (1, 2), 2 blocks, attention at 4×4, no dropout.
@@ -114,24 +113,7 @@ def main():
         sample(a.sample_steps)
         sample_s = time.perf_counter() - start
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    result = {
-        "impl": "diffusers",
-        "size": a.size,
-        "parameters": params,
-        "batch": batch,
-        "train_images_per_s": a.steps * batch / train_s,
-        "sample_ms_per_eval": 1e3 * sample_s / a.sample_steps,
-        "peak_rss_bytes": peak,
-    }
-    if a.json:
-        print(json.dumps(result))
-    else:
-        print(f"diffusers size {a.size}: {params} parameters, batch {batch}")
-        print(f"training: {result['train_images_per_s']:.1f} images/s")
-        print(f"sampling: {result['sample_ms_per_eval']:.1f} ms per network evaluation of {batch} images")
-        print(f"peak RSS: {peak / 1e6:.0f} MB")
-
+    report("diffusers", a, params, batch, train_s, sample_s)
 
 if __name__ == "__main__":
     main()

@@ -191,9 +191,15 @@ def main():
         sync()
         sample_s = time.perf_counter() - start
 
+    report("pytorch-compile" if a.compile else "pytorch-eager", a, params, batch, train_s, sample_s)
+
+
+def report(impl, a, params, batch, train_s, sample_s):
+    """Prints the figures `vdm bench` prints (one JSON line with --json), and this process's peak
+    resident memory."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result = {
-        "impl": "pytorch-compile" if a.compile else "pytorch-eager",
+        "impl": impl,
         "size": a.size,
         "parameters": params,
         "batch": batch,
@@ -204,11 +210,10 @@ def main():
     if a.json:
         print(json.dumps(result))
     else:
-        print(f"{result['impl']} size {a.size}: {params} parameters, batch {batch}")
+        print(f"{impl} size {a.size}: {params} parameters, batch {batch}")
         print(f"training: {result['train_images_per_s']:.1f} images/s")
         print(f"sampling: {result['sample_ms_per_eval']:.1f} ms per network evaluation of {batch} images")
         print(f"peak RSS: {peak / 1e6:.0f} MB")
-
 
 if __name__ == "__main__":
     main()
