@@ -3,9 +3,9 @@
 //!
 //! The two networks are the same function (DDPM's `diffusion_tf/models/unet.py`), named
 //! differently: diffusers' `down_blocks.{i}.resnets.{j}` is this crate's `down.{i}.blocks.{j}`,
-//! its `time_embedding.linear_1` our `dense0`, and so on (`diffusers_name`); GroupNorm's
-//! `weight`/`bias` are burn's `gamma`/`beta`. The tensors go through `named_tensors`, which
-//! transposes linear layers' weights to PyTorch's `[out, in]`.
+//! its `time_embedding.linear_1` our `dense0`, and so on (`diffusers_name`). The tensors go
+//! through `named_tensors`, which names GroupNorm's `gamma`/`beta` `weight`/`bias` and transposes
+//! linear layers' weights to PyTorch's `[out, in]`.
 
 use burn::tensor::backend::Backend;
 use serde_json::{json, Value};
@@ -235,20 +235,9 @@ pub fn ddpm_config_from_scheduler(value: &Value, unet: UNetConfig) -> Result<Ddp
     Ok(DdpmConfig { unet, betas, time_steps, prediction, variance, clip_denoised, ..DdpmConfig::default() })
 }
 
-/// The diffusers name of the parameter of [`UNet`] at `path` (field names from the root).
-fn diffusers_name(path: &[String]) -> Option<String> {
-    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+/// The diffusers name of the parameter of [`UNet`] at `path` (in PyTorch's terms, from the root).
+fn diffusers_name(path: &[&str]) -> Option<String> {
     let (param, module) = path.split_last()?;
-    let param = match *param {
-        "gamma" => "weight",
-        "beta" => "bias",
-        other => other,
-    };
-    // `Conv` and `Norm` wrap burn's `Conv2d` and `GroupNorm` in a field `conv` or `norm`.
-    let module = match module.split_last() {
-        Some((&("conv" | "norm"), outer)) if !outer.is_empty() => outer,
-        _ => module,
-    };
     let resnet = |rest: &[&str]| -> Option<&'static str> {
         Some(match rest {
             ["norm1"] => "norm1",

@@ -22,9 +22,9 @@ pub(crate) struct Layout<'a> {
     pub config_file: &'a str,
     /// The layout's name in messages ("diffusers").
     pub names: &'a str,
-    /// The file's name of the parameter at a path of field names from the root (a vector's
-    /// elements are named by their index); `None` for a parameter the layout has no name for.
-    pub name: fn(&[String]) -> Option<String>,
+    /// The file's name of the parameter at a path in PyTorch's terms ([`Path::torch_path`]);
+    /// `None` for a parameter the layout has no name for.
+    pub name: fn(&[&str]) -> Option<String>,
 }
 
 /// The module path while a visitor or mapper walks a module: field names, and whether the
@@ -46,9 +46,29 @@ impl Path {
         self.containers.pop();
     }
 
+    /// The parameter's path in PyTorch's terms: the field names from the root (a vector's
+    /// elements named by their index), without the field `conv` or `norm` by which this crate's
+    /// `Conv` and `Norm` wrap burn's `Conv2d` and `GroupNorm`, and with GroupNorm's `gamma` and
+    /// `beta` called `weight` and `bias`.
+    fn torch_path(&self) -> Vec<&str> {
+        let mut path: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        if let Some(param) = path.last_mut() {
+            *param = match *param {
+                "gamma" => "weight",
+                "beta" => "bias",
+                other => other,
+            };
+        }
+        let n = path.len();
+        if n >= 3 && matches!(path[n - 2], "conv" | "norm") {
+            path.remove(n - 2);
+        }
+        path
+    }
+
     /// The file's name of the parameter here, and whether it is a linear layer's weight.
     fn name(&self, layout: &Layout) -> Result<(String, bool)> {
-        let name = (layout.name)(&self.names).ok_or_else(|| {
+        let name = (layout.name)(&self.torch_path()).ok_or_else(|| {
             Error::Mismatch(format!("the parameter {} has no {} name", self.names.join("."), layout.names))
         })?;
         let linear_weight = self.containers.last().is_some_and(|c| c == "Struct:Linear")

@@ -73,25 +73,12 @@ pub fn config_from_json(value: &Value) -> Result<(VdmConfig, [usize; 3])> {
     Ok((config, image_shape))
 }
 
-/// The file's name of the parameter of [`Vdm`] at `path` (field names from the root).
-fn pytorch_name(path: &[String]) -> Option<String> {
-    let path: Vec<&str> = path.iter().map(String::as_str).collect();
-    match path.as_slice() {
+/// The file's name of the parameter of [`Vdm`] at `path` (in PyTorch's terms, from the root).
+fn pytorch_name(path: &[&str]) -> Option<String> {
+    match path {
         // The schedule's parameters have distinct names; the variant's level is left out.
         ["schedule", .., param] => Some(format!("schedule.{param}")),
-        ["score", module @ .., param] if !module.is_empty() => {
-            let param = match *param {
-                "gamma" => "weight",
-                "beta" => "bias",
-                other => other,
-            };
-            // `Conv` and `Norm` wrap burn's `Conv2d` and `GroupNorm` in a field `conv` or `norm`.
-            let module = match module.split_last() {
-                Some((&("conv" | "norm"), outer)) if !outer.is_empty() => outer,
-                _ => module,
-            };
-            Some(format!("score.{}.{param}", module.join(".")))
-        }
+        ["score", _, _, ..] => Some(path.join(".")),
         _ => None,
     }
 }
