@@ -24,7 +24,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from diffusers_reference import DDPM, SIZES as REFERENCE_SIZES  # noqa: E402
-from pytorch_reference import report  # noqa: E402
+from pytorch_reference import report, timed_steps  # noqa: E402
 
 SIZES = {
     # vdm-rs's UNetConfig::digits(): ch 32, ch_mult (1, 2), 2 blocks, attention at 4×4, no dropout.
@@ -86,12 +86,7 @@ def main():
         step += 1
         return loss.item()
 
-    for _ in range(2):
-        train_step()
-    start = time.perf_counter()
-    for _ in range(a.steps):
-        train_step()
-    train_s = time.perf_counter() - start
+    train_s = timed_steps(train_step, a.steps)
 
     model.eval()
     with torch.no_grad():

@@ -171,12 +171,7 @@ def main():
         opt.step()
         return loss.item()
 
-    for _ in range(2):
-        train_step()
-    start = time.perf_counter()
-    for _ in range(a.steps):
-        train_step()
-    train_s = time.perf_counter() - start
+    train_s = timed_steps(train_step, a.steps)
 
     model.eval()
     z = torch.randn(batch, channels, size, size, device=dev)
@@ -192,6 +187,16 @@ def main():
         sample_s = time.perf_counter() - start
 
     report("pytorch-compile" if a.compile else "pytorch-eager", a, params, batch, train_s, sample_s)
+
+
+def timed_steps(step, steps):
+    """Seconds of `steps` calls of `step` after two warm-up calls, as `vdm bench` times training."""
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return time.perf_counter() - start
 
 
 def report(impl, a, params, batch, train_s, sample_s):
