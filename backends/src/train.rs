@@ -80,8 +80,9 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
     }
 
     /// A run at step 0 whose model and EMA are `model` (freshly initialised by [`Trainer::new`],
-    /// or weights made elsewhere: a network imported with [`crate::diffusers::import_unet`]), with
-    /// a fresh optimiser. Refuses what [`Trainer::new`] refuses.
+    /// or weights made elsewhere: imported with [`crate::diffusers::import_unet`] or
+    /// [`crate::pytorch_layout::import_vdm`]), with a fresh optimiser. Refuses what
+    /// [`Trainer::new`] refuses.
     pub fn from_model(run: &RunConfig, image_shape: [usize; 3], model: M, device: &B::Device) -> Result<Self> {
         run.validate()?;
         run.model.check_training_memory::<B>(image_shape, run.train.batch_size, device)?;

@@ -489,7 +489,8 @@ fn run(command: Command) -> Result<(), Failure> {
             let source = match (diffusers, vdm) {
                 (Some(dir), _) => commands::interop::Source::Diffusers(dir),
                 (None, Some(dir)) => commands::interop::Source::Vdm(dir),
-                (None, None) => unreachable!("clap requires one of --diffusers and --vdm"),
+                // clap's required group refuses this before; an error, not a panic, all the same.
+                (None, None) => return Err(Failure::Error("give --diffusers DIR or --vdm DIR".into())),
             };
             Ok(commands::interop::import(&source, &run, config.as_deref())?)
         }
