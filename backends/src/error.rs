@@ -39,6 +39,10 @@ pub enum Error {
     /// The work would not fit in memory (the message gives the estimate and what is available).
     #[error("{0}")]
     Memory(String),
+    /// A collective operation of data-parallel training failed: a replica or process was lost
+    /// or registered differently, or the replicas do not hold the same run.
+    #[error("{0}")]
+    Collective(String),
     /// A loss or bound became NaN or infinite.
     #[error("{message}")]
     NonFinite {

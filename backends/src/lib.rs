@@ -26,6 +26,7 @@ pub mod model;
 mod named_tensors;
 pub mod nn;
 pub mod ops;
+pub mod parallel;
 pub mod pytorch_layout;
 pub mod sample;
 pub mod schedule;

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::model::{Family, Trainable, Vdm};
 use crate::nn::materialise;
 use crate::ops::TrainBackend;
+use crate::parallel::{Replica, Shard};
 use crate::tensor::pixels_tensor;
 use crate::transfer::download_values;
 
@@ -61,6 +62,8 @@ pub struct Trainer<B: TrainBackend, M: Trainable<B> = Vdm<B>> {
     run: RunConfig,
     image_shape: [usize; 3],
     device: B::Device,
+    /// Its place in a data-parallel run ([`Trainer::join`]); `None` on one device.
+    replica: Option<Replica<B::InnerBackend>>,
 }
 
 /// A checkpoint's weight files.
@@ -95,6 +98,7 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
             run: run.clone(),
             image_shape,
             device: device.clone(),
+            replica: None,
         })
     }
 
@@ -106,7 +110,57 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         let model = checkpoint.load_module(MODEL_FILE, M::build(&run.model, shape, device)?, device)?;
         let ema = checkpoint.load_module(EMA_FILE, M::build(&run.model, shape, device)?.valid(), device)?;
         let optim = optimizer(&run.train).load_record(checkpoint.load_record::<B, _>(OPTIM_FILE, device)?);
-        Ok(Self { model, ema, optim, step: state.step, run, image_shape: shape, device: device.clone() })
+        Ok(Self { model, ema, optim, step: state.step, run, image_shape: shape, device: device.clone(), replica: None })
+    }
+
+    /// A copy of this trainer on `device`: the model, its EMA and the optimiser's state, to be
+    /// another replica of a data-parallel run ([`Trainer::join`]).
+    pub fn replicate(&self, device: &B::Device) -> Self {
+        Self {
+            model: self.model.clone().fork(device),
+            ema: self.ema.clone().fork(device),
+            optim: optimizer(&self.run.train).load_record(self.optim.to_record()),
+            step: self.step,
+            run: self.run.clone(),
+            image_shape: self.image_shape,
+            device: device.clone(),
+            replica: None,
+        }
+    }
+
+    /// Makes this trainer `replica` of a data-parallel run: from now on each step computes the
+    /// gradient of the replica's share of the batch, and the replicas' gradients and losses are
+    /// summed before the optimiser's step, which is then the same on every replica. Refuses, on
+    /// every replica alike, replicas that do not hold the same run: another step or other weights
+    /// (compared by an all-reduce of their sums), as when processes were started from different
+    /// checkpoints; a refused replica leaves the collective.
+    pub fn join(&mut self, replica: Replica<B::InnerBackend>) -> Result<()> {
+        let step = Tensor::<B::InnerBackend, 1>::from_floats([self.step as f32], &self.device);
+        let own = Tensor::cat(vec![step, absolute_sum(&self.model, &self.device)], 0);
+        let total = replica.sum(own.clone())?;
+        let [own, total] = download_values([own, total]);
+        let mean = total.iter().map(|t| t / replica.count() as f64).collect::<Vec<_>>();
+        if own.iter().zip(&mean).any(|(o, m)| (o - m).abs() > 1e-5 * o.abs().max(1.0)) {
+            let (rank, count) = (replica.rank(), replica.count());
+            replica.leave()?;
+            return Err(Error::Collective(format!(
+                "data-parallel training: the {} replicas do not hold the same run: replica {} is at step {} with \
+                 Σ|θ| = {:.6}, their mean is step {:.2} with Σ|θ| = {:.6}; start every process from the same checkpoint or configuration",
+                count,
+                rank,
+                self.step,
+                own[1],
+                mean[0],
+                mean[1]
+            )));
+        }
+        self.replica = Some(replica);
+        Ok(())
+    }
+
+    /// Leaves the data-parallel run this trainer joined, if any.
+    pub fn leave(&mut self) -> Result<()> {
+        self.replica.take().map_or(Ok(()), Replica::leave)
     }
 
     /// The model being optimised.
@@ -172,18 +226,26 @@ impl<B: TrainBackend, M: Trainable<B>> Trainer<B, M> {
         }
         Ok(batch)
     }
-    /// One optimisation step on the next batch drawn from `train` ([`Trainer::next_batch`]).
+    /// One optimisation step on the next batch drawn from `train` ([`Trainer::next_batch`]); in a
+    /// data-parallel run, on this replica's share of it, with the replicas' gradients summed.
     pub fn train_step(&mut self, train: &ImageSet) -> Result<StepStats> {
         let batch = self.next_batch(train)?;
+        let shard = self.replica.as_ref().map_or(Shard::whole(batch.len()), |r| r.shard(batch.len()));
+        let images = if shard.len == shard.of { batch } else { batch.select(&shard.range().collect::<Vec<_>>()) };
         let step_seed = derive_seed(self.run.train.seed, STREAM_STEP, self.step as u64);
         B::seed(&self.device, step_seed);
         let mut rng = SplitMix64::new(step_seed);
-        let (loss, grads) = self.model.loss_and_gradients(
-            pixels_tensor::<B>(&batch, &self.device),
+        let (mut loss, mut grads) = self.model.loss_and_gradients(
+            pixels_tensor::<B>(&images, &self.device),
+            shard,
             &mut rng,
             &self.run.model,
             &self.run.train,
         )?;
+        if let Some(replica) = &self.replica {
+            grads = replica.sum_gradients(&self.model, grads)?;
+            loss = replica.sum(loss)?;
+        }
         let lr = self.run.train.lr_at(self.step);
         let grad_norm = self.apply_gradients(grads);
         // Its statistics in one read, after all of its work is queued.
@@ -254,6 +316,19 @@ fn global_grad_norm<B: AutodiffBackend, M: Module<B>>(
     let mut visitor = SumSquares::<B> { grads, total: None };
     model.visit(&mut visitor);
     visitor.total.unwrap_or_else(|| Tensor::<B, 1>::zeros([1], device).inner()).sqrt()
+}
+
+/// `Σ|θ|` over all parameters, `[1]` on the device: tells replicas with other weights apart.
+fn absolute_sum<B: AutodiffBackend, M: Module<B>>(model: &M, device: &B::Device) -> Tensor<B::InnerBackend, 1> {
+    struct Sum<B: AutodiffBackend>(Tensor<B::InnerBackend, 1>);
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Sum<B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0 = self.0.clone() + param.val().inner().abs().sum();
+        }
+    }
+    let mut visitor = Sum::<B>(Tensor::zeros([1], device));
+    model.visit(&mut visitor);
+    visitor.0
 }
 
 /// Multiplies every gradient by `factor` (`[1]`, on the device).

@@ -10,6 +10,7 @@ use burn::tensor::Tensor;
 use common::{gradients, tiny_run, B};
 use vdm_backends::config::TrainConfig;
 use vdm_backends::model::Trainable;
+use vdm_backends::parallel::Shard;
 use vdm_backends::tensor::pixels_tensor;
 use vdm_backends::train::Trainer;
 use vdm_core::rng::SplitMix64;
@@ -62,10 +63,11 @@ fn a_step_is_clipping_then_adamw_with_warmup_then_the_ema() {
         let (mut m, mut v): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
             (theta.iter().map(|p| vec![0.0; p.len()]).collect(), theta.iter().map(|p| vec![0.0; p.len()]).collect());
         for step in 0..4 {
-            let pixels = pixels_tensor::<B>(&trainer.next_batch(&train).unwrap(), &device);
+            let batch = trainer.next_batch(&train).unwrap();
             let (_, grads) = Trainable::loss_and_gradients(
                 trainer.model(),
-                pixels,
+                pixels_tensor::<B>(&batch, &device),
+                Shard::whole(batch.len()),
                 &mut SplitMix64::new(step as u64),
                 &run.model,
                 &run.train,

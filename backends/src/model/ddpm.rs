@@ -23,6 +23,7 @@ use crate::eval::{ImageBound, Likelihood};
 use crate::memory;
 use crate::nn::ddpm_unet::UNet;
 use crate::ops::{FastOps, TrainBackend};
+use crate::parallel::Shard;
 use crate::sample::{Denoised, Denoiser, GridPoint, Spacing};
 use crate::tensor::{normals, BurnBatch};
 use crate::transfer::{download, upload, upload_rows};
@@ -214,10 +215,14 @@ fn per_example<B: Backend>(values: &[f64], device: &B::Device) -> Batch4<B> {
     BurnBatch(upload(TensorData::new(values.to_vec(), [values.len(), 1, 1, 1]), device))
 }
 
+/// `count` standard normal values from `rng`.
+fn normal_values(rng: &mut SplitMix64, count: usize) -> Vec<f32> {
+    (0..count).map(|_| rng.normal::<f32>()).collect()
+}
+
 /// Standard normal noise of `shape`, all from `rng`.
 fn normals_from<B: Backend>(rng: &mut SplitMix64, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
-    let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.normal::<f32>()).collect();
-    upload(TensorData::new(values, shape), device)
+    upload(TensorData::new(normal_values(rng, shape.iter().product()), shape), device)
 }
 
 /// One pass of the network at per-example times, with everything the losses need.
@@ -423,23 +428,29 @@ impl<B: FastOps> Denoiser<B> for Ddpm<B> {
 impl<B: TrainBackend> Ddpm<B> {
     /// One training batch: the loss (`L_simple` as a mean squared error per value, `L_vlb` in
     /// bits per dimension, or their hybrid; `[1]`, left on the device) and the gradient of every
-    /// parameter. Times are antithetic over `1..=T` and the noise comes from `rng`.
+    /// parameter. Times are antithetic over `1..=T` and the noise comes from `rng`. Given the
+    /// images of a `shard` of the batch, the share's part of them ([`Trainable`](super::Trainable)).
     pub fn loss_and_gradients(
         &self,
         pixels: Tensor<B, 4>,
+        shard: Shard,
         rng: &mut SplitMix64,
     ) -> (Tensor<B::InnerBackend, 1>, GradientsParams) {
         let [n, c, h, w] = pixels.dims();
-        let times = self.process.draw_times(rng, n);
-        let eps = normals_from::<B>(rng, [n, c, h, w], &pixels.device());
+        let d = c * h * w;
+        // Drawn for the whole batch and sliced: an image's time and noise do not depend on the split.
+        let times = shard.slice(&self.process.draw_times(rng, shard.of), 1);
+        let eps =
+            upload(TensorData::new(shard.slice(&normal_values(rng, shard.of * d), d), [n, c, h, w]), &pixels.device());
         let p = self.pass(pixels, eps, &times);
-        let vlb_bpd =
-            || vlb::nats_to_bpd(self.vlb_terms(&p, false, self.process.steps() as f64).total(), c * h * w).0.mean();
+        let vlb_bpd = || vlb::nats_to_bpd(self.vlb_terms(&p, false, self.process.steps() as f64).total(), d).0.mean();
         let loss = match self.process.loss {
             Loss::Simple => self.simple_loss(&p).0.mean(),
             Loss::Vlb => vlb_bpd(),
             Loss::Hybrid => self.simple_loss(&p).0.mean() + vlb_bpd().mul_scalar(self.process.hybrid_lambda),
         };
+        // The share's part of the whole batch's mean (the mean itself on one device).
+        let loss = loss.mul_scalar(shard.weight());
         (loss.clone().inner(), GradientsParams::from_grads(loss.backward(), self))
     }
 }

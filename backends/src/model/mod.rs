@@ -21,6 +21,7 @@ use crate::data::ImageSet;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalOptions, EvalReport, Likelihood};
 use crate::ops::{FastOps, TrainBackend};
+use crate::parallel::Shard;
 use crate::sample::Denoiser;
 use ddpm::Ddpm;
 
@@ -61,12 +62,15 @@ pub trait Family<B: Backend>: Module<B> {
 
 /// A family the trainer can optimise.
 pub trait Trainable<B: TrainBackend>: Family<B> + AutodiffModule<B> {
-    /// The loss of one batch of `pixels` (`[N, C, H, W]`, values `0..=255`) with randomness from
-    /// `rng` (`[1]`, left on the device: the trainer reads it with the gradient norm in one copy),
-    /// and the gradient of every parameter, under the run's `model` and `train` settings.
+    /// The loss of one batch with randomness from `rng` (`[1]`, left on the device: the trainer
+    /// reads it with the gradient norm in one copy), and the gradient of every parameter, under the
+    /// run's `model` and `train` settings; or their `shard`'s part of them, given only the shard's
+    /// `pixels` (`[shard.len, C, H, W]`, values `0..=255`): summed over the shares, the whole
+    /// batch's ([`crate::parallel`]).
     fn loss_and_gradients(
         &self,
         pixels: Tensor<B, 4>,
+        shard: Shard,
         rng: &mut SplitMix64,
         model: &ModelConfig,
         train: &TrainConfig,
@@ -95,12 +99,13 @@ impl<B: TrainBackend> Trainable<B> for Vdm<B> {
     fn loss_and_gradients(
         &self,
         pixels: Tensor<B, 4>,
+        shard: Shard,
         rng: &mut SplitMix64,
         model: &ModelConfig,
         train: &TrainConfig,
     ) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams)> {
-        let [n, c, h, w] = pixels.dims();
-        let noise = Noise::draw(rng, n, c * h * w);
+        let [_, c, h, w] = pixels.dims();
+        let noise = Noise::draw_shard(rng, shard, c * h * w);
         let time = TimeMode::from_steps(train.time_steps)?;
         let config = model.vdm("VDM training")?;
         let objective = config.schedule.shape_objective();
@@ -112,11 +117,12 @@ impl<B: TrainBackend> Trainable<B> for Ddpm<B> {
     fn loss_and_gradients(
         &self,
         pixels: Tensor<B, 4>,
+        shard: Shard,
         rng: &mut SplitMix64,
         _model: &ModelConfig,
         _train: &TrainConfig,
     ) -> Result<(Tensor<B::InnerBackend, 1>, GradientsParams)> {
-        Ok(Ddpm::loss_and_gradients(self, pixels, rng))
+        Ok(Ddpm::loss_and_gradients(self, pixels, shard, rng))
     }
 }
 

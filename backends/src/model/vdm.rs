@@ -23,6 +23,7 @@ use crate::eval::{ImageBound, Likelihood};
 use crate::memory;
 use crate::nn::score_unet::ScoreNet;
 use crate::ops::{self, FastOps, TrainBackend};
+use crate::parallel::Shard;
 use crate::sample::{Denoised, Denoiser, GridPoint, Spacing};
 use crate::schedule::{HostSchedule, LearnedSchedule, Part, ShapeObjective};
 use crate::tensor::{host_tensor, BurnBatch};
@@ -118,27 +119,39 @@ impl std::fmt::Display for TimeMode {
     }
 }
 
-/// The randomness of one VLB estimate of a batch: noise for `z_t` and `z_0`, and the offset of
-/// the antithetic times.
+/// The randomness of one VLB estimate of a batch, or of a replica's share of it: noise for `z_t`
+/// and `z_0`, and the offset of the antithetic times.
 #[derive(Clone, Debug)]
 pub struct Noise {
     eps: Vec<f32>,
     eps_0: Vec<f32>,
     u0: f64,
+    shard: Shard,
 }
 
 impl Noise {
     /// Draws the noise for `n` images of `d` values.
     pub fn draw(rng: &mut SplitMix64, n: usize, d: usize) -> Self {
+        Self::draw_shard(rng, Shard::whole(n), d)
+    }
+
+    /// The noise of `shard`'s images: drawn for the whole batch, so that an image's noise and time
+    /// do not depend on how the batch is split among replicas, and sliced.
+    pub fn draw_shard(rng: &mut SplitMix64, shard: Shard, d: usize) -> Self {
         let mut normals = |count: usize| (0..count).map(|_| rng.normal::<f32>()).collect::<Vec<f32>>();
-        let eps = normals(n * d);
-        let eps_0 = normals(n * d);
-        Self { eps, eps_0, u0: rng.uniform() }
+        let eps = shard.slice(&normals(shard.of * d), d);
+        let eps_0 = shard.slice(&normals(shard.of * d), d);
+        Self { eps, eps_0, u0: rng.uniform(), shard }
     }
 
     /// The offset of the antithetic times (`vdm_core::time::antithetic_times`).
     pub fn u0(&self) -> f64 {
         self.u0
+    }
+
+    /// The antithetic times of the share's images (those of the whole batch, sliced).
+    fn times(&self) -> impl Iterator<Item = f64> {
+        antithetic_times(self.u0, self.shard.of).skip(self.shard.start).take(self.shard.len)
     }
 }
 
@@ -189,7 +202,7 @@ impl<B: FastOps> Vdm<B> {
     /// values `0..=255`) and `noise`. Gradients reach every parameter.
     pub fn vlb_terms(&self, pixels: Tensor<B, 4>, noise: &Noise, time: TimeMode) -> VlbTerms<Batch4<B>> {
         let host = self.schedule.to_host();
-        let (g_t, weight) = self.diffusion_inputs(&host, pixels.dims()[0], noise, time, Part::All);
+        let (g_t, weight) = self.diffusion_inputs(&host, noise, time, Part::All);
         self.vlb_terms_at(&host, pixels, noise, g_t, weight)
     }
 
@@ -204,13 +217,12 @@ impl<B: FastOps> Vdm<B> {
     pub fn diffusion_inputs(
         &self,
         host: &HostSchedule,
-        n: usize,
         noise: &Noise,
         time: TimeMode,
         part: Part,
     ) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let device = self.schedule.endpoints().0.device();
-        let times: Vec<f64> = antithetic_times(noise.u0, n).collect();
+        let times: Vec<f64> = noise.times().collect();
         let gammas = |times: &[f64]| times.iter().map(|&t| host.gamma(t)).collect::<Vec<_>>();
         match time {
             TimeMode::Continuous => {
@@ -333,6 +345,11 @@ impl<B: TrainBackend> Vdm<B> {
     /// for the shape under the variance objective, `2 W_i ∂W̄/∂(g_i, w_i) = ∂(mean_j W_j²)/∂(g_i, w_i)`,
     ///
     /// adds the schedule's share (the chain rule with the per-example coefficients held fixed).
+    ///
+    /// `pixels` are the images of `noise`'s share of the batch ([`Noise::draw_shard`]); the loss
+    /// and gradients are then the share's part of the whole batch's (its means times
+    /// [`Shard::weight`]), and summed over the shares they are the whole batch's. Every term above
+    /// is a sum over examples, the variance objective's `mean_j W_j²` included.
     pub fn loss_and_gradients(
         &self,
         pixels: Tensor<B, 4>,
@@ -349,12 +366,12 @@ impl<B: TrainBackend> Vdm<B> {
         let [n, c, h, w] = pixels.dims();
         let device = pixels.device();
         let host = self.schedule.to_host();
-        let (g_t, weight) = self.diffusion_inputs(&host, n, noise, time, Part::All);
+        let (g_t, weight) = self.diffusion_inputs(&host, noise, time, Part::All);
         let (g_leaf, w_leaf) = (g_t.detach().require_grad(), weight.detach().require_grad());
         let mut terms = self.vlb_terms_at(&host, pixels, noise, g_leaf.clone(), w_leaf.clone());
         // w(λ_i) = w(−γ_i), held constant; `None` for the bound itself.
         let emphasis = (!weighting.is_elbo()).then(|| {
-            let lambdas = antithetic_times(noise.u0, n).map(|t| match time {
+            let lambdas = noise.times().map(|t| match time {
                 TimeMode::Continuous => -host.gamma(t),
                 TimeMode::Discrete(steps) => -host.gamma(discretize(t, steps).1),
             });
@@ -365,7 +382,8 @@ impl<B: TrainBackend> Vdm<B> {
         }
         let per_image = vlb::nats_to_bpd(terms.total(), c * h * w).0.reshape([n]);
         let losses = per_image.clone().inner();
-        let loss = per_image.mean();
+        // The share's part of the whole batch's mean (the mean itself on one device).
+        let loss = per_image.mean().mul_scalar(noise.shard.weight());
         let value = loss.clone().inner();
         let grads = loss.backward();
         let coefficient =
@@ -382,12 +400,12 @@ impl<B: TrainBackend> Vdm<B> {
         };
         let surrogate = match objective {
             ShapeObjective::Vlb => {
-                let (g, w) = self.diffusion_inputs(&host, n, noise, time, Part::All);
+                let (g, w) = self.diffusion_inputs(&host, noise, time, Part::All);
                 bound_dg * g + bound_dw * w
             }
             ShapeObjective::Variance => {
-                let (g_e, w_e) = self.diffusion_inputs(&host, n, noise, time, Part::Endpoints);
-                let (g_s, w_s) = self.diffusion_inputs(&host, n, noise, time, Part::Shape);
+                let (g_e, w_e) = self.diffusion_inputs(&host, noise, time, Part::Endpoints);
+                let (g_s, w_s) = self.diffusion_inputs(&host, noise, time, Part::Shape);
                 let twice_w = Tensor::<B, 1>::from_inner(losses).mul_scalar(2.0);
                 bound_dg * g_e + bound_dw * w_e + twice_w * (dg * g_s + dw * w_s)
             }
