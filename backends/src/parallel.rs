@@ -149,7 +149,7 @@ impl<B: Backend> Replica<B> {
                 .with_global_address(nodes.orchestrator.parse().expect("an address is any string"))
                 .with_node_address(nodes.address.parse().expect("an address is any string"))
                 .with_data_service_port(nodes.port)
-                .with_global_all_reduce_strategy(AllReduceStrategy::Ring);
+                .with_global_all_reduce_strategy(AllReduceStrategy::Tree(2));
         }
         let rank = layout.rank(local_rank);
         let peer = PeerId::from(rank as u32);
@@ -222,5 +222,16 @@ impl<B: Backend> Replica<B> {
 
 /// A collective operation's failure as the library's error.
 fn failed(what: &str, e: CollectiveError) -> Error {
-    Error::Collective(format!("data-parallel training: {what} failed: {e:?}"))
+    // burn-collective does not export the type of its global errors: they are told by name.
+    let detail = format!("{e:?}");
+    let why = if detail.contains("PeerLost") {
+        format!("another process of the run was lost: it stopped, or its connection broke ({detail})")
+    } else if detail.contains("LocalServerMissing") {
+        format!("its network layer failed, as when another process of the run was lost ({detail})")
+    } else if detail.contains("OrchestratorUnreachable") {
+        "the orchestrator cannot be reached (is `vdm orchestrator` running at --orchestrator?)".to_string()
+    } else {
+        format!("burn-collective: {detail}")
+    };
+    Error::Collective(format!("data-parallel training: {what} failed: {why}"))
 }

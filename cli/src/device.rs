@@ -97,3 +97,58 @@ fn missing(what: &str, feature: &str, device: Device) -> String {
         device.name()
     )
 }
+
+/// The devices of data-parallel training, `--devices`: a comma-separated list of `KIND` (the
+/// backend's default device; repeated, several replicas on it), `KIND:I` (device `I`) or
+/// `KIND:A..B` (devices `A` to `B − 1`), all of one kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceList {
+    /// The backend.
+    pub kind: Device,
+    /// Each replica's device index; `None` for the default device.
+    pub indices: Vec<Option<u16>>,
+}
+
+impl std::str::FromStr for DeviceList {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, String> {
+        let mut kind = None;
+        let mut indices = Vec::new();
+        for entry in list.split(',').map(str::trim) {
+            let (name, index) = entry.split_once(':').map_or((entry, None), |(n, i)| (n, Some(i)));
+            let this = Device::from_str(name, true)
+                .map_err(|_| format!("`{entry}`: the kind must be cpu, cuda or wgpu (as in cpu,cpu or cuda:0..8)"))?;
+            if kind.is_some_and(|k| k != this) {
+                return Err(format!("`{list}` mixes device kinds; the replicas of one process share one backend"));
+            }
+            kind = Some(this);
+            let parse = |s: &str| s.parse::<u16>().map_err(|_| format!("`{entry}`: `{s}` is not a device index"));
+            match index {
+                None => indices.push(None),
+                Some(_) if this == Device::Cpu => {
+                    return Err(format!("`{entry}`: the CPU is one device; repeat `cpu` for several replicas on it"))
+                }
+                Some(range) => match range.split_once("..") {
+                    None => indices.push(Some(parse(range)?)),
+                    Some((a, b)) => {
+                        let (a, b) = (parse(a)?, parse(b)?);
+                        if a >= b {
+                            return Err(format!("`{entry}`: the range {a}..{b} is empty (B is excluded)"));
+                        }
+                        indices.extend((a..b).map(Some));
+                    }
+                },
+            }
+        }
+        let kind = kind.ok_or("--devices needs at least one device")?;
+        Ok(Self { kind, indices })
+    }
+}
+
+/// Device `index` of backend `B` (`None`: its default device): CUDA's GPU `index`, wgpu's
+/// discrete GPU `index`.
+pub fn device_at<B: TrainBackend>(index: Option<u16>) -> B::Device {
+    use burn::tensor::backend::{Device as _, DeviceId};
+    index.map_or_else(Default::default, |i| B::Device::from_id(DeviceId::new(0, i)))
+}

@@ -5,6 +5,7 @@ mod device;
 mod image;
 mod plot;
 mod progress;
+mod replicas;
 mod stop;
 
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use clap::{Parser, Subcommand};
 use commands::eval::EvalArgs;
 use commands::sample::SampleArgs;
 use commands::train::TrainArgs;
-use device::Device;
+use device::{Device, DeviceList};
 use vdm_backends::sample::{Ddim, SampleOptions, SamplerKind, Spacing};
 
 #[global_allocator]
@@ -67,6 +68,37 @@ enum Command {
         /// Where to train.
         #[arg(long, value_enum, default_value = "cpu")]
         device: Device,
+        /// Train data-parallel on several devices of one kind instead: `cpu,cpu` (two replicas
+        /// sharing the CPU), `wgpu:0,wgpu:1`, `cuda:0..8` (GPUs 0 to 7). Each replica computes the
+        /// gradient of its share of every batch and their sum takes the step: the run equals one
+        /// device's to f32 rounding (dropout's masks aside).
+        #[arg(long, conflicts_with = "device")]
+        devices: Option<DeviceList>,
+        /// Processes of a run on several machines, each with the same --devices count and the same
+        /// --config (or --resume of the same checkpoint); process 0 writes the run.
+        #[arg(long, requires_all = ["node_rank", "orchestrator", "node_address"])]
+        nodes: Option<usize>,
+        /// This process's index among the --nodes, from 0.
+        #[arg(long, requires = "nodes")]
+        node_rank: Option<usize>,
+        /// The orchestrator that `vdm orchestrator` serves, as `ws://HOST:PORT`.
+        #[arg(long, requires = "nodes")]
+        orchestrator: Option<String>,
+        /// This process's address as the other processes reach it, `ws://HOST:PORT`; it serves
+        /// its gradients on PORT.
+        #[arg(long, requires = "nodes")]
+        node_address: Option<String>,
+        /// Seconds a data-parallel run waits for a step (every replica's evaluation included)
+        /// before it gives a lost replica or process up and stops with an error.
+        #[arg(long, default_value_t = 600)]
+        peer_timeout: u64,
+    },
+    /// Serve the orchestrator of data-parallel runs on several machines (`vdm train --nodes`)
+    /// until stopped (burn-collective's global orchestrator, over WebSocket).
+    Orchestrator {
+        /// The port to listen on.
+        #[arg(long)]
+        port: u16,
     },
     /// Test-set bits per dimension with standard errors, by VLB term, for continuous time and chosen T.
     Eval {
@@ -431,9 +463,33 @@ impl From<String> for Failure {
 
 fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Train { config, run, resume, steps, device } => {
-            commands::train::train(TrainArgs { config, run_dir: run, resume, steps }, device)
+        Command::Train {
+            config,
+            run,
+            resume,
+            steps,
+            device,
+            devices,
+            nodes,
+            node_rank,
+            orchestrator,
+            node_address,
+            peer_timeout,
+        } => {
+            let (device, devices) = devices.map_or((device, vec![None]), |list| (list.kind, list.indices));
+            let nodes = match (nodes, node_rank, orchestrator, node_address) {
+                (Some(count), Some(rank), Some(orchestrator), Some(address)) => {
+                    Some(replicas::nodes(count, rank, orchestrator, address)?)
+                }
+                _ => None,
+            };
+            let peer_timeout = std::time::Duration::from_secs(peer_timeout);
+            commands::train::train(
+                TrainArgs { config, run_dir: run, resume, steps, devices, nodes, peer_timeout },
+                device,
+            )
         }
+        Command::Orchestrator { port } => Ok(replicas::serve_orchestrator(port)?),
         Command::Eval {
             checkpoint,
             time_steps,

@@ -3,20 +3,23 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use vdm_backends::checkpoint::{describe_existing_run, Checkpoint};
 use vdm_backends::config::{ModelConfig, RunConfig};
+use vdm_backends::data::ImageSet;
 use vdm_backends::error::describe_io;
 use vdm_backends::files::write_atomically;
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Generative, Trainable, Vdm};
 use vdm_backends::ops::TrainBackend;
+use vdm_backends::parallel::{Layout, Nodes};
 use vdm_backends::train::Trainer;
 
 use super::{baselines_line, load_checkpoint_data, load_data, read_config, report_line};
-use crate::device::{dispatch, BackendJob, Device};
+use crate::device::{device_at, dispatch, BackendJob, Device};
 use crate::progress::Progress;
+use crate::replicas::{self, Watchdog};
 use crate::stop;
 use crate::Failure;
 
@@ -26,6 +29,20 @@ pub struct TrainArgs {
     pub run_dir: PathBuf,
     pub resume: bool,
     pub steps: Option<usize>,
+    /// Each of this process's replicas' device index (`None`: the default device); one entry
+    /// trains on one device.
+    pub devices: Vec<Option<u16>>,
+    /// The processes of a run on several machines.
+    pub nodes: Option<Nodes>,
+    /// How long a data-parallel run waits for a step before it gives its peers up for lost.
+    pub peer_timeout: Duration,
+}
+
+impl TrainArgs {
+    /// Whether this process writes the run (checkpoints, metrics): the only one, or process 0.
+    fn writes(&self) -> bool {
+        self.nodes.as_ref().is_none_or(|n| n.rank == 0)
+    }
 }
 
 pub fn train(args: TrainArgs, device: Device) -> Result<(), Failure> {
@@ -38,7 +55,7 @@ pub fn train(args: TrainArgs, device: Device) -> Result<(), Failure> {
             args.run_dir.display()
         )));
     }
-    if !args.resume {
+    if !args.resume && args.writes() {
         if let Some(found) = describe_existing_run(&args.run_dir) {
             let dir = args.run_dir.display();
             return Err(Failure::Error(format!(
@@ -67,7 +84,7 @@ struct TrainJob(TrainArgs);
 impl BackendJob for TrainJob {
     type Output = Outcome;
 
-    fn run<B: TrainBackend>(self, device: B::Device) -> Result<Outcome, String> {
+    fn run<B: TrainBackend>(self, _default: B::Device) -> Result<Outcome, String> {
         let args = self.0;
         let config = match (&args.config, args.resume) {
             (_, true) => None,
@@ -81,28 +98,32 @@ impl BackendJob for TrainJob {
             None => Checkpoint::open(&args.run_dir).ok().map(|c| c.state.run.model),
         };
         match model {
-            Some(ModelConfig::Ddpm(_)) => train_family::<B, Ddpm<B>>(args, config, device),
+            Some(ModelConfig::Ddpm(_)) => train_family::<B, Ddpm<B>>(args, config),
             // Without a readable checkpoint to resume, `train_family` fails with the reason.
-            Some(ModelConfig::Vdm(_)) | None => train_family::<B, Vdm<B>>(args, config, device),
+            Some(ModelConfig::Vdm(_)) | None => train_family::<B, Vdm<B>>(args, config),
         }
     }
 }
 
-/// Trains a new run of `config`, or resumes `args.run_dir` when `config` is `None`.
-fn train_family<B: TrainBackend, M: Trainable<B>>(
+/// Trains a new run of `config`, or resumes `args.run_dir` when `config` is `None`; data-parallel
+/// on `args.devices` and `args.nodes`, where only process 0 writes the run.
+fn train_family<B: TrainBackend, M: Trainable<B> + Send + 'static>(
     args: TrainArgs,
     config: Option<RunConfig>,
-    device: B::Device,
 ) -> Result<Outcome, String>
 where
-    M::InnerModule: Generative<B::InnerBackend>,
+    M::InnerModule: Generative<B::InnerBackend> + Send,
 {
-    let dir = args.run_dir;
+    let devices: Vec<B::Device> = args.devices.iter().map(|&i| device_at::<B>(i)).collect();
+    let device = devices[0].clone();
+    let layout = Layout { local: devices.len(), nodes: args.nodes.clone() };
+    let writes = args.writes();
+    let dir = args.run_dir.clone();
     let (mut trainer, train, test, _lock) = if args.resume {
         if !dir.is_dir() {
             return Err(format!("{} does not exist or is not a directory; there is no run to resume", dir.display()));
         }
-        let lock = lock_run(&dir)?;
+        let lock = writes.then(|| lock_run(&dir)).transpose()?;
         let checkpoint = Checkpoint::open(&dir)?;
         if let Some(problem) = &checkpoint.recovered {
             eprintln!("warning: {problem}; resuming from the newest complete checkpoint, {}", checkpoint.dir.display());
@@ -116,7 +137,9 @@ where
             println!("the run is complete ({} steps); pass --steps N to extend it to N steps in all", trainer.step());
             return Ok(Outcome::Finished);
         }
-        keep_metrics_up_to(&dir.join("metrics.jsonl"), trainer.step())?;
+        if writes {
+            keep_metrics_up_to(&dir.join("metrics.jsonl"), trainer.step())?;
+        }
         (trainer, train, test, lock)
     } else {
         let mut run = config.ok_or("no configuration to start a run from")?;
@@ -125,22 +148,16 @@ where
         }
         let (train, test) = load_data(&run)?;
         let trainer = Trainer::<B, M>::new(&run, train.shape(), &device)?;
-        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))?;
-        let lock = lock_run(&dir)?;
-        if let Some(found) = describe_existing_run(&dir) {
-            return Err(format!("{} was taken by another run meanwhile ({found})", dir.display()));
-        }
-        // What a run that stopped before its first checkpoint left behind: replaced, not continued.
-        let metrics = dir.join("metrics.jsonl");
-        if metrics.exists() {
-            fs::remove_file(&metrics).map_err(|e| format!("{}: {}", metrics.display(), describe_io(&e)))?;
-            eprintln!(
-                "note: {} held no checkpoint, only the log of a run that stopped before its first one; starting anew",
-                dir.display()
-            );
-        }
+        let lock = writes.then(|| claim_new_run(&dir)).transpose()?;
         (trainer, train, test, lock)
     };
+    layout.check(trainer.run_config().train.batch_size)?;
+    let parallel = layout.replicas() > 1;
+    // A lost replica or process ends the run instead of leaving this one waiting (see `replicas`).
+    let watchdog = parallel.then(|| Watchdog::start(args.peer_timeout));
+    if !writes {
+        return follow(trainer, &train, &devices, &layout, watchdog);
+    }
     let run = trainer.run_config().clone();
     let toml = toml::to_string_pretty(&run).map_err(|e| e.to_string())?;
     write_atomically(&dir.join("config.toml"), toml.as_bytes())
@@ -157,6 +174,10 @@ where
         println!("evaluating on the first {limit} test images (eval.limit)");
     }
 
+    if parallel {
+        replicas::start(&mut trainer, &devices, &layout, &train)?;
+        println!("{}", replicas_line(&layout));
+    }
     // The first Ctrl-C or SIGTERM saves a checkpoint at the end of the step (see `stop`).
     stop::install();
 
@@ -191,13 +212,15 @@ where
             );
             return Ok(Outcome::Interrupted { message, status: (128 + signal) as u8 });
         }
-        let stats = trainer.train_step(&train)?;
+        let kept = || match saved_step {
+            Some(step) => format!("the checkpoint of step {step} in {} is intact", dir.display()),
+            None => "no checkpoint had been written yet".to_string(),
+        };
+        let stats = trainer.train_step(&train).map_err(|e| format!("{e}; {}", kept()))?;
+        progressed(&watchdog);
         if !stats.loss.is_finite() {
             progress.finish();
-            let kept = match saved_step {
-                Some(step) => format!("the checkpoint of step {step} in {} is intact", dir.display()),
-                None => "no checkpoint had been written yet".to_string(),
-            };
+            let kept = kept();
             return Err(format!(
                 "the loss became {} at step {}; {kept} (try a lower train.lr or set train.clip_grad_norm)",
                 stats.loss,
@@ -222,7 +245,10 @@ where
             trainer.save(&dir)?;
             saved_step = Some(trainer.step());
         }
+        progressed(&watchdog);
     }
+    trainer.leave()?;
+    drop(watchdog);
     progress.finish();
     let (bound, r) = trainer.ema().training_bound(&test, &run.eval, &device)?;
     println!("{}", report_line(&bound, &r));
@@ -230,6 +256,75 @@ where
     println!("{}", baselines_line(&run, &train, &test));
     println!("checkpoint: {}", Checkpoint::open(&dir)?.dir.display());
     Ok(Outcome::Finished)
+}
+
+/// Another process writes the run: this one's replicas step in lockstep with the others to the end.
+fn follow<B: TrainBackend, M: Trainable<B> + Send + 'static>(
+    mut trainer: Trainer<B, M>,
+    train: &ImageSet,
+    devices: &[B::Device],
+    layout: &Layout,
+    watchdog: Option<Watchdog>,
+) -> Result<Outcome, String>
+where
+    M::InnerModule: Send,
+{
+    replicas::start(&mut trainer, devices, layout, train)?;
+    println!("{}", replicas_line(layout));
+    stop::install();
+    let total = trainer.run_config().train.steps;
+    let mut progress = Progress::new(total, "train", trainer.step());
+    while trainer.step() < total {
+        if let Some(signal) = stop::requested() {
+            progress.finish();
+            let message = format!("interrupted at step {}; process 0 writes the run's checkpoints", trainer.step());
+            return Ok(Outcome::Interrupted { message, status: (128 + signal) as u8 });
+        }
+        trainer.train_step(train)?;
+        progress.set(trainer.step(), String::new());
+        progressed(&watchdog);
+    }
+    trainer.leave()?;
+    progress.finish();
+    Ok(Outcome::Finished)
+}
+
+/// Tells the watchdog of a data-parallel run that a step completed.
+fn progressed(watchdog: &Option<Watchdog>) {
+    if let Some(watchdog) = watchdog {
+        watchdog.progressed();
+    }
+}
+
+/// Which replicas of a data-parallel run this process holds.
+fn replicas_line(layout: &Layout) -> String {
+    let first = layout.rank(0);
+    let process = layout.nodes.as_ref().map_or(String::new(), |n| format!(" (process {} of {})", n.rank, n.count));
+    format!(
+        "data-parallel: replicas {first}..{} of {} on this process{process}; each batch is split among them",
+        first + layout.local,
+        layout.replicas()
+    )
+}
+
+/// Creates the run directory of a new run and takes its lock; replaces the log of a run that
+/// stopped before its first checkpoint.
+fn claim_new_run(dir: &Path) -> Result<fs::File, String> {
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {}", dir.display(), describe_io(&e)))?;
+    let lock = lock_run(dir)?;
+    if let Some(found) = describe_existing_run(dir) {
+        return Err(format!("{} was taken by another run meanwhile ({found})", dir.display()));
+    }
+    // What a run that stopped before its first checkpoint left behind: replaced, not continued.
+    let metrics = dir.join("metrics.jsonl");
+    if metrics.exists() {
+        fs::remove_file(&metrics).map_err(|e| format!("{}: {}", metrics.display(), describe_io(&e)))?;
+        eprintln!(
+            "note: {} held no checkpoint, only the log of a run that stopped before its first one; starting anew",
+            dir.display()
+        );
+    }
+    Ok(lock)
 }
 
 /// Takes the run directory's lock, so that two `vdm train` never write one run (the operating
