@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::{AutodiffBackend, Backend, BackendTypes};
 use burn::tensor::{Tensor, TensorPrimitive};
 use burn_collective::{AllReduceStrategy, CollectiveConfig, CollectiveError, PeerId, ReduceOperation};
 
@@ -130,6 +130,7 @@ impl Layout {
 #[derive(Debug)]
 pub struct Replica<B: Backend> {
     peer: PeerId,
+    device: B::Device,
     rank: usize,
     count: usize,
     backend: PhantomData<B>,
@@ -154,7 +155,7 @@ impl<B: Backend> Replica<B> {
         let rank = layout.rank(local_rank);
         let peer = PeerId::from(rank as u32);
         burn_collective::register::<B>(peer, device.clone(), config).map_err(|e| failed("registering", e))?;
-        Ok(Self { peer, rank, count: layout.replicas(), backend: PhantomData })
+        Ok(Self { peer, device: device.clone(), rank, count: layout.replicas(), backend: PhantomData })
     }
 
     /// This replica's index in the run, `0 .. count`; replica 0 writes the checkpoints.
@@ -174,10 +175,44 @@ impl<B: Backend> Replica<B> {
 
     /// `tensor` summed over the replicas (each passes its own; each gets the same sum).
     pub fn sum<const D: usize>(&self, tensor: Tensor<B, D>) -> Result<Tensor<B, D>> {
+        self.finish_queued_work()?;
+        let mut shared = Vec::new();
+        let sum = self.sum_into_own(tensor, &mut shared)?;
+        self.release(shared)?;
+        Ok(sum)
+    }
+
+    /// The sum, in a buffer of this replica's own. Replicas on one device receive one buffer,
+    /// which one of them may change in place (burn reuses a buffer no other tensor holds) while
+    /// another's reads of it are still queued on its own stream: `shared` holds it until
+    /// [`Replica::release`] has waited for those reads.
+    fn sum_into_own<const D: usize>(
+        &self,
+        tensor: Tensor<B, D>,
+        shared: &mut Vec<Tensor<B, D>>,
+    ) -> Result<Tensor<B, D>> {
         let summed =
             burn_collective::all_reduce::<B>(self.peer, tensor.into_primitive().tensor(), ReduceOperation::Sum)
                 .map_err(|e| failed("summing across the replicas", e))?;
-        Ok(Tensor::from_primitive(TensorPrimitive::Float(summed)))
+        let summed = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(summed));
+        let own = summed.clone().mul_scalar(1.0);
+        shared.push(summed);
+        Ok(own)
+    }
+
+    /// Waits for this replica's queued work, then lets the shared sums go.
+    fn release<T>(&self, shared: Vec<T>) -> Result<()> {
+        self.finish_queued_work()?;
+        drop(shared);
+        Ok(())
+    }
+
+    /// Waits for the work this thread queued on the device: before the collective, which runs on
+    /// a thread (a device stream) of its own, reads this replica's tensors, and before the shared
+    /// sums go.
+    fn finish_queued_work(&self) -> Result<()> {
+        B::sync(&self.device)
+            .map_err(|e| Error::Collective(format!("data-parallel training: the device failed: {e:?}")))
     }
 
     /// Leaves the collective; the last replica of a process to leave closes its connections.
@@ -196,6 +231,7 @@ impl<B: Backend> Replica<B> {
         struct Sum<'a, B: AutodiffBackend> {
             replica: &'a Replica<B::InnerBackend>,
             grads: GradientsParams,
+            shared: Vec<<B::InnerBackend as BackendTypes>::FloatTensorPrimitive>,
             failure: Option<Error>,
         }
         impl<B: AutodiffBackend> ModuleVisitor<B> for Sum<'_, B> {
@@ -204,15 +240,19 @@ impl<B: Backend> Replica<B> {
                     return;
                 }
                 if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-                    match self.replica.sum(grad) {
+                    let mut shared = Vec::with_capacity(1);
+                    match self.replica.sum_into_own(grad, &mut shared) {
                         Ok(sum) => self.grads.register::<B::InnerBackend, D>(param.id, sum),
                         Err(e) => self.failure = Some(e),
                     }
+                    self.shared.extend(shared.into_iter().map(|t| t.into_primitive().tensor()));
                 }
             }
         }
-        let mut visitor = Sum::<A> { replica: self, grads, failure: None };
+        self.finish_queued_work()?;
+        let mut visitor = Sum::<A> { replica: self, grads, shared: Vec::new(), failure: None };
         module.visit(&mut visitor);
+        self.release(visitor.shared)?;
         match visitor.failure {
             Some(e) => Err(e),
             None => Ok(visitor.grads),

@@ -14,6 +14,7 @@ use vdm_backends::config::{DdpmConfig, ModelConfig, RunConfig};
 use vdm_backends::data::ImageSet;
 use vdm_backends::model::ddpm::Ddpm;
 use vdm_backends::model::{Trainable, Vdm};
+use vdm_backends::ops::TrainBackend;
 use vdm_backends::parallel::{Layout, Replica, Shard};
 use vdm_backends::schedule::ShapeObjective;
 use vdm_backends::train::Trainer;
@@ -44,7 +45,7 @@ struct Trace {
     ema: Vec<f32>,
 }
 
-fn trace<M: Trainable<B>>(mut trainer: Trainer<B, M>, train: &ImageSet) -> Trace {
+fn trace<Bk: TrainBackend, M: Trainable<Bk>>(mut trainer: Trainer<Bk, M>, train: &ImageSet) -> Trace {
     let stats = (0..STEPS)
         .map(|_| {
             let s = trainer.train_step(train).unwrap();
@@ -56,11 +57,11 @@ fn trace<M: Trainable<B>>(mut trainer: Trainer<B, M>, train: &ImageSet) -> Trace
 }
 
 /// `run` trained for [`STEPS`] steps on one device, and by `replicas` replicas (threads on the
-/// CPU device, one trainer each, made by [`Trainer::replicate`]).
-fn one_and_many<M: Trainable<B> + 'static>(run: &RunConfig, replicas: usize) -> (Trace, Vec<Trace>) {
+/// backend's default device, one trainer each, made by [`Trainer::replicate`]).
+fn one_and_many<Bk: TrainBackend, M: Trainable<Bk> + Send>(run: &RunConfig, replicas: usize) -> (Trace, Vec<Trace>) {
     let (train, _) = run.data.load(0).unwrap();
     let device = Default::default();
-    let first = Trainer::<B, M>::new(run, train.shape(), &device).unwrap();
+    let first = Trainer::<Bk, M>::new(run, train.shape(), &device).unwrap();
     let copies: Vec<_> = (1..replicas).map(|_| first.replicate(&device)).collect();
     let alone = trace(first.replicate(&device), &train);
     let layout = Layout { local: replicas, nodes: None };
@@ -125,7 +126,7 @@ fn vdm_replicas_train_the_one_device_run() {
         let mut run = tiny_run(STEPS);
         vdm_of(&mut run).score = tiny_score();
         vdm_of(&mut run).schedule = net_schedule(objective);
-        let (alone, together) = one_and_many::<Vdm<B>>(&run, replicas);
+        let (alone, together) = one_and_many::<B, Vdm<B>>(&run, replicas);
         assert_same_run(&format!("VDM, {objective:?} shape, {replicas} replicas"), &alone, &together);
     }
 }
@@ -137,8 +138,21 @@ fn ddpm_replicas_train_the_one_device_run() {
         model: ModelConfig::Ddpm(DdpmConfig { unet: tiny_unet(), time_steps: 20, ..DdpmConfig::default() }),
         ..tiny_run(STEPS)
     };
-    let (alone, together) = one_and_many::<Ddpm<B>>(&run, 2);
+    let (alone, together) = one_and_many::<B, Ddpm<B>>(&run, 2);
     assert_same_run("DDPM, 2 replicas", &alone, &together);
+}
+
+/// The same on the Vulkan backend (burn-collective on CubeCL's kernels, as on CUDA): two replicas
+/// on the one device lavapipe offers (`cargo test -p vdm-backends --features wgpu --test
+/// data_parallel`; `.ci/run` does).
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_replicas_train_the_one_device_run() {
+    type W = vdm_backends::Autodiff<vdm_backends::Wgpu>;
+    let mut run = tiny_run(STEPS);
+    vdm_of(&mut run).schedule = net_schedule(ShapeObjective::Variance);
+    let (alone, together) = one_and_many::<W, Vdm<W>>(&run, 2);
+    assert_same_run("wgpu: VDM, Variance shape, 2 replicas", &alone, &together);
 }
 
 /// Shares cover the batch once, in order, and differ in size by at most one image.

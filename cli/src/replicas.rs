@@ -47,12 +47,19 @@ impl Watchdog {
             if finished.load(Ordering::SeqCst) {
                 return;
             }
-            let idle = start.elapsed().saturating_sub(Duration::from_millis(watched.load(Ordering::SeqCst)));
-            if idle > timeout {
-                fail(&format!(
-                    "no training step completed in {} s (--peer-timeout): a replica or process of the run stopped answering",
-                    timeout.as_secs()
-                ));
+            let last = watched.load(Ordering::SeqCst);
+            if start.elapsed().saturating_sub(Duration::from_millis(last)) > timeout {
+                let seconds = timeout.as_secs();
+                fail(&if last == 0 {
+                    format!(
+                        "the run's replicas did not all start within {seconds} s (--peer-timeout): is the orchestrator \
+                         running at --orchestrator, and every process of --nodes started?"
+                    )
+                } else {
+                    format!(
+                        "no training step completed in {seconds} s (--peer-timeout): a replica or process of the run stopped answering"
+                    )
+                });
             }
         });
         Self { last, start, done }
