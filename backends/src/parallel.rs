@@ -176,28 +176,21 @@ impl<B: Backend> Replica<B> {
     /// `tensor` summed over the replicas (each passes its own; each gets the same sum).
     pub fn sum<const D: usize>(&self, tensor: Tensor<B, D>) -> Result<Tensor<B, D>> {
         self.finish_queued_work()?;
-        let mut shared = Vec::new();
-        let sum = self.sum_into_own(tensor, &mut shared)?;
-        self.release(shared)?;
-        Ok(sum)
+        let (own, shared) = self.sum_and_copy(tensor)?;
+        self.release(vec![shared])?;
+        Ok(own)
     }
 
-    /// The sum, in a buffer of this replica's own. Replicas on one device receive one buffer,
-    /// which one of them may change in place (burn reuses a buffer no other tensor holds) while
-    /// another's reads of it are still queued on its own stream: `shared` holds it until
-    /// [`Replica::release`] has waited for those reads.
-    fn sum_into_own<const D: usize>(
-        &self,
-        tensor: Tensor<B, D>,
-        shared: &mut Vec<Tensor<B, D>>,
-    ) -> Result<Tensor<B, D>> {
+    /// The sum in a buffer of this replica's own, and the sum as received. Replicas on one device
+    /// receive one buffer, which one of them may change in place (burn reuses a buffer no other
+    /// tensor holds) while another's reads of it are still queued on its own stream: the caller
+    /// holds the received sum until [`Replica::release`] has waited for those reads.
+    fn sum_and_copy<const D: usize>(&self, tensor: Tensor<B, D>) -> Result<(Tensor<B, D>, Tensor<B, D>)> {
         let summed =
             burn_collective::all_reduce::<B>(self.peer, tensor.into_primitive().tensor(), ReduceOperation::Sum)
                 .map_err(|e| failed("summing across the replicas", e))?;
         let summed = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(summed));
-        let own = summed.clone().mul_scalar(1.0);
-        shared.push(summed);
-        Ok(own)
+        Ok((summed.clone().mul_scalar(1.0), summed))
     }
 
     /// Waits for this replica's queued work, then lets the shared sums go.
@@ -240,12 +233,13 @@ impl<B: Backend> Replica<B> {
                     return;
                 }
                 if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-                    let mut shared = Vec::with_capacity(1);
-                    match self.replica.sum_into_own(grad, &mut shared) {
-                        Ok(sum) => self.grads.register::<B::InnerBackend, D>(param.id, sum),
+                    match self.replica.sum_and_copy(grad) {
+                        Ok((own, shared)) => {
+                            self.grads.register::<B::InnerBackend, D>(param.id, own);
+                            self.shared.push(shared.into_primitive().tensor());
+                        }
                         Err(e) => self.failure = Some(e),
                     }
-                    self.shared.extend(shared.into_iter().map(|t| t.into_primitive().tensor()));
                 }
             }
         }
