@@ -66,16 +66,57 @@ impl Shard {
 /// `vdm orchestrator` (burn-collective's `start_global_orchestrator`) serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nodes {
+    count: usize,
+    rank: usize,
+    orchestrator: String,
+    address: String,
+    port: u16,
+}
+
+impl Nodes {
+    /// Process `rank` of `count` (from 0; its replicas take the batch's shares `rank · local ..`),
+    /// reaching the orchestrator at `orchestrator` and reached by the others at `address` (both
+    /// `ws://HOST:PORT`; this process serves its tensors on the port of `address`). Refuses fewer
+    /// than 2 processes, a rank out of range and addresses of another form.
+    pub fn new(count: usize, rank: usize, orchestrator: String, address: String) -> Result<Self> {
+        for (field, value) in [("orchestrator", &orchestrator), ("node-address", &address)] {
+            if !value.starts_with("ws://") {
+                return Err(Error::setting(
+                    field,
+                    format!("--{field} {value}: give a WebSocket address, ws://HOST:PORT"),
+                ));
+            }
+        }
+        let port = address
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.trim_end_matches('/').parse::<u16>().ok())
+            .ok_or_else(|| {
+                Error::setting(
+                    "node-address",
+                    format!("--node-address {address}: give the port this process serves on, ws://HOST:PORT"),
+                )
+            })?;
+        if count < 2 || rank >= count {
+            return Err(Error::setting(
+                "nodes",
+                format!(
+                    "--nodes {count} --node-rank {rank}: a run on several machines has 2 or more, ranked 0 to {}",
+                    count.max(2) - 1
+                ),
+            ));
+        }
+        Ok(Self { count, rank, orchestrator, address, port })
+    }
+
     /// How many processes take part.
-    pub count: usize,
-    /// This process's index, `0 .. count`: its replicas take the batch's shares `rank · local ..`.
-    pub rank: usize,
-    /// The orchestrator's WebSocket address, `ws://HOST:PORT`.
-    pub orchestrator: String,
-    /// This process's address as the other processes reach it, `ws://HOST:PORT`.
-    pub address: String,
-    /// The port this process serves its tensors on (the port of `address`).
-    pub port: u16,
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// This process's index, `0 .. count`; process 0 writes the run.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
 }
 
 /// How a run's replicas are laid out: `local` devices in this process, and the processes.
@@ -98,19 +139,10 @@ impl Layout {
         self.nodes.as_ref().map_or(0, |n| n.rank) * self.local + local_rank
     }
 
-    /// Refuses an empty layout, a process rank out of range, and a batch some replica would get
-    /// no image of.
+    /// Refuses an empty layout and a batch some replica would get no image of.
     pub fn check(&self, batch_size: usize) -> Result<()> {
         if self.local == 0 {
             return Err(Error::setting("devices", "data-parallel training needs at least one device"));
-        }
-        if let Some(nodes) = &self.nodes {
-            if nodes.count == 0 || nodes.rank >= nodes.count {
-                return Err(Error::setting(
-                    "node-rank",
-                    format!("the node rank must be below the node count {}, got {}", nodes.count, nodes.rank),
-                ));
-            }
         }
         if batch_size < self.replicas() {
             return Err(Error::setting(

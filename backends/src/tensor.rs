@@ -114,11 +114,15 @@ pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     activation::relu(x) + tail
 }
 
+/// `count` standard normal values, in order from `rng`.
+pub(crate) fn normal_values(rng: &mut SplitMix64, count: usize) -> Vec<f32> {
+    (0..count).map(|_| rng.normal::<f32>()).collect()
+}
+
 /// Standard normal noise of `shape`, image `i`'s from `streams[i]` (one stream per image).
 pub(crate) fn normals<B: Backend>(streams: &mut [SplitMix64], shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
     let d = shape[1] * shape[2] * shape[3];
-    let values: Vec<f32> =
-        streams.iter_mut().flat_map(|rng| (0..d).map(|_| rng.normal::<f32>()).collect::<Vec<_>>()).collect();
+    let values: Vec<f32> = streams.iter_mut().flat_map(|rng| normal_values(rng, d)).collect();
     upload(TensorData::new(values, shape), device)
 }
 

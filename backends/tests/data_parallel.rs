@@ -6,10 +6,7 @@ mod common;
 
 use std::sync::Mutex;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
-use common::{net_schedule, tiny_run, tiny_score, tiny_unet, vdm_of, B};
+use common::{net_schedule, parameters, tiny_run, tiny_score, tiny_unet, vdm_of, B};
 use vdm_backends::config::{DdpmConfig, ModelConfig, RunConfig};
 use vdm_backends::data::ImageSet;
 use vdm_backends::model::ddpm::Ddpm;
@@ -24,19 +21,6 @@ use vdm_backends::Error;
 static COLLECTIVE: Mutex<()> = Mutex::new(());
 
 const STEPS: usize = 4;
-
-/// Every parameter value of `module`, in visiting order.
-fn values<Bk: Backend, M: Module<Bk>>(module: &M) -> Vec<f32> {
-    struct Collect(Vec<f32>);
-    impl<Bk: Backend> ModuleVisitor<Bk> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
-            self.0.extend(param.val().into_data().iter::<f32>());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    module.visit(&mut c);
-    c.0
-}
 
 /// What a replica saw: every step's (loss, gradient norm), then the weights and the EMA's.
 struct Trace {
@@ -53,7 +37,7 @@ fn trace<Bk: TrainBackend, M: Trainable<Bk>>(mut trainer: Trainer<Bk, M>, train:
         })
         .collect();
     trainer.leave().unwrap();
-    Trace { stats, weights: values(trainer.model()), ema: values(trainer.ema()) }
+    Trace { stats, weights: parameters(trainer.model()), ema: parameters(trainer.ema()) }
 }
 
 /// `run` trained for [`STEPS`] steps on one device, and by `replicas` replicas (threads on the

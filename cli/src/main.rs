@@ -17,6 +17,7 @@ use commands::eval::EvalArgs;
 use commands::sample::SampleArgs;
 use commands::train::TrainArgs;
 use device::{Device, DeviceList};
+use vdm_backends::parallel::Nodes;
 use vdm_backends::sample::{Ddim, SampleOptions, SamplerKind, Spacing};
 
 #[global_allocator]
@@ -479,7 +480,7 @@ fn run(command: Command) -> Result<(), Failure> {
             let (device, devices) = devices.map_or((device, vec![None]), |list| (list.kind, list.indices));
             let nodes = match (nodes, node_rank, orchestrator, node_address) {
                 (Some(count), Some(rank), Some(orchestrator), Some(address)) => {
-                    Some(replicas::nodes(count, rank, orchestrator, address)?)
+                    Some(Nodes::new(count, rank, orchestrator, address).map_err(|e| e.to_string())?)
                 }
                 _ => None,
             };

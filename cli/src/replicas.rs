@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use vdm_backends::data::ImageSet;
 use vdm_backends::model::Trainable;
 use vdm_backends::ops::TrainBackend;
-use vdm_backends::parallel::{Layout, Nodes, Replica};
+use vdm_backends::parallel::{Layout, Replica};
 use vdm_backends::train::Trainer;
 
 /// Ends the process with `message` as its error: what a replica's failure, or a lost peer, does.
@@ -84,12 +84,14 @@ pub fn start<B: TrainBackend, M: Trainable<B> + Send + 'static>(
     trainer: &mut Trainer<B, M>,
     devices: &[B::Device],
     layout: &Layout,
-    train: &ImageSet,
+    train: &Arc<ImageSet>,
 ) -> Result<(), String>
 where
     M::InnerModule: Send,
 {
-    let train = Arc::new(train.clone());
+    if layout.nodes.is_some() {
+        quiet_network_layer();
+    }
     for (local, device) in devices.iter().enumerate().skip(1) {
         let mut replica = trainer.replicate(device);
         let (layout, device, train) = (layout.clone(), device.clone(), train.clone());
@@ -111,27 +113,6 @@ where
     }
     trainer.join(Replica::join(0, layout, &devices[0])?)?;
     Ok(())
-}
-
-/// The processes of `--nodes`, `--node-rank`, `--orchestrator` and `--node-address`.
-pub fn nodes(count: usize, rank: usize, orchestrator: String, address: String) -> Result<Nodes, String> {
-    for (flag, value) in [("--orchestrator", &orchestrator), ("--node-address", &address)] {
-        if !value.starts_with("ws://") {
-            return Err(format!("{flag} {value}: give a WebSocket address, ws://HOST:PORT"));
-        }
-    }
-    let port = address
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.trim_end_matches('/').parse::<u16>().ok())
-        .ok_or_else(|| format!("--node-address {address}: give the port this process serves on, ws://HOST:PORT"))?;
-    if count < 2 || rank >= count {
-        return Err(format!(
-            "--nodes {count} --node-rank {rank}: a run on several machines has 2 or more, ranked 0 to {}",
-            count.max(2) - 1
-        ));
-    }
-    quiet_network_layer();
-    Ok(Nodes { count, rank, orchestrator, address, port })
 }
 
 /// Keeps the network layer's reports short: burn-communication's log (each connection and

@@ -25,7 +25,7 @@ use crate::nn::ddpm_unet::UNet;
 use crate::ops::{FastOps, TrainBackend};
 use crate::parallel::Shard;
 use crate::sample::{Denoised, Denoiser, GridPoint, Spacing};
-use crate::tensor::{normals, BurnBatch};
+use crate::tensor::{normal_values, normals, BurnBatch};
 use crate::transfer::{download, upload, upload_rows};
 
 use super::check_channels;
@@ -213,11 +213,6 @@ pub struct Ddpm<B: Backend> {
 /// `values` as per-example `[N, 1, 1, 1]` values on `device`.
 fn per_example<B: Backend>(values: &[f64], device: &B::Device) -> Batch4<B> {
     BurnBatch(upload(TensorData::new(values.to_vec(), [values.len(), 1, 1, 1]), device))
-}
-
-/// `count` standard normal values from `rng`.
-fn normal_values(rng: &mut SplitMix64, count: usize) -> Vec<f32> {
-    (0..count).map(|_| rng.normal::<f32>()).collect()
 }
 
 /// Standard normal noise of `shape`, all from `rng`.

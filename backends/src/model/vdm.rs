@@ -26,7 +26,7 @@ use crate::ops::{self, FastOps, TrainBackend};
 use crate::parallel::Shard;
 use crate::sample::{Denoised, Denoiser, GridPoint, Spacing};
 use crate::schedule::{HostSchedule, LearnedSchedule, Part, ShapeObjective};
-use crate::tensor::{host_tensor, BurnBatch};
+use crate::tensor::{host_tensor, normal_values, BurnBatch};
 use crate::transfer::{download, upload, upload_rows};
 
 use super::check_channels;
@@ -138,9 +138,8 @@ impl Noise {
     /// The noise of `shard`'s images: drawn for the whole batch, so that an image's noise and time
     /// do not depend on how the batch is split among replicas, and sliced.
     pub fn draw_shard(rng: &mut SplitMix64, shard: Shard, d: usize) -> Self {
-        let mut normals = |count: usize| (0..count).map(|_| rng.normal::<f32>()).collect::<Vec<f32>>();
-        let eps = shard.slice(&normals(shard.of * d), d);
-        let eps_0 = shard.slice(&normals(shard.of * d), d);
+        let eps = shard.slice(&normal_values(rng, shard.of * d), d);
+        let eps_0 = shard.slice(&normal_values(rng, shard.of * d), d);
         Self { eps, eps_0, u0: rng.uniform(), shard }
     }
 

@@ -10,7 +10,6 @@ use vdm_backends::config::TrainConfig;
 use vdm_backends::config::{DataConfig, EvalConfig, RunConfig};
 use vdm_backends::config::{ModelConfig, VdmConfig};
 use vdm_backends::data::GaussianSource;
-use vdm_backends::model::Vdm;
 use vdm_backends::nn::ddpm_unet::UNetConfig;
 use vdm_backends::nn::score_unet::ScoreNetConfig;
 use vdm_backends::schedule::{ScheduleConfig, ShapeObjective};
@@ -70,8 +69,8 @@ pub fn tiny_unet() -> UNetConfig {
     }
 }
 
-/// Every parameter value, in visiting order.
-pub fn parameters<Bk: Backend>(model: &Vdm<Bk>) -> Vec<f32> {
+/// Every parameter value of `model`, in visiting order.
+pub fn parameters<Bk: Backend, M: Module<Bk>>(model: &M) -> Vec<f32> {
     struct Collect(Vec<f32>);
     impl<Bk: Backend> ModuleVisitor<Bk> for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {

@@ -3,6 +3,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vdm_backends::checkpoint::{describe_existing_run, Checkpoint};
@@ -41,7 +42,7 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// Whether this process writes the run (checkpoints, metrics): the only one, or process 0.
     fn writes(&self) -> bool {
-        self.nodes.as_ref().is_none_or(|n| n.rank == 0)
+        self.nodes.as_ref().is_none_or(|n| n.rank() == 0)
     }
 }
 
@@ -151,6 +152,8 @@ where
         let lock = writes.then(|| claim_new_run(&dir)).transpose()?;
         (trainer, train, test, lock)
     };
+    // Shared with the replicas' threads, not copied.
+    let train = Arc::new(train);
     layout.check(trainer.run_config().train.batch_size)?;
     let parallel = layout.replicas() > 1;
     // A lost replica or process ends the run instead of leaving this one waiting (see `replicas`).
@@ -261,7 +264,7 @@ where
 /// Another process writes the run: this one's replicas step in lockstep with the others to the end.
 fn follow<B: TrainBackend, M: Trainable<B> + Send + 'static>(
     mut trainer: Trainer<B, M>,
-    train: &ImageSet,
+    train: &Arc<ImageSet>,
     devices: &[B::Device],
     layout: &Layout,
     watchdog: Option<Watchdog>,
@@ -299,7 +302,7 @@ fn progressed(watchdog: &Option<Watchdog>) {
 /// Which replicas of a data-parallel run this process holds.
 fn replicas_line(layout: &Layout) -> String {
     let first = layout.rank(0);
-    let process = layout.nodes.as_ref().map_or(String::new(), |n| format!(" (process {} of {})", n.rank, n.count));
+    let process = layout.nodes.as_ref().map_or(String::new(), |n| format!(" (process {} of {})", n.rank(), n.count()));
     format!(
         "data-parallel: replicas {first}..{} of {} on this process{process}; each batch is split among them",
         first + layout.local,
