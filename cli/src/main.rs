@@ -218,9 +218,10 @@ enum Command {
         /// A checkpoint or a run directory (its newest checkpoint).
         #[arg(long, default_value = "runs/digits")]
         checkpoint: PathBuf,
-        /// Steps T of the latent chain (more steps: a rate nearer the continuous bound, slower).
-        #[arg(long, default_value_t = 100)]
-        steps: usize,
+        /// Steps T of the latent chain: for a VDM any T (default 100; more steps: a rate nearer the
+        /// continuous bound, slower); a DDPM codes over its own T (model.time_steps, the default).
+        #[arg(long)]
+        steps: Option<usize>,
         /// Each latent value is coded on a grid of 2^bits bins per standard deviation of its narrower
         /// distribution (1 to 12). On the digits 1 gave the smallest files at T = 10, 100 and 1000
         /// (docs/results.md); finer grids borrow more seed bits per pop.

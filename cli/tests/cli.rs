@@ -211,8 +211,8 @@ fn compress_and_decompress_round_trip_and_refuse_bad_files() {
     );
 }
 
-/// A DDPM run through every command: train, evaluate (estimate and full bound), sample with both
-/// samplers, and measure sample quality with a freshly trained classifier; VDM-only commands refuse it.
+/// A DDPM run through every command: train, evaluate (estimate and full bound), compress and
+/// decompress over its T, sample with both samplers, and measure sample quality with a freshly trained classifier; VDM-only commands refuse it.
 #[test]
 fn ddpm_train_eval_sample_and_fid() {
     let dir = tempfile::tempdir().unwrap();
@@ -226,6 +226,19 @@ fn ddpm_train_eval_sample_and_fid() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let (estimate, full) = (report["bounds"][0]["bpd"].as_f64().unwrap(), report["bounds"][1]["bpd"].as_f64().unwrap());
     assert!(estimate.is_finite() && full.is_finite() && full > 0.0, "{report}");
+    let file = s(&dir.path().join("ddpm.vbb"));
+    let out = vdm(&["compress", "--checkpoint", &run, "--test-set", "--limit", "3", "-o", &file]);
+    assert!(out.status.success() && text(&out).contains("3 images, 192 values, T = 10"), "{}", text(&out));
+    let out = vdm(&["decompress", &file, "-o", &s(&dir.path().join("decoded"))]);
+    assert!(
+        out.status.success() && text(&out).contains("decoded 3 images of [1, 8, 8] (checksum verified)"),
+        "{}",
+        text(&out)
+    );
+    assert_fails_with(
+        &vdm(&["compress", "--checkpoint", &run, "--test-set", "--steps", "5", "-o", &s(&dir.path().join("5.vbb"))]),
+        &["all its T = 10 steps"],
+    );
     for (i, (args, nfe)) in [
         (&["--steps", "10"][..], 10),
         (&["--sampler", "ddim", "--steps", "3"], 3),

@@ -1,27 +1,30 @@
 //! The compressed file: a small header, the stack's words, a checksum.
 //!
-//! Format 3 (written by this build; integers as LEB128 varints):
+//! Format 4 (written by this build; integers as LEB128 varints):
 //!
 //! `magic (8) · version (u32) · weights SHA-256 (32) · checkpoint path (length, bytes) ·
 //! step + 1 (0: none) · T · images · batch size · C · H · W · latent bits · untouched seed words ·
-//! stored words · images checksum (8) · words (u32 each) · file checksum (8)`,
+//! stored words · images checksum (8) · words (u64 each) · file checksum (8)`,
 //!
-//! the checksums being the first 8 bytes of SHA-256 (of the pixels; of everything before). Formats 1
-//! and 2 (one message coded level by level, before Bit-Swap) are refused with the last commit that
-//! decodes them.
+//! the checksums being the first 8 bytes of SHA-256 (of the pixels; of everything before). Older
+//! formats are refused with the last commit that decodes them: 1 and 2 (one message coded level by
+//! level, before Bit-Swap), 3 (Bit-Swap on a stack of 32-bit words at 32-bit precision, whose ANS
+//! overhead grew with `T`).
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
 /// The version of the compressed format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The last commit of vdm-rs that decodes formats 1 and 2.
 const LAST_LEGACY_COMMIT: &str = "f32efff";
+/// The last commit of vdm-rs that decodes format 3.
+const LAST_FORMAT_3_COMMIT: &str = "e417b4c";
 /// The longest checkpoint path a header holds, in bytes.
 pub(crate) const MAX_PATH_BYTES: usize = 4096;
 const MAGIC: &[u8; 8] = b"VDM-BBAN";
-/// Bytes of the truncated SHA-256 checksums of format 3.
+/// Bytes of the truncated SHA-256 checksums.
 pub const CHECKSUM_BYTES: usize = 8;
 
 /// The checkpoint a message was coded with, as its header records it: decoding needs exactly
@@ -82,10 +85,10 @@ pub struct Message {
     /// Seed words below the stored ones.
     pub untouched: u64,
     /// The stored words.
-    pub words: Vec<u32>,
+    pub words: Vec<u64>,
 }
 
-/// The checksum of `pixels` that format 3 records.
+/// The checksum of `pixels` that the header records.
 pub(crate) fn images_checksum(pixels: &[u8]) -> [u8; CHECKSUM_BYTES] {
     Sha256::digest(pixels)[..CHECKSUM_BYTES].try_into().expect("8 bytes")
 }
@@ -98,10 +101,10 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Writes a format-3 file.
+/// Writes a format-4 file.
 pub(crate) fn write_file(message: &Message) -> Vec<u8> {
     let Message { header, untouched, words } = message;
-    let mut out = Vec::with_capacity(128 + 4 * words.len());
+    let mut out = Vec::with_capacity(128 + 8 * words.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     let hash = hex_to_bytes(&header.model.sha256);
@@ -141,7 +144,7 @@ fn bytes_to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The SHA-256 a format-3 header records for a model known by `sha256` (itself when it is a hex
+/// The SHA-256 the header records for a model known by `sha256` (itself when it is a hex
 /// SHA-256).
 pub(crate) fn recorded_hash(sha256: &str) -> String {
     bytes_to_hex(&hex_to_bytes(sha256))
@@ -194,9 +197,12 @@ pub fn read_file(bytes: &[u8]) -> Result<Message> {
     let mut r = Reader { bytes, at: MAGIC.len() };
     let version = u32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes"));
     match version {
-        FORMAT_VERSION => read_v3(r),
+        FORMAT_VERSION => read_v4(r),
         1 | 2 => Err(Error::Mismatch(format!(
             "the file has format version {version}, written before Bit-Swap coding; this build reads version {FORMAT_VERSION} only: decode it with vdm-rs at commit {LAST_LEGACY_COMMIT} or earlier"
+        ))),
+        3 => Err(Error::Mismatch(format!(
+            "the file has format version 3 (32-bit stack words); this build reads version {FORMAT_VERSION} only: decode it with vdm-rs at commit {LAST_FORMAT_3_COMMIT}"
         ))),
         _ => Err(Error::Corrupt(format!(
             "the file has format version {version}; this build reads version {FORMAT_VERSION}"
@@ -206,9 +212,9 @@ pub fn read_file(bytes: &[u8]) -> Result<Message> {
 
 /// Checks the length and the checksum of a file whose header ends at `header_end` and holds
 /// `word_count` words, and returns the words.
-fn body(bytes: &[u8], header_end: usize, word_count: u64) -> Result<Vec<u32>> {
+fn body(bytes: &[u8], header_end: usize, word_count: u64) -> Result<Vec<u64>> {
     let checksum_bytes = CHECKSUM_BYTES;
-    let expected = (word_count as u128) * 4 + checksum_bytes as u128 + header_end as u128;
+    let expected = (word_count as u128) * 8 + checksum_bytes as u128 + header_end as u128;
     if bytes.len() as u128 != expected {
         return Err(Error::Corrupt(format!(
             "the file is truncated or has trailing data: {} bytes, its header says {expected}",
@@ -220,12 +226,12 @@ fn body(bytes: &[u8], header_end: usize, word_count: u64) -> Result<Vec<u32>> {
         return Err(Error::Corrupt("the file is corrupt: its checksum does not match its contents".into()));
     }
     Ok(bytes[header_end..body_end]
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
         .collect())
 }
 
-fn read_v3(mut r: Reader) -> Result<Message> {
+fn read_v4(mut r: Reader) -> Result<Message> {
     let sha256 = bytes_to_hex(r.take(32)?);
     let path_len = r.varint("checkpoint path length")?;
     let checkpoint = Some(r.text(path_len, "checkpoint path")?).filter(|p| !p.is_empty());

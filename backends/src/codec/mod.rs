@@ -1,5 +1,6 @@
-//! Lossless compression with a trained VDM: bits-back ANS over the `T`-step latent chain in
-//! Bit-Swap order (Kingma, Abbeel & Ho 2019; `bitswap.rs`), with `constriction`'s stack coder.
+//! Lossless compression with a trained diffusion model (VDM or DDPM): bits-back ANS over the
+//! `T`-step latent chain in Bit-Swap order (Kingma, Abbeel & Ho 2019; `bitswap.rs`), with
+//! `constriction`'s stack coder.
 //!
 //! Images are coded in batches one after another on one stack, each batch level by level with one
 //! batched network evaluation per level. The net codelength of a batch is
@@ -8,31 +9,37 @@
 //! ([`format`]), and both are reported ([`CodecStats`]).
 //!
 //! The stack starts on pseudo-random seed words that the decoder regenerates; the file stores the
-//! stack without the seed words no pop reached. Encoder and decoder must compute every
-//! distribution bit for bit alike: the network runs on the same batches in the same order on both
-//! sides, all other arithmetic is `f64` on the host, and the file carries a checksum of the images,
-//! so a decoder that computed differently (another binary or backend) reports it instead of
-//! returning wrong images.
+//! stack without the seed words no pop reached. Batches are coded from the last images to the
+//! first, so that the decoder, which pops the last batch first, hands the images over in order, a
+//! batch at a time ([`decompress_into`]). Encoder and decoder must compute every distribution bit
+//! for bit alike: the network runs on the same batches in the same order on both sides, all other
+//! arithmetic is `f64` on the host, and the file carries a checksum of the images, so a decoder
+//! that computed differently (another binary or backend) reports it instead of returning wrong
+//! images.
 
 mod bitswap;
 mod format;
+mod model;
+
+use std::ops::Range;
 
 use burn::tensor::{Tensor, TensorData};
-use constriction::stream::stack::DefaultAnsCoder;
+use sha2::{Digest, Sha256};
 use vdm_core::rng::SplitMix64;
 
-pub use bitswap::{batches, FIRST_BATCH};
+pub use bitswap::{batch_count, batches, FIRST_BATCH};
 pub use format::{read_file, Header, Message, ModelId, FORMAT_VERSION};
+pub use model::{ChainSpec, Codable, Decoder};
 
 use crate::config::MAX_TIME_STEPS;
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
 use crate::memory;
-use crate::model::Vdm;
 use crate::ops::FastOps;
+use crate::sample::GridPoint;
 use crate::transfer::{download, upload};
-use bitswap::Chain;
-use format::{images_checksum, recorded_hash, write_file, MAX_PATH_BYTES};
+use bitswap::{Chain, Coder};
+use format::{images_checksum, recorded_hash, write_file, CHECKSUM_BYTES, MAX_PATH_BYTES};
 
 /// Latent precisions accepted: `2^bits` bins per standard deviation of each level's narrower
 /// distribution.
@@ -68,18 +75,29 @@ impl CodecStats {
     }
 }
 
-/// The network evaluations coding `count` images over `steps` steps takes (encoding and decoding
-/// alike): `T` per batch ([`batches`]).
-pub fn network_evaluations(count: usize, steps: usize, batch_size: usize) -> usize {
-    bitswap::batch_count(count, batch_size).saturating_mul(steps)
+/// The network evaluations coding `count` images with `model` over `steps` steps takes (encoding
+/// and decoding alike): [`ChainSpec::evaluations`] per batch ([`batches`]).
+pub fn network_evaluations<B: FastOps, M: Codable<B>>(
+    model: &M,
+    count: usize,
+    steps: usize,
+    batch_size: usize,
+) -> Result<usize> {
+    Ok(bitswap::batch_count(count, batch_size).saturating_mul(model.chain(steps)?.evaluations()))
 }
 
-/// `ε̂(z_t)` for latents `z` (images of `shape`, flattened) at `γ_t`, in batches of `batch_size`.
-fn eps_hat<B: FastOps>(
-    model: &Vdm<B>,
+/// The images of coding batch `range` (batches are coded from the last images to the first).
+fn images_of(range: Range<usize>, count: usize) -> Range<usize> {
+    count - range.end..count - range.start
+}
+
+/// The `ε̂` of `model`'s reverse mean for latents `z` (images of `shape`, flattened) at `at`, in
+/// batches of `batch_size`.
+fn reverse_eps<B: FastOps, M: Codable<B>>(
+    model: &M,
     z: &[f64],
     shape: [usize; 3],
-    gamma: f64,
+    at: GridPoint,
     batch_size: usize,
     device: &B::Device,
 ) -> Vec<f32> {
@@ -89,15 +107,15 @@ fn eps_hat<B: FastOps>(
         let n = chunk.len() / d;
         let values: Vec<f32> = chunk.iter().map(|&v| v as f32).collect();
         let input: Tensor<B, 4> = upload(TensorData::new(values, [n, shape[0], shape[1], shape[2]]), device);
-        let output = model.eps_hat(input, Tensor::full([n], gamma as f32, device));
-        out.extend(download(output).iter::<f32>());
+        let prediction = model.predict(input, at);
+        out.extend(download(prediction.reverse_mean_eps.unwrap_or(prediction.eps)).iter::<f32>());
     }
     out
 }
 
-fn seed_words(count: usize) -> Vec<u32> {
+fn seed_words(count: usize) -> Vec<u64> {
     let mut rng = SplitMix64::new(SEED);
-    (0..count).map(|_| rng.next_u64() as u32).collect()
+    (0..count).map(|_| rng.next_u64()).collect()
 }
 
 fn check_settings(steps: usize, latent_bits: u32, batch_size: usize) -> Result<()> {
@@ -123,8 +141,8 @@ fn check_settings(steps: usize, latent_bits: u32, batch_size: usize) -> Result<(
 /// records) over `steps` steps, `batch_size` images per network evaluation after the first image;
 /// `on_step` is called after each network evaluation ([`network_evaluations`] in all).
 #[allow(clippy::too_many_arguments)]
-pub fn compress<B: FastOps>(
-    model: &Vdm<B>,
+pub fn compress<B: FastOps, M: Codable<B>>(
+    model: &M,
     model_id: &ModelId,
     images: &ImageSet,
     steps: usize,
@@ -143,21 +161,23 @@ pub fn compress<B: FastOps>(
     if images.is_empty() {
         return Err(Error::Mismatch("there are no images to compress".into()));
     }
-    let chain = Chain::new(model, steps, latent_bits)?;
+    let chain = Chain::new(model.chain(steps)?, latent_bits)?;
     let shape = images.shape();
     let d = images.features();
     let seed = seed_words(bitswap::seed_len(batch_size.min(images.len()) * d));
-    let mut coder = DefaultAnsCoder::from_binary(seed.clone()).map_err(|e| Error::Corrupt(format!("{e:?}")))?;
+    let mut coder = Coder::from_binary(seed.clone()).map_err(|e| Error::Corrupt(format!("{e:?}")))?;
     let start_bits = coder.num_valid_bits() as f64;
     let mut lowest = seed.len();
     for range in batches(images.len(), batch_size) {
+        let range = images_of(range, images.len());
         let pixels = &images.pixels[range.start * d..range.end * d];
         bitswap::encode_batch(
             &chain,
             &mut coder,
+            seed.len(),
             pixels,
-            |z, gamma| {
-                let eps = eps_hat(model, z, shape, gamma, batch_size, device);
+            |z, i| {
+                let eps = reverse_eps(model, z, shape, chain.level(i), batch_size, device);
                 on_step();
                 eps
             },
@@ -186,27 +206,54 @@ pub fn compress<B: FastOps>(
     let bytes = write_file(&Message { header, untouched: lowest as u64, words: words[lowest..].to_vec() });
     let stats = CodecStats {
         net_bits,
-        seed_bits: 32.0 * (seed.len() - lowest) as f64,
+        seed_bits: 64.0 * (seed.len() - lowest) as f64,
         file_bits: 8.0 * bytes.len() as f64,
         dims: images.len() * d,
     };
     Ok((bytes, stats))
 }
 
-/// Decompresses a file written by [`compress`] with the same
-/// `model` (weight file SHA-256 `model_hash`), checking that it was written for this model (and
-/// for `expected_steps`, if given) and that the images come back bit-identical. `on_step` is
-/// called after each network evaluation.
-pub fn decompress<B: FastOps>(
-    model: &Vdm<B>,
+/// Decompresses a file written by [`compress`] with the same `model` (weight file SHA-256
+/// `model_hash`) into memory: [`decompress_into`], collected.
+pub fn decompress<B: FastOps, M: Codable<B>>(
+    model: &M,
     model_hash: &str,
     bytes: &[u8],
     expected_steps: Option<usize>,
     device: &B::Device,
     on_step: impl FnMut(),
 ) -> Result<ImageSet> {
-    let message = read_file(bytes)?;
-    let header = &message.header;
+    let header = read_file(bytes)?.header;
+    let (count, shape) = (header.count as u128, header.shape.map(u128::from));
+    memory::check(
+        &format!("decoding {count} images of {}x{}x{}", shape[0], shape[1], shape[2]),
+        (count * shape.iter().product::<u128>()).min(u128::from(u64::MAX)) as u64,
+        "the file's header claims more images than this machine can hold",
+    )?;
+    let mut pixels = Vec::new();
+    let header = decompress_into(model, model_hash, bytes, expected_steps, device, on_step, |_, batch| {
+        pixels.extend_from_slice(batch);
+        Ok(())
+    })?;
+    Ok(ImageSet::new(pixels, header.shape.map(|v| v as usize)))
+}
+
+/// Decompresses a file written by [`compress`] with the same `model` (weight file SHA-256
+/// `model_hash`), checking that it was written for this model (and for `expected_steps`, if
+/// given), and hands the images to `on_images(first, pixels)` a batch at a time, in order, holding
+/// no more than one batch. The images' checksum is verified once all are decoded: on an error,
+/// discard what was handed over. `on_step` is called after each network evaluation.
+#[allow(clippy::too_many_arguments)]
+pub fn decompress_into<B: FastOps, M: Codable<B>>(
+    model: &M,
+    model_hash: &str,
+    bytes: &[u8],
+    expected_steps: Option<usize>,
+    device: &B::Device,
+    mut on_step: impl FnMut(),
+    mut on_images: impl FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<Header> {
+    let Message { header, untouched, words: stored } = read_file(bytes)?;
     if let Some(t) = expected_steps.filter(|&t| t as u64 != header.steps) {
         return Err(Error::Mismatch(format!("the file was compressed with T = {} steps, not {t}", header.steps)));
     }
@@ -234,48 +281,32 @@ pub fn decompress<B: FastOps>(
         )));
     }
     check_settings(steps, header.latent_bits, batch_size).map_err(|e| invalid(&e))?;
-    decode(model, message, device, on_step)
-}
-
-/// Decodes a format-3 message, batches last to first.
-fn decode<B: FastOps>(
-    model: &Vdm<B>,
-    message: Message,
-    device: &B::Device,
-    mut on_step: impl FnMut(),
-) -> Result<ImageSet> {
-    let Message { header, untouched, words: stored } = message;
-    let (steps, batch_size) = (header.steps as usize, header.batch_size as usize);
-    let shape = header.shape.map(|v| v as usize);
     let d = shape.iter().product::<usize>();
     let count = usize::try_from(header.count)
         .ok()
         .filter(|n| n.checked_mul(d).is_some() && *n > 0)
         .ok_or_else(|| Error::Corrupt("the file's image count is invalid".into()))?;
-    memory::check(
-        &format!("decoding {count} images of {}x{}x{}", shape[0], shape[1], shape[2]),
-        (count as u128 * (d as u128 + 16)).min(u64::MAX as u128) as u64,
-        "the file's header claims more images than this machine can hold",
-    )?;
     let seed_len = bitswap::seed_len(batch_size.min(count) * d);
     if untouched > seed_len as u64 {
         return Err(Error::Corrupt("the file's header is corrupt (seed length)".into()));
     }
-    let chain = Chain::new(model, steps, header.latent_bits)?;
+    let chain = Chain::new(model.chain(steps)?, header.latent_bits)?;
     let mut words = seed_words(untouched as usize);
     words.extend_from_slice(&stored);
-    let mut coder = DefaultAnsCoder::from_compressed(words)
+    let mut coder = Coder::from_compressed(words)
         .map_err(|_| Error::Corrupt("the compressed data is malformed (its last word is zero)".into()))?;
-    let mut pixels = vec![0u8; count * d];
+    let mut checksum = Sha256::new();
     for range in batches(count, batch_size).into_iter().rev() {
-        let decoded = bitswap::decode_batch(&chain, &mut coder, range.len() * d, |z, gamma| {
-            let eps = eps_hat(model, z, shape, gamma, batch_size, device);
+        let range = images_of(range, count);
+        let pixels = bitswap::decode_batch(&chain, &mut coder, seed_len, range.len() * d, |z, i| {
+            let eps = reverse_eps(model, z, shape, chain.level(i), batch_size, device);
             on_step();
             eps
         })?;
-        pixels[range.start * d..range.end * d].copy_from_slice(&decoded);
+        checksum.update(&pixels);
+        on_images(range.start, &pixels)?;
     }
-    if images_checksum(&pixels) != header.images_checksum {
+    if checksum.finalize()[..CHECKSUM_BYTES] != header.images_checksum {
         return Err(Error::Mismatch("the decoded images do not match the file's checksum: the file was written by a build or backend that evaluates the network differently".into()));
     }
     let rest =
@@ -283,5 +314,5 @@ fn decode<B: FastOps>(
     if rest.len() != seed_len || rest != seed_words(seed_len) {
         return Err(Error::Corrupt("decoding did not return the stack to its seed: the file is corrupt".into()));
     }
-    Ok(ImageSet::new(pixels, shape))
+    Ok(header)
 }

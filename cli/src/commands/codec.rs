@@ -8,16 +8,18 @@ use std::time::Instant;
 
 use flate2::write::GzEncoder;
 use vdm_backends::checkpoint::{self, Checkpoint, KEEP};
-use vdm_backends::codec::{compress, decompress, network_evaluations, read_file, CodecStats, ModelId};
+use vdm_backends::codec::{compress, decompress_into, network_evaluations, read_file, Codable, CodecStats, ModelId};
+use vdm_backends::config::ModelConfig;
 use vdm_backends::data::{self, categorical_baseline_bpd, ImageSet};
 use vdm_backends::error::describe_io;
 use vdm_backends::files::write_atomically;
-use vdm_backends::model::Vdm;
-use vdm_backends::ops::TrainBackend;
+use vdm_backends::model::ddpm::Ddpm;
+use vdm_backends::model::{Family, Vdm};
+use vdm_backends::ops::{FastOps, TrainBackend};
 
-use super::{check_output_file, create_empty_dir, load, load_checkpoint_data, load_model, open_checkpoint};
+use super::{check_output_file, create_empty_dir, load_checkpoint_data, load_model, open_checkpoint};
 use crate::device::{dispatch, BackendJob, Device};
-use crate::image::{image_png, write_images};
+use crate::image::image_png;
 use crate::progress::{clock, Progress};
 
 /// The weight file a checkpoint's model is loaded from (the EMA): its SHA-256 identifies the model.
@@ -34,7 +36,8 @@ pub enum Input {
 /// What `vdm compress` was asked for.
 pub struct CompressArgs {
     pub checkpoint: PathBuf,
-    pub steps: usize,
+    /// `None`: 100 for a VDM, a DDPM's own `T`.
+    pub steps: Option<usize>,
     pub latent_bits: u32,
     pub batch_size: usize,
     pub input: Input,
@@ -50,7 +53,7 @@ pub struct DecompressArgs {
 }
 
 pub fn run_compress(args: CompressArgs, device: Device) -> Result<(), String> {
-    if args.steps == 0 || args.batch_size == 0 {
+    if args.steps == Some(0) || args.batch_size == 0 {
         return Err("--steps and --batch-size must be at least 1".into());
     }
     if let Input::TestSet { limit: Some(0) } = args.input {
@@ -75,57 +78,76 @@ fn model_hash(checkpoint: &Checkpoint) -> Result<String, String> {
         .ok_or_else(|| format!("{} lists no {MODEL_FILE}", checkpoint.dir.display()))
 }
 
+/// The T a VDM's chain has unless told otherwise.
+const DEFAULT_VDM_STEPS: usize = 100;
+
 struct CompressJob(CompressArgs);
 
 impl BackendJob for CompressJob {
     type Output = ();
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
-        let args = self.0;
-        let (model, checkpoint) = load::<B::InnerBackend, Vdm<_>>(&args.checkpoint, &device)?;
-        let shape = checkpoint.state.image_shape;
-        let (train, images) = match &args.input {
-            Input::TestSet { limit } => {
-                let (train, test) = load_checkpoint_data(&checkpoint)?;
-                let n = limit.unwrap_or(test.len()).min(test.len());
-                (Some(train), test.select(&(0..n).collect::<Vec<_>>()))
+        let checkpoint = open_checkpoint(&self.0.checkpoint)?;
+        match &checkpoint.state.run.model {
+            ModelConfig::Vdm(_) => {
+                let steps = self.0.steps.unwrap_or(DEFAULT_VDM_STEPS);
+                compress_with::<B::InnerBackend, Vdm<_>>(self.0, steps, checkpoint, &device)
             }
-            Input::Png(paths) => (None, read_pngs(paths, shape)?),
-        };
-        let dir = fs::canonicalize(&checkpoint.dir)
-            .map_err(|e| format!("{}: {}", checkpoint.dir.display(), describe_io(&e)))?;
-        let id = ModelId {
-            sha256: model_hash(&checkpoint)?,
-            step: Some(checkpoint.state.step as u64),
-            checkpoint: Some(dir.to_string_lossy().into_owned()),
-        };
-        let evaluations = network_evaluations(images.len(), args.steps, args.batch_size);
-        let mut progress = Progress::new(evaluations, "encode", 0);
-        let start = Instant::now();
-        let (bytes, stats) =
-            compress(&model, &id, &images, args.steps, args.latent_bits, args.batch_size, &device, || {
-                progress.advance(1)
-            })?;
-        progress.finish();
-        let secs = start.elapsed().as_secs_f64();
-        // Kept before the file exists, so that no file is ever without its checkpoint.
-        let out = absolute(&args.out).map_err(|e| format!("{}: {}", args.out.display(), describe_io(&e)))?;
-        checkpoint::keep(&dir, &format!("compressed file {}", out.display()))?;
-        write_atomically(&args.out, &bytes).map_err(|e| format!("{}: {}", args.out.display(), describe_io(&e)))?;
-        report(&stats, &images, train.as_ref(), args.steps)?;
-        println!(
-            "decoding needs this checkpoint: {} now holds a `{KEEP}` file, so training never prunes it (delete that file once the compressed files are gone)",
-            dir.display()
-        );
-        println!(
-            "wrote {} ({} bytes) in {} ({:.2} images/s)",
-            args.out.display(),
-            bytes.len(),
-            clock(secs),
-            images.len() as f64 / secs
-        );
-        Ok(())
+            ModelConfig::Ddpm(c) => {
+                let steps = self.0.steps.unwrap_or(c.time_steps);
+                compress_with::<B::InnerBackend, Ddpm<_>>(self.0, steps, checkpoint, &device)
+            }
+        }
     }
+}
+
+fn compress_with<B: FastOps, M: Family<B> + Codable<B>>(
+    args: CompressArgs,
+    steps: usize,
+    checkpoint: Checkpoint,
+    device: &B::Device,
+) -> Result<(), String> {
+    let model: M = load_model(&checkpoint, device)?;
+    let shape = checkpoint.state.image_shape;
+    let (train, images) = match &args.input {
+        Input::TestSet { limit } => {
+            let (train, test) = load_checkpoint_data(&checkpoint)?;
+            let n = limit.unwrap_or(test.len()).min(test.len());
+            (Some(train), test.select(&(0..n).collect::<Vec<_>>()))
+        }
+        Input::Png(paths) => (None, read_pngs(paths, shape)?),
+    };
+    let dir =
+        fs::canonicalize(&checkpoint.dir).map_err(|e| format!("{}: {}", checkpoint.dir.display(), describe_io(&e)))?;
+    let id = ModelId {
+        sha256: model_hash(&checkpoint)?,
+        step: Some(checkpoint.state.step as u64),
+        checkpoint: Some(dir.to_string_lossy().into_owned()),
+    };
+    let evaluations = network_evaluations(&model, images.len(), steps, args.batch_size)?;
+    let mut progress = Progress::new(evaluations, "encode", 0);
+    let start = Instant::now();
+    let (bytes, stats) =
+        compress(&model, &id, &images, steps, args.latent_bits, args.batch_size, device, || progress.advance(1))?;
+    progress.finish();
+    let secs = start.elapsed().as_secs_f64();
+    // Kept before the file exists, so that no file is ever without its checkpoint.
+    let out = absolute(&args.out).map_err(|e| format!("{}: {}", args.out.display(), describe_io(&e)))?;
+    checkpoint::keep(&dir, &format!("compressed file {}", out.display()))?;
+    write_atomically(&args.out, &bytes).map_err(|e| format!("{}: {}", args.out.display(), describe_io(&e)))?;
+    report(&stats, &images, train.as_ref(), steps)?;
+    println!(
+        "decoding needs this checkpoint: {} now holds a `{KEEP}` file, so training never prunes it (delete that file once the compressed files are gone)",
+        dir.display()
+    );
+    println!(
+        "wrote {} ({} bytes) in {} ({:.2} images/s)",
+        args.out.display(),
+        bytes.len(),
+        clock(secs),
+        images.len() as f64 / secs
+    );
+    Ok(())
 }
 
 /// The rates of a compressed message beside the sizes of the usual lossless formats.
@@ -214,26 +236,68 @@ impl BackendJob for DecompressJob {
     type Output = ();
 
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<(), String> {
-        let args = self.args;
-        let header = read_file(&self.bytes).map_err(|e| format!("{}: {e}", args.file.display()))?.header;
-        let checkpoint = find_checkpoint(&args, &header.model)?;
-        let model = load_model::<B::InnerBackend, Vdm<_>>(&checkpoint, &device)?;
+        let header = read_file(&self.bytes).map_err(|e| format!("{}: {e}", self.args.file.display()))?.header;
+        let checkpoint = find_checkpoint(&self.args, &header.model)?;
+        match &checkpoint.state.run.model {
+            ModelConfig::Vdm(_) => self.decompress_with::<B::InnerBackend, Vdm<_>>(checkpoint, &device),
+            ModelConfig::Ddpm(_) => self.decompress_with::<B::InnerBackend, Ddpm<_>>(checkpoint, &device),
+        }
+    }
+}
+
+impl DecompressJob {
+    /// Decodes with `checkpoint`'s model, writing each batch's PNGs as it comes out; if decoding
+    /// fails, the images already written are removed.
+    fn decompress_with<B: FastOps, M: Family<B> + Codable<B>>(
+        self,
+        checkpoint: Checkpoint,
+        device: &B::Device,
+    ) -> Result<(), String> {
+        let (args, file) = (&self.args, self.args.file.display());
+        let model: M = load_model(&checkpoint, device)?;
         let hash = model_hash(&checkpoint)?;
-        let evaluations = network_evaluations(header.count as usize, header.steps as usize, header.batch_size as usize);
+        let header = read_file(&self.bytes).map_err(|e| format!("{file}: {e}"))?.header;
+        let evaluations =
+            network_evaluations(&model, header.count as usize, header.steps as usize, header.batch_size as usize)
+                .map_err(|e| format!("{file}: {e}"))?;
         let mut progress = Progress::new(evaluations, "decode", 0);
         let start = Instant::now();
-        let images = decompress(&model, &hash, &self.bytes, args.steps, &device, || progress.advance(1))
-            .map_err(|e| format!("{}: {e}", args.file.display()))?;
+        let shape = header.shape.map(|v| v as usize);
+        let d: usize = shape.iter().product();
+        let mut written = Vec::new();
+        let decoded = decompress_into(
+            &model,
+            &hash,
+            &self.bytes,
+            args.steps,
+            device,
+            || progress.advance(1),
+            |first, pixels| {
+                for (k, image) in pixels.chunks_exact(d).enumerate() {
+                    let path = args.out_dir.join(format!("{:06}.png", first + k));
+                    let failed = |message| vdm_backends::Error::File { path: path.clone(), message };
+                    let png = image_png(image, shape).map_err(failed)?;
+                    write_atomically(&path, &png).map_err(|e| failed(describe_io(&e)))?;
+                    written.push(path);
+                }
+                Ok(())
+            },
+        );
         progress.finish();
+        if let Err(e) = decoded {
+            for path in &written {
+                let _ = fs::remove_file(path);
+            }
+            return Err(format!("{file}: {e}; the {} images written before the error were removed", written.len()));
+        }
         let secs = start.elapsed().as_secs_f64();
-        write_images(&images, &args.out_dir, |i| format!("{i:06}.png"))?;
         println!(
             "decoded {} images of {:?} (checksum verified) into {} in {} ({:.2} images/s)",
-            images.len(),
-            images.shape(),
+            written.len(),
+            shape,
             args.out_dir.display(),
             clock(secs),
-            images.len() as f64 / secs
+            written.len() as f64 / secs
         );
         Ok(())
     }
