@@ -88,11 +88,6 @@ pub struct Message {
     pub words: Vec<u64>,
 }
 
-/// The checksum of `pixels` that the header records.
-pub(crate) fn images_checksum(pixels: &[u8]) -> [u8; CHECKSUM_BYTES] {
-    Sha256::digest(pixels)[..CHECKSUM_BYTES].try_into().expect("8 bytes")
-}
-
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);

@@ -19,6 +19,7 @@
 
 mod bitswap;
 mod format;
+mod images;
 mod model;
 
 use std::ops::Range;
@@ -27,8 +28,9 @@ use burn::tensor::{Tensor, TensorData};
 use sha2::{Digest, Sha256};
 use vdm_core::rng::SplitMix64;
 
-pub use bitswap::{batch_count, batches, FIRST_BATCH};
+pub use bitswap::{batch_count, batches};
 pub use format::{read_file, Header, Message, ModelId, FORMAT_VERSION};
+pub use images::{Images, PngFiles};
 pub use model::{ChainSpec, Codable, Decoder};
 
 use crate::config::MAX_TIME_STEPS;
@@ -39,7 +41,7 @@ use crate::ops::FastOps;
 use crate::sample::GridPoint;
 use crate::transfer::{download, upload};
 use bitswap::{Chain, Coder};
-use format::{images_checksum, recorded_hash, write_file, CHECKSUM_BYTES, MAX_PATH_BYTES};
+use format::{recorded_hash, write_file, CHECKSUM_BYTES, MAX_PATH_BYTES};
 
 /// Latent precisions accepted: `2^bits` bins per standard deviation of each level's narrower
 /// distribution.
@@ -138,13 +140,14 @@ fn check_settings(steps: usize, latent_bits: u32, batch_size: usize) -> Result<(
 }
 
 /// Compresses `images` losslessly with `model` (the checkpoint `model_id`, which the header
-/// records) over `steps` steps, `batch_size` images per network evaluation after the first image;
-/// `on_step` is called after each network evaluation ([`network_evaluations`] in all).
+/// records) over `steps` steps, `batch_size` images per network evaluation, reading the images a
+/// batch at a time (twice: once for their checksum, in order, then as they are coded); `on_step` is
+/// called after each network evaluation ([`network_evaluations`] in all).
 #[allow(clippy::too_many_arguments)]
 pub fn compress<B: FastOps, M: Codable<B>>(
     model: &M,
     model_id: &ModelId,
-    images: &ImageSet,
+    images: &(impl Images + ?Sized),
     steps: usize,
     latent_bits: u32,
     batch_size: usize,
@@ -158,24 +161,27 @@ pub fn compress<B: FastOps, M: Codable<B>>(
             format!("the checkpoint's path is longer than {MAX_PATH_BYTES} bytes"),
         ));
     }
-    if images.is_empty() {
+    let (count, shape) = (images.count(), images.shape());
+    if count == 0 {
         return Err(Error::Mismatch("there are no images to compress".into()));
     }
     let chain = Chain::new(model.chain(steps)?, latent_bits)?;
-    let shape = images.shape();
-    let d = images.features();
-    let seed = seed_words(bitswap::seed_len(batch_size.min(images.len()) * d));
+    let d = shape.iter().product::<usize>();
+    let mut checksum = Sha256::new();
+    for start in (0..count).step_by(batch_size) {
+        checksum.update(images.read(start..(start + batch_size).min(count))?);
+    }
+    let seed = seed_words(bitswap::seed_len(batch_size.min(count) * d));
     let mut coder = Coder::from_binary(seed.clone()).map_err(|e| Error::Corrupt(format!("{e:?}")))?;
     let start_bits = coder.num_valid_bits() as f64;
     let mut lowest = seed.len();
-    for range in batches(images.len(), batch_size) {
-        let range = images_of(range, images.len());
-        let pixels = &images.pixels[range.start * d..range.end * d];
+    for range in batches(count, batch_size) {
+        let pixels = images.read(images_of(range, count))?;
         bitswap::encode_batch(
             &chain,
             &mut coder,
             seed.len(),
-            pixels,
+            &pixels,
             |z, i| {
                 let eps = reverse_eps(model, z, shape, chain.level(i), batch_size, device);
                 on_step();
@@ -198,17 +204,17 @@ pub fn compress<B: FastOps, M: Codable<B>>(
         model: ModelId { sha256: recorded_hash(&model_id.sha256), ..model_id.clone() },
         steps: steps as u64,
         shape: shape.map(|v| v as u32),
-        count: images.len() as u64,
+        count: count as u64,
         latent_bits,
         batch_size: batch_size as u64,
-        images_checksum: images_checksum(&images.pixels),
+        images_checksum: checksum.finalize()[..CHECKSUM_BYTES].try_into().expect("8 bytes"),
     };
     let bytes = write_file(&Message { header, untouched: lowest as u64, words: words[lowest..].to_vec() });
     let stats = CodecStats {
         net_bits,
         seed_bits: 64.0 * (seed.len() - lowest) as f64,
         file_bits: 8.0 * bytes.len() as f64,
-        dims: images.len() * d,
+        dims: count * d,
     };
     Ok((bytes, stats))
 }

@@ -8,9 +8,11 @@ use std::time::Instant;
 
 use flate2::write::GzEncoder;
 use vdm_backends::checkpoint::{self, Checkpoint, KEEP};
-use vdm_backends::codec::{compress, decompress_into, network_evaluations, read_file, Codable, CodecStats, ModelId};
+use vdm_backends::codec::{
+    compress, decompress_into, network_evaluations, read_file, Codable, CodecStats, Images, ModelId, PngFiles,
+};
 use vdm_backends::config::ModelConfig;
-use vdm_backends::data::{self, categorical_baseline_bpd, ImageSet};
+use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
 use vdm_backends::error::describe_io;
 use vdm_backends::files::write_atomically;
 use vdm_backends::model::ddpm::Ddpm;
@@ -109,13 +111,15 @@ fn compress_with<B: FastOps, M: Family<B> + Codable<B>>(
 ) -> Result<(), String> {
     let model: M = load_model(&checkpoint, device)?;
     let shape = checkpoint.state.image_shape;
-    let (train, images) = match &args.input {
+    // The test set is in memory already; PNG files are read a batch at a time.
+    let (baseline, images): (Option<(ImageSet, ImageSet)>, Box<dyn Images>) = match &args.input {
         Input::TestSet { limit } => {
             let (train, test) = load_checkpoint_data(&checkpoint)?;
             let n = limit.unwrap_or(test.len()).min(test.len());
-            (Some(train), test.select(&(0..n).collect::<Vec<_>>()))
+            let test = test.select(&(0..n).collect::<Vec<_>>());
+            (Some((train, test.clone())), Box::new(test))
         }
-        Input::Png(paths) => (None, read_pngs(paths, shape)?),
+        Input::Png(paths) => (None, Box::new(PngFiles::new(paths.clone(), shape).map_err(|e| e.to_string())?)),
     };
     let dir =
         fs::canonicalize(&checkpoint.dir).map_err(|e| format!("{}: {}", checkpoint.dir.display(), describe_io(&e)))?;
@@ -124,18 +128,19 @@ fn compress_with<B: FastOps, M: Family<B> + Codable<B>>(
         step: Some(checkpoint.state.step as u64),
         checkpoint: Some(dir.to_string_lossy().into_owned()),
     };
-    let evaluations = network_evaluations(&model, images.len(), steps, args.batch_size)?;
+    let count = images.count();
+    let evaluations = network_evaluations(&model, count, steps, args.batch_size)?;
     let mut progress = Progress::new(evaluations, "encode", 0);
     let start = Instant::now();
     let (bytes, stats) =
-        compress(&model, &id, &images, steps, args.latent_bits, args.batch_size, device, || progress.advance(1))?;
+        compress(&model, &id, &*images, steps, args.latent_bits, args.batch_size, device, || progress.advance(1))?;
     progress.finish();
     let secs = start.elapsed().as_secs_f64();
     // Kept before the file exists, so that no file is ever without its checkpoint.
     let out = absolute(&args.out).map_err(|e| format!("{}: {}", args.out.display(), describe_io(&e)))?;
     checkpoint::keep(&dir, &format!("compressed file {}", out.display()))?;
     write_atomically(&args.out, &bytes).map_err(|e| format!("{}: {}", args.out.display(), describe_io(&e)))?;
-    report(&stats, &images, train.as_ref(), steps)?;
+    report(&stats, &*images, baseline.as_ref(), steps)?;
     println!(
         "decoding needs this checkpoint: {} now holds a `{KEEP}` file, so training never prunes it (delete that file once the compressed files are gone)",
         dir.display()
@@ -145,21 +150,34 @@ fn compress_with<B: FastOps, M: Family<B> + Codable<B>>(
         args.out.display(),
         bytes.len(),
         clock(secs),
-        images.len() as f64 / secs
+        count as f64 / secs
     );
     Ok(())
 }
 
-/// The rates of a compressed message beside the sizes of the usual lossless formats.
-fn report(stats: &CodecStats, images: &ImageSet, train: Option<&ImageSet>, steps: usize) -> Result<(), String> {
+/// The rates of a compressed message beside the sizes of the usual lossless formats, and the
+/// per-pixel categorical baseline of the test set's `(train, test)` images.
+fn report(
+    stats: &CodecStats,
+    images: &dyn Images,
+    baseline: Option<&(ImageSet, ImageSet)>,
+    steps: usize,
+) -> Result<(), String> {
+    const CHUNK: usize = 256;
     let dims = stats.dims as f64;
+    let (count, shape) = (images.count(), images.shape());
+    let d: usize = shape.iter().product();
     let mut gzip = GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gzip.write_all(&images.pixels).map_err(|e| e.to_string())?;
+    let mut png_bits = 0.0;
+    for start in (0..count).step_by(CHUNK) {
+        let pixels = images.read(start..(start + CHUNK).min(count)).map_err(|e| e.to_string())?;
+        gzip.write_all(&pixels).map_err(|e| e.to_string())?;
+        for image in pixels.chunks_exact(d) {
+            png_bits += 8.0 * image_png(image, shape)?.len() as f64;
+        }
+    }
     let gzip_bits = 8.0 * gzip.finish().map_err(|e| e.to_string())?.len() as f64;
-    let png_bits: f64 = (0..images.len())
-        .map(|i| image_png(images.image(i), images.shape()).map(|b| 8.0 * b.len() as f64))
-        .sum::<Result<f64, String>>()?;
-    println!("{} images, {} values, T = {steps}", images.len(), stats.dims);
+    println!("{count} images, {} values, T = {steps}", stats.dims);
     println!(
         "bits-back rate: {:.4} bpd effective (net codelength), {:.4} bpd used (the file: net + {:.0} seed bits consumed + header)",
         stats.effective_bpd(),
@@ -171,26 +189,14 @@ fn report(stats: &CodecStats, images: &ImageSet, train: Option<&ImageSet>, steps
         png_bits / dims,
         gzip_bits / dims
     );
-    if let Some(train) = train {
+    if let Some((train, test)) = baseline {
         line.push_str(&format!(
             ", per-pixel categorical baseline {:.4} bpd",
-            categorical_baseline_bpd(train, images, 0.5)
+            categorical_baseline_bpd(train, test, 0.5)
         ));
     }
     println!("{line}");
     Ok(())
-}
-
-fn read_pngs(paths: &[PathBuf], shape: [usize; 3]) -> Result<ImageSet, String> {
-    let mut pixels = Vec::new();
-    for path in paths {
-        let (p, s) = data::png::decode_lossless(path).map_err(|e| e.to_string())?;
-        if s != shape {
-            return Err(format!("{}: an image of {s:?}; the model takes {shape:?}", path.display()));
-        }
-        pixels.extend(p);
-    }
-    Ok(ImageSet::new(pixels, shape))
 }
 
 /// The checkpoint a compressed file needs (`id`): `--checkpoint`, a checkpoint directory or a run
