@@ -86,7 +86,7 @@ fn bench_reports_its_figures_as_json() {
         assert!(v.is_finite() && v > 0.0, "{field} = {v}");
     }
     assert_eq!(doc["size"], "tiny");
-    // DDPM's U-Net: training and sampling, no codec (it codes VDM models only).
+    // DDPM's U-Net: training and sampling, no codec (a DDPM codes over all its T = 1000 steps).
     let out =
         vdm(&["bench", "--size", "ddpm-small", "--batch-size", "4", "--steps", "1", "--sample-steps", "2", "--json"]);
     assert_exit(&out, 0, "\"size\":\"ddpm-small\"");

@@ -11,8 +11,8 @@
 //! 3. push `z_top` under `N(0, I)`.
 //!
 //! Within a batch every pop after the first two levels is paid by the push before it, and what a
-//! batch leaves on the stack pays for the next batch's first pops; batches start at one image and
-//! grow ([`batches`]), so only the first few take seed bits. Decoding runs the same operations in
+//! batch leaves on the stack pays for the next batch's pops; batches start at one image and grow
+//! ([`batches`]), so that only the first takes seed bits. Decoding runs the same operations in
 //! reverse, batches last to first, and returns the stack to its seed.
 //!
 //! Latents are coded on a uniform grid per level, of width `δ_i = s_i / 2^latent_bits` where `s_i`
@@ -23,11 +23,11 @@
 //! A pop reads the bits at the top of the stack, which the level below has just pushed: popped
 //! as they are, a latent's noise at level `i + 1` would be a function of the code of level `i − 1`
 //! (ANS hands the next decode the position of the last encoded symbol within its interval; with
-//! `q` near `p` it gives back nearly the same quantile), and the chain's path would be far from a
-//! draw of `q`, its codelength above the bound (5% at T = 10 on the digits). So before a level's pops the bits they will read
-//! are *whitened*: XORed with pseudo-random words of `(level, position)` ([`whiten`]), which the
-//! decoder undoes after pushing the level back. The stack's length, and so the codelength, is
-//! unchanged; the popped latents are as good as fresh draws of `q`.
+//! `q` near `p` it gives back nearly the same quantile), and the chain's path would not be a draw
+//! of `q`: its codelength was 5% above the bound at T = 10 on the digits. So before a level's pops
+//! the bits they will read are *whitened*: XORed with pseudo-random words of `(level, position)`
+//! ([`whiten`]), which the decoder undoes after pushing the level back. The stack's length, and so
+//! the codelength, is unchanged; the popped latents are as good as fresh draws of `q`.
 //!
 //! Every symbol of a quantised distribution keeps a minimum probability (`constriction`'s leaky
 //! quantiser), which a pop draws with that total mass: a pop from a support of millions of bins

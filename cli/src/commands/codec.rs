@@ -9,7 +9,7 @@ use std::time::Instant;
 use flate2::write::GzEncoder;
 use vdm_backends::checkpoint::{self, Checkpoint, KEEP};
 use vdm_backends::codec::{
-    compress, decompress_into, network_evaluations, read_file, Codable, CodecStats, Images, ModelId, PngFiles,
+    compress, decompress_into, network_evaluations, read_file, Codable, CodecStats, Header, Images, ModelId, PngFiles,
 };
 use vdm_backends::config::ModelConfig;
 use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
@@ -245,8 +245,8 @@ impl BackendJob for DecompressJob {
         let header = read_file(&self.bytes).map_err(|e| format!("{}: {e}", self.args.file.display()))?.header;
         let checkpoint = find_checkpoint(&self.args, &header.model)?;
         match &checkpoint.state.run.model {
-            ModelConfig::Vdm(_) => self.decompress_with::<B::InnerBackend, Vdm<_>>(checkpoint, &device),
-            ModelConfig::Ddpm(_) => self.decompress_with::<B::InnerBackend, Ddpm<_>>(checkpoint, &device),
+            ModelConfig::Vdm(_) => self.decompress_with::<B::InnerBackend, Vdm<_>>(&header, checkpoint, &device),
+            ModelConfig::Ddpm(_) => self.decompress_with::<B::InnerBackend, Ddpm<_>>(&header, checkpoint, &device),
         }
     }
 }
@@ -256,13 +256,13 @@ impl DecompressJob {
     /// fails, the images already written are removed.
     fn decompress_with<B: FastOps, M: Family<B> + Codable<B>>(
         self,
+        header: &Header,
         checkpoint: Checkpoint,
         device: &B::Device,
     ) -> Result<(), String> {
         let (args, file) = (&self.args, self.args.file.display());
         let model: M = load_model(&checkpoint, device)?;
         let hash = model_hash(&checkpoint)?;
-        let header = read_file(&self.bytes).map_err(|e| format!("{file}: {e}"))?.header;
         let evaluations =
             network_evaluations(&model, header.count as usize, header.steps as usize, header.batch_size as usize)
                 .map_err(|e| format!("{file}: {e}"))?;
