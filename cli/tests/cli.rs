@@ -185,6 +185,17 @@ fn compress_and_decompress_round_trip_and_refuse_bad_files() {
     assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&file).unwrap());
 
     let fresh = |name: &str| s(&dir.path().join(name));
+    // A PNG of another size is refused by name before anything is coded or written.
+    let big = dir.path().join("big.png");
+    let mut encoder = png::Encoder::new(std::fs::File::create(&big).unwrap(), 16, 16);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.write_header().unwrap().write_image_data(&[7; 256]).unwrap();
+    let refused = fresh("refused.vbb");
+    assert_fails_with(
+        &vdm(&["compress", "--checkpoint", &run, "--steps", "4", "-o", &refused, &pngs[0], &s(&big)]),
+        &["big.png: an image of [1, 16, 16]; the model takes [1, 8, 8]"],
+    );
+    assert!(!std::path::Path::new(&refused).exists());
     let bytes = std::fs::read(&file).unwrap();
     let truncated = dir.path().join("truncated.vbb");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();

@@ -243,7 +243,7 @@ impl Chain {
     /// network's `ε̂(z_0)` where the decoder takes it.
     fn decoder(&self, z_0: f64, eps_hat: Option<f32>) -> Result<DefaultContiguousCategoricalEntropyModel> {
         let g0 = self.gamma(0);
-        let x_hat = eps_hat.map_or(f64::NAN, |e| (z_0 - sigma(g0) * f64::from(e)) / alpha(g0));
+        let x_hat = eps_hat.map(|e| (z_0 - sigma(g0) * f64::from(e)) / alpha(g0));
         let weights = self.spec.decoder.probabilities(z_0, g0, x_hat);
         let total: f64 = weights.iter().sum();
         let probabilities: Vec<f64> = weights.iter().map(|w| w / total).collect();

@@ -62,10 +62,13 @@ impl Decoder {
         matches!(self, Self::Discretized { .. })
     }
 
-    /// `p(x | z_0)` for the 256 pixel values at `z_0` of level `γ_0`, with `x̂(z_0)` where the
-    /// decoder takes the network ([`Decoder::needs_network`]). Unnormalised for DDPM's floored
+    /// `p(x | z_0)` for the 256 pixel values at `z_0` of level `γ_0`, with the network's `x̂(z_0)`
+    /// where the decoder takes it ([`Decoder::needs_network`]). Unnormalised for DDPM's floored
     /// bin masses; the entropy model normalises.
-    pub fn probabilities(&self, z_0: f64, gamma_0: f64, x_hat: f64) -> Vec<f64> {
+    ///
+    /// # Panics
+    /// If the decoder takes the network and `x_hat` is `None`.
+    pub fn probabilities(&self, z_0: f64, gamma_0: f64, x_hat: Option<f64>) -> Vec<f64> {
         match *self {
             Self::Vdm => {
                 let (x, precision) = (z_0 / vdm_core::process::alpha(gamma_0), (-gamma_0).exp());
@@ -75,6 +78,7 @@ impl Decoder {
                 logits.iter().map(|l| (l - top).exp()).collect()
             }
             Self::Discretized { variance, cdf } => {
+                let x_hat = x_hat.expect("the discretised decoder's mean is the network's x̂(z_0)");
                 let log_scale = 0.5 * variance.ln();
                 (0..PIXEL_VALUES)
                     .map(|k| {
