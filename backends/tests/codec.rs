@@ -52,8 +52,9 @@ fn round_trip<M: Codable<Cpu>>(model: &M, images: &ImageSet, steps: usize, batch
     let checkpoint = "/runs/digits/step-0000040";
     let id = ModelId { sha256: HASH.into(), step: Some(40), checkpoint: Some(checkpoint.into()) };
     let what = format!("T = {steps}, batch {batch}, {bits} latent bits");
-    let (mut encoded, mut decoded) = (0, 0);
-    let (bytes, stats) = compress(model, &id, images, steps, bits, batch, &device, || encoded += 1).unwrap();
+    let (mut encoded, mut decoded) = ((0, 0), (0, 0)); // (evaluations, images evaluated)
+    let count = |done: &mut (usize, usize), images: usize| *done = (done.0 + 1, done.1 + images);
+    let (bytes, stats) = compress(model, &id, images, steps, bits, batch, &device, |n| count(&mut encoded, n)).unwrap();
     let mut handed = Vec::new();
     let mut pixels = Vec::new();
     decompress_into(
@@ -62,7 +63,7 @@ fn round_trip<M: Codable<Cpu>>(model: &M, images: &ImageSet, steps: usize, batch
         &bytes,
         Some(steps),
         &device,
-        || decoded += 1,
+        |n| count(&mut decoded, n),
         |first, batch| {
             handed.push((first, batch.len() / images.features()));
             pixels.extend_from_slice(batch);
@@ -78,7 +79,9 @@ fn round_trip<M: Codable<Cpu>>(model: &M, images: &ImageSet, steps: usize, batch
     assert!(handed.iter().all(|&(_, n)| n <= batch), "{what}: at most a batch at a time");
     let evaluations = network_evaluations(model, images.len(), steps, batch).unwrap();
     assert_eq!(evaluations, chained * model.chain(steps).unwrap().evaluations(), "{what}");
-    assert_eq!((encoded, decoded), (evaluations, evaluations), "{what}: network evaluations");
+    let images_evaluated = images.len() * model.chain(steps).unwrap().evaluations();
+    assert_eq!(encoded, (evaluations, images_evaluated), "{what}: network evaluations and the images they took");
+    assert_eq!(decoded, encoded, "{what}: decoding evaluates as encoding does");
     let message = read_file(&bytes).unwrap();
     assert_eq!(message.header.model, id, "the header records the checkpoint");
     assert!(stats.used_bpd() >= stats.effective_bpd() && stats.seed_bits > 0.0, "{what}: {stats:?}");
@@ -106,7 +109,7 @@ fn ddpm_compression_round_trips() {
     for (variance, batch) in [(Variance::Beta, 24), (Variance::BetaTilde, 64)] {
         let (model, test) = trained_ddpm(variance);
         round_trip(&model, &test, 20, batch, 1);
-        let err = compress(&model, &id(), &test, 10, 1, batch, &Default::default(), || {}).unwrap_err();
+        let err = compress(&model, &id(), &test, 10, 1, batch, &Default::default(), |_| {}).unwrap_err();
         assert!(err.to_string().contains("all its T = 20 steps"), "{err}");
     }
 }
@@ -135,7 +138,7 @@ fn the_file_is_near_its_net_rate() {
     let device = Default::default();
     let images = test.select(&(0..512).map(|i| i % test.len()).collect::<Vec<_>>());
     for steps in [10, 100] {
-        let (_, stats) = compress(&model, &id(), &images, steps, 4, 128, &device, || {}).unwrap();
+        let (_, stats) = compress(&model, &id(), &images, steps, 4, 128, &device, |_| {}).unwrap();
         eprintln!("T = {steps}: file {:.4} bpd, net {:.4} bpd, {stats:?}", stats.used_bpd(), stats.effective_bpd());
         assert!(stats.used_bpd() < 1.1 * stats.effective_bpd(), "T = {steps}: {stats:?}");
     }
@@ -151,7 +154,7 @@ fn net_rate_and_bound<M: Codable<Cpu> + vdm_backends::eval::Likelihood<Cpu>>(
 ) -> (f64, vdm_backends::eval::Estimate) {
     let message = test.select(&(0..256).map(|i| i % 4).collect::<Vec<_>>());
     let device = Default::default();
-    let net = compress(model, &id(), &message, steps, 1, 256, &device, || {}).unwrap().1.effective_bpd();
+    let net = compress(model, &id(), &message, steps, 1, 256, &device, |_| {}).unwrap().1.effective_bpd();
     let many = test.select(&(0..1024).map(|i| i % 4).collect::<Vec<_>>());
     let options = EvalOptions { batch_size: 256, draws, seed: 1 };
     (net, evaluate(model, &many, bound, &options, &device, |_| {}).unwrap().bpd)
@@ -188,9 +191,9 @@ fn bad_files_are_refused() {
     let device = Default::default();
     let images = test.select(&[0, 1, 2, 3]);
     let id = ModelId { sha256: HASH.into(), step: Some(40), checkpoint: Some("/r/step-0000040".into()) };
-    let (bytes, _) = compress(&model, &id, &images, 3, 4, 64, &device, || {}).unwrap();
+    let (bytes, _) = compress(&model, &id, &images, 3, 4, 64, &device, |_| {}).unwrap();
     let refuse = |bytes: &[u8], hash: &str, steps: Option<usize>| {
-        decompress(&model, hash, bytes, steps, &device, || {}).unwrap_err()
+        decompress(&model, hash, bytes, steps, &device, |_| {}).unwrap_err()
     };
 
     // Damaged files are Corrupt; a file of another model or T is a Mismatch; each says which.
@@ -225,5 +228,5 @@ fn bad_files_are_refused() {
 }
 
 fn refuse_with(model: &Vdm<Cpu>, bytes: &[u8]) -> String {
-    decompress(model, HASH, bytes, None, &Default::default(), || {}).unwrap_err().to_string()
+    decompress(model, HASH, bytes, None, &Default::default(), |_| {}).unwrap_err().to_string()
 }

@@ -141,8 +141,10 @@ fn check_settings(steps: usize, latent_bits: u32, batch_size: usize) -> Result<(
 
 /// Compresses `images` losslessly with `model` (the checkpoint `model_id`, which the header
 /// records) over `steps` steps, `batch_size` images per network evaluation, reading the images a
-/// batch at a time (twice: once for their checksum, in order, then as they are coded); `on_step` is
-/// called after each network evaluation ([`network_evaluations`] in all).
+/// batch at a time (twice: once for their checksum, in order, then as they are coded);
+/// `on_step(images)` is called after each network evaluation with the images it evaluated
+/// ([`network_evaluations`] calls, `count ×` [`ChainSpec::evaluations`] images in all: batches
+/// differ in size, so progress is measured in images).
 #[allow(clippy::too_many_arguments)]
 pub fn compress<B: FastOps, M: Codable<B>>(
     model: &M,
@@ -152,7 +154,7 @@ pub fn compress<B: FastOps, M: Codable<B>>(
     latent_bits: u32,
     batch_size: usize,
     device: &B::Device,
-    mut on_step: impl FnMut(),
+    mut on_step: impl FnMut(usize),
 ) -> Result<(Vec<u8>, CodecStats)> {
     check_settings(steps, latent_bits, batch_size)?;
     if model_id.checkpoint.as_ref().is_some_and(|p| p.len() > MAX_PATH_BYTES) {
@@ -184,7 +186,7 @@ pub fn compress<B: FastOps, M: Codable<B>>(
             &pixels,
             |z, i| {
                 let eps = reverse_eps(model, z, shape, chain.level(i), batch_size, device);
-                on_step();
+                on_step(z.len() / d);
                 eps
             },
             |coder| lowest = lowest.min(coder.bulk().len()),
@@ -227,7 +229,7 @@ pub fn decompress<B: FastOps, M: Codable<B>>(
     bytes: &[u8],
     expected_steps: Option<usize>,
     device: &B::Device,
-    on_step: impl FnMut(),
+    on_step: impl FnMut(usize),
 ) -> Result<ImageSet> {
     let header = read_file(bytes)?.header;
     let (count, shape) = (header.count as u128, header.shape.map(u128::from));
@@ -248,7 +250,8 @@ pub fn decompress<B: FastOps, M: Codable<B>>(
 /// `model_hash`), checking that it was written for this model (and for `expected_steps`, if
 /// given), and hands the images to `on_images(first, pixels)` a batch at a time, in order, holding
 /// no more than one batch. The images' checksum is verified once all are decoded: on an error,
-/// discard what was handed over. `on_step` is called after each network evaluation.
+/// discard what was handed over. `on_step(images)` is called after each network evaluation, as
+/// by [`compress`].
 #[allow(clippy::too_many_arguments)]
 pub fn decompress_into<B: FastOps, M: Codable<B>>(
     model: &M,
@@ -256,7 +259,7 @@ pub fn decompress_into<B: FastOps, M: Codable<B>>(
     bytes: &[u8],
     expected_steps: Option<usize>,
     device: &B::Device,
-    mut on_step: impl FnMut(),
+    mut on_step: impl FnMut(usize),
     mut on_images: impl FnMut(usize, &[u8]) -> Result<()>,
 ) -> Result<Header> {
     let Message { header, untouched, words: stored } = read_file(bytes)?;
@@ -306,7 +309,7 @@ pub fn decompress_into<B: FastOps, M: Codable<B>>(
         let range = images_of(range, count);
         let pixels = bitswap::decode_batch(&chain, &mut coder, seed_len, range.len() * d, |z, i| {
             let eps = reverse_eps(model, z, shape, chain.level(i), batch_size, device);
-            on_step();
+            on_step(z.len() / d);
             eps
         })?;
         checksum.update(&pixels);

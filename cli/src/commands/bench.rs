@@ -199,10 +199,10 @@ impl BenchJob {
         let id = codec::ModelId::weights("bench");
         let start = Instant::now();
         let (bytes, _) =
-            codec::compress(model, &id, &images, self.sample_steps, codec::DEFAULT_LATENT_BITS, batch, device, || {})?;
+            codec::compress(model, &id, &images, self.sample_steps, codec::DEFAULT_LATENT_BITS, batch, device, |_| {})?;
         let encode_secs = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let decoded = codec::decompress(model, "bench", &bytes, None, device, || {})?;
+        let decoded = codec::decompress(model, "bench", &bytes, None, device, |_| {})?;
         let decode_secs = start.elapsed().as_secs_f64();
         if decoded.pixels != images.pixels {
             return Err("the codec's round trip changed the images".into());

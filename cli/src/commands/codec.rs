@@ -9,7 +9,7 @@ use std::time::Instant;
 use flate2::write::GzEncoder;
 use vdm_backends::checkpoint::{self, Checkpoint, KEEP};
 use vdm_backends::codec::{
-    compress, decompress_into, network_evaluations, read_file, Codable, CodecStats, Header, Images, ModelId, PngFiles,
+    compress, decompress_into, read_file, Codable, CodecStats, Header, Images, ModelId, PngFiles,
 };
 use vdm_backends::config::ModelConfig;
 use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
@@ -129,11 +129,11 @@ fn compress_with<B: FastOps, M: Family<B> + Codable<B>>(
         checkpoint: Some(dir.to_string_lossy().into_owned()),
     };
     let count = images.count();
-    let evaluations = network_evaluations(&model, count, steps, args.batch_size)?;
-    let mut progress = Progress::new(evaluations, "encode", 0);
+    let mut progress = Progress::new(count * model.chain(steps)?.evaluations(), "encode", 0);
     let start = Instant::now();
-    let (bytes, stats) =
-        compress(&model, &id, &*images, steps, args.latent_bits, args.batch_size, device, || progress.advance(1))?;
+    let (bytes, stats) = compress(&model, &id, &*images, steps, args.latent_bits, args.batch_size, device, |images| {
+        progress.advance(images)
+    })?;
     progress.finish();
     let secs = start.elapsed().as_secs_f64();
     // Kept before the file exists, so that no file is ever without its checkpoint.
@@ -263,10 +263,8 @@ impl DecompressJob {
         let (args, file) = (&self.args, self.args.file.display());
         let model: M = load_model(&checkpoint, device)?;
         let hash = model_hash(&checkpoint)?;
-        let evaluations =
-            network_evaluations(&model, header.count as usize, header.steps as usize, header.batch_size as usize)
-                .map_err(|e| format!("{file}: {e}"))?;
-        let mut progress = Progress::new(evaluations, "decode", 0);
+        let per_image = model.chain(header.steps as usize).map_err(|e| format!("{file}: {e}"))?.evaluations();
+        let mut progress = Progress::new((header.count as usize).saturating_mul(per_image), "decode", 0);
         let start = Instant::now();
         let shape = header.shape.map(|v| v as usize);
         let d: usize = shape.iter().product();
@@ -277,7 +275,7 @@ impl DecompressJob {
             &self.bytes,
             args.steps,
             device,
-            || progress.advance(1),
+            |images| progress.advance(images),
             |first, pixels| {
                 for (k, image) in pixels.chunks_exact(d).enumerate() {
                     let path = args.out_dir.join(format!("{:06}.png", first + k));
