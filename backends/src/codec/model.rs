@@ -68,7 +68,7 @@ impl Decoder {
     ///
     /// # Panics
     /// If the decoder takes the network and `x_hat` is `None`.
-    pub fn probabilities(&self, z_0: f64, gamma_0: f64, x_hat: Option<f64>) -> Vec<f64> {
+    pub(crate) fn probabilities(&self, z_0: f64, gamma_0: f64, x_hat: Option<f64>) -> Vec<f64> {
         match *self {
             Self::Vdm => {
                 let (x, precision) = (z_0 / vdm_core::process::alpha(gamma_0), (-gamma_0).exp());

@@ -12,7 +12,7 @@ use vdm_backends::codec::{
     compress, decompress_into, read_file, Codable, CodecStats, Header, Images, ModelId, PngFiles,
 };
 use vdm_backends::config::ModelConfig;
-use vdm_backends::data::{categorical_baseline_bpd, ImageSet};
+use vdm_backends::data::categorical_baseline_bpd;
 use vdm_backends::error::describe_io;
 use vdm_backends::files::write_atomically;
 use vdm_backends::model::ddpm::Ddpm;
@@ -111,13 +111,14 @@ fn compress_with<B: FastOps, M: Family<B> + Codable<B>>(
 ) -> Result<(), String> {
     let model: M = load_model(&checkpoint, device)?;
     let shape = checkpoint.state.image_shape;
-    // The test set is in memory already; PNG files are read a batch at a time.
-    let (baseline, images): (Option<(ImageSet, ImageSet)>, Box<dyn Images>) = match &args.input {
+    // The test set is in memory already (the training set only for the baseline, computed here);
+    // PNG files are read a batch at a time.
+    let (baseline, images): (Option<f64>, Box<dyn Images>) = match &args.input {
         Input::TestSet { limit } => {
             let (train, test) = load_checkpoint_data(&checkpoint)?;
             let n = limit.unwrap_or(test.len()).min(test.len());
             let test = test.select(&(0..n).collect::<Vec<_>>());
-            (Some((train, test.clone())), Box::new(test))
+            (Some(categorical_baseline_bpd(&train, &test, 0.5)), Box::new(test))
         }
         Input::Png(paths) => (None, Box::new(PngFiles::new(paths.clone(), shape).map_err(|e| e.to_string())?)),
     };
@@ -140,7 +141,7 @@ fn compress_with<B: FastOps, M: Family<B> + Codable<B>>(
     let out = absolute(&args.out).map_err(|e| format!("{}: {}", args.out.display(), describe_io(&e)))?;
     checkpoint::keep(&dir, &format!("compressed file {}", out.display()))?;
     write_atomically(&args.out, &bytes).map_err(|e| format!("{}: {}", args.out.display(), describe_io(&e)))?;
-    report(&stats, &*images, baseline.as_ref(), steps)?;
+    report(&stats, &*images, baseline, steps)?;
     println!(
         "decoding needs this checkpoint: {} now holds a `{KEEP}` file, so training never prunes it (delete that file once the compressed files are gone)",
         dir.display()
@@ -156,13 +157,8 @@ fn compress_with<B: FastOps, M: Family<B> + Codable<B>>(
 }
 
 /// The rates of a compressed message beside the sizes of the usual lossless formats, and the
-/// per-pixel categorical baseline of the test set's `(train, test)` images.
-fn report(
-    stats: &CodecStats,
-    images: &dyn Images,
-    baseline: Option<&(ImageSet, ImageSet)>,
-    steps: usize,
-) -> Result<(), String> {
+/// per-pixel categorical baseline's rate on the test set, if that is what was compressed.
+fn report(stats: &CodecStats, images: &dyn Images, baseline: Option<f64>, steps: usize) -> Result<(), String> {
     const CHUNK: usize = 256;
     let dims = stats.dims as f64;
     let (count, shape) = (images.count(), images.shape());
@@ -189,11 +185,8 @@ fn report(
         png_bits / dims,
         gzip_bits / dims
     );
-    if let Some((train, test)) = baseline {
-        line.push_str(&format!(
-            ", per-pixel categorical baseline {:.4} bpd",
-            categorical_baseline_bpd(train, test, 0.5)
-        ));
+    if let Some(bpd) = baseline {
+        line.push_str(&format!(", per-pixel categorical baseline {bpd:.4} bpd"));
     }
     println!("{line}");
     Ok(())
