@@ -5,8 +5,9 @@
 //! discretised decoder (a softmax over 256 bins per pixel).
 //!
 //! Every backend gets them composed from burn's own operations ([`generic`]); the CPU reference
-//! backend (burn-ndarray) overrides them with kernels of its own ([`ndarray`]): an im2col and a
-//! matrix product per image and chunk of output rows, a single pass for normalisation and swish, and
+//! backend (burn-ndarray) overrides them with kernels of its own ([`ndarray`]): 3×3 convolutions by
+//! Winograd's minimal filtering and others as an im2col and a matrix product per image and chunk of
+//! output rows, a single pass for normalisation and swish, and
 //! attention whose `L × L` weights live only in a per-thread buffer (the backward pass recomputes
 //! them), instead of dozens of small burn operations with their allocations and autodiff bookkeeping.
 //! [`autodiff`] gives every `FastOps` backend its backward pass through these operations. A

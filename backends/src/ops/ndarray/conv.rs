@@ -1,11 +1,13 @@
-//! Convolution as im2col and a matrix product per image and chunk of output rows, in the
-//! tensors' own `[N, C, H, W]` layout.
+//! Convolution per image in the tensors' own `[N, C, H, W]` layout: 3×3 "same" convolutions by
+//! Winograd's F(2×2, 3×3) ([`winograd`](super::winograd)), every other as im2col and a matrix
+//! product per chunk of output rows.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::gemm::{gemm, gemm_into, with_scratch, Scratch};
 use super::simd::sum;
+use super::winograd::{self, Kernels, Tiling};
 use super::{for_each_part, zeros};
 use crate::ops::ConvSpec;
 
@@ -90,6 +92,10 @@ impl Geometry {
     /// A 1×1, stride-1, unpadded convolution: its im2col matrix is the image itself.
     fn pointwise(&self) -> bool {
         self.k == 1 && self.spec == ConvSpec::same(1)
+    }
+    /// The tiles of a convolution [`winograd`] computes, `None` for any other.
+    fn winograd(&self) -> Option<Tiling> {
+        winograd::applies(self.k, self.spec, [self.h, self.w]).then(|| Tiling::new(self.c, self.o, [self.h, self.w]))
     }
 
     /// Output rows per chunk: few enough that a chunk's im2col matrix stays in a core's cache
@@ -189,8 +195,8 @@ fn with_columns<R>(image: &[f32], g: &Geometry, out_rows: Range<usize>, f: impl 
     })
 }
 
-/// `y = conv(x, W) + b (+ r)`, image by image in `[C, H, W]` layout: `Y = W · cols` (`[O, Ho·Wo]`)
-/// added onto the bias `b` `[N, O]` and the residual `r`, if any.
+/// `y = conv(x, W) + b (+ r)`, image by image in `[C, H, W]` layout: `Y = W · cols` (`[O, Ho·Wo]`),
+/// or Winograd's tiles, added onto the bias `b` `[N, O]` and the residual `r`, if any.
 pub(super) fn conv_forward(
     x: &[f32],
     n: usize,
@@ -205,26 +211,32 @@ pub(super) fn conv_forward(
         bias.len() == n * g.o && residual.is_none_or(|r| r.len() == n * g.o * op),
         "conv: bias or residual of the wrong shape"
     );
+    let kernels = g.winograd().map(|_| Kernels::new(weight, [g.o, g.c], [g.h, g.w]));
+    // Images a task: one, or as many as fill Winograd's matrix products while every thread has some.
+    let per_part = kernels.as_ref().map_or(1, |k| k.images_per_part().min(n.div_ceil(rayon::current_num_threads())));
     let mut out = Vec::with_capacity(n * g.o * op);
-    let images: Vec<_> = out
+    let parts: Vec<_> = out
         .spare_capacity_mut()
-        .chunks_mut(g.o * op)
-        .zip(x.chunks(g.c * g.in_pixels()))
-        .zip(bias.chunks(g.o))
+        .chunks_mut(per_part * g.o * op)
+        .zip(x.chunks(per_part * g.c * g.in_pixels()))
+        .zip(bias.chunks(per_part * g.o))
         .collect();
-    for_each_part(images, |i, ((y, image), bias), threaded| {
+    for_each_part(parts, |part, ((y, images), bias), threaded| {
         let planes = y.chunks_exact_mut(op).zip(bias);
         match residual {
-            Some(r) => planes.zip(r[i * g.o * op..].chunks_exact(op)).for_each(|((plane, &b), r)| {
+            Some(r) => planes.zip(r[part * per_part * g.o * op..].chunks_exact(op)).for_each(|((plane, &b), r)| {
                 plane.iter_mut().zip(r).for_each(|(y, &r)| _ = y.write(r + b));
             }),
             None => planes.for_each(|(plane, &b)| plane.fill(MaybeUninit::new(b))),
         }
-        // SAFETY: every value of the image was just written, the image being `O` planes.
+        // SAFETY: every value of the part was just written, each image being `O` planes.
         let y = unsafe { y.assume_init_mut() };
+        if let Some(kernels) = &kernels {
+            return kernels.add(images, y, threaded);
+        }
         for out_rows in g.row_chunks() {
             let (first, pixels) = (out_rows.start * g.wo, out_rows.len() * g.wo);
-            with_columns(image, g, out_rows, |cols| {
+            with_columns(images, g, out_rows, |cols| {
                 gemm_into(g.o, rows, pixels, weight, rows, 1, cols, pixels, 1, 1.0, &mut y[first..], op, threaded)
             });
         }
@@ -235,8 +247,9 @@ pub(super) fn conv_forward(
 }
 
 /// The gradients of [`conv_forward`]: per image and chunk of output rows `dW += dY · colsᵀ`,
-/// `dcols = Wᵀ · dY`, `dx += col2im(dcols)`, the weight gradient summed by fixed groups of images;
-/// the bias's per image.
+/// `dcols = Wᵀ · dY`, `dx += col2im(dcols)` (or Winograd's: the adjoint convolution, and the
+/// transformed kernels' gradient), the weight gradient summed by fixed groups of images; the
+/// bias's per image.
 pub(super) fn conv_backward(
     x: &[f32],
     n: usize,
@@ -247,14 +260,28 @@ pub(super) fn conv_backward(
     let (rows, op) = (g.rows(), g.out_pixels());
     let (in_image, out_image) = (g.c * g.in_pixels(), g.o * op);
     let mut dx = zeros(n * in_image);
-    let groups = n.div_ceil(IMAGES_PER_GROUP);
-    let mut dw_parts = vec![0f32; groups * g.o * rows];
-    let group_size = IMAGES_PER_GROUP * in_image;
-    let items: Vec<_> = dx.chunks_mut(group_size).zip(dw_parts.chunks_mut(g.o * rows)).collect();
+    let winograd = g.winograd().map(|tiling| (tiling, Kernels::adjoint(weight, [g.o, g.c], [g.h, g.w])));
+    // A group's weight gradient: `dW` `[O, C·k·k]`, or Winograd's `dU` `[O, 16, C]`, for more
+    // images when they are small (fixed by the shape, not the number of threads).
+    let (part, per_group) = match &winograd {
+        Some((tiling, _)) => (16 * g.o * g.c, IMAGES_PER_GROUP.max(tiling.images_per_group())),
+        None => (g.o * rows, IMAGES_PER_GROUP),
+    };
+    // Written (not calloc's zero pages, which the products' first reads would map and their
+    // writes then copy, a page fault and TLB flush each).
+    let mut dw_parts = zeros(n.div_ceil(per_group) * part);
+    let items: Vec<_> = dx.chunks_mut(per_group * in_image).zip(dw_parts.chunks_mut(part)).collect();
     for_each_part(items, |group, (dx_group, dw), threaded| {
+        if let Some((tiling, adjoint)) = &winograd {
+            let (first, images) = (group * per_group, dx_group.len() / in_image);
+            let x = &x[first * in_image..][..images * in_image];
+            let dy = &grad[first * out_image..][..images * out_image];
+            adjoint.add(dy, dx_group, threaded);
+            return winograd::add_weight_gradient(x, dy, tiling, dw, threaded);
+        }
         let mut dcols = if g.pointwise() { Vec::new() } else { vec![0f32; rows * g.chunk_rows() * g.wo] };
         for (j, dx_image) in dx_group.chunks_mut(in_image).enumerate() {
-            let i = group * IMAGES_PER_GROUP + j;
+            let i = group * per_group + j;
             let (image, dy) = (&x[i * in_image..][..in_image], &grad[i * out_image..][..out_image]);
             // Output rows a chunk at a time, as in the forward pass.
             for out_rows in g.row_chunks() {
@@ -272,9 +299,12 @@ pub(super) fn conv_backward(
             }
         }
     });
-    let mut dw = vec![0f32; g.o * rows];
-    for part in dw_parts.chunks_exact(g.o * rows) {
-        dw.iter_mut().zip(part).for_each(|(acc, v)| *acc += v);
+    let mut dw = vec![0f32; part];
+    for group in dw_parts.chunks_exact(part) {
+        dw.iter_mut().zip(group).for_each(|(acc, v)| *acc += v);
+    }
+    if let Some((tiling, _)) = &winograd {
+        dw = winograd::weight_gradient(&dw, tiling);
     }
     let db = grad.chunks_exact(op).map(|plane| sum(plane, |v| v) as f32).collect();
     (dx, dw, db)
@@ -285,20 +315,27 @@ mod tests {
     use super::*;
 
     /// The number of threads changes nothing, bit for bit: forward and backward of a strided,
-    /// asymmetrically padded kernel and of a pointwise one, on a batch of several image groups.
+    /// asymmetrically padded kernel, of a pointwise one, and of a 3×3 "same" one (Winograd's, whose
+    /// weight gradient groups many small images), on batches of several image groups.
     #[test]
     fn convolution_does_not_depend_on_the_thread_count() {
-        let (n, c, h, w, o) = (11, 3, 7, 6, 4);
-        let x: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
-        let bias: Vec<f32> = (0..n * o).map(|i| ((i * 5 % 7) as f32 - 3.0) / 4.0).collect();
-        let residual: Vec<f32> = (0..n * o * h * w).map(|i| ((i * 3 % 11) as f32 - 5.0) / 5.0).collect();
-        for (k, spec) in [(3, ConvSpec { stride: 2, padding: [0, 1, 1, 0] }), (1, ConvSpec::same(1))] {
+        let (c, o) = (3, 4);
+        let cases = [
+            (3, ConvSpec { stride: 2, padding: [0, 1, 1, 0] }, [11, 7, 6]),
+            (1, ConvSpec::same(1), [11, 7, 6]),
+            (3, ConvSpec::same(3), [40, 8, 9]),
+        ];
+        for (k, spec, [n, h, w]) in cases {
+            let x: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+            let bias: Vec<f32> = (0..n * o).map(|i| ((i * 5 % 7) as f32 - 3.0) / 4.0).collect();
+            let residual: Vec<f32> = (0..n * o * h * w).map(|i| ((i * 3 % 11) as f32 - 5.0) / 5.0).collect();
             let weight: Vec<f32> = (0..o * c * k * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
             let g = Geometry::new(&[n, c, h, w], &[o, c, k, k], spec);
+            assert_eq!(g.winograd().is_some(), spec == ConvSpec::same(3), "k = {k}: which algorithm");
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 pool.install(|| {
-                    let r = (k == 1).then_some(&residual[..]);
+                    let r = (spec.stride == 1).then_some(&residual[..]);
                     let y = conv_forward(&x, n, &weight, &bias, r, &g);
                     let grad: Vec<f32> = (0..y.len()).map(|i| (i % 5) as f32 - 2.0).collect();
                     (y, conv_backward(&x, n, &weight, &grad, &g))

@@ -1,5 +1,6 @@
-//! [`FastOps`] kernels for burn-ndarray (`f32`): convolution as im2col and a matrix product per
-//! image and chunk of output rows, in the tensors' own `[N, C, H, W]` layout; group normalisation
+//! [`FastOps`] kernels for burn-ndarray (`f32`): convolution in the tensors' own `[N, C, H, W]`
+//! layout, 3×3 ones by Winograd's F(2×2, 3×3) and every other as im2col and a matrix product per
+//! image and chunk of output rows; group normalisation
 //! with swish in one pass over each group; attention as two matrix products per image around a
 //! softmax; the skips' channel concatenation as one copy per image; dropout's mask from a
 //! counter-based generator.
@@ -15,6 +16,7 @@ mod dropout;
 mod gemm;
 mod norm;
 mod simd;
+mod winograd;
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;

@@ -28,6 +28,18 @@ pub(super) fn wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// [`wide`] for an expression, inlined whole into each vector version: a closure that LLVM chose
+/// not to inline there (a long kernel's body) would run as the baseline's code.
+macro_rules! wide_inlined {
+    ($body:expr) => {
+        $crate::ops::ndarray::simd::wide(
+            #[inline(always)]
+            || $body,
+        )
+    };
+}
+pub(super) use wide_inlined;
+
 /// `y σ(y)`, with [`exp`].
 #[inline(always)]
 pub(super) fn swish(y: f32) -> f32 {
