@@ -47,14 +47,14 @@ fn convolution_matches_burn_forward_and_backward() {
         ([1, 64, 24, 32], 4, 3, ConvSpec::same(3)),
         ([1, 64, 40, 32], 3, 3, ConvSpec { stride: 2, padding: [0, 1, 0, 1] }),
         ([1, 64, 30, 32], 2, 3, ConvSpec { stride: 1, padding: [0, 2, 1, 0] }),
-        // Winograd's tiles (3×3 "same" convolutions of at least 8×8 pixels): odd sizes, whose last
-        // tiles reach past the image; small images, many to a matrix product and to a weight
-        // gradient's group; and channels enough that a chunk of tiles ends inside an image (of the
-        // weight gradient's group of images; of a single image).
-        ([3, 4, 9, 11], 5, 3, ConvSpec::same(3)),
-        ([20, 3, 9, 8], 2, 3, ConvSpec::same(3)),
-        ([7, 256, 8, 11], 3, 3, ConvSpec::same(3)),
-        ([2, 256, 24, 24], 2, 3, ConvSpec::same(3)),
+        // Winograd's tiles (3×3 "same" convolutions of at least 8×8 pixels and 64 channels): odd
+        // sizes, whose last tiles reach past the image; small images, many to a matrix product
+        // and to a weight gradient's group; and channels enough that a chunk of tiles ends inside
+        // an image (of the weight gradient's group of images; of a single image).
+        ([3, 64, 9, 11], 64, 3, ConvSpec::same(3)),
+        ([20, 64, 9, 8], 64, 3, ConvSpec::same(3)),
+        ([7, 256, 8, 11], 64, 3, ConvSpec::same(3)),
+        ([2, 256, 24, 24], 64, 3, ConvSpec::same(3)),
     ];
     for (i, (shape, o, k, spec)) in geometries.into_iter().enumerate() {
         let tag = format!("geometry {i}");

@@ -95,7 +95,7 @@ impl Geometry {
     }
     /// The tiles of a convolution [`winograd`] computes, `None` for any other.
     fn winograd(&self) -> Option<Tiling> {
-        winograd::applies(self.k, self.spec, [self.h, self.w]).then(|| Tiling::new(self.c, self.o, [self.h, self.w]))
+        winograd::applies(self.k, self.spec, [self.h, self.w], [self.c, self.o]).then(|| Tiling::new(self.c, self.o, [self.h, self.w]))
     }
 
     /// Output rows per chunk: few enough that a chunk's im2col matrix stays in a core's cache
@@ -319,13 +319,12 @@ mod tests {
     /// weight gradient groups many small images), on batches of several image groups.
     #[test]
     fn convolution_does_not_depend_on_the_thread_count() {
-        let (c, o) = (3, 4);
         let cases = [
-            (3, ConvSpec { stride: 2, padding: [0, 1, 1, 0] }, [11, 7, 6]),
-            (1, ConvSpec::same(1), [11, 7, 6]),
-            (3, ConvSpec::same(3), [40, 8, 9]),
+            (3, ConvSpec { stride: 2, padding: [0, 1, 1, 0] }, [11, 3, 7, 6, 4]),
+            (1, ConvSpec::same(1), [11, 3, 7, 6, 4]),
+            (3, ConvSpec::same(3), [40, 64, 8, 9, 64]),
         ];
-        for (k, spec, [n, h, w]) in cases {
+        for (k, spec, [n, c, h, w, o]) in cases {
             let x: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
             let bias: Vec<f32> = (0..n * o).map(|i| ((i * 5 % 7) as f32 - 3.0) / 4.0).collect();
             let residual: Vec<f32> = (0..n * o * h * w).map(|i| ((i * 3 % 11) as f32 - 5.0) / 5.0).collect();
