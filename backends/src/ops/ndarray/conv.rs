@@ -1,6 +1,6 @@
-//! Convolution per image in the tensors' own `[N, C, H, W]` layout: 3×3 "same" convolutions by
-//! Winograd's F(2×2, 3×3) ([`winograd`](super::winograd)), every other as im2col and a matrix
-//! product per chunk of output rows.
+//! Convolution per image in the tensors' own `[N, C, H, W]` layout: 3×3 "same" convolutions of
+//! enough channels and pixels by Winograd's F(2×2, 3×3) ([`winograd`](super::winograd)), every
+//! other as im2col and a matrix product per chunk of output rows.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -95,7 +95,8 @@ impl Geometry {
     }
     /// The tiles of a convolution [`winograd`] computes, `None` for any other.
     fn winograd(&self) -> Option<Tiling> {
-        winograd::applies(self.k, self.spec, [self.h, self.w], [self.c, self.o]).then(|| Tiling::new(self.c, self.o, [self.h, self.w]))
+        winograd::applies(self.k, self.spec, [self.h, self.w], [self.c, self.o])
+            .then(|| Tiling::new(self.c, self.o, [self.h, self.w]))
     }
 
     /// Output rows per chunk: few enough that a chunk's im2col matrix stays in a core's cache

@@ -56,7 +56,7 @@ const GROUP_TILES: usize = 256;
 /// with the image, outweigh the multiply-adds saved. Measured while choosing (`vdm bench`, 2
 /// threads, alternating runs): ddpm-small's U-Net (32 channels at 8×8) sampled at 40–45 ms per
 /// evaluation with this module against 33–34 without; VDM's small network (64 channels at
-/// 32×32) at 496–551 ms against 607–624 (and trained 8–22% faster); DDPM's CIFAR-10 U-Net's 4×4
+/// 32×32) at 496–551 ms against 607–624 (and trained 7–22% faster); DDPM's CIFAR-10 U-Net's 4×4
 /// convolutions of 512 channels to 256 took 1.2–1.7 times im2col's time.
 pub(super) fn applies(k: usize, spec: ConvSpec, [h, w]: [usize; 2], [c, o]: [usize; 2]) -> bool {
     k == 3 && spec == ConvSpec::same(3) && h * w >= 64 && c.min(o) >= 64
