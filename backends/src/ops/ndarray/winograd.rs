@@ -49,6 +49,9 @@ const CHUNK_VALUES: usize = 1 << 19;
 /// Tiles whose weight gradients a group sums into its own transformed gradient `[O, 16, C]`.
 const GROUP_TILES: usize = 256;
 
+/// Kernels (input channels of one output channel) transformed together, a vector lane each.
+const PAIRS: usize = 64;
+
 /// Whether a convolution of kernel size `k` and geometry `spec`, on images of `[h, w]` pixels from
 /// `c` channels to `o`, is one this module computes: 3×3 "same" ones of at least 8×8 pixels and
 /// 64 channels in and out. Below that the transforms, which cost per tile and channel where the
@@ -196,9 +199,6 @@ impl Kernels {
         }
     }
 }
-
-/// Kernels (of one output channel) transformed together.
-const PAIRS: usize = 64;
 
 /// `dU += Σ_tiles dM_ξ ⊙ V_ξ` for consecutive images `x` `[C, H, W]` and their outputs' gradients
 /// `dy` `[O, H, W]`, into `du` `[O, 16, C]` (see [`weight_gradient`]).
