@@ -56,8 +56,9 @@ const PAIRS: usize = 64;
 /// `c` channels to `o`, is one this module computes: 3×3 "same" ones of at least 8×8 pixels and
 /// 64 channels in and out. Below that the transforms, which cost per tile and channel where the
 /// products cost per tile and channel pair, and the kernels' transform, which does not shrink
-/// with the image, outweigh the multiply-adds saved. Measured while choosing (`vdm bench`, 2
-/// threads, alternating runs): ddpm-small's U-Net (32 channels at 8×8) sampled at 40–45 ms per
+/// with the image, outweigh the multiply-adds saved. Measured while choosing, with these bounds
+/// switched by a temporary environment variable and a per-convolution timing harness, neither
+/// kept (`vdm bench`, 2 threads, alternating runs): ddpm-small's U-Net (32 channels at 8×8) sampled at 40–45 ms per
 /// evaluation with this module against 33–34 without; VDM's small network (64 channels at
 /// 32×32) at 496–551 ms against 607–624 (and trained 7–22% faster); DDPM's CIFAR-10 U-Net's 4×4
 /// convolutions of 512 channels to 256 took 1.2–1.7 times im2col's time.
@@ -108,6 +109,14 @@ impl Tiling {
     /// Images enough for [`GROUP_TILES`] tiles (at least one).
     pub(super) fn images_per_group(&self) -> usize {
         (GROUP_TILES / (self.th * self.tw)).max(1)
+    }
+
+    /// Where the row `row` of tiles of consecutive images lies: its row within its image, and the
+    /// values of that image's plane `channel` among images of `channels` planes.
+    fn locate(&self, row: usize, channel: usize, channels: usize) -> (usize, Range<usize>) {
+        let plane = self.h * self.w;
+        let start = ((row / self.th) * channels + channel) * plane;
+        (row % self.th, start..start + plane)
     }
 
     fn input_image(&self) -> usize {
@@ -363,10 +372,10 @@ fn add_output(m: &[f32], t: &Tiling, rows: Range<usize>, y: &mut [f32]) {
     let (tw, tiles) = (t.tw, rows.len() * t.tw);
     // Aᵀ M: 2 rows of 4 columns, each column a vector over the row's tiles.
     let (mut s, mut out) = (vec![0f32; 8 * tw], vec![0f32; 2 * tw]);
-    let pixels = t.h * t.w;
     for o in 0..t.o {
         for (r, row) in rows.clone().enumerate() {
-            let (i, plane) = (row % t.th, &mut y[((row / t.th) * t.o + o) * pixels..][..pixels]);
+            let (i, plane) = t.locate(row, o, t.o);
+            let plane = &mut y[plane];
             let row = |xi: usize| &m[(xi * t.o + o) * tiles + r * tw..][..tw];
             for (b, (s0, s1)) in s.chunks_exact_mut(2 * tw).map(|s| s.split_at_mut(tw)).enumerate() {
                 let (m0, m1, m2, m3) = (row(b), row(4 + b), row(8 + b), row(12 + b));
@@ -401,10 +410,10 @@ fn transform_output_gradient(dy: &[f32], t: &Tiling, rows: Range<usize>, dm: &mu
     let (tw, tiles) = (t.tw, rows.len() * t.tw);
     // The tile row's two gradient rows, split into even and odd columns.
     let (mut split, mut down) = (vec![0f32; 4 * tw], vec![0f32; 2 * tw]);
-    let pixels = t.h * t.w;
     for o in 0..t.o {
         for (r, row) in rows.clone().enumerate() {
-            let (i, plane) = (row % t.th, &dy[((row / t.th) * t.o + o) * pixels..][..pixels]);
+            let (i, plane) = t.locate(row, o, t.o);
+            let plane = &dy[plane];
             for (half, halves) in split.chunks_exact_mut(2 * tw).enumerate() {
                 let (even, odd) = halves.split_at_mut(tw);
                 if 2 * i + half < t.h {
